@@ -1,0 +1,93 @@
+package buffer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authpipe/authpipe/internal/metrics"
+)
+
+// Defaults applied by NewRedis to zero Config fields.
+const (
+	DefaultRetention     = 144 * time.Hour
+	DefaultMaxDeliveries = 10
+	// MinRetention guards against unit mistakes ("144" read as nanoseconds):
+	// the retention also bounds dedupe, so it must cover any re-poll.
+	MinRetention = time.Minute
+)
+
+// Config configures one tenant's buffer.
+type Config struct {
+	// Tenant names the tenant; all its keys are authpipe:{Tenant}:<name>.
+	Tenant string
+	// Retention is how long raw logs stay in the stream and log_ids in the
+	// dedupe set; default 144h, the Auth0 retention. Trim never removes
+	// pending or undelivered entries, whatever their age.
+	Retention time.Duration
+	// MaxDeliveries is how often an entry is delivered before Reclaim (or
+	// ReadPending) moves it to the dead-letter stream; default 10.
+	MaxDeliveries int
+	// MaxEvents is the back-pressure bound: Full reports true when the
+	// backlog of the slowest group reaches it. 0 means never full.
+	MaxEvents int64
+}
+
+var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Validate checks the configuration. Zero Retention and MaxDeliveries are
+// valid: they mean the defaults.
+func (c Config) Validate() error {
+	var errs []error
+	if !tenantPattern.MatchString(c.Tenant) {
+		errs = append(errs, fmt.Errorf("buffer tenant %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", c.Tenant))
+	}
+	if c.Retention < 0 || (c.Retention > 0 && c.Retention < MinRetention) {
+		errs = append(errs, fmt.Errorf("buffer retention %s: want at least %s (0 for the default %s)", c.Retention, MinRetention, DefaultRetention))
+	}
+	if c.MaxDeliveries < 0 {
+		errs = append(errs, fmt.Errorf("buffer max deliveries %d: want at least 1 (0 for the default %d)", c.MaxDeliveries, DefaultMaxDeliveries))
+	}
+	if c.MaxEvents < 0 {
+		errs = append(errs, fmt.Errorf("buffer max events %d: want 0 (unbounded) or more", c.MaxEvents))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.MaxDeliveries == 0 {
+		c.MaxDeliveries = DefaultMaxDeliveries
+	}
+	return c
+}
+
+// Deps are the injected collaborators of a buffer. Zero values get
+// defaults: a discarding logger, a fresh registry, the real clock, and stage
+// counters registered nowhere.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Clock      clockwork.Clock
+	Stages     *metrics.Stages
+}
+
+func (d Deps) withDefaults() Deps {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Registerer == nil {
+		d.Registerer = prometheus.NewRegistry()
+	}
+	if d.Clock == nil {
+		d.Clock = clockwork.NewRealClock()
+	}
+	return d
+}

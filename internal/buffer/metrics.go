@@ -1,0 +1,168 @@
+package buffer
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/authpipe/authpipe/internal/metrics"
+)
+
+// Dead-letter reason kinds: the reason label of
+// authpipe_dead_letters_total. A reason passed to DeadLetter is counted
+// under the kind it starts with ("oversize: 40 KB > 32 KB"), else under
+// ReasonOther; Reason builds such a string.
+const (
+	ReasonSegmentRejected = "segment_rejected"
+	ReasonInvalid         = "invalid"
+	ReasonOversize        = "oversize"
+	ReasonMaxDeliveries   = "max_deliveries"
+	ReasonOther           = "other"
+)
+
+var reasonKinds = []string{ReasonSegmentRejected, ReasonInvalid, ReasonOversize, ReasonMaxDeliveries, ReasonOther}
+
+// Reason returns a dead-letter reason of the given kind: "kind: detail".
+func Reason(kind, detail string) string {
+	if detail == "" {
+		return kind
+	}
+	return kind + ": " + detail
+}
+
+// reasonKind classifies a DeadLetter reason by its leading kind.
+func reasonKind(reason string) string {
+	head, _, _ := strings.Cut(reason, ":")
+	head = strings.TrimSpace(head)
+	for _, k := range reasonKinds {
+		if head == k {
+			return k
+		}
+	}
+	return ReasonOther
+}
+
+// statsTimeout bounds the Redis queries of one scrape.
+const statsTimeout = 2 * time.Second
+
+type bufferMetrics struct {
+	stage       metrics.Stage
+	duplicates  prometheus.Counter
+	deadLetters *prometheus.CounterVec
+	trimmed     prometheus.Counter
+	lost        prometheus.Counter
+}
+
+// newMetrics registers the tenant's counters. The tenant is a constant
+// label, so buffers of several tenants share one registry.
+func newMetrics(reg prometheus.Registerer, stages *metrics.Stages, tenant string) *bufferMetrics {
+	f := promauto.With(reg)
+	tl := prometheus.Labels{"tenant": tenant}
+	m := &bufferMetrics{
+		stage: stages.For(metrics.StageBuffer, tenant),
+		duplicates: f.NewCounter(prometheus.CounterOpts{
+			Name: "authpipe_buffer_duplicates_total", ConstLabels: tl,
+			Help: "Logs offered to the buffer that were already stored (same log_id), not stored again.",
+		}),
+		deadLetters: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "authpipe_dead_letters_total", ConstLabels: tl,
+			Help: "Entries moved to the dead-letter stream, by reason.",
+		}, []string{"reason"}),
+		trimmed: f.NewCounter(prometheus.CounterOpts{
+			Name: "authpipe_buffer_trimmed_total", ConstLabels: tl,
+			Help: "Stream entries removed by retention trimming.",
+		}),
+		lost: f.NewCounter(prometheus.CounterOpts{
+			Name: "authpipe_buffer_lost_total", ConstLabels: tl,
+			Help: "Pending entries found deleted from the stream before acknowledgement. Must stay 0.",
+		}),
+	}
+	for _, k := range reasonKinds {
+		m.deadLetters.WithLabelValues(k)
+	}
+	return m
+}
+
+// gauges are the figures behind the buffer's gauges, read at scrape time.
+type gauges struct {
+	backlog, pending, length, deadLetters int64
+}
+
+// gaugeSource reads the gauges of one backend.
+type gaugeSource func(ctx context.Context) (gauges, error)
+
+// statsCollector reports the buffer's gauges, queried from the backend at
+// scrape time (bounded by statsTimeout), so they are never stale and need no
+// loop. A failed query is logged and its series are left out of that scrape.
+// Both backends share it, so their gauges have the same names and labels.
+type statsCollector struct {
+	source                                gaugeSource
+	log                                   *slog.Logger
+	backlog, pending, stream, deadLetters *prometheus.Desc
+}
+
+func newStatsCollector(tenant string, log *slog.Logger, source gaugeSource) *statsCollector {
+	tl := prometheus.Labels{"tenant": tenant}
+	return &statsCollector{
+		source: source,
+		log:    log,
+		backlog: prometheus.NewDesc("authpipe_buffer_backlog_events",
+			"Entries not yet acknowledged by the slowest consumer group (undelivered + pending); the stream length while no group exists.", nil, tl),
+		pending: prometheus.NewDesc("authpipe_buffer_pending_events",
+			"Entries delivered but not yet acknowledged, summed over consumer groups.", nil, tl),
+		stream: prometheus.NewDesc("authpipe_buffer_stream_events",
+			"Entries in the stream (acknowledged ones included, until trimmed).", nil, tl),
+		deadLetters: prometheus.NewDesc("authpipe_dead_letter_events",
+			"Entries in the dead-letter stream.", nil, tl),
+	}
+}
+
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.backlog
+	ch <- c.pending
+	ch <- c.stream
+	ch <- c.deadLetters
+}
+
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
+	defer cancel()
+	g, err := c.source(ctx)
+	if err != nil {
+		c.log.Warn("buffer stats for metrics", "err", err)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(g.backlog))
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(g.pending))
+	ch <- prometheus.MustNewConstMetric(c.stream, prometheus.GaugeValue, float64(g.length))
+	ch <- prometheus.MustNewConstMetric(c.deadLetters, prometheus.GaugeValue, float64(g.deadLetters))
+}
+
+// registerGauges registers a backend's gauges. It fails (rather than
+// panics, as the counters of newMetrics would) when this tenant's buffer
+// metrics exist on the registry already, so call it first.
+func registerGauges(reg prometheus.Registerer, tenant string, log *slog.Logger, source gaugeSource) error {
+	if err := reg.Register(newStatsCollector(tenant, log, source)); err != nil {
+		return fmt.Errorf("register buffer gauges for tenant %s: %w", tenant, err)
+	}
+	return nil
+}
+
+func registerStats(reg prometheus.Registerer, b *Redis) error {
+	return registerGauges(reg, b.cfg.Tenant, b.log, b.gauges)
+}
+
+// gauges reads the Redis backend's gauges in one transaction.
+func (b *Redis) gauges(ctx context.Context) (gauges, error) {
+	s, err := b.snapshot(ctx)
+	if err != nil {
+		return gauges{}, err
+	}
+	backlog, pending := s.aggregate()
+	return gauges{backlog: backlog, pending: pending, length: s.length, deadLetters: s.deadLetters}, nil
+}

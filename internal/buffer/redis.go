@@ -1,0 +1,655 @@
+package buffer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/authpipe/authpipe/internal/auth0log"
+)
+
+// Key names inside a tenant's hash tag.
+const (
+	keyStream     = "stream"
+	keyCheckpoint = "checkpoint"
+	keySeen       = "seen"
+	keyDLQ        = "dlq"
+	keyReasons    = "reasons"
+)
+
+const (
+	defaultCount = 100
+	// maxReasonBytes bounds a stored failure reason.
+	maxReasonBytes = 1024
+	// pendingPage is the XPENDING page size when looking up delivery counts.
+	pendingPage = 1000
+)
+
+// Entry is one buffered event as a consumer sees it.
+type Entry struct {
+	ID         string // stream entry id, "ms-seq"
+	LogID      string // Auth0 log_id
+	Raw        []byte // the event's JSON as Auth0 sent it
+	Deliveries int64  // times delivered, this delivery included
+}
+
+// DeadLetter is one entry of the dead-letter stream.
+type DeadLetter struct {
+	ID         string // dead-letter stream entry id
+	StreamID   string // id the entry had in the log stream
+	LogID      string
+	Raw        []byte
+	Reason     string
+	Deliveries int64 // times the entry was handed to a consumer
+	FailedAt   time.Time
+}
+
+// Stats are a snapshot of a tenant's buffer as seen by one group.
+type Stats struct {
+	Length      int64 // entries in the stream (XLEN)
+	Backlog     int64 // entries the group has not acknowledged: undelivered + pending
+	Pending     int64 // entries delivered to the group, not yet acknowledged
+	DeadLetters int64 // entries in the dead-letter stream
+}
+
+// Redis is the Redis Streams backend of one tenant's buffer. It is safe for
+// concurrent use.
+type Redis struct {
+	client redis.UniversalClient
+	cfg    Config
+	log    *slog.Logger
+	clock  clockwork.Clock
+	m      *bufferMetrics
+
+	stream, checkpoint, seen, dlq, reasons string
+
+	mu      sync.Mutex
+	cursors map[string]string // group → XAUTOCLAIM cursor
+}
+
+// NewRedis returns the buffer of cfg.Tenant on client, which may be any
+// UniversalClient (single node, Sentinel, Cluster). It registers the
+// buffer's metrics on deps.Registerer; it does not talk to Redis.
+func NewRedis(client redis.UniversalClient, cfg Config, deps Deps) (*Redis, error) {
+	if client == nil {
+		return nil, errors.New("new redis buffer: no redis client")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("new redis buffer: %w", err)
+	}
+	cfg = cfg.withDefaults()
+	deps = deps.withDefaults()
+	b := &Redis{
+		client:  client,
+		cfg:     cfg,
+		log:     deps.Logger.With("component", "buffer", "tenant", cfg.Tenant),
+		clock:   deps.Clock,
+		cursors: make(map[string]string),
+	}
+	b.stream, b.checkpoint, b.seen = b.Key(keyStream), b.Key(keyCheckpoint), b.Key(keySeen)
+	b.dlq, b.reasons = b.Key(keyDLQ), b.Key(keyReasons)
+	// The gauges first: registering them fails (rather than panics) when
+	// this tenant's buffer metrics exist on the registry already.
+	if err := registerStats(deps.Registerer, b); err != nil {
+		return nil, err
+	}
+	b.m = newMetrics(deps.Registerer, deps.Stages, cfg.Tenant)
+	return b, nil
+}
+
+// Key returns the Redis key of one of the tenant's structures:
+// "authpipe:{tenant}:"+name.
+func (b *Redis) Key(name string) string { return "authpipe:{" + b.cfg.Tenant + "}:" + name }
+
+// StreamKey returns the key of the tenant's log stream.
+func (b *Redis) StreamKey() string { return b.stream }
+
+// Client returns the Redis client the buffer uses.
+func (b *Redis) Client() redis.UniversalClient { return b.client }
+
+// Config returns the configuration in use, defaults applied.
+func (b *Redis) Config() Config { return b.cfg }
+
+// Ping checks that Redis answers.
+func (b *Redis) Ping(ctx context.Context) error {
+	if err := b.client.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("ping redis: %w", err)
+	}
+	return nil
+}
+
+// Checkpoint returns the stored checkpoint, "" when there is none yet.
+func (b *Redis) Checkpoint(ctx context.Context) (string, error) {
+	cp, err := b.client.Get(ctx, b.checkpoint).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read checkpoint: %w", err)
+	}
+	return cp, nil
+}
+
+// Append stores a page of logs and the checkpoint that follows it, in one
+// atomic script: logs whose log_id was stored before are skipped (dedupe),
+// new ones are added to the stream in page order, and the checkpoint is set
+// unless it would move backwards ("" leaves it as is). On error nothing was
+// written. It returns how many logs were new.
+func (b *Redis) Append(ctx context.Context, logs []auth0log.Log, checkpoint string) (int, error) {
+	b.m.stage.Received.Add(float64(len(logs)))
+	if checkpoint != "" {
+		if err := auth0log.ValidateID(checkpoint); err != nil {
+			return 0, fmt.Errorf("append page: checkpoint: %w", err)
+		}
+	}
+	args := make([]any, 0, 2+3*len(logs))
+	args = append(args, checkpoint, len(logs))
+	for i, l := range logs {
+		if err := auth0log.ValidateID(l.ID); err != nil {
+			return 0, fmt.Errorf("append page: log %d: %w", i, err)
+		}
+		t, err := auth0log.IDTime(l.ID)
+		if err != nil {
+			return 0, fmt.Errorf("append page: log %d: %w", i, err)
+		}
+		if len(l.Raw) == 0 {
+			return 0, fmt.Errorf("append page: log %d (%s): empty raw event", i, l.ID)
+		}
+		args = append(args, l.ID, t.UnixMilli(), []byte(l.Raw))
+	}
+	res, err := appendScript.Run(ctx, b.client, []string{b.stream, b.seen, b.checkpoint}, args...).Int64Slice()
+	if err != nil {
+		return 0, fmt.Errorf("append page of %d logs: %w", len(logs), err)
+	}
+	if len(res) != 2 {
+		return 0, fmt.Errorf("append page: unexpected script reply %v", res)
+	}
+	added := int(res[0])
+	b.m.stage.Written.Add(float64(added))
+	b.m.duplicates.Add(float64(len(logs) - added))
+	if res[1] < 0 {
+		b.log.Warn("checkpoint older than the stored one kept unchanged", "checkpoint", checkpoint)
+	}
+	return added, nil
+}
+
+// EnsureGroup creates the consumer group (and the stream) if missing. A new
+// group starts at the beginning of the stream, so it sees every entry still
+// buffered.
+func (b *Redis) EnsureGroup(ctx context.Context, group string) error {
+	if group == "" {
+		return errors.New("ensure group: empty group name")
+	}
+	err := b.client.XGroupCreateMkStream(ctx, b.stream, group, "0").Err()
+	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
+		return fmt.Errorf("create group %s: %w", group, err)
+	}
+	return nil
+}
+
+// Read delivers up to count new entries (XREADGROUP ">") to consumer,
+// waiting up to block for some to arrive. block <= 0 does not wait; Read
+// never sends BLOCK 0 (wait forever). A timeout returns no entries and no
+// error. Entries stay pending until acknowledged.
+func (b *Redis) Read(ctx context.Context, group, consumer string, count int, block time.Duration) ([]Entry, error) {
+	if count <= 0 {
+		count = defaultCount
+	}
+	if block <= 0 {
+		block = -1 // go-redis sends no BLOCK argument for a negative Block
+	} else if block < time.Millisecond {
+		block = time.Millisecond
+	}
+	res, err := b.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+		Group: group, Consumer: consumer, Streams: []string{b.stream, ">"},
+		Count: int64(count), Block: block,
+	}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read group %s: %w", group, err)
+	}
+	var out []Entry
+	for _, s := range res {
+		for _, msg := range s.Messages {
+			e := toEntry(msg)
+			e.Deliveries = 1
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// ReadPending delivers again up to count entries of consumer's own pending
+// list with ids after `after` ("0" for the first): what a restarted
+// consumer held when it stopped. Pass the last returned id to page on; no
+// entries means the list is done. Delivery counts are filled in (reading
+// adds one); entries delivered more than MaxDeliveries times are
+// dead-lettered instead of returned, and entries found deleted from the
+// stream are counted as lost, logged at error and acknowledged (there is
+// nothing left to deliver).
+func (b *Redis) ReadPending(ctx context.Context, group, consumer, after string, count int) ([]Entry, error) {
+	if count <= 0 {
+		count = defaultCount
+	}
+	if after == "" {
+		after = "0"
+	}
+	// Keep reading while a whole page was dead-lettered or lost, so that an
+	// empty result always means the end of the list.
+	for {
+		res, err := b.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+			Group: group, Consumer: consumer, Streams: []string{b.stream, after},
+			Count: int64(count), Block: -1,
+		}).Result()
+		if errors.Is(err, redis.Nil) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read pending of group %s: %w", group, err)
+		}
+		var msgs []redis.XMessage
+		for _, s := range res {
+			msgs = append(msgs, s.Messages...)
+		}
+		if len(msgs) == 0 {
+			return nil, nil
+		}
+		after = msgs[len(msgs)-1].ID
+		var deleted []string
+		kept := make([]redis.XMessage, 0, len(msgs))
+		for _, msg := range msgs {
+			if msg.Values == nil { // pending, but deleted from the stream
+				deleted = append(deleted, msg.ID)
+				continue
+			}
+			kept = append(kept, msg)
+		}
+		if len(deleted) > 0 {
+			b.lost(group, deleted)
+			// Drop them from the pending list so they neither hold back
+			// trimming nor count as backlog.
+			if err := b.ack(ctx, group, deleted, false); err != nil {
+				return nil, err
+			}
+		}
+		entries, err := b.settle(ctx, group, consumer, kept)
+		if err != nil || len(entries) > 0 {
+			return entries, err
+		}
+	}
+}
+
+// Ack acknowledges entries of group in one round trip (XACK of all ids and
+// HDEL of their failure reasons, in one transaction).
+func (b *Redis) Ack(ctx context.Context, group string, ids ...string) error {
+	return b.ack(ctx, group, ids, true)
+}
+
+func (b *Redis) ack(ctx context.Context, group string, ids []string, count bool) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	var xack *redis.IntCmd
+	_, err := b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		xack = p.XAck(ctx, b.stream, group, ids...)
+		p.HDel(ctx, b.reasons, ids...)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ack %d entries of group %s: %w", len(ids), group, err)
+	}
+	if count {
+		b.m.stage.Acked.Add(float64(xack.Val()))
+	}
+	return nil
+}
+
+// Touch tells Redis that consumer still works on the entries: it resets
+// their idle time (XCLAIM min-idle 0 JUSTID), so Reclaim leaves them alone,
+// without adding to their delivery count. Entries no longer pending are
+// ignored.
+func (b *Redis) Touch(ctx context.Context, group, consumer string, ids ...string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	err := b.client.XClaimJustID(ctx, &redis.XClaimArgs{
+		Stream: b.stream, Group: group, Consumer: consumer, MinIdle: 0, Messages: ids,
+	}).Err()
+	if err != nil {
+		return fmt.Errorf("touch %d entries of group %s: %w", len(ids), group, err)
+	}
+	return nil
+}
+
+// Reclaim takes over up to count entries of group that have been pending
+// (with any consumer) for at least minIdle, and delivers them to consumer
+// (XAUTOCLAIM). Successive calls walk the whole pending list. Delivery
+// counts are filled in; entries delivered more than MaxDeliveries times are
+// moved to the dead-letter stream with the reason "delivered N times without
+// acknowledgement; last error: …" and not returned. Pending entries found
+// deleted from the stream are counted in authpipe_buffer_lost_total and
+// logged at error.
+func (b *Redis) Reclaim(ctx context.Context, group, consumer string, minIdle time.Duration, count int) ([]Entry, error) {
+	if count <= 0 {
+		count = defaultCount
+	}
+	b.mu.Lock()
+	start := b.cursors[group]
+	b.mu.Unlock()
+	if start == "" {
+		start = "0-0"
+	}
+	msgs, next, deleted, err := b.client.XAutoClaimWithDeleted(ctx, &redis.XAutoClaimArgs{
+		Stream: b.stream, Group: group, Consumer: consumer,
+		MinIdle: minIdle, Start: start, Count: int64(count),
+	}).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reclaim entries of group %s: %w", group, err)
+	}
+	b.mu.Lock()
+	b.cursors[group] = next
+	b.mu.Unlock()
+	if len(deleted) > 0 {
+		b.lost(group, deleted) // XAUTOCLAIM already dropped them from the pending list
+	}
+	return b.settle(ctx, group, consumer, msgs)
+}
+
+// settle fills in delivery counts of entries just delivered to consumer from
+// its pending list and dead-letters those delivered too often. Entries no
+// longer pending with consumer (acknowledged or claimed meanwhile) are left
+// out.
+func (b *Redis) settle(ctx context.Context, group, consumer string, msgs []redis.XMessage) ([]Entry, error) {
+	if len(msgs) == 0 {
+		return nil, nil
+	}
+	counts, err := b.deliveries(ctx, group, consumer, msgs[0].ID, msgs[len(msgs)-1].ID, len(msgs))
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(msgs))
+	for _, msg := range msgs {
+		n, ok := counts[msg.ID]
+		if !ok {
+			continue
+		}
+		e := toEntry(msg)
+		e.Deliveries = n
+		// n counts this delivery too: n-1 earlier deliveries went unacknowledged.
+		if n-1 >= int64(b.cfg.MaxDeliveries) {
+			if _, err := b.deadLetter(ctx, group, e, "", "max"); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// deliveries returns the delivery count of consumer's pending entries with
+// ids from first to last (XPENDING, extended form).
+func (b *Redis) deliveries(ctx context.Context, group, consumer, first, last string, want int) (map[string]int64, error) {
+	counts := make(map[string]int64, want)
+	start := first
+	for {
+		res, err := b.client.XPendingExt(ctx, &redis.XPendingExtArgs{
+			Stream: b.stream, Group: group, Start: start, End: last, Count: pendingPage, Consumer: consumer,
+		}).Result()
+		if err != nil {
+			return nil, fmt.Errorf("read delivery counts of group %s: %w", group, err)
+		}
+		for _, p := range res {
+			counts[p.ID] = p.RetryCount
+		}
+		if len(res) < pendingPage {
+			return counts, nil
+		}
+		start = "(" + res[len(res)-1].ID
+	}
+}
+
+func (b *Redis) lost(group string, ids []string) {
+	b.m.lost.Add(float64(len(ids)))
+	b.log.Error("pending entries deleted from the stream before acknowledgement: events lost",
+		"group", group, "count", len(ids), "ids", ids)
+}
+
+// NoteFailure records why delivering an entry failed; the last reason noted
+// becomes the dead-letter reason if the entry runs out of deliveries. Ack
+// and DeadLetter remove it.
+func (b *Redis) NoteFailure(ctx context.Context, id, reason string) error {
+	if err := b.client.HSet(ctx, b.reasons, id, truncate(reason)).Err(); err != nil {
+		return fmt.Errorf("note failure of entry %s: %w", id, err)
+	}
+	return nil
+}
+
+// DeadLetter moves a pending entry of group to the dead-letter stream with
+// reason, acknowledging it, in one script. The log_id and raw event are
+// taken from the stream (e's are used only if the entry is gone). An entry
+// no longer pending (acknowledged meanwhile) is left alone. Start reason
+// with a kind (see Reason) to count it under that kind.
+func (b *Redis) DeadLetter(ctx context.Context, group string, e Entry, reason string) error {
+	_, err := b.deadLetter(ctx, group, e, truncate(reason), "given")
+	return err
+}
+
+func (b *Redis) deadLetter(ctx context.Context, group string, e Entry, reason, mode string) (bool, error) {
+	res, err := deadLetterScript.Run(ctx, b.client, []string{b.stream, b.dlq, b.reasons},
+		group, e.ID, e.LogID, e.Raw, reason, b.clock.Now().UnixMilli(), mode).Slice()
+	if err != nil {
+		return false, fmt.Errorf("dead-letter entry %s of group %s: %w", e.ID, group, err)
+	}
+	if len(res) == 0 || res[0] != int64(1) {
+		return false, nil
+	}
+	kind := ReasonMaxDeliveries
+	if mode != "max" {
+		kind = reasonKind(reason)
+	}
+	b.m.deadLetters.WithLabelValues(kind).Inc()
+	b.m.stage.Failed.Inc()
+	var deliveries int64
+	if len(res) > 1 {
+		deliveries, _ = res[1].(int64)
+	}
+	b.log.Warn("entry moved to dead letters", "group", group, "id", e.ID, "log_id", e.LogID,
+		"kind", kind, "deliveries", deliveries)
+	return true, nil
+}
+
+// DeadLetters lists up to count dead letters, oldest first.
+func (b *Redis) DeadLetters(ctx context.Context, count int) ([]DeadLetter, error) {
+	if count <= 0 {
+		count = defaultCount
+	}
+	msgs, err := b.client.XRangeN(ctx, b.dlq, "-", "+", int64(count)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("list dead letters: %w", err)
+	}
+	out := make([]DeadLetter, 0, len(msgs))
+	for _, msg := range msgs {
+		d := DeadLetter{
+			ID:       msg.ID,
+			StreamID: str(msg.Values["stream_id"]),
+			LogID:    str(msg.Values["id"]),
+			Raw:      []byte(str(msg.Values["raw"])),
+			Reason:   str(msg.Values["reason"]),
+		}
+		d.Deliveries, _ = strconv.ParseInt(str(msg.Values["deliveries"]), 10, 64)
+		if ms, err := strconv.ParseInt(str(msg.Values["failed_at"]), 10, 64); err == nil {
+			d.FailedAt = time.UnixMilli(ms).UTC()
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+// Trim removes stream entries older than the retention, but never one still
+// pending in a group or not yet delivered to a group: it trims by MINID =
+// the smallest of now − Retention, every group's oldest pending id and
+// every group's first undelivered id (just after its last-delivered-id),
+// computed and applied in one script. It also forgets log_ids older than
+// the retention in the dedupe set (Auth0 no longer serves those). It
+// returns how many stream entries it removed.
+func (b *Redis) Trim(ctx context.Context) (int64, error) {
+	cutoff := b.clock.Now().Add(-b.cfg.Retention).UnixMilli()
+	if cutoff < 0 {
+		cutoff = 0
+	}
+	res, err := trimScript.Run(ctx, b.client, []string{b.stream, b.seen}, cutoff).Slice()
+	if err != nil {
+		return 0, fmt.Errorf("trim buffer: %w", err)
+	}
+	if len(res) != 3 {
+		return 0, fmt.Errorf("trim buffer: unexpected script reply %v", res)
+	}
+	trimmed, _ := res[0].(int64)
+	removed, _ := res[1].(int64)
+	minID, _ := res[2].(string)
+	b.m.trimmed.Add(float64(trimmed))
+	if minID == "" && trimmed == 0 {
+		b.log.Debug("buffer trim skipped the stream", "seen_removed", removed)
+	} else {
+		b.log.Debug("buffer trimmed", "minid", minID, "trimmed", trimmed, "seen_removed", removed)
+	}
+	return trimmed, nil
+}
+
+// snapshot is one consistent read of the figures behind Stats and Full.
+type snapshot struct {
+	length, deadLetters int64
+	groups              []redis.XInfoGroup
+}
+
+func (b *Redis) snapshot(ctx context.Context) (snapshot, error) {
+	var xlen, dlen *redis.IntCmd
+	var groups *redis.XInfoGroupsCmd
+	_, err := b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		xlen = p.XLen(ctx, b.stream)
+		dlen = p.XLen(ctx, b.dlq)
+		groups = p.XInfoGroups(ctx, b.stream)
+		return nil
+	})
+	var s snapshot
+	if xlen == nil || xlen.Err() != nil || dlen.Err() != nil {
+		if err == nil {
+			err = errors.New("no reply")
+		}
+		return s, fmt.Errorf("read buffer stats: %w", err)
+	}
+	s.length, s.deadLetters = xlen.Val(), dlen.Val()
+	if gerr := groups.Err(); gerr != nil {
+		if !strings.Contains(gerr.Error(), "no such key") {
+			return s, fmt.Errorf("read buffer stats: consumer groups: %w", gerr)
+		}
+		return s, nil // no stream yet: no groups
+	}
+	s.groups = groups.Val()
+	return s, nil
+}
+
+// backlog is the group's undelivered plus pending entries. Redis 7.0 does
+// not always know the lag (undelivered count) and XINFO GROUPS then reports
+// it as nil (-1 here):
+//   - after every restart that loads the AOF, and on replicas: XREADGROUP
+//     is persisted as XCLAIM … LASTID, which does not carry the group's
+//     entries-read counter;
+//   - after XDEL inside the undelivered range, or for a group set to an
+//     arbitrary id.
+//
+// Redis knows the lag again once the group has read to the end of the
+// stream. Counting it exactly meanwhile would mean walking the undelivered
+// entries (XRANGE, O(backlog) per call), so the backlog is then the stream
+// length: an upper bound (undelivered + pending ≤ XLEN unless pending entries
+// were lost) that includes acknowledged entries kept for retention. Full
+// and the backlog gauge err on the early side until the group catches up;
+// they never under-report.
+func backlog(g redis.XInfoGroup, length int64) int64 {
+	if g.Lag < 0 {
+		return max(length, g.Pending)
+	}
+	return g.Lag + g.Pending
+}
+
+// aggregate returns the backlog of the slowest group (the stream length
+// when there is no group: nothing has been delivered) and the pending
+// entries of all groups.
+func (s snapshot) aggregate() (maxBacklog, pending int64) {
+	if len(s.groups) == 0 {
+		return s.length, 0
+	}
+	for _, g := range s.groups {
+		maxBacklog = max(maxBacklog, backlog(g, s.length))
+		pending += g.Pending
+	}
+	return maxBacklog, pending
+}
+
+// Stats reports the stream length, the group's backlog (undelivered +
+// pending) and pending entries, and the dead letters. For a group that does
+// not exist yet, everything in the stream is backlog. When Redis 7.0 does
+// not know the group's lag (after a Redis restart or on a replica, until the
+// group has read to the end of the stream; after XDEL), Backlog is the stream
+// length: an upper bound, never an under-count.
+func (b *Redis) Stats(ctx context.Context, group string) (Stats, error) {
+	s, err := b.snapshot(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	st := Stats{Length: s.length, DeadLetters: s.deadLetters, Backlog: s.length}
+	for _, g := range s.groups {
+		if g.Name == group {
+			st.Backlog, st.Pending = backlog(g, s.length), g.Pending
+		}
+	}
+	return st, nil
+}
+
+// Full reports whether the slowest group's backlog (the stream length while
+// there is no group) has reached MaxEvents; always false when MaxEvents is 0.
+// The poller pauses while it is full: Auth0 keeps the logs meanwhile.
+func (b *Redis) Full(ctx context.Context) (bool, error) {
+	if b.cfg.MaxEvents <= 0 {
+		return false, nil
+	}
+	s, err := b.snapshot(ctx)
+	if err != nil {
+		return false, err
+	}
+	backlog, _ := s.aggregate()
+	return backlog >= b.cfg.MaxEvents, nil
+}
+
+func toEntry(msg redis.XMessage) Entry {
+	return Entry{ID: msg.ID, LogID: str(msg.Values["id"]), Raw: []byte(str(msg.Values["raw"]))}
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
+}
+
+// truncate bounds a reason to maxReasonBytes without splitting a character.
+func truncate(s string) string {
+	if len(s) <= maxReasonBytes {
+		return s
+	}
+	cut := maxReasonBytes
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "…"
+}

@@ -1,0 +1,162 @@
+package buffer
+
+import "github.com/redis/go-redis/v9"
+
+// appendScript stores a page of logs and its checkpoint in one step.
+//
+// KEYS: stream, seen, checkpoint.
+// ARGV: checkpoint ("" leaves it), n, then n triples log_id, score (ms), raw.
+// Returns {added, checkpoint}: checkpoint 1 = moved forward, 0 = unchanged,
+// -1 = refused because it would have moved backwards.
+//
+// Everything that could fail is checked before the first write: a Lua script
+// is not rolled back when a command fails halfway.
+var appendScript = redis.NewScript(`#!lua
+local function isid(s)
+  return type(s) == 'string' and #s == 56 and s:sub(1, 3) == '900' and not s:find('%D')
+end
+local function less(a, b) -- equal-length digit strings, locale-free
+  for i = 1, #a do
+    local x, y = a:byte(i), b:byte(i)
+    if x ~= y then return x < y end
+  end
+  return false
+end
+local function wrongtype(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  return t ~= 'none' and t ~= want
+end
+if wrongtype(KEYS[1], 'stream') then return redis.error_reply('WRONGTYPE stream key does not hold a stream') end
+if wrongtype(KEYS[2], 'zset') then return redis.error_reply('WRONGTYPE seen key does not hold a sorted set') end
+if wrongtype(KEYS[3], 'string') then return redis.error_reply('WRONGTYPE checkpoint key does not hold a string') end
+
+local cp = ARGV[1]
+if cp ~= '' and not isid(cp) then return redis.error_reply('ERR checkpoint is not a log_id') end
+local n = tonumber(ARGV[2])
+if not n or #ARGV ~= 2 + 3 * n then return redis.error_reply('ERR page arguments do not match the log count') end
+for i = 0, n - 1 do
+  local base = 3 + 3 * i
+  if not isid(ARGV[base]) then return redis.error_reply('ERR log ' .. i .. ': log_id is not valid') end
+  if not tonumber(ARGV[base + 1]) then return redis.error_reply('ERR log ' .. i .. ': score is not a number') end
+  if #ARGV[base + 2] == 0 then return redis.error_reply('ERR log ' .. i .. ': raw event is empty') end
+end
+local cur = redis.call('GET', KEYS[3])
+if cur and not isid(cur) then return redis.error_reply('ERR stored checkpoint is not a log_id') end
+
+-- No command below can fail on its inputs or key types.
+local added = 0
+for i = 0, n - 1 do
+  local base = 3 + 3 * i
+  if redis.call('ZADD', KEYS[2], 'NX', ARGV[base + 1], ARGV[base]) == 1 then
+    redis.call('XADD', KEYS[1], '*', 'id', ARGV[base], 'raw', ARGV[base + 2])
+    added = added + 1
+  end
+end
+local moved = 0
+if cp ~= '' then
+  if not cur or less(cur, cp) then
+    redis.call('SET', KEYS[3], cp)
+    moved = 1
+  elseif less(cp, cur) then
+    moved = -1
+  end
+end
+return {added, moved}
+`)
+
+// deadLetterScript moves one pending entry to the dead-letter stream.
+//
+// KEYS: stream, dlq, reasons.
+// ARGV: group, stream id, log_id, raw, reason, failed_at (ms), mode.
+// Mode "max" builds the reason from the delivery count and the last noted
+// failure and counts deliveries excluding the claim that found it; mode
+// "given" takes the reason as is. The entry's fields are read from the stream
+// (ARGV log_id and raw are used only if the entry is gone).
+// Returns {1, deliveries, reason} when moved, {0} when the entry was not
+// pending in the group (already acknowledged or dead-lettered).
+var deadLetterScript = redis.NewScript(`#!lua
+local function wrongtype(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  return t ~= 'none' and t ~= want
+end
+if wrongtype(KEYS[2], 'stream') then return redis.error_reply('WRONGTYPE dead-letter key does not hold a stream') end
+if wrongtype(KEYS[3], 'hash') then return redis.error_reply('WRONGTYPE reasons key does not hold a hash') end
+local group, id = ARGV[1], ARGV[2]
+local p = redis.call('XPENDING', KEYS[1], group, id, id, 1)
+if #p == 0 then return {0} end
+local deliveries = tonumber(p[1][4])
+local logid, raw = ARGV[3], ARGV[4]
+local e = redis.call('XRANGE', KEYS[1], id, id)
+if #e == 1 then
+  local f = e[1][2]
+  for i = 1, #f, 2 do
+    if f[i] == 'id' then logid = f[i + 1] elseif f[i] == 'raw' then raw = f[i + 1] end
+  end
+end
+local reason = ARGV[5]
+if ARGV[7] == 'max' then
+  deliveries = deliveries - 1
+  local last = redis.call('HGET', KEYS[3], id)
+  if not last then last = 'unknown' end
+  reason = 'delivered ' .. deliveries .. ' times without acknowledgement; last error: ' .. last
+end
+redis.call('XADD', KEYS[2], '*', 'id', logid, 'raw', raw, 'reason', reason,
+  'deliveries', tostring(deliveries), 'failed_at', ARGV[6], 'stream_id', id)
+redis.call('XACK', KEYS[1], group, id)
+redis.call('HDEL', KEYS[3], id)
+return {1, deliveries, reason}
+`)
+
+// trimScript trims the stream by MINID and the dedupe set by score.
+//
+// KEYS: stream, seen.
+// ARGV: cutoff (ms): entries and log_ids older than it are past retention.
+// The MINID is the smallest of the cutoff, the oldest pending id of every
+// group and the first id every group has not been delivered yet (just after
+// its last-delivered-id). Computing and trimming in one script means no
+// delivery or group change can slip in between. Returns {trimmed, seen
+// removed, minid}.
+var trimScript = redis.NewScript(`#!lua
+local function parse(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+local exact = 2 ^ 53
+local cutoff = tonumber(ARGV[1])
+local bms, bseq = cutoff, 0
+local function bound(ms, seq)
+  if ms < bms or (ms == bms and seq < bseq) then bms, bseq = ms, seq end
+end
+local trimmed, minid = 0, ''
+if redis.call('TYPE', KEYS[1])['ok'] == 'stream' then
+  local ok = true
+  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+    local name, pending, last
+    for i = 1, #g, 2 do
+      if g[i] == 'name' then name = g[i + 1]
+      elseif g[i] == 'pending' then pending = g[i + 1]
+      elseif g[i] == 'last-delivered-id' then last = g[i + 1] end
+    end
+    local ms, seq = parse(last or '')
+    if not ms or ms >= exact then ok = false
+    elseif seq + 1 >= exact then bound(ms, 0) -- cannot add exactly: keep the whole millisecond
+    else bound(ms, seq + 1) end
+    if pending and pending > 0 then
+      local low = redis.call('XPENDING', KEYS[1], name)[2]
+      local pms, pseq = parse(low or '')
+      if not pms or pms >= exact then ok = false
+      elseif pseq >= exact then bound(pms, 0)
+      else bound(pms, pseq) end
+    end
+  end
+  if ok then
+    minid = string.format('%.0f-%.0f', bms, bseq)
+    trimmed = redis.call('XTRIM', KEYS[1], 'MINID', minid)
+  end
+end
+local removed = 0
+if redis.call('TYPE', KEYS[2])['ok'] == 'zset' then
+  removed = redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[1])
+end
+return {trimmed, removed, minid}
+`)
