@@ -1,0 +1,400 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// maxFileSize bounds the config file and every secret file.
+const maxFileSize = 1 << 20
+
+// loader collects the configuration and every problem found on the way.
+type loader struct {
+	cfg         *Config
+	all         []setting
+	byKey       map[string]setting
+	sections    map[string]bool     // top-level keys that hold a mapping of settings
+	origin      map[string]string   // env name → where the value came from, for messages
+	bad         map[string]bool     // env names already reported: not validated again
+	problems    []string            // the file's problems, in line order
+	envProblems map[string][]string // env name → problems found in the environment
+}
+
+func load(getenv func(string) (string, bool), readFile func(string) ([]byte, error)) (*Config, error) {
+	c := Default()
+	l := &loader{
+		cfg:         &c,
+		all:         settings(),
+		byKey:       map[string]setting{},
+		sections:    map[string]bool{},
+		origin:      map[string]string{},
+		bad:         map[string]bool{},
+		envProblems: map[string][]string{},
+	}
+	for _, s := range l.all {
+		l.byKey[s.key] = s
+		if section, _, nested := strings.Cut(s.key, "."); nested {
+			l.sections[section] = true
+		}
+	}
+
+	if path := strings.TrimSpace(lookup(getenv, EnvConfig)); path != "" {
+		c.File = path
+		data, err := readFile(path)
+		if err != nil {
+			return nil, &Error{Problems: []string{EnvConfig + ": " + oneLine(err.Error())}}
+		}
+		if fatal := l.file(path, data); fatal {
+			return nil, &Error{Problems: l.problems}
+		}
+	}
+	l.env(getenv, readFile)
+	// The file's problems come first, in line order; then each setting's, in
+	// table order.
+	for _, s := range l.all {
+		if p := l.envProblems[s.env]; len(p) > 0 {
+			l.problems = append(l.problems, p...)
+			continue
+		}
+		if l.bad[s.env] {
+			continue // already reported; a second message would only repeat it
+		}
+		if msg := s.validate(l.cfg); msg != "" {
+			where, ok := l.origin[s.env]
+			if !ok {
+				where = s.env
+			}
+			l.problems = append(l.problems, s.describe(msg, where))
+		}
+	}
+	if len(l.problems) > 0 {
+		return nil, &Error{Problems: l.problems}
+	}
+	return &c, nil
+}
+
+// lookup returns the value of an environment variable, "" when unset.
+func lookup(getenv func(string) (string, bool), name string) string {
+	v, ok := getenv(name)
+	if !ok {
+		return ""
+	}
+	return v
+}
+
+// clean trims a value: surrounding white space, or for a secret only
+// trailing line breaks (a secret may legitimately contain spaces).
+func clean(s setting, v string) string {
+	if s.secret {
+		return strings.TrimRight(v, "\r\n")
+	}
+	return strings.TrimSpace(v)
+}
+
+// report records a problem of setting s found in the file.
+func (l *loader) report(s setting, problem string) {
+	l.bad[s.env] = true
+	l.problems = append(l.problems, problem)
+}
+
+// reportEnv records a problem of setting s found in the environment.
+func (l *loader) reportEnv(s setting, problem string) {
+	l.bad[s.env] = true
+	l.envProblems[s.env] = append(l.envProblems[s.env], problem)
+}
+
+// apply parses v into the configuration; where names the source in
+// messages. It returns the problem, or "".
+func (l *loader) apply(s setting, v, where string) string {
+	if msg := s.set(l.cfg, v); msg != "" {
+		return s.describe(msg, where)
+	}
+	l.origin[s.env] = where
+	return ""
+}
+
+// env applies the environment over the file's values.
+func (l *loader) env(getenv func(string) (string, bool), readFile func(string) ([]byte, error)) {
+	for _, s := range l.all {
+		v := clean(s, lookup(getenv, s.env))
+		where := s.env
+		if s.secret {
+			fileVar := s.env + "_FILE"
+			if path := strings.TrimSpace(lookup(getenv, fileVar)); path != "" {
+				if v != "" {
+					l.reportEnv(s, fmt.Sprintf("%s and %s are both set; set only one", s.env, fileVar))
+					continue
+				}
+				data, err := readFile(path)
+				if err != nil {
+					l.reportEnv(s, fileVar+": "+oneLine(err.Error()))
+					continue
+				}
+				if v = clean(s, string(data)); v == "" {
+					l.reportEnv(s, fmt.Sprintf("%s: %s is empty", fileVar, path))
+					continue
+				}
+				where = s.env + " (read from " + fileVar + ")"
+			}
+		}
+		if v == "" {
+			continue
+		}
+		if p := l.apply(s, v, where); p != "" {
+			l.reportEnv(s, p)
+		}
+	}
+}
+
+// file applies a YAML config file. It reports true when the file could not
+// be read as a whole, so that checking the rest would only add noise.
+func (l *loader) file(path string, data []byte) (fatal bool) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return false // empty or only comments
+		}
+		l.problems = append(l.problems, yamlSyntax(path, err))
+		return true
+	}
+	for {
+		var next yaml.Node
+		err := dec.Decode(&next)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			l.problems = append(l.problems, yamlSyntax(path, err))
+			return true
+		}
+		if n := documentRoot(&next); n != nil && !isNull(n) {
+			l.problems = append(l.problems, fmt.Sprintf("%s:%d: a second YAML document is not allowed: one file holds one configuration", path, n.Line))
+			return true
+		}
+	}
+	root := documentRoot(&doc)
+	if root == nil || isNull(root) {
+		return false
+	}
+	if root.Kind != yaml.MappingNode {
+		l.problems = append(l.problems, fmt.Sprintf("%s:%d: the top level must be a mapping of settings, found %s", path, root.Line, kindName(root)))
+		return true
+	}
+	l.mapping(path, root, "")
+	return false
+}
+
+// mapping applies one mapping: the top level (prefix "") or a section
+// (prefix "auth0." …).
+func (l *loader) mapping(path string, n *yaml.Node, prefix string) {
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			l.problems = append(l.problems, fmt.Sprintf("%s:%d: a key must be a plain name, found %s", path, k.Line, kindName(k)))
+			continue
+		}
+		if k.Tag == "!!merge" {
+			l.problems = append(l.problems, fmt.Sprintf("%s:%d: merge keys (<<) are not supported: write the settings out", path, k.Line))
+			continue
+		}
+		name := prefix + k.Value
+		s, isSetting := l.byKey[name]
+		if first, dup := seen[k.Value]; dup {
+			label := name
+			if isSetting {
+				label = fmt.Sprintf("%s (%s)", s.key, s.env)
+				l.bad[s.env] = true
+			}
+			l.problems = append(l.problems, fmt.Sprintf("%s:%d: %s is set twice (first at line %d)", path, k.Line, label, first))
+			continue
+		}
+		seen[k.Value] = k.Line
+
+		switch {
+		case isSetting:
+			l.leaf(path, s, k, v)
+		case prefix == "" && l.sections[k.Value]:
+			v = resolveAlias(v)
+			switch {
+			case v == nil || isNull(v):
+			case v.Kind != yaml.MappingNode:
+				l.problems = append(l.problems, fmt.Sprintf("%s:%d: %s must be a mapping of settings, found %s", path, k.Line, name, kindName(v)))
+			default:
+				l.mapping(path, v, name+".")
+			}
+		default:
+			scope := "at the top level"
+			if prefix != "" {
+				scope = "in " + strings.TrimSuffix(prefix, ".")
+			}
+			msg := fmt.Sprintf("%s:%d: field %q not found %s", path, k.Line, k.Value, scope)
+			if hint := l.suggest(prefix, k.Value); hint != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", hint)
+			}
+			l.problems = append(l.problems, msg)
+		}
+	}
+}
+
+// leaf applies one setting's value from the file.
+func (l *loader) leaf(path string, s setting, k, v *yaml.Node) {
+	where := fmt.Sprintf("%s:%d: %s (%s)", path, k.Line, s.key, s.env)
+	v = resolveAlias(v)
+	switch {
+	case v == nil || isNull(v):
+		return // "key:" with no value leaves the default
+	case v.Kind != yaml.ScalarNode:
+		l.report(s, where+": expected a single value, found "+kindName(v))
+		return
+	}
+	if val := clean(s, v.Value); val != "" {
+		if p := l.apply(s, val, where); p != "" {
+			l.report(s, p)
+		}
+	}
+}
+
+// suggest returns the key the author probably meant, or "": the YAML key of
+// an environment variable name, a near miss within the same mapping, or the
+// same name in another section.
+func (l *loader) suggest(prefix, key string) string {
+	for _, s := range l.all {
+		if strings.EqualFold(key, s.env) {
+			return s.key
+		}
+	}
+	if len(key) > 64 {
+		return ""
+	}
+	var candidates []string
+	for _, s := range l.all {
+		if rest, ok := strings.CutPrefix(s.key, prefix); ok && !strings.Contains(rest, ".") {
+			candidates = append(candidates, rest)
+		}
+	}
+	if prefix == "" {
+		for section := range l.sections {
+			candidates = append(candidates, section)
+		}
+	}
+	best, bestDistance := "", 3
+	for _, c := range candidates {
+		if d := distance(key, c); d < bestDistance && d < len(key) || d == bestDistance && c < best {
+			best, bestDistance = c, d
+		}
+	}
+	if best != "" {
+		return best
+	}
+	for _, s := range l.all {
+		if s.key != prefix+key && strings.HasSuffix(s.key, "."+key) || !strings.Contains(s.key, ".") && s.key == key {
+			return s.key
+		}
+	}
+	return ""
+}
+
+// distance is the Levenshtein distance between a and b.
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// yamlSyntax turns yaml.v3's "yaml: line 3: …" into "path:3: …".
+func yamlSyntax(path string, err error) string {
+	msg := strings.TrimPrefix(oneLine(err.Error()), "yaml: ")
+	if rest, ok := strings.CutPrefix(msg, "line "); ok {
+		if num, text, ok := strings.Cut(rest, ": "); ok {
+			if _, err := strconv.Atoi(num); err == nil {
+				return path + ":" + num + ": " + text
+			}
+		}
+	}
+	return path + ": " + msg
+}
+
+// oneLine keeps a message on one line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+// documentRoot returns the content of a document node.
+func documentRoot(n *yaml.Node) *yaml.Node {
+	if n.Kind == yaml.DocumentNode {
+		if len(n.Content) == 0 {
+			return nil
+		}
+		n = n.Content[0]
+	}
+	return resolveAlias(n)
+}
+
+// resolveAlias follows alias nodes to the anchored node.
+func resolveAlias(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 100; i++ {
+		n = n.Alias
+	}
+	if n != nil && n.Kind == yaml.AliasNode {
+		return nil
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+// kindName describes a node's kind for messages; it never quotes the value.
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		return "a single value"
+	default:
+		return "an unexpected YAML node"
+	}
+}
+
+// readFileLimited reads a config or secret file of at most maxFileSize bytes.
+func readFileLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close() //nolint:errcheck // read-only
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("%s is larger than 1 MiB", path)
+	}
+	return data, nil
+}

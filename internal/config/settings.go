@@ -1,0 +1,344 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// msgRequired is the problem of a required setting left empty; it renders
+// as "NAME is required".
+const msgRequired = "is required"
+
+// setting is one configuration value: its names, how a string becomes the
+// value, and how the value is checked. The table in settings() drives the
+// environment, the YAML file and Validate, so the three cannot drift apart.
+type setting struct {
+	env      string // environment variable; names the setting in errors
+	key      string // YAML key path, e.g. "auth0.poll_interval"
+	secret   bool   // a Secret: never echoed in errors, also read from <env>_FILE
+	required bool   // empty is an error
+
+	// set stores a (trimmed, non-empty) string value and returns a problem
+	// ("" when it parsed). A problem never quotes a secret.
+	set func(c *Config, v string) string
+	// empty reports whether the setting is unset in c.
+	empty func(c *Config) bool
+	// check returns a problem with a set value, or "".
+	check func(c *Config) string
+}
+
+// validate returns the setting's problem in c, or "".
+func (s setting) validate(c *Config) string {
+	if s.empty(c) {
+		if s.required {
+			return msgRequired
+		}
+		return ""
+	}
+	return s.check(c)
+}
+
+// describe renders a problem of s found at where (the env name, or a file
+// location naming the YAML key and env name).
+func (s setting) describe(msg, where string) string {
+	if msg == msgRequired {
+		return where + " " + msg
+	}
+	return where + ": " + msg
+}
+
+// settings lists every setting in the order of CONFIGURATION.md's tables;
+// errors follow it.
+func settings() []setting {
+	return []setting{
+		// General
+		text("AUTHPIPE_TENANT", "tenant", func(c *Config) *string { return &c.Tenant }, checkTenant),
+		text("AUTHPIPE_LISTEN", "listen", func(c *Config) *string { return &c.Listen }, checkListen),
+		text("AUTHPIPE_DATA_DIR", "data_dir", func(c *Config) *string { return &c.DataDir }, nil),
+		text("AUTHPIPE_RULES", "rules", func(c *Config) *string { return &c.RulesPath }, nil),
+		duration("AUTHPIPE_SHUTDOWN_TIMEOUT", "shutdown_timeout", func(c *Config) *time.Duration { return &c.ShutdownTimeout }, time.Nanosecond, time.Minute),
+
+		// Auth0
+		text("AUTH0_DOMAIN", "auth0.domain", func(c *Config) *string { return &c.Auth0.Domain }, checkDomain),
+		text("AUTH0_CLIENT_ID", "auth0.client_id", func(c *Config) *string { return &c.Auth0.ClientID }, checkNoSpace),
+		secret("AUTH0_CLIENT_SECRET", "auth0.client_secret", true, func(c *Config) *Secret { return &c.Auth0.ClientSecret }, nil),
+		duration("AUTH0_LOG_RETENTION", "auth0.log_retention", func(c *Config) *time.Duration { return &c.Auth0.LogRetention }, time.Hour, 0),
+		duration("AUTH0_POLL_INTERVAL", "auth0.poll_interval", func(c *Config) *time.Duration { return &c.Auth0.PollInterval }, 100*time.Millisecond, time.Hour),
+		duration("AUTH0_REQUEST_TIMEOUT", "auth0.request_timeout", func(c *Config) *time.Duration { return &c.Auth0.RequestTimeout }, 100*time.Millisecond, 5*time.Minute),
+		integer("AUTH0_PAGE_SIZE", "auth0.page_size", func(c *Config) *int { return &c.Auth0.PageSize }, 1, 100),
+
+		// Segment
+		secret("SEGMENT_WRITE_KEY", "segment.write_key", true, func(c *Config) *Secret { return &c.Segment.WriteKey }, nil),
+		text("SEGMENT_ENDPOINT", "segment.endpoint", func(c *Config) *string { return &c.Segment.Endpoint }, httpURL("https://events.eu1.segmentapis.com")),
+		integer("SEGMENT_BATCH_SIZE", "segment.batch_size", func(c *Config) *int { return &c.Segment.BatchSize }, 1, 2500),
+		duration("SEGMENT_FLUSH_INTERVAL", "segment.flush_interval", func(c *Config) *time.Duration { return &c.Segment.FlushInterval }, 10*time.Millisecond, 5*time.Minute),
+		integer("SEGMENT_MAX_IN_FLIGHT", "segment.max_in_flight", func(c *Config) *int { return &c.Segment.MaxInFlight }, 1, 100000),
+
+		// Redis
+		secret("REDIS_URL", "redis.url", false, func(c *Config) *Secret { return &c.Redis.URL }, checkRedisURL),
+
+		// Buffer
+		integer("AUTHPIPE_BUFFER_MAX_EVENTS", "buffer.max_events", func(c *Config) *int64 { return &c.Buffer.MaxEvents }, 1, math.MaxInt64),
+		integer("AUTHPIPE_MAX_DELIVERIES", "buffer.max_deliveries", func(c *Config) *int { return &c.Buffer.MaxDeliveries }, 1, 1000),
+		duration("AUTHPIPE_RECLAIM_IDLE", "buffer.reclaim_idle", func(c *Config) *time.Duration { return &c.Buffer.ReclaimIdle }, 100*time.Millisecond, 24*time.Hour),
+		text("AUTHPIPE_CONSUMER", "buffer.consumer", func(c *Config) *string { return &c.Buffer.Consumer }, checkConsumer),
+
+		// Alerting
+		optional(text("ALERTMANAGER_URL", "alertmanager_url", func(c *Config) *string { return &c.AlertmanagerURL }, httpURL("http://alertmanager:9093"))),
+		optional(text("AUTHPIPE_ALERT_WEBHOOK_URL", "alert_webhook_url", func(c *Config) *string { return &c.AlertWebhookURL }, httpURL("https://hooks.example.com/authpipe"))),
+
+		// Privacy
+		secret("AUTHPIPE_HASH_KEY", "hash_key", false, func(c *Config) *Secret { return &c.HashKey }, checkHashKey),
+
+		// Logging
+		lower(text("AUTHPIPE_LOG_LEVEL", "log.level", func(c *Config) *string { return &c.LogLevel }, oneOf("debug", "info", "warn", "error"))),
+		lower(text("AUTHPIPE_LOG_FORMAT", "log.format", func(c *Config) *string { return &c.LogFormat }, oneOf("json", "text"))),
+	}
+}
+
+// text is a required string setting; check may be nil.
+func text(env, key string, field func(*Config) *string, check func(string) string) setting {
+	return setting{
+		env: env, key: key, required: true,
+		set:   func(c *Config, v string) string { *field(c) = v; return "" },
+		empty: func(c *Config) bool { return *field(c) == "" },
+		check: func(c *Config) string {
+			if check == nil {
+				return ""
+			}
+			return check(*field(c))
+		},
+	}
+}
+
+// optional makes a setting's empty value valid.
+func optional(s setting) setting {
+	s.required = false
+	return s
+}
+
+// lower makes a setting case-insensitive by storing its value lower-cased.
+func lower(s setting) setting {
+	set := s.set
+	s.set = func(c *Config, v string) string { return set(c, strings.ToLower(v)) }
+	return s
+}
+
+// secret is a Secret setting; check may be nil and must not quote the value.
+func secret(env, key string, required bool, field func(*Config) *Secret, check func(string) string) setting {
+	return setting{
+		env: env, key: key, secret: true, required: required,
+		set:   func(c *Config, v string) string { *field(c) = Secret(v); return "" },
+		empty: func(c *Config) bool { return *field(c) == "" },
+		check: func(c *Config) string {
+			if check == nil {
+				return ""
+			}
+			return check(field(c).Reveal())
+		},
+	}
+}
+
+// duration is a Go duration setting within [lo, hi]; hi 0 means no maximum.
+func duration(env, key string, field func(*Config) *time.Duration, lo, hi time.Duration) setting {
+	return setting{
+		env: env, key: key, required: true,
+		set: func(c *Config, v string) string {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				def := Default()
+				return fmt.Sprintf("%q is not a duration (e.g. %s)", v, formatDuration(*field(&def)))
+			}
+			*field(c) = d
+			return ""
+		},
+		empty: func(*Config) bool { return false },
+		check: func(c *Config) string {
+			d := *field(c)
+			switch {
+			case hi == 0 && d < lo:
+				return fmt.Sprintf("%s must be at least %s", formatDuration(d), formatDuration(lo))
+			case hi != 0 && lo <= time.Nanosecond && (d <= 0 || d > hi):
+				return fmt.Sprintf("%s must be more than 0 and at most %s", formatDuration(d), formatDuration(hi))
+			case hi != 0 && (d < lo || d > hi):
+				return fmt.Sprintf("%s must be between %s and %s", formatDuration(d), formatDuration(lo), formatDuration(hi))
+			}
+			return ""
+		},
+	}
+}
+
+// integer is a decimal integer setting within [lo, hi].
+func integer[T int | int64](env, key string, field func(*Config) *T, lo, hi T) setting {
+	return setting{
+		env: env, key: key, required: true,
+		set: func(c *Config, v string) string {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || int64(T(n)) != n {
+				def := Default()
+				return fmt.Sprintf("%q is not an integer (e.g. %d)", v, *field(&def))
+			}
+			*field(c) = T(n)
+			return ""
+		},
+		empty: func(*Config) bool { return false },
+		check: func(c *Config) string {
+			n := *field(c)
+			if n < lo || n > hi {
+				if hi == T(math.MaxInt64) {
+					return fmt.Sprintf("%d must be at least %d", n, lo)
+				}
+				return fmt.Sprintf("%d must be between %d and %d", n, lo, hi)
+			}
+			return ""
+		},
+	}
+}
+
+// formatDuration prints d without zero minutes and seconds: "1h", "1m", "8s".
+func formatDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+func checkTenant(v string) string {
+	ok := len(v) <= 32
+	for i := 0; ok && i < len(v); i++ {
+		b := v[i]
+		ok = b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || i > 0 && (b == '_' || b == '-')
+	}
+	if !ok {
+		return fmt.Sprintf(`%q must be 1 to 32 of a-z, 0-9, "_" and "-", starting with a letter or digit`, v)
+	}
+	return ""
+}
+
+func checkNoSpace(v string) string {
+	if strings.IndexFunc(v, func(r rune) bool { return unicode.IsSpace(r) || !unicode.IsPrint(r) }) >= 0 {
+		return "must not contain spaces or control characters"
+	}
+	return ""
+}
+
+func checkConsumer(v string) string {
+	if len(v) > 128 {
+		return "must be at most 128 characters"
+	}
+	return checkNoSpace(v)
+}
+
+// checkDomain accepts "host[:port]", "https://host[:port]" and
+// "http://host[:port]", with at most a trailing slash. Messages do not quote
+// the value: a mistyped URL can carry credentials.
+func checkDomain(v string) string {
+	const want = `(e.g. tenant.eu.auth0.com, https://tenant.eu.auth0.com or http://127.0.0.1:8080)`
+	raw := v
+	if !strings.Contains(v, "://") {
+		raw = "https://" + v
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		return "not a host name or URL " + want
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "must be a host name or an http:// or https:// URL " + want
+	case u.User != nil:
+		return "must not contain a user name or password " + want
+	case u.Hostname() == "":
+		return "missing host " + want
+	case u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.ForceQuery || u.Fragment != "":
+		return "must not have a path or query: authpipe adds the API path " + want
+	}
+	return ""
+}
+
+// httpURL returns a check for an absolute http(s) URL. It does not quote the
+// value: URLs carry credentials and webhook tokens.
+func httpURL(example string) func(string) string {
+	return func(v string) string {
+		u, err := url.Parse(v)
+		switch {
+		case err != nil:
+			return "not a valid URL (e.g. " + example + ")"
+		case u.Scheme != "http" && u.Scheme != "https":
+			return "must be an http:// or https:// URL (e.g. " + example + ")"
+		case u.Hostname() == "":
+			return "missing host (e.g. " + example + ")"
+		}
+		return ""
+	}
+}
+
+// checkRedisURL accepts what go-redis' ParseURL accepts for redis:// and
+// rediss://. The value is a secret, and a password with an unencoded "/",
+// "?" or "#" spills into the path or query: so no message quotes any part
+// of the value, go-redis' messages included.
+func checkRedisURL(v string) string {
+	const hint = " (e.g. redis://:PASSWORD@redis:6379/0; the value is not shown: it may contain a password)"
+	const encode = "; percent-encode special characters in the password"
+	u, err := url.Parse(v)
+	switch {
+	case err != nil:
+		return "not a valid URL" + encode + hint
+	case u.Scheme != "redis" && u.Scheme != "rediss" || u.Opaque != "":
+		return "must start with redis:// or rediss://" + hint
+	case strings.Contains(u.Path+u.RawQuery+u.Fragment, "@"):
+		return "contains an @ after the host" + encode + hint
+	case u.Hostname() == "" && u.User != nil:
+		return "missing host" + encode + hint
+	case u.Hostname() == "":
+		return "missing host" + hint
+	}
+	if _, err := redis.ParseURL(v); err == nil {
+		return ""
+	}
+	bare := *u
+	bare.User, bare.RawQuery = nil, ""
+	if _, err := redis.ParseURL(bare.String()); err != nil {
+		return "path must be empty or a database number like /0" + hint
+	}
+	return "has a query option go-redis does not accept" + hint
+}
+
+func checkHashKey(v string) string {
+	if len(v) < 16 {
+		return "must be at least 16 characters (e.g. the output of: openssl rand -hex 32)"
+	}
+	return ""
+}
+
+func checkListen(v string) string {
+	_, port, err := net.SplitHostPort(v)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		return fmt.Sprintf("%q is not host:port with a numeric port (e.g. :9464 or 127.0.0.1:9464)", v)
+	}
+	return ""
+}
+
+func oneOf(allowed ...string) func(string) string {
+	return func(v string) string {
+		for _, a := range allowed {
+			if v == a {
+				return ""
+			}
+		}
+		return fmt.Sprintf("%q is not one of %s", v, strings.Join(allowed, ", "))
+	}
+}
