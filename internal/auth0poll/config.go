@@ -1,0 +1,133 @@
+package auth0poll
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultRetention      = 144 * time.Hour
+	DefaultPollInterval   = 10 * time.Second
+	DefaultPageSize       = 100
+	DefaultRequestTimeout = 30 * time.Second
+	DefaultMaxBackoff     = time.Minute
+
+	// MaxPageSize is the largest `take` the logs API accepts in checkpoint mode.
+	MaxPageSize = 100
+)
+
+// Config configures the poller of one tenant.
+type Config struct {
+	// Tenant is authpipe's name for the tenant: a metric label and log field.
+	Tenant string
+	// Domain is the Auth0 domain: a bare host ("acme.eu.auth0.com"),
+	// "https://host", or "http://host:port" for plain HTTP to a local
+	// simulator.
+	Domain string
+	// ClientID and ClientSecret are the machine-to-machine application's
+	// credentials (client credentials grant, scope read:logs).
+	ClientID, ClientSecret string
+	// Retention is how long Auth0 keeps logs on this tenant's plan (default
+	// 144h). The first start backfills this window; a checkpoint older than
+	// it is reported as a gap.
+	Retention time.Duration
+	// PollInterval is the wait after a page that was not full (default 10s),
+	// and between checks while the buffer is full.
+	PollInterval time.Duration
+	// PageSize is the `take` of each request, 1–100 (default 100).
+	PageSize int
+	// RequestTimeout bounds each HTTP request, token requests included
+	// (default 30s).
+	RequestTimeout time.Duration
+	// MaxBackoff caps the wait between attempts after errors (default 1m).
+	MaxBackoff time.Duration
+}
+
+var tenantRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func (c Config) withDefaults() Config {
+	if c.Retention == 0 {
+		c.Retention = DefaultRetention
+	}
+	if c.PollInterval == 0 {
+		c.PollInterval = DefaultPollInterval
+	}
+	if c.PageSize == 0 {
+		c.PageSize = DefaultPageSize
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = DefaultMaxBackoff
+	}
+	return c
+}
+
+// Validate reports every problem of the configuration, defaults applied
+// first (zero durations and page size mean "default").
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	var errs []error
+	if !tenantRE.MatchString(c.Tenant) {
+		errs = append(errs, fmt.Errorf("tenant %q: want 1-64 characters of [A-Za-z0-9_-]", c.Tenant))
+	}
+	if _, _, err := parseDomain(c.Domain); err != nil {
+		errs = append(errs, err)
+	}
+	if c.ClientID == "" {
+		errs = append(errs, errors.New("client id is empty"))
+	}
+	if c.ClientSecret == "" {
+		errs = append(errs, errors.New("client secret is empty"))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"retention", c.Retention},
+		{"poll interval", c.PollInterval},
+		{"request timeout", c.RequestTimeout},
+		{"max backoff", c.MaxBackoff},
+	} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.v))
+		}
+	}
+	if c.PageSize < 1 || c.PageSize > MaxPageSize {
+		errs = append(errs, fmt.Errorf("page size %d: want 1-%d", c.PageSize, MaxPageSize))
+	}
+	return errors.Join(errs...)
+}
+
+// parseDomain turns Domain into what management.New expects ("scheme://host"),
+// and whether the connection is plain HTTP.
+func parseDomain(domain string) (base string, insecure bool, err error) {
+	if domain == "" {
+		return "", false, errors.New("domain is empty")
+	}
+	raw := domain
+	if !strings.Contains(raw, "://") {
+		raw = "https://" + raw
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", false, fmt.Errorf("domain %q: %w", domain, err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return "", false, fmt.Errorf("domain %q: scheme must be http or https", domain)
+	case u.Host == "":
+		return "", false, fmt.Errorf("domain %q: no host", domain)
+	case u.User != nil:
+		return "", false, errors.New("domain: must not carry credentials")
+	case (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "":
+		return "", false, fmt.Errorf("domain %q: want a host, not a URL with a path or query", domain)
+	}
+	return u.Scheme + "://" + u.Host, u.Scheme == "http", nil
+}

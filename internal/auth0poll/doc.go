@@ -1,0 +1,45 @@
+// Package auth0poll polls one tenant's Auth0 logs in checkpoint mode
+// (GET /api/v2/logs?from=<log_id>&take=N) and hands every page to the
+// buffer together with the checkpoint that follows it.
+//
+// Guarantee (DESIGN.md, delivery contract 1 and 4):
+//
+//   - The checkpoint never advances past data that is not durably buffered.
+//     A page and its checkpoint (the page's last log_id) are written by one
+//     atomic Buffer.Append; only after it succeeds does the poller move on.
+//     After a crash of the worker or of Redis the two roll back together and
+//     the page is fetched again (the buffer dedupes by log_id).
+//   - No page is ever skipped. Every failure — an error status, no response,
+//     a failing token endpoint, a page that is not valid JSON or holds an
+//     event that does not decode, a buffer error — is counted, logged, and
+//     followed by a retry of the same page after exponential backoff with
+//     jitter (capped at Config.MaxBackoff). A 429 is waited out until the
+//     rate-limit reset. Only cancelling Run's context stops the retries.
+//   - On first start (no checkpoint in the buffer) polling begins at
+//     now − Config.Retention, so everything Auth0 still holds is backfilled.
+//   - Loss the poller cannot prevent is detected and reported: when the point
+//     up to which every log is known to be buffered (see lag below) is older
+//     than now − Config.Retention, Auth0 has deleted logs that were never
+//     polled. authpipe_auth0_gaps_total is incremented once per such episode
+//     and the lost interval is logged at error level. After a restart only the
+//     stored checkpoint is known, so on a tenant that was silent for longer
+//     than the retention the gap reported is an upper bound.
+//   - While the buffer reports Full, polling pauses (authpipe_auth0_paused 1)
+//     and is re-checked every Config.PollInterval: Auth0 keeps the logs
+//     meanwhile, and the lag metric shows how close that comes to retention.
+//
+// Checkpoint lag (authpipe_auth0_checkpoint_lag_seconds) is now minus the
+// later of the checkpoint's embedded time and the start of the last poll that
+// returned a page that was not full. The checkpoint alone is not enough: it
+// moves only when logs arrive, so on a quiet tenant it would age — and alert —
+// although nothing is waiting in Auth0. A short page proves that Auth0 had
+// nothing more at the time the request was sent, so that time is a point up
+// to which everything is buffered. Taking the later of the two keeps the
+// metric honest both ways: a backlog (only full pages) shows as the
+// checkpoint's age, a quiet tenant shows as the age of the last poll.
+//
+// The management client is go-auth0 with client credentials, its own retries
+// off (this loop owns retries), and a transport that reads the x-ratelimit-*
+// headers of every attempt. Pages are decoded from raw JSON so that every
+// field of an event is kept.
+package auth0poll

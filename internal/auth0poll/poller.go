@@ -1,0 +1,541 @@
+package auth0poll
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/auth0/go-auth0/management"
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/oauth2"
+
+	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/metrics"
+)
+
+const (
+	// minBackoff is the first wait after an error (before jitter).
+	minBackoff = time.Second
+	// gapSlack is the resolution of retention-gap detection. The first
+	// start's checkpoint lies at now − Retention truncated to the second,
+	// and an event's log_id time is a few seconds after its date: a position
+	// that is behind the retention horizon by less than this is not a gap.
+	gapSlack = time.Minute
+	// maxErrLen bounds error text in logs: a token endpoint's error carries
+	// its whole response body.
+	maxErrLen = 512
+)
+
+// Buffer is what the poller needs from the buffer. *buffer.Redis satisfies it.
+type Buffer interface {
+	// Checkpoint returns the stored checkpoint, "" when there is none yet.
+	Checkpoint(ctx context.Context) (string, error)
+	// Append stores logs and sets the checkpoint in one atomic step.
+	Append(ctx context.Context, logs []auth0log.Log, checkpoint string) (int, error)
+	// Full reports back-pressure: polling pauses while it is true.
+	Full(ctx context.Context) (bool, error)
+}
+
+// Deps are the injected collaborators of a Poller. Zero values get defaults:
+// a discarding logger, a fresh registry, the real clock, and stage counters
+// registered nowhere.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Clock      clockwork.Clock
+	Stages     *metrics.Stages
+}
+
+// Poller polls one tenant's Auth0 logs into a Buffer. See the package doc
+// for its guarantee.
+type Poller struct {
+	cfg      Config
+	base     string // "scheme://host"
+	insecure bool
+	buf      Buffer
+	log      *slog.Logger
+	clock    clockwork.Clock
+	m        *pollMetrics
+	rl       *rateLimit
+
+	apiClient   *http.Client // given to go-auth0 for logs requests
+	tokenClient *http.Client // used by oauth2 for token requests
+
+	running     atomic.Bool
+	ready       atomic.Bool
+	lastSuccess atomic.Int64 // UnixNano of the last good page, 0 = never
+
+	mu       sync.Mutex // guards the position, read by the lag gauge
+	cpTime   time.Time  // time embedded in the checkpoint; zero until read
+	caughtUp time.Time  // start of the last poll that returned a short page
+
+	// Loop state, owned by Run's goroutine.
+	api     *management.Management
+	cp      string
+	bo      backoff
+	inGap   bool
+	gapFrom time.Time
+	paused  bool
+	limited int // 429s in a row
+}
+
+// New validates cfg, applies its defaults and builds a Poller. It makes no
+// network calls: the first token and logs requests happen in Run.
+func New(cfg Config, buf Buffer, deps Deps) (*Poller, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("auth0poll config: %w", err)
+	}
+	if buf == nil {
+		return nil, errors.New("auth0poll: nil buffer")
+	}
+	cfg = cfg.withDefaults()
+	base, insecure, err := parseDomain(cfg.Domain)
+	if err != nil {
+		return nil, fmt.Errorf("auth0poll config: %w", err)
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Registerer == nil {
+		deps.Registerer = prometheus.NewRegistry()
+	}
+	if deps.Clock == nil {
+		deps.Clock = clockwork.NewRealClock()
+	}
+	p := &Poller{
+		cfg:      cfg,
+		base:     base,
+		insecure: insecure,
+		buf:      buf,
+		log:      deps.Logger.With("component", "auth0poll", "tenant", cfg.Tenant),
+		clock:    deps.Clock,
+		rl:       newRateLimit(cfg.MaxBackoff),
+		bo:       backoff{base: minBackoff, max: cfg.MaxBackoff},
+	}
+	p.m, err = newPollMetrics(deps.Registerer, deps.Stages, cfg.Tenant, p.lagSeconds)
+	if err != nil {
+		return nil, err
+	}
+	p.apiClient = &http.Client{
+		Timeout: cfg.RequestTimeout,
+		Transport: &transport{
+			base:      cloneDefaultTransport(),
+			clock:     p.clock,
+			rl:        p.rl,
+			requests:  p.m.requests,
+			remaining: p.m.remaining,
+		},
+	}
+	p.tokenClient = &http.Client{Timeout: cfg.RequestTimeout, Transport: cloneDefaultTransport()}
+	if _, err := p.newAPI(context.Background()); err != nil {
+		return nil, fmt.Errorf("auth0poll: build management client: %w", err)
+	}
+	return p, nil
+}
+
+func cloneDefaultTransport() http.RoundTripper {
+	if t, ok := http.DefaultTransport.(*http.Transport); ok {
+		return t.Clone()
+	}
+	return http.DefaultTransport
+}
+
+// newAPI builds the go-auth0 management client. Tokens are fetched lazily,
+// on the first request (management.New makes no network call), with ctx —
+// go-auth0 keeps the ctx given to WithClientCredentials for every token
+// refresh, so the token HTTP client (with its timeout) travels in it, and
+// cancelling Run's context aborts a token request in flight.
+func (p *Poller) newAPI(ctx context.Context) (*management.Management, error) {
+	tokenCtx := context.WithValue(ctx, oauth2.HTTPClient, p.tokenClient)
+	var opts []management.Option
+	if p.insecure {
+		// Must come before WithClientCredentials: it switches the URL to
+		// http, which the token URL and audience are built from, and it
+		// installs a static "insecure" token that WithClientCredentials
+		// then replaces. The reverse order sends "Bearer insecure".
+		opts = append(opts, management.WithInsecure())
+	}
+	opts = append(opts,
+		management.WithClientCredentials(tokenCtx, p.cfg.ClientID, p.cfg.ClientSecret),
+		management.WithNoRetries(),
+		management.WithClient(p.apiClient),
+	)
+	return management.New(p.base, opts...)
+}
+
+// Ready reports whether Auth0 has answered a logs request with a page that
+// decoded, at least once.
+func (p *Poller) Ready() bool { return p.ready.Load() }
+
+// LastSuccess returns when Auth0 last answered a logs request with a page
+// that decoded (by the injected clock); zero if never.
+func (p *Poller) LastSuccess() time.Time {
+	n := p.lastSuccess.Load()
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// Run polls until ctx is cancelled, then returns nil. Errors of Auth0 or
+// the buffer never end it: they are retried. It returns an error only when
+// it cannot start safely (a stored checkpoint that is not a log_id) or when
+// called while already running.
+func (p *Poller) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return errors.New("auth0poll: Run is already running")
+	}
+	defer p.running.Store(false)
+
+	if err := p.start(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	for {
+		wait := p.step(ctx)
+		if !p.sleep(ctx, wait) {
+			break
+		}
+	}
+	p.log.Info("auth0 poller stopped", "checkpoint", p.cp)
+	return nil
+}
+
+// start reads the checkpoint (retrying while the buffer fails) and builds
+// the management client.
+func (p *Poller) start(ctx context.Context) error {
+	var cp string
+	for {
+		var err error
+		cp, err = p.buf.Checkpoint(ctx)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !p.sleep(ctx, p.failed(ctx, reasonBuffer, "read checkpoint", err)) {
+			return ctx.Err()
+		}
+	}
+	p.bo.reset()
+	if cp == "" {
+		since := p.clock.Now().Add(-p.cfg.Retention)
+		cp = auth0log.CheckpointAt(since)
+		p.log.Info("no checkpoint stored; backfilling Auth0's retention window",
+			"since", since.UTC(), "retention", p.cfg.Retention.String())
+	} else {
+		if err := auth0log.ValidateID(cp); err != nil {
+			return fmt.Errorf("auth0poll: stored checkpoint: %w", err)
+		}
+		p.log.Info("resuming from stored checkpoint", "checkpoint", cp)
+	}
+	if err := p.setCheckpoint(cp); err != nil {
+		return fmt.Errorf("auth0poll: checkpoint: %w", err)
+	}
+	api, err := p.newAPI(ctx)
+	if err != nil {
+		return fmt.Errorf("auth0poll: build management client: %w", err)
+	}
+	p.api = api
+	return nil
+}
+
+// step makes one attempt at the page after the checkpoint and returns how
+// long to wait before the next attempt.
+func (p *Poller) step(ctx context.Context) time.Duration {
+	full, err := p.buf.Full(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0
+		}
+		return p.failed(ctx, reasonBuffer, "check buffer fill", err)
+	}
+	p.setPaused(full)
+	if full {
+		return p.cfg.PollInterval
+	}
+	if d := p.rl.wait(p.clock.Now()); d > 0 {
+		p.log.Debug("auth0 rate limit bucket empty; waiting for reset", "wait", d.String())
+		return d
+	}
+	p.checkGap()
+	if p.api == nil {
+		if p.api, err = p.newAPI(ctx); err != nil {
+			return p.failed(ctx, reasonHTTP, "build management client", err)
+		}
+	}
+
+	start := p.clock.Now()
+	var raws []json.RawMessage
+	err = p.api.Request(ctx, http.MethodGet, p.api.URI("logs"), &raws,
+		management.From(p.cp), management.Take(p.cfg.PageSize))
+	if err != nil {
+		if ctx.Err() != nil {
+			return 0
+		}
+		return p.fetchFailed(ctx, err)
+	}
+
+	logs := make([]auth0log.Log, 0, len(raws))
+	last := p.cp
+	for i, raw := range raws {
+		l, err := auth0log.Decode(raw)
+		if err != nil {
+			p.m.stage.Failed.Add(float64(len(raws)))
+			return p.failed(ctx, reasonDecode, "decode log page", err,
+				"event_index", i, "events_in_page", len(raws), "after_log_id", last)
+		}
+		logs = append(logs, l)
+		last = max(last, l.ID)
+	}
+	p.limited = 0
+	p.markSuccess()
+	p.m.stage.Received.Add(float64(len(logs)))
+
+	if len(logs) > 0 {
+		if _, err := p.buf.Append(ctx, logs, last); err != nil {
+			if ctx.Err() != nil {
+				return 0
+			}
+			p.m.stage.Failed.Add(float64(len(logs)))
+			return p.failed(ctx, reasonBuffer, "append page to buffer", err, "events_in_page", len(logs))
+		}
+		n := float64(len(logs))
+		p.m.stage.Written.Add(n)
+		p.m.stage.Acked.Add(n)
+		p.m.polled.Add(n)
+		if err := p.setCheckpoint(last); err != nil {
+			// Decode validated every log_id: unreachable.
+			return p.failed(ctx, reasonDecode, "advance checkpoint", err)
+		}
+	}
+	p.bo.reset()
+	if p.inGap {
+		resumed := start.Add(-p.cfg.Retention)
+		if len(logs) > 0 {
+			resumed = logs[0].Date
+		}
+		p.log.Error("auth0 polling resumed after a retention gap; logs in between are lost",
+			"lost_from", p.gapFrom.UTC(), "resumed_at", resumed.UTC())
+		p.inGap = false
+	}
+	if len(raws) >= p.cfg.PageSize {
+		return 0 // a full page: more are waiting
+	}
+	p.setCaughtUp(start)
+	return p.cfg.PollInterval
+}
+
+// fetchFailed classifies a failed logs request and returns the wait before
+// the same page is asked for again.
+func (p *Poller) fetchFailed(ctx context.Context, err error) time.Duration {
+	var apiErr management.Error
+	switch {
+	case isTokenError(err):
+		return p.failed(ctx, reasonToken, "fetch auth0 token", err)
+	case errors.As(err, &apiErr) && apiErr.Status() == http.StatusTooManyRequests:
+		// Wait for the reset the response named. Should 429s persist
+		// anyway (a bucket shared with other clients, clock skew), back
+		// off further rather than ask again every reset.
+		p.limited++
+		d := p.rl.after429(p.clock.Now())
+		if p.limited > 1 {
+			d = max(d, p.bo.next())
+		}
+		p.log.Info("auth0 rate limit reached; waiting for reset", "from", p.cp, "wait", d.String(), "in_a_row", p.limited)
+		return d
+	case errors.As(err, &apiErr):
+		if apiErr.Status() == http.StatusUnauthorized {
+			// The cached token may have been revoked or expired early:
+			// a new client fetches a new one.
+			p.api = nil
+		}
+		return p.failed(ctx, reasonHTTP, "fetch log page", err, "status", apiErr.Status())
+	case isJSONError(err):
+		return p.failed(ctx, reasonDecode, "decode log page", err)
+	default:
+		return p.failed(ctx, reasonHTTP, "fetch log page", err)
+	}
+}
+
+// isTokenError reports whether err came from the token endpoint: an error
+// answer (*oauth2.RetrieveError) or no answer at all (a *url.Error for the
+// token URL, nested inside the one for the logs URL).
+func isTokenError(err error) bool {
+	var rErr *oauth2.RetrieveError
+	if errors.As(err, &rErr) {
+		return true
+	}
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if ue, ok := e.(*url.Error); ok && strings.HasSuffix(ue.URL, "/oauth/token") {
+			return true
+		}
+	}
+	return false
+}
+
+// isJSONError reports whether go-auth0 failed to unmarshal a 2xx body.
+func isJSONError(err error) bool {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	return errors.As(err, &syntax) || errors.As(err, &typ)
+}
+
+// failed counts and logs a failed attempt and returns the backoff before
+// the next one. The page is never skipped: the next attempt asks for the
+// same checkpoint.
+func (p *Poller) failed(ctx context.Context, reason, action string, err error, attrs ...any) time.Duration {
+	p.m.pageErrors[reason].Inc()
+	d := p.bo.next()
+	level := slog.LevelWarn
+	var rErr *oauth2.RetrieveError
+	if reason == reasonDecode || (errors.As(err, &rErr) && rErr.Response != nil &&
+		rErr.Response.StatusCode >= 400 && rErr.Response.StatusCode < 500) {
+		// A page Auth0 keeps serving broken, or credentials it refuses:
+		// retrying alone will not fix either.
+		level = slog.LevelError
+	}
+	args := append([]any{
+		"reason", reason, "action", action, "from", p.cp,
+		"attempt", p.bo.attempt, "retry_in", d.String(), "err", p.redact(err),
+	}, attrs...)
+	p.log.Log(ctx, level, "auth0 poll attempt failed; retrying the same page", args...)
+	return d
+}
+
+// redact returns err's text without the client secret (in any of the forms
+// a token request carries it) and bounded in length.
+func (p *Poller) redact(err error) string {
+	s := err.Error()
+	if sec := p.cfg.ClientSecret; sec != "" {
+		basic := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(p.cfg.ClientID) + ":" + url.QueryEscape(sec)))
+		for _, form := range []string{sec, url.QueryEscape(sec), basic} {
+			s = strings.ReplaceAll(s, form, "<secret>")
+		}
+	}
+	if len(s) > maxErrLen {
+		s = s[:maxErrLen] + "…"
+	}
+	return s
+}
+
+// checkGap reports, once per episode, that the position fell behind
+// Auth0's retention.
+func (p *Poller) checkGap() {
+	now := p.clock.Now()
+	horizon := now.Add(-p.cfg.Retention)
+	pos := p.position()
+	if p.inGap || pos.IsZero() || !pos.Add(gapSlack).Before(horizon) {
+		return
+	}
+	p.inGap, p.gapFrom = true, pos
+	p.m.gaps.Inc()
+	p.log.Error("auth0 logs lost to retention: checkpoint is older than the retention window",
+		"lost_from", pos.UTC(), "lost_until", horizon.UTC(), "retention", p.cfg.Retention.String(), "checkpoint", p.cp)
+}
+
+func (p *Poller) setPaused(full bool) {
+	if full == p.paused {
+		return
+	}
+	p.paused = full
+	if full {
+		p.m.paused.Set(1)
+		p.log.Warn("buffer full; polling paused (Auth0 keeps the logs meanwhile)", "checkpoint", p.cp)
+		return
+	}
+	p.m.paused.Set(0)
+	p.log.Info("buffer has room; polling resumed", "checkpoint", p.cp)
+}
+
+func (p *Poller) markSuccess() {
+	now := p.clock.Now()
+	p.ready.Store(true)
+	p.lastSuccess.Store(now.UnixNano())
+	p.m.lastSuccess.Set(float64(now.UnixNano()) / 1e9)
+}
+
+func (p *Poller) setCheckpoint(cp string) error {
+	t, err := auth0log.IDTime(cp)
+	if err != nil {
+		return err
+	}
+	p.cp = cp
+	p.mu.Lock()
+	p.cpTime = t
+	p.mu.Unlock()
+	return nil
+}
+
+func (p *Poller) setCaughtUp(t time.Time) {
+	p.mu.Lock()
+	p.caughtUp = t
+	p.mu.Unlock()
+}
+
+// position is the time up to which every log is known to be buffered: the
+// later of the checkpoint's time and the start of the last short poll.
+func (p *Poller) position() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.caughtUp.After(p.cpTime) {
+		return p.caughtUp
+	}
+	return p.cpTime
+}
+
+func (p *Poller) lagSeconds() float64 {
+	pos := p.position()
+	if pos.IsZero() {
+		return 0
+	}
+	return max(p.clock.Since(pos).Seconds(), 0)
+}
+
+// sleep waits d by the injected clock; false when ctx ended first.
+func (p *Poller) sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := p.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.Chan():
+		return true
+	}
+}
+
+// backoff is exponential backoff with equal jitter: attempt n waits between
+// half and all of base·2ⁿ, capped at max.
+type backoff struct {
+	base, max time.Duration
+	attempt   int
+}
+
+func (b *backoff) next() time.Duration {
+	d := b.max
+	if b.attempt < 30 {
+		d = min(b.base<<b.attempt, b.max)
+	}
+	b.attempt++
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+func (b *backoff) reset() { b.attempt = 0 }
