@@ -1,0 +1,503 @@
+package main
+
+// End-to-end tests: the authpipe binary as a subprocess against the Auth0 and
+// Segment simulators (served over real HTTP from this test process) and a
+// real redis-server. Faults are injected where they happen in production:
+// the worker is killed, Redis is killed, Segment and Auth0 misbehave.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/authpipe/authpipe/internal/sim"
+	"github.com/authpipe/authpipe/internal/testredis"
+)
+
+var authpipeBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "authpipe-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	authpipeBin = filepath.Join(dir, "authpipe")
+	build := exec.Command("go", "build", "-race", "-o", authpipeBin, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build authpipe:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const (
+	e2eClientID     = "e2e-client"
+	e2eClientSecret = "e2e-client-secret-DO-NOT-LOG"
+	e2eWriteKey     = "e2e-write-key-DO-NOT-LOG"
+)
+
+// harness is one tenant's world: the simulators, a Redis, the env of authpipe.
+type harness struct {
+	t         *testing.T
+	auth0     *sim.Auth0
+	segment   *sim.Segment
+	auth0URL  string
+	segURL    string
+	redisAddr string
+	tenant    string
+	listen    string
+	extraEnv  []string
+
+	mu   sync.Mutex
+	logs bytes.Buffer // every process's stderr, for failure reports and secret checks
+}
+
+func newHarness(t *testing.T, redisAddr string) *harness {
+	t.Helper()
+	h := &harness{
+		t:         t,
+		auth0:     sim.NewAuth0(sim.Auth0Options{ClientID: e2eClientID, ClientSecret: e2eClientSecret}),
+		segment:   sim.NewSegment(sim.SegmentOptions{WriteKey: e2eWriteKey}),
+		redisAddr: redisAddr,
+		tenant:    fmt.Sprintf("e2e%d", rand.Uint32()),
+		listen:    freeAddr(t),
+	}
+	a := httptest.NewServer(h.auth0)
+	s := httptest.NewServer(h.segment)
+	t.Cleanup(a.Close)
+	t.Cleanup(s.Close)
+	h.auth0URL, h.segURL = a.URL, s.URL
+	t.Cleanup(func() {
+		if t.Failed() {
+			h.mu.Lock()
+			t.Logf("authpipe output:\n%s", tail(h.logs.String(), 12000))
+			h.mu.Unlock()
+		}
+	})
+	return h
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// addEvents puts n events, dated over the last hour, into the Auth0 simulator.
+func (h *harness) addEvents(n int) []string {
+	rng := rand.New(rand.NewPCG(uint64(n), 7))
+	return h.auth0.Add(sim.GenerateEvents(rng, n, time.Now().Add(-time.Hour), time.Hour/time.Duration(n+1))...)
+}
+
+func (h *harness) env() []string {
+	env := []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + os.Getenv("HOME"),
+		"AUTH0_DOMAIN=" + h.auth0URL,
+		"AUTH0_CLIENT_ID=" + e2eClientID,
+		"AUTH0_CLIENT_SECRET=" + e2eClientSecret,
+		"AUTH0_POLL_INTERVAL=200ms",
+		"SEGMENT_WRITE_KEY=" + e2eWriteKey,
+		"SEGMENT_ENDPOINT=" + h.segURL,
+		"SEGMENT_FLUSH_INTERVAL=100ms",
+		"REDIS_URL=redis://" + h.redisAddr + "/0",
+		"AUTHPIPE_TENANT=" + h.tenant,
+		"AUTHPIPE_CONSUMER=e2e-worker",
+		"AUTHPIPE_RECLAIM_IDLE=3s",
+		"AUTHPIPE_LISTEN=" + h.listen,
+		"AUTHPIPE_LOG_LEVEL=info",
+	}
+	return append(env, h.extraEnv...)
+}
+
+// proc is one running authpipe.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+func (h *harness) start() *proc {
+	h.t.Helper()
+	cmd := exec.Command(authpipeBin, "run")
+	cmd.Dir = "../.."
+	cmd.Env = h.env()
+	stderr, err := cmd.StderrPipe()
+	require.NoError(h.t, err)
+	cmd.Stdout = cmd.Stderr
+	require.NoError(h.t, cmd.Start())
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			h.mu.Lock()
+			h.logs.Write(sc.Bytes())
+			h.logs.WriteByte('\n')
+			h.mu.Unlock()
+		}
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	h.t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *proc) kill() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	<-p.done
+}
+
+// waitReady waits until /-/ready answers 200.
+func (h *harness) waitReady(p *proc, timeout time.Duration) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			h.t.Fatalf("authpipe exited before it was ready: %v", p.err)
+		default:
+		}
+		resp, err := http.Get("http://" + h.listen + "/-/ready")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.t.Fatalf("authpipe not ready within %s", timeout)
+}
+
+// delivered counts the expected log_ids Segment has received at least once.
+func (h *harness) delivered(ids []string) int {
+	got := h.segment.MessageIDs()
+	n := 0
+	for _, id := range ids {
+		if got[h.tenant+"-"+id] > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+func (h *harness) waitDelivered(ids []string, timeout time.Duration) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if h.delivered(ids) == len(ids) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	h.t.Fatalf("delivered %d of %d events within %s", h.delivered(ids), len(ids), timeout)
+}
+
+// requireExactlyOnceByMessageID checks that Segment saw every expected event
+// under its deterministic messageId and nothing else: redeliveries, if any,
+// reuse the messageId, so Segment's dedupe absorbs them.
+func (h *harness) requireExactlyOnceByMessageID(ids []string) (duplicates int) {
+	h.t.Helper()
+	got := h.segment.MessageIDs()
+	want := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		want[h.tenant+"-"+id] = true
+	}
+	for mid, n := range got {
+		require.True(h.t, want[mid], "unexpected messageId %s", mid)
+		duplicates += n - 1
+	}
+	require.Len(h.t, got, len(ids), "every event under exactly one messageId")
+	for _, raw := range h.segment.Messages() {
+		var m struct {
+			MessageID  string `json:"messageId"`
+			Properties struct {
+				LogID string `json:"log_id"`
+			} `json:"properties"`
+		}
+		require.NoError(h.t, json.Unmarshal(raw, &m))
+		require.Equal(h.t, h.tenant+"-"+m.Properties.LogID, m.MessageID)
+	}
+	return duplicates
+}
+
+func (h *harness) requireNoSecretsLogged() {
+	h.t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := h.logs.String()
+	for _, s := range []string{e2eClientSecret, e2eWriteKey} {
+		require.NotContains(h.t, out, s, "a secret reached the logs")
+	}
+}
+
+func (h *harness) metric(name string) float64 {
+	h.t.Helper()
+	resp, err := http.Get("http://" + h.listen + "/metrics")
+	require.NoError(h.t, err)
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	total := 0.0
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+			f := strings.Fields(line)
+			v, err := strconv.ParseFloat(f[len(f)-1], 64)
+			require.NoError(h.t, err)
+			total += v
+		}
+	}
+	return total
+}
+
+func TestE2EDeliversEveryEventOnce(t *testing.T) {
+	h := newHarness(t, testredis.Addr(t))
+	ids := h.addEvents(20000)
+	p := h.start()
+	h.waitReady(p, 20*time.Second)
+	h.waitDelivered(ids, 90*time.Second)
+	dups := h.requireExactlyOnceByMessageID(ids)
+	require.Zero(t, dups, "no fault, no redelivery")
+	require.Eventually(t, func() bool { return h.metric("authpipe_buffer_backlog_events") == 0 }, 20*time.Second, 100*time.Millisecond)
+	require.Equal(t, float64(len(ids)), h.metric("authpipe_auth0_events_polled_total"))
+	require.GreaterOrEqual(t, h.metric("authpipe_forward_events_acked_total"), float64(len(ids)))
+	require.Zero(t, h.metric("authpipe_dead_letter_events"))
+	h.requireNoSecretsLogged()
+}
+
+func TestE2ESurvivesSIGKILL(t *testing.T) {
+	h := newHarness(t, testredis.Addr(t))
+	// Slow both ends down so the kills land mid-poll and mid-forward.
+	h.auth0.SetRateLimit(5, 600)
+	h.segment.SetDelay(30 * time.Millisecond)
+	ids := h.addEvents(8000)
+	rng := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 1))
+	for i := range 5 {
+		p := h.start()
+		time.Sleep(time.Duration(400+rng.IntN(1200)) * time.Millisecond)
+		p.kill()
+		t.Logf("kill %d: %d of %d delivered", i+1, h.delivered(ids), len(ids))
+	}
+	p := h.start()
+	h.waitDelivered(ids, 120*time.Second)
+	dups := h.requireExactlyOnceByMessageID(ids)
+	t.Logf("redelivered duplicates (absorbed by messageId): %d", dups)
+	p.kill()
+}
+
+func TestE2ESurvivesRedisRestart(t *testing.T) {
+	srv := testredis.Start(t)
+	h := newHarness(t, srv.Addr)
+	h.auth0.SetRateLimit(5, 900)
+	h.segment.SetDelay(20 * time.Millisecond)
+	ids := h.addEvents(6000)
+	p := h.start()
+	h.waitReady(p, 20*time.Second)
+	require.Eventually(t, func() bool { return h.delivered(ids) > 500 }, 60*time.Second, 50*time.Millisecond)
+	srv.Kill()
+	time.Sleep(2 * time.Second)
+	require.NoError(t, srv.Restart())
+	h.waitDelivered(ids, 120*time.Second)
+	h.requireExactlyOnceByMessageID(ids)
+	select {
+	case <-p.done:
+		t.Fatalf("authpipe exited while Redis was down: %v", p.err)
+	default:
+	}
+}
+
+func TestE2ESegmentOutageAndRejectedEvent(t *testing.T) {
+	h := newHarness(t, testredis.Addr(t))
+	ids := h.addEvents(3000)
+	poison := ids[1234]
+	h.segment.RejectMessageID(h.tenant + "-" + poison)
+	h.segment.SetStatus(http.StatusServiceUnavailable)
+	p := h.start()
+	h.waitReady(p, 20*time.Second)
+	require.Eventually(t, func() bool { return h.segment.Stats().Status[503] >= 5 }, 30*time.Second, 50*time.Millisecond)
+	require.Zero(t, h.delivered(ids))
+	h.segment.SetStatus(0)
+	h.segment.RateLimitNext(3, 2*time.Second)
+	rest := slices.DeleteFunc(slices.Clone(ids), func(id string) bool { return id == poison })
+	h.waitDelivered(rest, 120*time.Second)
+	require.Zero(t, h.delivered([]string{poison}))
+	require.GreaterOrEqual(t, h.segment.Stats().Status[429], 1)
+	require.Eventually(t, func() bool { return h.metric("authpipe_dead_letter_events") == 1 }, 60*time.Second, 100*time.Millisecond)
+
+	out := h.dlqEntries()
+	require.Len(t, out, 1)
+	require.Equal(t, poison, out[0]["id"])
+	require.Contains(t, out[0]["reason"], "400")
+	h.requireNoSecretsLogged()
+}
+
+// neighbour polls the Auth0 simulator's logs endpoint every interval with its
+// own token until stopped.
+func (h *harness) neighbour(every time.Duration) (stop func()) {
+	h.t.Helper()
+	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {e2eClientID},
+		"client_secret": {e2eClientSecret}, "audience": {h.auth0URL + "/api/v2/"}}
+	resp, err := http.PostForm(h.auth0URL+"/oauth/token", form)
+	require.NoError(h.t, err)
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	require.NoError(h.t, json.NewDecoder(resp.Body).Decode(&tok))
+	resp.Body.Close()
+	require.NotEmpty(h.t, tok.AccessToken)
+
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(every)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			req, _ := http.NewRequest(http.MethodGet, h.auth0URL+"/api/v2/logs?take=1&from="+strings.Repeat("9", 56), nil)
+			req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// dlqEntries reads the tenant's dead-letter stream directly from Redis.
+func (h *harness) dlqEntries() []map[string]string {
+	h.t.Helper()
+	c := testredis.Client(h.t)
+	msgs, err := c.XRange(context.Background(), "authpipe:{"+h.tenant+"}:dlq", "-", "+").Result()
+	require.NoError(h.t, err)
+	var out []map[string]string
+	for _, m := range msgs {
+		e := map[string]string{}
+		for k, v := range m.Values {
+			e[k] = fmt.Sprint(v)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func TestE2EAuth0Faults(t *testing.T) {
+	h := newHarness(t, testredis.Addr(t))
+	h.auth0.SetRateLimit(3, 1200)
+	h.auth0.FailEveryN(7, http.StatusInternalServerError)
+	ids := h.addEvents(5000)
+	// Another Management API client of the tenant drains the shared bucket,
+	// as on a real tenant, so authpipe meets 429s it could not foresee.
+	stopNeighbour := h.neighbour(100 * time.Millisecond)
+	defer stopNeighbour()
+	p := h.start()
+	require.Eventually(t, func() bool { return h.delivered(ids) > 1000 }, 60*time.Second, 50*time.Millisecond)
+	h.auth0.MalformedNext(1)
+	h.waitDelivered(ids, 120*time.Second)
+	require.Zero(t, h.requireExactlyOnceByMessageID(ids))
+	st := h.auth0.Stats()
+	require.Positive(t, st.RateLimited, "the rate limit was exercised")
+	require.Positive(t, st.Status[500], "failures were injected")
+	require.GreaterOrEqual(t, h.metric("authpipe_auth0_page_errors_total"), 1.0, "the malformed page was reported")
+	p.kill()
+}
+
+func TestE2ESIGTERMDrainsAndRestartDeliversTheRest(t *testing.T) {
+	h := newHarness(t, testredis.Addr(t))
+	h.auth0.SetRateLimit(5, 600)
+	h.segment.SetDelay(50 * time.Millisecond)
+	ids := h.addEvents(6000)
+	p := h.start()
+	require.Eventually(t, func() bool { return h.delivered(ids) > 300 }, 60*time.Second, 50*time.Millisecond)
+	require.Less(t, h.delivered(ids), len(ids), "SIGTERM must land mid-run")
+	start := time.Now()
+	require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("authpipe did not exit within 10 s of SIGTERM")
+	}
+	t.Logf("exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
+	require.NoError(t, p.err, "clean exit status")
+	h.start()
+	h.waitDelivered(ids, 120*time.Second)
+	h.requireExactlyOnceByMessageID(ids)
+}
+
+func TestE2EBadConfigExitsWithOneLine(t *testing.T) {
+	h := newHarness(t, testredis.Addr(t))
+	cases := map[string]struct {
+		drop, set string
+		want      string
+	}{
+		"missing secret":    {drop: "AUTH0_CLIENT_SECRET", want: "AUTH0_CLIENT_SECRET"},
+		"missing write key": {drop: "SEGMENT_WRITE_KEY", want: "SEGMENT_WRITE_KEY"},
+		"bad interval":      {set: "AUTH0_POLL_INTERVAL=often", want: "AUTH0_POLL_INTERVAL"},
+		"bad retention":     {set: "AUTH0_LOG_RETENTION=-5h", want: "AUTH0_LOG_RETENTION"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			env := slices.DeleteFunc(h.env(), func(kv string) bool {
+				return tc.drop != "" && strings.HasPrefix(kv, tc.drop+"=")
+			})
+			if tc.set != "" {
+				env = append(env, tc.set)
+			}
+			cmd := exec.Command(authpipeBin, "run")
+			cmd.Env = env
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			var exit *exec.ExitError
+			require.ErrorAs(t, err, &exit)
+			require.NotZero(t, exit.ExitCode())
+			out := strings.TrimRight(stderr.String(), "\n")
+			require.NotContains(t, out, "\n", "one line")
+			require.Contains(t, out, tc.want)
+			require.NotContains(t, out, e2eClientSecret)
+			require.NotContains(t, out, e2eWriteKey)
+		})
+	}
+}

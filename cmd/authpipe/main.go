@@ -1,0 +1,74 @@
+// Command authpipe keeps a durable, analysable copy of an Auth0 tenant's
+// authentication logs: it polls the Management API, buffers the events in
+// Redis, forwards them to Segment and runs threshold checks on them.
+//
+// main only parses arguments and dispatches; the wiring lives in run.go.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/debug"
+)
+
+// Set at build time: -ldflags "-X main.version=1.2.3 -X main.revision=abc".
+var (
+	version  = "dev"
+	revision = ""
+)
+
+func main() {
+	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `authpipe keeps a durable copy of Auth0 authentication logs in Segment
+and alerts on attack patterns.
+
+Usage:
+  authpipe run                 run the worker (configuration from the environment
+                               and the YAML file named by AUTHPIPE_CONFIG)
+  authpipe rules check FILE…   validate threshold rule files
+  authpipe rules test FILE…    run threshold rule unit tests
+  authpipe version             print the version
+
+See CONFIGURATION.md for every setting.
+`
+
+func cli(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "run":
+		return runCommand(args[1:], stderr)
+	case "rules":
+		return rulesCommand(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "authpipe %s (revision %s, %s)\n", version, buildRevision(), runtime.Version())
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "authpipe: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+// buildRevision is the injected revision, else the VCS revision Go recorded.
+func buildRevision() string {
+	if revision != "" {
+		return revision
+	}
+	if info, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
