@@ -89,12 +89,13 @@ type app struct {
 	logger *slog.Logger
 	reg    *prometheus.Registry
 
-	redis  redis.UniversalClient
-	buf    *buffer.Redis
-	poller *auth0poll.Poller
-	fwd    *forward.Forwarder
+	buf      pipelineBuffer
+	closeBuf func() error
+	redis    redis.UniversalClient // nil with the embedded buffer
+	poller   *auth0poll.Poller
+	fwd      *forward.Forwarder
 
-	redisOK  atomic.Bool
+	bufOK  atomic.Bool
 	draining atomic.Bool
 	ready    prometheus.Gauge
 }
@@ -108,9 +109,6 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger, reload <-
 }
 
 func newApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
-	if cfg.Redis.URL == "" {
-		return nil, errors.New("REDIS_URL is required: set it to the Redis that buffers the events (redis://host:6379/0)")
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -133,23 +131,10 @@ func newApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
 	}
 	stages := metrics.NewStages(reg)
 
-	opts, err := redis.ParseURL(cfg.Redis.URL.Reveal())
-	if err != nil {
-		// go-redis may echo the URL, which can carry a password.
-		return nil, errors.New("config: REDIS_URL: not a valid redis:// or rediss:// URL")
+	if err := a.openBuffer(stages); err != nil {
+		return nil, err
 	}
-	opts.ContextTimeoutEnabled = true
-	a.redis = redis.NewClient(opts)
-
-	a.buf, err = buffer.NewRedis(a.redis, buffer.Config{
-		Tenant:        cfg.Tenant,
-		Retention:     cfg.Auth0.LogRetention,
-		MaxDeliveries: cfg.Buffer.MaxDeliveries,
-		MaxEvents:     cfg.Buffer.MaxEvents,
-	}, buffer.Deps{Logger: logger, Registerer: reg, Stages: stages})
-	if err != nil {
-		return nil, fmt.Errorf("build buffer: %w", err)
-	}
+	var err error
 
 	a.poller, err = auth0poll.New(auth0poll.Config{
 		Tenant:         cfg.Tenant,
@@ -162,6 +147,7 @@ func newApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
 		RequestTimeout: cfg.Auth0.RequestTimeout,
 	}, a.buf, auth0poll.Deps{Logger: logger, Registerer: reg, Stages: stages})
 	if err != nil {
+		a.closeBuf()
 		return nil, fmt.Errorf("build poller: %w", err)
 	}
 
@@ -179,9 +165,57 @@ func newApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
 		DrainTimeout:  drainTimeout(cfg.ShutdownTimeout),
 	}, a.buf, forward.Deps{Logger: logger, Registerer: reg, Stages: stages})
 	if err != nil {
+		a.closeBuf()
 		return nil, fmt.Errorf("build forwarder: %w", err)
 	}
 	return a, nil
+}
+
+// pipelineBuffer is what the worker needs of either buffer backend.
+type pipelineBuffer interface {
+	auth0poll.Buffer
+	forward.Buffer
+	Ping(ctx context.Context) error
+	Trim(ctx context.Context) (int64, error)
+}
+
+// openBuffer opens Redis when REDIS_URL is set, else the embedded buffer in
+// AUTHPIPE_DATA_DIR.
+func (a *app) openBuffer(stages *metrics.Stages) error {
+	cfg := a.cfg
+	bcfg := buffer.Config{
+		Tenant:        cfg.Tenant,
+		Retention:     cfg.Auth0.LogRetention,
+		MaxDeliveries: cfg.Buffer.MaxDeliveries,
+		MaxEvents:     cfg.Buffer.MaxEvents,
+	}
+	deps := buffer.Deps{Logger: a.logger, Registerer: a.reg, Stages: stages}
+	if cfg.Redis.URL == "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return fmt.Errorf("create AUTHPIPE_DATA_DIR: %w", err)
+		}
+		b, err := buffer.OpenBolt(cfg.DataDir, bcfg, deps)
+		if err != nil {
+			return err
+		}
+		a.buf, a.closeBuf = b, b.Close
+		a.logger.Info("using the embedded buffer", "path", b.Path())
+		return nil
+	}
+	opts, err := redis.ParseURL(cfg.Redis.URL.Reveal())
+	if err != nil {
+		// go-redis may echo the URL, which can carry a password.
+		return errors.New("config: REDIS_URL: not a valid redis:// or rediss:// URL")
+	}
+	opts.ContextTimeoutEnabled = true
+	a.redis = redis.NewClient(opts)
+	b, err := buffer.NewRedis(a.redis, bcfg, deps)
+	if err != nil {
+		a.redis.Close()
+		return fmt.Errorf("build buffer: %w", err)
+	}
+	a.buf, a.closeBuf = b, a.redis.Close
+	return nil
 }
 
 // drainTimeout leaves part of the shutdown budget for the steps after the
@@ -254,8 +288,8 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 		a.logger.Warn("forwarder did not drain in time; unacknowledged events stay pending and are delivered after restart (Segment drops the duplicates)")
 	}
 	waitUntil(bgDone, deadline)
-	if err := a.redis.Close(); err != nil {
-		a.logger.Warn("close redis", "err", err)
+	if err := a.closeBuf(); err != nil {
+		a.logger.Warn("close buffer", "err", err)
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
@@ -305,7 +339,7 @@ func (a *app) maintain(ctx context.Context) error {
 func (a *app) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	a.redisOK.Store(a.buf.Ping(pctx) == nil)
+	a.bufOK.Store(a.buf.Ping(pctx) == nil)
 	if a.isReady() {
 		a.ready.Set(1)
 	} else {
@@ -314,7 +348,7 @@ func (a *app) probe(ctx context.Context) {
 }
 
 func (a *app) isReady() bool {
-	return !a.draining.Load() && a.redisOK.Load() && a.poller.Ready()
+	return !a.draining.Load() && a.bufOK.Load() && a.poller.Ready()
 }
 
 func (a *app) drainReload(ctx context.Context, reload <-chan struct{}) {
@@ -338,8 +372,8 @@ func (a *app) listen() (*http.Server, net.Listener, error) {
 		switch {
 		case a.draining.Load():
 			http.Error(w, "authpipe is shutting down", http.StatusServiceUnavailable)
-		case !a.redisOK.Load():
-			http.Error(w, "authpipe is not ready: Redis has not answered", http.StatusServiceUnavailable)
+		case !a.bufOK.Load():
+			http.Error(w, "authpipe is not ready: the buffer has not answered", http.StatusServiceUnavailable)
 		case !a.poller.Ready():
 			http.Error(w, "authpipe is not ready: Auth0 has not answered", http.StatusServiceUnavailable)
 		default:
