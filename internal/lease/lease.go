@@ -1,0 +1,448 @@
+// Package lease is a Redis lease: at most one holder at a time, with a
+// fencing token, for work that exactly one replica may do (the threshold
+// scheduler, the Auth0 poller of a tenant).
+//
+// Guarantee:
+//
+//   - Mutual exclusion. The lease is one Redis key set with SET NX PX; only
+//     the holder renews it (a Lua compare-and-renew on the holder's value)
+//     or deletes it (compare-and-delete), so a holder whose lease expired and
+//     was taken by another can neither extend nor remove the new holder's.
+//   - Fencing. Every acquisition increments a counter (INCR) in the same
+//     script and stores it in the lease's value: tokens grow strictly from one
+//     holder to the next, so a store that remembers the highest token it has
+//     seen can refuse a write from a holder that lost the lease (Token).
+//   - A lost lease stops work within one lease period. Held reports true only
+//     until TTL after the start of the last successful acquire or renew,
+//     measured on the injected clock (minus a small drift margin), whether or
+//     not Redis can be reached; the keeper (Run) renews every TTL/3 and, the
+//     moment it finds the lease gone or its validity over, cancels the context
+//     handed out by Wait and calls OnChange(false). A holder that cannot
+//     reach Redis therefore stops before the key expires and another replica
+//     can take it.
+//   - Graceful hand-over. When Run's context ends the keeper releases the
+//     lease (compare-and-delete), so another replica acquires it at its next
+//     attempt instead of waiting for the TTL.
+//
+// Keys. The lease is the key Config.Name; the fencing counter is Name+":fence"
+// when Name carries a hash tag ("authpipe:{tenant}:lease:thresholds"), else
+// "{Name}:fence": both always hash to one slot, so the scripts also work on
+// Redis Cluster.
+package lease
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+	"github.com/jonboulle/clockwork"
+	"github.com/redis/go-redis/v9"
+)
+
+// DefaultTTL is the lease period when Config.TTL is zero.
+const DefaultTTL = 15 * time.Second
+
+// MinTTL is the shortest lease period accepted.
+const MinTTL = 50 * time.Millisecond
+
+// ErrNotHeld is returned by IsLeader when this process does not hold the lease.
+var ErrNotHeld = errors.New("lease not held")
+
+// Config configures one lease.
+type Config struct {
+	// Name is the Redis key of the lease. Give it the hash tag of the keys
+	// the holder works on, e.g. "authpipe:{tenant}:lease:thresholds".
+	Name string
+	// Owner identifies this holder; it must be unique among the processes
+	// competing for the lease. Default: hostname-pid-random.
+	Owner string
+	// TTL is the lease period: how long a holder that stopped renewing keeps
+	// the lease. Default DefaultTTL.
+	TTL time.Duration
+	// RenewEvery is how often the keeper renews, or retries to acquire.
+	// Default TTL/3; it must be less than TTL.
+	RenewEvery time.Duration
+	// OnChange, if set, is called by the goroutine that saw the change each
+	// time the lease is gained (held true, with its fencing token) or lost.
+	// It must not block.
+	OnChange func(held bool, token int64)
+}
+
+// Validate checks the configuration; zero TTL, RenewEvery and Owner mean
+// their defaults.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("lease name: empty"))
+	}
+	if c.TTL != 0 && c.TTL < MinTTL {
+		errs = append(errs, fmt.Errorf("lease ttl %s: want at least %s", c.TTL, MinTTL))
+	}
+	if c.RenewEvery < 0 {
+		errs = append(errs, fmt.Errorf("lease renew interval %s: want more than 0", c.RenewEvery))
+	}
+	ttl := c.TTL
+	if ttl == 0 {
+		ttl = DefaultTTL
+	}
+	if c.RenewEvery >= ttl {
+		errs = append(errs, fmt.Errorf("lease renew interval %s: want less than the ttl %s", c.RenewEvery, ttl))
+	}
+	if strings.ContainsAny(c.Owner, "\r\n") {
+		errs = append(errs, errors.New("lease owner: contains a line break"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.TTL == 0 {
+		c.TTL = DefaultTTL
+	}
+	if c.RenewEvery == 0 {
+		c.RenewEvery = c.TTL / 3
+	}
+	if c.Owner == "" {
+		c.Owner = DefaultOwner()
+	}
+	return c
+}
+
+// DefaultOwner returns hostname-pid-random: unique per process.
+func DefaultOwner() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "authpipe"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + hex.EncodeToString(b[:])
+}
+
+// Deps are the injected collaborators; zero values get a discarding logger
+// and the real clock.
+type Deps struct {
+	Logger *slog.Logger
+	Clock  clockwork.Clock
+}
+
+// Lease is one process's handle on a Redis lease. It is safe for concurrent use.
+type Lease struct {
+	client redis.UniversalClient
+	cfg    Config
+	log    *slog.Logger
+	clock  clockwork.Clock
+	key    string
+	fence  string
+	margin time.Duration
+
+	mu         sync.Mutex
+	held       bool
+	token      int64
+	value      string // token:owner, what the key holds while we hold it
+	validUntil time.Time
+	holdCancel context.CancelFunc
+	holdCtx    context.Context
+	changed    chan struct{} // closed and replaced on every gain or loss
+}
+
+// New returns a lease handle. It does not talk to Redis.
+func New(client redis.UniversalClient, cfg Config, deps Deps) (*Lease, error) {
+	if client == nil {
+		return nil, errors.New("lease: nil redis client")
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Clock == nil {
+		deps.Clock = clockwork.NewRealClock()
+	}
+	return &Lease{
+		client:  client,
+		cfg:     cfg,
+		log:     deps.Logger.With("component", "lease", "lease", cfg.Name),
+		clock:   deps.Clock,
+		key:     cfg.Name,
+		fence:   FenceKey(cfg.Name),
+		margin:  cfg.TTL/100 + 2*time.Millisecond,
+		changed: make(chan struct{}),
+	}, nil
+}
+
+// FenceKey returns the key of the fencing counter of the lease key name: in
+// the same hash slot as name.
+func FenceKey(name string) string {
+	if i := strings.IndexByte(name, '{'); i >= 0 {
+		if j := strings.IndexByte(name[i+1:], '}'); j > 0 {
+			return name + ":fence"
+		}
+	}
+	return "{" + name + "}:fence"
+}
+
+// Owner returns this holder's id.
+func (l *Lease) Owner() string { return l.cfg.Owner }
+
+// TTL returns the lease period.
+func (l *Lease) TTL() time.Duration { return l.cfg.TTL }
+
+// acquireScript: SET NX PX, and on success INCR the fence and store
+// "token:owner" as the value. KEYS: lease, fence. ARGV: owner, ttl ms.
+// Returns the token, or nil when the lease is held by someone.
+var acquireScript = redis.NewScript(`#!lua
+if not redis.call('SET', KEYS[1], 'acquiring', 'NX', 'PX', ARGV[2]) then
+  return false
+end
+local tok = redis.call('INCR', KEYS[2])
+redis.call('SET', KEYS[1], tok .. ':' .. ARGV[1], 'PX', ARGV[2])
+return tok
+`)
+
+// renewScript: compare-and-renew. KEYS: lease. ARGV: value, ttl ms.
+var renewScript = redis.NewScript(`#!lua
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+`)
+
+// releaseScript: compare-and-delete. KEYS: lease. ARGV: value.
+var releaseScript = redis.NewScript(`#!lua
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+`)
+
+// Acquire tries once to take the lease. It reports whether this process
+// holds it afterwards; if it already held it, Acquire renews it.
+func (l *Lease) Acquire(ctx context.Context) (bool, error) {
+	l.mu.Lock()
+	already := l.held
+	l.mu.Unlock()
+	if already {
+		return l.Renew(ctx)
+	}
+	start := l.clock.Now()
+	tok, err := acquireScript.Run(ctx, l.client, []string{l.key, l.fence},
+		l.cfg.Owner, l.cfg.TTL.Milliseconds()).Int64()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("acquire lease %s: %w", l.key, err)
+	}
+	l.gain(tok, start)
+	return true, nil
+}
+
+// Renew extends the lease by TTL if this process still holds it. false
+// means the lease was lost (expired, taken over, or never held); Held is
+// false from then on.
+func (l *Lease) Renew(ctx context.Context) (bool, error) {
+	l.mu.Lock()
+	held, value := l.held, l.value
+	l.mu.Unlock()
+	if !held {
+		return false, nil
+	}
+	start := l.clock.Now()
+	n, err := renewScript.Run(ctx, l.client, []string{l.key}, value, l.cfg.TTL.Milliseconds()).Int64()
+	if err != nil {
+		// Still held until its validity runs out; the caller retries.
+		return l.Held(), fmt.Errorf("renew lease %s: %w", l.key, err)
+	}
+	if n != 1 {
+		l.lose(value, "lease taken over or expired")
+		return false, nil
+	}
+	l.mu.Lock()
+	if l.held && l.value == value {
+		l.validUntil = start.Add(l.cfg.TTL - l.margin)
+	}
+	l.mu.Unlock()
+	return true, nil
+}
+
+// Release gives the lease up if this process holds it (compare-and-delete).
+// The local hold ends even if Redis cannot be reached; the key then expires
+// after TTL.
+func (l *Lease) Release(ctx context.Context) error {
+	l.mu.Lock()
+	held, value := l.held, l.value
+	l.mu.Unlock()
+	if !held {
+		return nil
+	}
+	l.lose(value, "released")
+	if err := releaseScript.Run(ctx, l.client, []string{l.key}, value).Err(); err != nil {
+		return fmt.Errorf("release lease %s: %w", l.key, err)
+	}
+	return nil
+}
+
+// Held reports whether this process holds the lease now: it acquired or
+// renewed it less than TTL (minus a drift margin) ago and has not seen it
+// lost.
+func (l *Lease) Held() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.held && l.clock.Now().Before(l.validUntil)
+}
+
+// Token returns the fencing token of the current hold, 0 when not held.
+func (l *Lease) Token() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.held || !l.clock.Now().Before(l.validUntil) {
+		return 0
+	}
+	return l.token
+}
+
+// IsLeader implements gocron.Elector: nil while this process holds the lease.
+func (l *Lease) IsLeader(context.Context) error {
+	if l.Held() {
+		return nil
+	}
+	return ErrNotHeld
+}
+
+// Elector is the adapter that gocron's WithDistributedElector takes: only the
+// holder of the lease runs jobs. gocron asks before every run, so a replica
+// that lost the lease runs no job after Held turned false.
+type Elector struct{ lease *Lease }
+
+var _ gocron.Elector = Elector{}
+
+// Elector returns the gocron elector backed by this lease.
+func (l *Lease) Elector() Elector { return Elector{lease: l} }
+
+// IsLeader returns nil while the lease is held, else ErrNotHeld.
+func (e Elector) IsLeader(ctx context.Context) error { return e.lease.IsLeader(ctx) }
+
+// Wait blocks until this process holds the lease (the keeper, Run, must be
+// running) and returns a context that is cancelled as soon as the lease is
+// lost, or ctx ends. Run work under it to stop within one lease period of
+// losing the lease.
+func (l *Lease) Wait(ctx context.Context) (context.Context, error) {
+	for {
+		l.mu.Lock()
+		held := l.held && l.clock.Now().Before(l.validUntil)
+		holdCtx, changed := l.holdCtx, l.changed
+		l.mu.Unlock()
+		if held {
+			wctx, cancel := context.WithCancel(ctx)
+			stop := context.AfterFunc(holdCtx, cancel)
+			context.AfterFunc(wctx, func() { stop(); cancel() })
+			return wctx, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+// Run keeps the lease until ctx ends: it acquires when free, renews every
+// RenewEvery while held, notices a loss (taken over, or validity over while
+// Redis is unreachable) and releases the lease when ctx ends. It returns
+// nil after releasing.
+func (l *Lease) Run(ctx context.Context) error {
+	for {
+		if l.Held() {
+			if _, err := l.Renew(ctx); err != nil && ctx.Err() == nil {
+				l.log.Warn("renew lease", "err", err)
+			}
+		} else {
+			l.expire() // a hold whose validity ran out is lost
+			if _, err := l.Acquire(ctx); err != nil && ctx.Err() == nil {
+				l.log.Warn("acquire lease", "err", err)
+			}
+		}
+		wait := l.cfg.RenewEvery
+		l.mu.Lock()
+		if l.held {
+			if left := l.validUntil.Sub(l.clock.Now()); left < wait {
+				wait = max(left, 0)
+			}
+		}
+		l.mu.Unlock()
+		timer := l.clock.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			err := l.Release(rctx)
+			cancel()
+			if err != nil {
+				l.log.Warn("release lease", "err", err)
+			}
+			return nil
+		case <-timer.Chan():
+		}
+	}
+}
+
+// expire ends a local hold whose validity has run out.
+func (l *Lease) expire() {
+	l.mu.Lock()
+	held, value, over := l.held, l.value, !l.clock.Now().Before(l.validUntil)
+	l.mu.Unlock()
+	if held && over {
+		l.lose(value, "lease validity ran out without renewal")
+	}
+}
+
+func (l *Lease) gain(token int64, start time.Time) {
+	ctx, cancel := context.WithCancel(context.Background())
+	l.mu.Lock()
+	l.held = true
+	l.token = token
+	l.value = strconv.FormatInt(token, 10) + ":" + l.cfg.Owner
+	l.validUntil = start.Add(l.cfg.TTL - l.margin)
+	l.holdCtx, l.holdCancel = ctx, cancel
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.mu.Unlock()
+	l.log.Info("lease acquired", "token", token)
+	if l.cfg.OnChange != nil {
+		l.cfg.OnChange(true, token)
+	}
+}
+
+// lose ends the hold whose value is value (a newer hold is left alone).
+func (l *Lease) lose(value, why string) {
+	l.mu.Lock()
+	if !l.held || l.value != value {
+		l.mu.Unlock()
+		return
+	}
+	token := l.token
+	l.held = false
+	l.token = 0
+	l.value = ""
+	if l.holdCancel != nil {
+		l.holdCancel()
+	}
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.mu.Unlock()
+	l.log.Info("lease lost", "token", token, "reason", why)
+	if l.cfg.OnChange != nil {
+		l.cfg.OnChange(false, token)
+	}
+}
