@@ -1,0 +1,220 @@
+package thresholds
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+)
+
+// Receiver names: the receiver label of authpipe_alerts_sent_total and
+// authpipe_alerts_send_errors_total.
+const (
+	ReceiverAlertmanager = "alertmanager"
+	ReceiverWebhook      = "webhook"
+)
+
+var receivers = []string{ReceiverAlertmanager, ReceiverWebhook}
+
+// Alert is one alert as Alertmanager's API v2 takes it (POST /api/v2/alerts).
+// A firing alert carries an EndsAt in the future (Alertmanager resolves it by
+// itself if authpipe stops re-sending it); a resolved one an EndsAt that
+// has passed.
+type Alert struct {
+	Labels       map[string]string `json:"labels"`
+	Annotations  map[string]string `json:"annotations"`
+	StartsAt     time.Time         `json:"startsAt"`
+	EndsAt       time.Time         `json:"endsAt"`
+	GeneratorURL string            `json:"generatorURL,omitempty"`
+}
+
+// Resolved reports whether the alert is resolved at now.
+func (a Alert) Resolved(now time.Time) bool { return !a.EndsAt.After(now) }
+
+// WebhookPayload is the JSON body the generic webhook receiver gets: the
+// shape of Alertmanager's own webhook notifications, so tools that read
+// those read it too.
+type WebhookPayload struct {
+	Version  string         `json:"version"`  // "1"
+	Receiver string         `json:"receiver"` // "authpipe"
+	Status   string         `json:"status"`   // "firing" if any alert fires, else "resolved"
+	Alerts   []WebhookAlert `json:"alerts"`
+}
+
+// WebhookAlert is one alert of a WebhookPayload.
+type WebhookAlert struct {
+	Status      string            `json:"status"` // "firing" or "resolved"
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	StartsAt    time.Time         `json:"startsAt"`
+	EndsAt      time.Time         `json:"endsAt"`
+}
+
+// notifier takes alerts to send; it never blocks.
+type notifier interface {
+	notify(alerts []Alert)
+}
+
+// receiver posts alert batches to one endpoint, in order, retrying with
+// backoff: 2xx is success, 429, 5xx and network errors are retried, any
+// other status is permanent. A batch that still fails is dropped (and
+// counted): alerts are re-sent while active anyway.
+type receiver struct {
+	name    string
+	url     string
+	client  *http.Client
+	clock   clockwork.Clock
+	log     *slog.Logger
+	m       *engineMetrics
+	retries int
+	backoff time.Duration
+	encode  func(alerts []Alert, now time.Time) ([]byte, error)
+	queue   chan []Alert
+}
+
+const receiverQueue = 256
+
+func newAlertmanager(base string, client *http.Client, clock clockwork.Clock, log *slog.Logger, m *engineMetrics, retries int, backoff time.Duration) *receiver {
+	u := strings.TrimRight(base, "/")
+	if !strings.HasSuffix(u, "/api/v2/alerts") {
+		u += "/api/v2/alerts"
+	}
+	return &receiver{name: ReceiverAlertmanager, url: u, client: client, clock: clock, log: log, m: m,
+		retries: retries, backoff: backoff, queue: make(chan []Alert, receiverQueue),
+		encode: func(alerts []Alert, _ time.Time) ([]byte, error) { return json.Marshal(alerts) }}
+}
+
+func newWebhook(u string, client *http.Client, clock clockwork.Clock, log *slog.Logger, m *engineMetrics, retries int, backoff time.Duration) *receiver {
+	return &receiver{name: ReceiverWebhook, url: u, client: client, clock: clock, log: log, m: m,
+		retries: retries, backoff: backoff, queue: make(chan []Alert, receiverQueue),
+		encode: func(alerts []Alert, now time.Time) ([]byte, error) {
+			p := WebhookPayload{Version: "1", Receiver: "authpipe", Status: "resolved"}
+			for _, a := range alerts {
+				st := "firing"
+				if a.Resolved(now) {
+					st = "resolved"
+				} else {
+					p.Status = "firing"
+				}
+				p.Alerts = append(p.Alerts, WebhookAlert{Status: st, Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, EndsAt: a.EndsAt})
+			}
+			return json.Marshal(p)
+		}}
+}
+
+func (r *receiver) notify(alerts []Alert) {
+	select {
+	case r.queue <- alerts:
+	default:
+		r.m.sendErrors.WithLabelValues(r.name).Inc()
+		r.log.Error("alert queue full, alerts dropped until re-sent", "receiver", r.name, "alerts", len(alerts))
+	}
+}
+
+// run sends queued batches until ctx ends, then gives what is still queued
+// one attempt each within drain.
+func (r *receiver) run(ctx context.Context, drain time.Duration) {
+	for {
+		select {
+		case batch := <-r.queue:
+			r.deliver(ctx, batch)
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drain)
+			defer cancel()
+			for {
+				select {
+				case batch := <-r.queue:
+					if err := r.post(dctx, batch); err != nil {
+						r.m.sendErrors.WithLabelValues(r.name).Inc()
+						r.log.Warn("send alerts at shutdown", "receiver", r.name, "err", err)
+					} else {
+						r.m.sent.WithLabelValues(r.name).Add(float64(len(batch)))
+					}
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (r *receiver) deliver(ctx context.Context, batch []Alert) {
+	wait := r.backoff
+	for attempt := 1; ; attempt++ {
+		err := r.post(ctx, batch)
+		if err == nil {
+			r.m.sent.WithLabelValues(r.name).Add(float64(len(batch)))
+			return
+		}
+		var perm permanentError
+		if errors.As(err, &perm) || attempt > r.retries || ctx.Err() != nil {
+			r.m.sendErrors.WithLabelValues(r.name).Inc()
+			r.log.Error("send alerts", "receiver", r.name, "attempts", attempt, "alerts", len(batch), "err", err)
+			return
+		}
+		r.log.Warn("send alerts, will retry", "receiver", r.name, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-r.clock.After(wait):
+		}
+		wait = min(wait*2, 30*time.Second)
+	}
+}
+
+type permanentError struct{ error }
+
+// post sends one batch once. Errors never include the URL (it may carry
+// credentials).
+func (r *receiver) post(ctx context.Context, batch []Alert) error {
+	body, err := r.encode(batch, r.clock.Now())
+	if err != nil {
+		return permanentError{fmt.Errorf("encode alerts: %w", err)}
+	}
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(rctx, http.MethodPost, r.url, bytes.NewReader(body))
+	if err != nil {
+		return permanentError{errors.New("build alert request: invalid URL")}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "authpipe")
+	resp, err := r.client.Do(req)
+	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return fmt.Errorf("post alerts to %s: %w", r.name, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	switch {
+	case resp.StatusCode >= 200 && resp.StatusCode < 300:
+		return nil
+	case resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500:
+		return fmt.Errorf("post alerts to %s: status %d", r.name, resp.StatusCode)
+	default:
+		return permanentError{fmt.Errorf("post alerts to %s: status %d (not retried)", r.name, resp.StatusCode)}
+	}
+}
+
+// fanout sends to every configured receiver.
+type fanout []*receiver
+
+func (f fanout) notify(alerts []Alert) {
+	if len(alerts) == 0 {
+		return
+	}
+	for _, r := range f {
+		r.notify(alerts)
+	}
+}

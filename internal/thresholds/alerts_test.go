@@ -1,0 +1,303 @@
+package thresholds
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/stretchr/testify/require"
+)
+
+type scripted struct {
+	mu     sync.Mutex
+	codes  []int // answered in turn; then 200
+	bodies [][]byte
+	paths  []string
+}
+
+func (s *scripted) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.bodies = append(s.bodies, body)
+	s.paths = append(s.paths, r.URL.Path)
+	if len(s.codes) > 0 {
+		c := s.codes[0]
+		s.codes = s.codes[1:]
+		w.WriteHeader(c)
+	}
+}
+
+func (s *scripted) requests() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.bodies)
+}
+
+func TestReceiverRetries(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	alert := Alert{Labels: map[string]string{"alertname": "X"}, Annotations: map[string]string{}, StartsAt: now, EndsAt: now.Add(4 * time.Minute)}
+	for _, tc := range []struct {
+		name     string
+		codes    []int
+		requests int
+		sent     float64
+		errors   float64
+	}{
+		{"success", nil, 1, 1, 0},
+		{"5xx and 429 are retried", []int{503, 429}, 3, 1, 0},
+		{"4xx is permanent", []int{400}, 1, 0, 1},
+		{"gives up after the retries", []int{500, 500, 500, 500}, 3, 0, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := &scripted{codes: tc.codes}
+			ts := httptest.NewServer(srv)
+			defer ts.Close()
+			m := newEngineMetrics(prometheus.NewPedanticRegistry())
+			r := newAlertmanager(ts.URL+"/", ts.Client(), clockwork.NewRealClock(), slog.New(slog.DiscardHandler), m, 2, time.Millisecond)
+			r.deliver(context.Background(), []Alert{alert})
+			require.Equal(t, tc.requests, srv.requests())
+			require.Equal(t, tc.sent, testutil.ToFloat64(m.sent.WithLabelValues(ReceiverAlertmanager)))
+			require.Equal(t, tc.errors, testutil.ToFloat64(m.sendErrors.WithLabelValues(ReceiverAlertmanager)))
+			require.Equal(t, "/api/v2/alerts", srv.paths[0])
+			var got []Alert
+			require.NoError(t, json.Unmarshal(srv.bodies[0], &got))
+			require.Equal(t, []Alert{alert}, got)
+		})
+	}
+}
+
+func TestReceiverErrorsHideTheURL(t *testing.T) {
+	m := newEngineMetrics(prometheus.NewRegistry())
+	r := newWebhook("http://user:s3cret@127.0.0.1:1/hook?token=s3cret", &http.Client{Timeout: time.Second}, clockwork.NewRealClock(), slog.New(slog.DiscardHandler), m, 0, time.Millisecond)
+	err := r.post(context.Background(), []Alert{{}})
+	require.Error(t, err)
+	require.NotContains(t, err.Error(), "s3cret")
+	require.Contains(t, err.Error(), "post alerts to webhook")
+}
+
+func TestWebhookPayload(t *testing.T) {
+	now := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := clockwork.NewFakeClockAt(now)
+	srv := &scripted{}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	m := newEngineMetrics(prometheus.NewRegistry())
+	r := newWebhook(ts.URL+"/hook", ts.Client(), clock, slog.New(slog.DiscardHandler), m, 0, time.Millisecond)
+	firing := Alert{Labels: map[string]string{"alertname": "A", "ip": "1.2.3.4"}, Annotations: map[string]string{"value": "40"}, StartsAt: now, EndsAt: now.Add(time.Minute)}
+	resolved := Alert{Labels: map[string]string{"alertname": "B"}, Annotations: map[string]string{}, StartsAt: now.Add(-time.Hour), EndsAt: now}
+	r.deliver(context.Background(), []Alert{firing, resolved})
+	r.deliver(context.Background(), []Alert{resolved})
+	require.Equal(t, 2, srv.requests())
+	var p WebhookPayload
+	require.NoError(t, json.Unmarshal(srv.bodies[0], &p))
+	require.Equal(t, "/hook", srv.paths[0])
+	require.Equal(t, WebhookPayload{Version: "1", Receiver: "authpipe", Status: "firing", Alerts: []WebhookAlert{
+		{Status: "firing", Labels: firing.Labels, Annotations: firing.Annotations, StartsAt: firing.StartsAt, EndsAt: firing.EndsAt},
+		{Status: "resolved", Labels: resolved.Labels, Annotations: resolved.Annotations, StartsAt: resolved.StartsAt, EndsAt: resolved.EndsAt},
+	}}, p)
+	require.NoError(t, json.Unmarshal(srv.bodies[1], &p))
+	require.Equal(t, "resolved", p.Status)
+}
+
+// A full queue drops (and counts) instead of blocking the check.
+func TestReceiverQueueNeverBlocks(t *testing.T) {
+	m := newEngineMetrics(prometheus.NewRegistry())
+	r := newWebhook("http://127.0.0.1:1/", http.DefaultClient, clockwork.NewRealClock(), slog.New(slog.DiscardHandler), m, 0, time.Millisecond)
+	for range receiverQueue + 3 {
+		r.notify([]Alert{{}})
+	}
+	require.Equal(t, 3.0, testutil.ToFloat64(m.sendErrors.WithLabelValues(ReceiverWebhook)))
+}
+
+// newTestEvaluator is an evaluator on a memStore with a fake clock.
+func newTestEvaluator(t *testing.T, src string, clock clockwork.Clock) (*evaluator, *captured) {
+	out := &captured{}
+	ev := &evaluator{
+		tenant: "acme", store: newMemStore(), clock: clock, log: slog.New(slog.DiscardHandler),
+		m: newEngineMetrics(prometheus.NewRegistry()), out: out, leader: func() bool { return true },
+		maxGroups: 100, maxAlerts: 2, top: 3, maxCand: 200, resend: time.Minute, realtime: true,
+	}
+	ev.rules.Store(mustRules(t, src))
+	return ev, out
+}
+
+func countAt(t *testing.T, ev *evaluator, typ, ip, user string, n int) {
+	t.Helper()
+	var evs []event
+	for range n {
+		evs = append(evs, event{id: fmt.Sprintf("e%d", logSeq.Add(1)),
+			date: ev.clock.Now(), typ: typ, fields: [5]string{ip, "", user}})
+	}
+	require.NoError(t, ev.countEvents(context.Background(), evs, nil))
+}
+
+// At most MaxAlertsPerRule groups fire; the rest show in top_offenders.
+func TestMaxAlertsPerRule(t *testing.T) {
+	clock := clockwork.NewFakeClockAt(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	ev, out := newTestEvaluator(t, `
+rules:
+  - name: PerIP
+    types: [fp]
+    group_by: ip
+    window: 5m
+    threshold: 2
+`, clock)
+	ev.realtime = false
+	countAt(t, ev, "fp", "10.0.0.1", "u", 5)
+	countAt(t, ev, "fp", "10.0.0.2", "u", 4)
+	countAt(t, ev, "fp", "10.0.0.3", "u", 3)
+	r, _ := ev.rules.Load().Get("PerIP")
+	res, err := ev.check(context.Background(), r, clock.Now())
+	require.NoError(t, err)
+	require.Equal(t, 5.0, res.Value)
+	require.Len(t, res.Breaching, 3)
+	require.Equal(t, 2, res.Firing)
+	require.Len(t, out.alerts, 2)
+	require.Equal(t, "10.0.0.1", out.alerts[0].Labels["ip"])
+	require.Equal(t, "10.0.0.2", out.alerts[1].Labels["ip"])
+	require.Equal(t, "10.0.0.1=5, 10.0.0.2=4, 10.0.0.3=3", out.alerts[0].Annotations["top_offenders"])
+	require.Equal(t, "acme", out.alerts[0].Labels["tenant"])
+}
+
+// Alerts of a rule that was removed, or whose labels changed, are resolved.
+func TestChangedRuleResolvesItsAlerts(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	src := `
+rules:
+  - name: PerIP
+    types: [fp]
+    group_by: ip
+    window: 5m
+    threshold: 2
+    severity: warning
+`
+	ev, out := newTestEvaluator(t, src, clock)
+	countAt(t, ev, "fp", "10.0.0.1", "u", 3)
+	require.Len(t, out.alerts, 1, "raised by the real-time path")
+	require.Equal(t, 1.0, testutil.ToFloat64(ev.m.realtime))
+
+	// Same rule, other severity: the old alert resolves, a new one fires.
+	ev.rules.Store(mustRules(t, strings.Replace(src, "severity: warning", "severity: critical", 1)))
+	r, _ := ev.rules.Load().Get("PerIP")
+	_, err := ev.check(ctx, r, clock.Now())
+	require.NoError(t, err)
+	require.Len(t, out.alerts, 3)
+	require.True(t, out.alerts[1].Resolved(clock.Now()))
+	require.Equal(t, "warning", out.alerts[1].Labels["severity"])
+	require.Equal(t, "critical", out.alerts[2].Labels["severity"])
+
+	// Rule removed: the re-send round resolves its alert.
+	ev.rules.Store(mustRules(t, "rules: []"))
+	require.NoError(t, ev.resendActive(ctx, clock.Now()))
+	require.Len(t, out.alerts, 4)
+	require.True(t, out.alerts[3].Resolved(clock.Now()))
+	active, err := ev.store.activeAlerts(ctx)
+	require.NoError(t, err)
+	require.Empty(t, active)
+}
+
+// Ratio rules fire only with enough events, and only on schedule.
+func TestRatioRule(t *testing.T) {
+	ctx := context.Background()
+	clock := clockwork.NewFakeClockAt(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
+	ev, out := newTestEvaluator(t, `
+rules:
+  - name: Spike
+    types: [fp]
+    ratio: {of: [s, fp]}
+    min_events: 10
+    window: 5m
+    threshold: 0.5
+`, clock)
+	r, _ := ev.rules.Load().Get("Spike")
+	countAt(t, ev, "fp", "10.0.0.1", "u", 8)
+	res, err := ev.check(ctx, r, clock.Now())
+	require.NoError(t, err)
+	require.False(t, res.Breached, "8 events < min_events")
+	require.Zero(t, res.Value)
+	countAt(t, ev, "s", "10.0.0.1", "u", 4)
+	require.Empty(t, out.alerts, "ratio rules have no real-time path")
+	res, err = ev.check(ctx, r, clock.Now())
+	require.NoError(t, err)
+	require.True(t, res.Breached)
+	require.InDelta(t, 8.0/12, res.Value, 1e-9)
+	require.Len(t, out.alerts, 1)
+	require.Equal(t, "0.6667", out.alerts[0].Annotations["value"])
+	require.Equal(t, map[string]string{"alertname": "Spike", "severity": "warning", "tenant": "acme"}, out.alerts[0].Labels)
+}
+
+// rules test reports each failed expectation precisely.
+func TestRuleTestFailures(t *testing.T) {
+	dir := t.TempDir()
+	writeRules(t, dir, "rules.yml", `
+rules:
+  - name: PerIP
+    types: [fp]
+    group_by: ip
+    window: 5m
+    threshold: 3
+`)
+	test := writeRules(t, dir, "bad.test.yml", `
+rule_files: [rules.yml]
+tests:
+  - name: wrong expectations
+    events:
+      - {type: fp, ip: 10.0.0.1, at: 0s, repeat: 4}
+      - {type: fp, ip: 10.0.0.2, at: 0s, repeat: 1}
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: PerIP
+        exp_alerts:
+          - exp_labels: {severity: warning, ip: 10.0.0.2}
+      - eval_time: 1m
+        alertname: PerIP
+        exp_alerts:
+          - exp_labels: {severity: warning, ip: 10.0.0.1}
+            exp_value: 5
+            exp_annotations: {window: 10m}
+  - name: must not fire
+    events:
+      - {type: fp, ip: 10.0.0.1, at: 0s, repeat: 3}
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: PerIP
+        exp_alerts: []
+  - name: passes
+    events:
+      - {type: fp, ip: 10.0.0.1, at: 0s, repeat: 3}
+    alert_rule_test:
+      - eval_time: 6m
+        alertname: PerIP
+        exp_alerts: []
+`)
+	var out bytes.Buffer
+	err := TestFiles([]string{test}, &out)
+	require.EqualError(t, err, "rules test: 1 of 1 files failed")
+	require.Equal(t, strings.Join([]string{
+		test + `: FAIL test "wrong expectations": eval_time 1m, alertname PerIP: expected alert {ip="10.0.0.2", severity="warning"} did not fire (firing: {ip="10.0.0.1", severity="warning"})`,
+		test + `: FAIL test "wrong expectations": eval_time 1m, alertname PerIP: unexpected alert {ip="10.0.0.1", severity="warning"} (value 4)`,
+		test + `: FAIL test "wrong expectations": eval_time 1m, alertname PerIP: alert {ip="10.0.0.1", severity="warning"}: value 4, want 5`,
+		test + `: FAIL test "wrong expectations": eval_time 1m, alertname PerIP: alert {ip="10.0.0.1", severity="warning"}: annotation window = "5m", want "10m"`,
+		test + `: FAIL test "must not fire": eval_time 1m, alertname PerIP: unexpected alert {ip="10.0.0.1", severity="warning"} (value 3)`,
+		test + `: 2 of 3 tests failed`,
+	}, "\n")+"\n", out.String())
+
+	bad := writeRules(t, dir, "unknown.test.yml", "rule_files: [rules.yml]\ntests: []\nevals: 1\n")
+	out.Reset()
+	require.Error(t, TestFiles([]string{bad}, &out))
+	require.Contains(t, out.String(), "field evals not found")
+}

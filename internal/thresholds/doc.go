@@ -1,0 +1,120 @@
+// Package thresholds runs authpipe's threshold checks over a tenant's Auth0
+// sign-on and failure events: rule files, event-time window counting in
+// Redis, scheduled checks (gocron v2) and a real-time path, breach metrics,
+// and alerts to Alertmanager (API v2) or a generic webhook.
+//
+// # Rule files
+//
+// AUTHPIPE_RULES names a rule file or a directory of *.yml files. Decoding
+// is strict: an unknown field, a wrong type, a bad duration or cron
+// expression, an unknown log type code (auth0log.LookupType), an unknown
+// group_by or distinct field, a duplicate name (also across files) are
+// errors, and every error names file, line, rule and field. The format:
+//
+//	rules:
+//	  - name: FailedLoginsPerIP   # alertname; [A-Za-z0-9_]+, unique
+//	    types: [f, fp, fu]        # Auth0 log type codes counted (required)
+//	    group_by: ip              # optional: ip | user_id | user_name | client_id | connection
+//	    distinct: user_name       # optional: count distinct values of this field instead of events
+//	    ratio: {of: [s, f, fp, fu]} # optional: value = events of types / events of ratio.of
+//	    min_events: 50            # ratio rules: evaluate a group only with >= 50 events of ratio.of
+//	    window: 5m                # event-time window (the log's date), 1s to 7d (required)
+//	    threshold: 20             # breached when value >= threshold, > 0 (required)
+//	    every: 30s                # schedule, or cron: "*/1 * * * *" (5 fields, UTC); default every 1m
+//	    severity: warning         # critical | warning | info; default warning
+//	    labels: {team: identity}  # extra alert labels (not alertname, severity, tenant, the group_by field)
+//	    annotations:              # summary, description, runbook_url, …; Go templates over
+//	      summary: "{{ .Value }} failed logins from {{ .Group }}"  # AnnotationData
+//
+// A ratio rule is how a failure-ratio spike is written: types are the
+// failures, ratio.of the sign-on attempts (successes and failures), and
+// min_events keeps a handful of attempts from making a 100 % ratio. Ratio
+// rules are evaluated on schedule only.
+//
+// # Counting, and why it has its own consumer group
+//
+// The engine reads the tenant's stream with its own consumer group,
+// "thresholds", not inside the buffer's append transaction and not behind
+// the Segment forwarder:
+//
+//   - It is independent of Segment's health: a Segment outage, which leaves
+//     the forwarder's entries pending for hours, neither delays nor blocks
+//     counting, and a slow rule never slows the poller's append.
+//   - It is real time: XREADGROUP blocks until the poller appends, so an
+//     event is counted within milliseconds of reaching the buffer.
+//   - Replicas share one count: every replica is a consumer of the group,
+//     each entry goes to one of them, and the counts live in Redis.
+//   - Nothing is lost or counted twice: counting and XACK are one Lua script
+//     on keys under the tenant's hash tag. The script counts an entry only if
+//     its XACK removed it from the group's pending list, so an entry
+//     redelivered after a crash (ReadPending) or reclaimed from a dead
+//     replica (Reclaim) is never counted twice, and an entry is never
+//     acknowledged without being counted. Undecodable entries are
+//     acknowledged and counted in authpipe_threshold_events_total{result="invalid"}.
+//
+// The group also holds back the buffer's trimming while it lags; a replica
+// that stops for good leaves its pending entries to the others after
+// Config.ReclaimIdle.
+//
+// Counts are kept per rule in event-time buckets of window/30 (at least
+// 1 s): for each bucket a sorted set group → count (a distinct rule also
+// keeps its group/value pairs), keys authpipe:{tenant}:thr:<rule>:<fp>:<c|d|o|x>:<bucket>,
+// where fp fingerprints what the rule counts (changing it starts fresh
+// keys). A window at time T sums the buckets from the one holding T−window to
+// the one holding T: it covers at least the window and at most one bucket
+// more. Events older than any future window are not counted.
+//
+// Memory is bounded: a bucket keeps at most Config.MaxGroups groups (default
+// 1000). A new group arriving at a full bucket drops the group with the
+// lowest count (never itself); what was dropped is counted in the bucket
+// (the groups_cut annotation) and in authpipe_threshold_groups_cut_total.
+// Heavy hitters stay; a group whose rate is below the 1000th highest during
+// a flood of distinct groups can be missed, and the cut counter says so. A
+// distinct rule keeps at most 2×threshold values of one group per bucket,
+// which decides a breach exactly. Every key expires one window after its
+// bucket, so a rule holds at most 32 buckets.
+//
+// # Evaluation
+//
+// Scheduled: each rule is a gocron job on its every or cron, in singleton
+// mode (LimitModeReschedule: a check still running skips the next), started
+// immediately. The scheduler is given a Redis lease (package lease) as its
+// distributed elector: exactly one replica runs the checks; if it dies, or
+// loses Redis, another takes over within one lease period (Config.LeaseTTL).
+// A check computes every group's value (candidates at or over the
+// threshold, up to 200, plus the top offenders, plus the groups with active
+// alerts), sets authpipe_threshold_value{rule} (the highest value) and
+// authpipe_threshold_breached{rule}, raises alerts for newly breaching groups
+// (at most Config.MaxAlertsPerRule per rule), refreshes the active ones and
+// resolves those below the threshold. Group values never become metric
+// labels; they appear only in alerts.
+//
+// Real time: count and distinct rules are also evaluated, for the groups a
+// batch touched, right after the batch is counted, so a breach raises its
+// alert within a second of the event reaching the buffer, on whichever
+// replica counted it. The scheduled check stays the source of truth: it
+// alone evaluates ratio rules and resolves alerts.
+//
+// # Alerts
+//
+// Active alerts are shared state in Redis (authpipe:{tenant}:thr:alerts):
+// raising is a claim (HSETNX), so the real-time path and the scheduled check,
+// on any replica, raise an alert once. Alerts carry the labels alertname (the
+// rule), severity, tenant, the rule's labels and the group value under the
+// group_by field's name (ip="203.0.113.7"), and the annotations value,
+// threshold, window, top_offenders (groups_cut when the cap dropped groups)
+// plus the rule's own. They are pushed to Alertmanager (POST /api/v2/alerts)
+// and/or the webhook (WebhookPayload) with endsAt four re-send intervals
+// ahead, re-sent every Config.ResendInterval while active, and resolved with
+// endsAt = now. Sending is asynchronous and retried with exponential backoff
+// (429, 5xx, network errors; other 4xx are permanent); a batch that still
+// fails is dropped and counted (it is re-sent with the next round).
+//
+// # Reload
+//
+// Reload (SIGHUP) and a poll of the rule files' sizes and modification
+// times (Config.ReloadInterval) load the rules again. Everything is
+// validated before the swap: an invalid file keeps the old rules running and
+// sets authpipe_rules_last_reload_successful to 0. Alerts of removed or
+// redefined rules are resolved.
+package thresholds

@@ -1,0 +1,664 @@
+package thresholds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+	"github.com/google/uuid"
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/lease"
+)
+
+// DefaultGroup is the consumer group the threshold counter reads the
+// tenant's stream with.
+const DefaultGroup = "thresholds"
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultLeaseTTL       = 15 * time.Second
+	DefaultReloadInterval = 10 * time.Second
+	DefaultResendInterval = time.Minute
+	DefaultMaxGroups      = 1000
+	DefaultMaxAlerts      = 20
+	DefaultTopOffenders   = 5
+	DefaultMaxCandidates  = 200
+	DefaultReadCount      = 100
+	DefaultReadBlock      = time.Second
+	DefaultReclaimIdle    = time.Minute
+	DefaultSendRetries    = 5
+	DefaultSendBackoff    = time.Second
+)
+
+// Buffer is what the engine needs from the tenant's buffer
+// (*buffer.Redis): its keys, its consumer-group reads, and its Redis client.
+// Acknowledgement is not in it: the engine acknowledges in the same script
+// that counts (see the package doc).
+type Buffer interface {
+	Key(name string) string
+	StreamKey() string
+	Client() redis.UniversalClient
+	EnsureGroup(ctx context.Context, group string) error
+	Read(ctx context.Context, group, consumer string, count int, block time.Duration) ([]buffer.Entry, error)
+	ReadPending(ctx context.Context, group, consumer, after string, count int) ([]buffer.Entry, error)
+	Reclaim(ctx context.Context, group, consumer string, minIdle time.Duration, count int) ([]buffer.Entry, error)
+}
+
+var _ Buffer = (*buffer.Redis)(nil)
+
+// Config configures one tenant's threshold engine.
+type Config struct {
+	// Tenant names the tenant; it is the tenant label of alerts and metrics.
+	Tenant string
+	// RulesPath is a rule file or a directory of *.yml rule files (AUTHPIPE_RULES).
+	RulesPath string
+	// Buffer is the tenant's buffer; the engine reads it with its own
+	// consumer group.
+	Buffer Buffer
+	// Redis holds counts, alert state and the lease. Default: Buffer.Client().
+	Redis redis.UniversalClient
+	// AlertmanagerURL, if set, is the Alertmanager the alerts are pushed to
+	// (its base URL; /api/v2/alerts is appended).
+	AlertmanagerURL string
+	// WebhookURL, if set, receives the alerts as a JSON POST (WebhookPayload).
+	WebhookURL string
+	// LeaseTTL is the lease period of the scheduler lease: a replica that
+	// dies is replaced within it. Default 15s.
+	LeaseTTL time.Duration
+	// Consumer names this replica in the consumer group and the lease; it must
+	// be unique among replicas and should be stable across restarts (the pod
+	// or host name). Default: hostname-pid-random.
+	Consumer string
+	// Group is the consumer group. Default "thresholds".
+	Group string
+	// ReloadInterval is how often the rule files are polled for changes
+	// (mtime and size). Default 10s; negative disables polling.
+	ReloadInterval time.Duration
+	// ResendInterval is how often active alerts are re-sent. Default 1m.
+	ResendInterval time.Duration
+	// MaxGroups caps the groups kept per rule and bucket. Default 1000.
+	MaxGroups int
+	// MaxAlertsPerRule caps the alerts (groups) active at once per rule;
+	// further breaching groups show in the top_offenders annotation. Default 20.
+	MaxAlertsPerRule int
+	// TopOffenders is how many groups the top_offenders annotation lists. Default 5.
+	TopOffenders int
+	// ReadCount and ReadBlock are the batch size and the blocking time of
+	// XREADGROUP. Defaults 100 and 1s.
+	ReadCount int
+	ReadBlock time.Duration
+	// ReclaimIdle is how long an entry stays pending with a consumer (one
+	// that died) before another replica takes it over. Default 1m.
+	ReclaimIdle time.Duration
+	// SendRetries and SendBackoff: attempts after the first, and the first
+	// wait (doubling, at most 30s). Defaults 5 and 1s.
+	SendRetries int
+	SendBackoff time.Duration
+	// DisableRealtime turns the real-time path off: alerts then come only
+	// from the scheduled checks.
+	DisableRealtime bool
+}
+
+var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if !tenantPattern.MatchString(c.Tenant) {
+		errs = append(errs, fmt.Errorf("thresholds tenant %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", c.Tenant))
+	}
+	if c.RulesPath == "" {
+		errs = append(errs, errors.New("thresholds rules path: empty"))
+	}
+	if c.Buffer == nil {
+		errs = append(errs, errors.New("thresholds buffer: missing"))
+	}
+	for _, u := range []struct{ name, v string }{{"alertmanager", c.AlertmanagerURL}, {"webhook", c.WebhookURL}} {
+		if u.v == "" {
+			continue
+		}
+		p, err := url.Parse(u.v)
+		if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" {
+			errs = append(errs, fmt.Errorf("thresholds %s URL: want http(s)://host[:port][/path]", u.name))
+		}
+	}
+	if c.LeaseTTL != 0 && c.LeaseTTL < lease.MinTTL {
+		errs = append(errs, fmt.Errorf("thresholds lease ttl %s: want at least %s", c.LeaseTTL, lease.MinTTL))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"resend interval", c.ResendInterval}, {"read block", c.ReadBlock}, {"reclaim idle", c.ReclaimIdle}, {"send backoff", c.SendBackoff}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("thresholds %s %s: want more than 0 (0 for the default)", d.name, d.v))
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"max groups", c.MaxGroups}, {"max alerts per rule", c.MaxAlertsPerRule}, {"top offenders", c.TopOffenders}, {"read count", c.ReadCount}, {"send retries", c.SendRetries}} {
+		if n.v < 0 {
+			errs = append(errs, fmt.Errorf("thresholds %s %d: want more than 0 (0 for the default)", n.name, n.v))
+		}
+	}
+	if c.MaxGroups == 1 {
+		errs = append(errs, errors.New("thresholds max groups 1: want at least 2"))
+	}
+	if strings.ContainsAny(c.Consumer, " \r\n") {
+		errs = append(errs, errors.New("thresholds consumer: contains white space"))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.Redis == nil && c.Buffer != nil {
+		c.Redis = c.Buffer.Client()
+	}
+	if c.LeaseTTL == 0 {
+		c.LeaseTTL = DefaultLeaseTTL
+	}
+	if c.Consumer == "" {
+		c.Consumer = lease.DefaultOwner()
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	if c.ReloadInterval == 0 {
+		c.ReloadInterval = DefaultReloadInterval
+	}
+	if c.ResendInterval == 0 {
+		c.ResendInterval = DefaultResendInterval
+	}
+	if c.MaxGroups == 0 {
+		c.MaxGroups = DefaultMaxGroups
+	}
+	if c.MaxAlertsPerRule == 0 {
+		c.MaxAlertsPerRule = DefaultMaxAlerts
+	}
+	if c.TopOffenders == 0 {
+		c.TopOffenders = DefaultTopOffenders
+	}
+	if c.ReadCount == 0 {
+		c.ReadCount = DefaultReadCount
+	}
+	if c.ReadBlock == 0 {
+		c.ReadBlock = DefaultReadBlock
+	}
+	if c.ReclaimIdle == 0 {
+		c.ReclaimIdle = DefaultReclaimIdle
+	}
+	if c.SendRetries == 0 {
+		c.SendRetries = DefaultSendRetries
+	}
+	if c.SendBackoff == 0 {
+		c.SendBackoff = DefaultSendBackoff
+	}
+	return c
+}
+
+// Deps are the injected collaborators. Zero values get a discarding logger,
+// a fresh registry, the real clock and an HTTP client with a 10 s timeout.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Clock      clockwork.Clock
+	HTTPClient *http.Client
+}
+
+// Engine runs one tenant's threshold checks: it counts the tenant's
+// buffered events, evaluates the rules in real time and on schedule, and
+// sends alerts. Create it with New, run it with Run; Reload reloads the rules.
+type Engine struct {
+	cfg   Config
+	log   *slog.Logger
+	clock clockwork.Clock
+	m     *engineMetrics
+	ev    *evaluator
+	lease *lease.Lease
+	rcv   fanout
+
+	reloadMu sync.Mutex // serializes Reload
+	sig      string     // rule files' signature at the last load attempt
+
+	schedMu sync.Mutex
+	sched   gocron.Scheduler
+	jobs    map[string]uuid.UUID
+}
+
+// New loads the rules (an invalid rule file is an error) and builds the
+// engine. It registers the engine's metrics, with the tenant as a constant
+// label, on deps.Registerer.
+func New(cfg Config, deps Deps) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	if cfg.Redis == nil {
+		return nil, errors.New("thresholds: no redis client")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	if deps.Registerer == nil {
+		deps.Registerer = prometheus.NewRegistry()
+	}
+	if deps.Clock == nil {
+		deps.Clock = clockwork.NewRealClock()
+	}
+	if deps.HTTPClient == nil {
+		deps.HTTPClient = &http.Client{Timeout: 10 * time.Second}
+	}
+	log := deps.Logger.With("component", "thresholds", "tenant", cfg.Tenant)
+	m := newEngineMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"tenant": cfg.Tenant}, deps.Registerer))
+
+	sig := rulesSignature(cfg.RulesPath)
+	rs, err := LoadRules(cfg.RulesPath)
+	if err != nil {
+		m.reloadOK.Set(0)
+		return nil, fmt.Errorf("load threshold rules: %w", err)
+	}
+	m.reloadOK.Set(1)
+	m.reloadTime.Set(float64(deps.Clock.Now().UnixNano()) / 1e9)
+	for _, r := range rs.Rules {
+		m.addRule(r.Name)
+	}
+
+	e := &Engine{cfg: cfg, log: log, clock: deps.Clock, m: m, sig: sig, jobs: map[string]uuid.UUID{}}
+	if cfg.AlertmanagerURL != "" {
+		e.rcv = append(e.rcv, newAlertmanager(cfg.AlertmanagerURL, deps.HTTPClient, deps.Clock, log, m, cfg.SendRetries, cfg.SendBackoff))
+	}
+	if cfg.WebhookURL != "" {
+		e.rcv = append(e.rcv, newWebhook(cfg.WebhookURL, deps.HTTPClient, deps.Clock, log, m, cfg.SendRetries, cfg.SendBackoff))
+	}
+	e.lease, err = lease.New(cfg.Redis, lease.Config{
+		Name:     cfg.Buffer.Key("lease:thresholds"),
+		Owner:    cfg.Consumer,
+		TTL:      cfg.LeaseTTL,
+		OnChange: e.leaderChanged,
+	}, lease.Deps{Logger: deps.Logger, Clock: deps.Clock})
+	if err != nil {
+		return nil, err
+	}
+	e.ev = &evaluator{
+		tenant:    cfg.Tenant,
+		store:     &redisStore{client: cfg.Redis, ks: keyspace{prefix: cfg.Buffer.Key("")}, stream: cfg.Buffer.StreamKey(), group: cfg.Group},
+		clock:     deps.Clock,
+		log:       log,
+		m:         m,
+		out:       e.rcv,
+		leader:    e.lease.Held,
+		maxGroups: cfg.MaxGroups,
+		maxAlerts: cfg.MaxAlertsPerRule,
+		top:       cfg.TopOffenders,
+		maxCand:   DefaultMaxCandidates,
+		resend:    cfg.ResendInterval,
+		realtime:  !cfg.DisableRealtime,
+	}
+	e.ev.rules.Store(rs)
+	return e, nil
+}
+
+// Rules returns the rules in force.
+func (e *Engine) Rules() *RuleSet { return e.ev.rules.Load() }
+
+// Leader reports whether this replica holds the scheduler lease.
+func (e *Engine) Leader() bool { return e.lease.Held() }
+
+func (e *Engine) leaderChanged(held bool, _ int64) {
+	if held {
+		e.m.leader.Set(1)
+		return
+	}
+	// Only the evaluating replica reports breach state.
+	e.m.leader.Set(0)
+	for _, r := range e.ev.rules.Load().Rules {
+		e.m.breached.WithLabelValues(r.Name).Set(0)
+		e.m.value.WithLabelValues(r.Name).Set(0)
+	}
+}
+
+// Run counts, evaluates and alerts until ctx ends. It returns nil after an
+// orderly stop: the scheduler stopped, the lease released, queued alerts
+// given a last attempt.
+func (e *Engine) Run(ctx context.Context) error {
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	goRun := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+
+	// Try the lease once up front, so the first checks run right away here.
+	if _, err := e.lease.Acquire(runCtx); err != nil {
+		e.log.Warn("acquire lease", "err", err)
+	}
+	leaseDone := make(chan struct{})
+	go func() { _ = e.lease.Run(runCtx); close(leaseDone) }()
+
+	sched, err := gocron.NewScheduler(
+		gocron.WithClock(e.clock),
+		gocron.WithLocation(time.UTC),
+		gocron.WithDistributedElector(e.lease.Elector()),
+		gocron.WithMonitor(jobMonitor{m: e.m, known: e.knownRule}),
+		gocron.WithMonitorStatus(jobMonitor{m: e.m, known: e.knownRule}),
+		gocron.WithStopTimeout(5*time.Second),
+	)
+	if err != nil {
+		cancel()
+		<-leaseDone
+		return fmt.Errorf("create scheduler: %w", err)
+	}
+	e.schedMu.Lock()
+	e.sched = sched
+	e.schedMu.Unlock()
+	if err := e.syncJobs(); err != nil {
+		cancel()
+		<-leaseDone
+		_ = sched.Shutdown()
+		return err
+	}
+	if _, err := sched.NewJob(gocron.DurationJob(e.cfg.ResendInterval),
+		gocron.NewTask(func(ctx context.Context) error { return e.ev.resendActive(ctx, e.clock.Now()) }),
+		gocron.WithName(resendJob), gocron.WithSingletonMode(gocron.LimitModeReschedule)); err != nil {
+		cancel()
+		<-leaseDone
+		_ = sched.Shutdown()
+		return fmt.Errorf("schedule alert re-send: %w", err)
+	}
+	sched.Start()
+
+	for _, r := range e.rcv {
+		goRun(func() { r.run(runCtx, 5*time.Second) })
+	}
+	goRun(func() { e.consume(runCtx) })
+	if e.cfg.ReloadInterval > 0 {
+		goRun(func() { e.watch(runCtx) })
+	}
+
+	<-ctx.Done()
+	e.schedMu.Lock()
+	e.sched = nil
+	e.schedMu.Unlock()
+	if err := sched.Shutdown(); err != nil {
+		e.log.Warn("stop scheduler", "err", err)
+	}
+	cancel()
+	wg.Wait()
+	<-leaseDone
+	return nil
+}
+
+const resendJob = "authpipe_alert_resend"
+
+func (e *Engine) knownRule(name string) bool {
+	_, ok := e.ev.rules.Load().Get(name)
+	return ok
+}
+
+// syncJobs replaces the scheduler's rule jobs by jobs of the current rules.
+func (e *Engine) syncJobs() error {
+	e.schedMu.Lock()
+	defer e.schedMu.Unlock()
+	if e.sched == nil {
+		return nil
+	}
+	for name, id := range e.jobs {
+		if err := e.sched.RemoveJob(id); err != nil && !errors.Is(err, gocron.ErrJobNotFound) {
+			e.log.Warn("remove job", "rule", name, "err", err)
+		}
+		delete(e.jobs, name)
+	}
+	for _, r := range e.ev.rules.Load().Rules {
+		def := gocron.DurationJob(r.Every)
+		if r.Cron != "" {
+			def = gocron.CronJob(r.Cron, false)
+		}
+		name := r.Name
+		j, err := e.sched.NewJob(def,
+			gocron.NewTask(func(ctx context.Context) error { return e.runCheck(ctx, name) }),
+			gocron.WithName(name),
+			gocron.WithSingletonMode(gocron.LimitModeReschedule),
+			gocron.WithStartAt(gocron.WithStartImmediately()),
+		)
+		if err != nil {
+			return fmt.Errorf("schedule rule %s: %w", name, err)
+		}
+		e.jobs[name] = j.ID()
+	}
+	return nil
+}
+
+// runCheck is a rule's scheduled job.
+func (e *Engine) runCheck(ctx context.Context, name string) error {
+	r, ok := e.ev.rules.Load().Get(name)
+	if !ok {
+		return nil // removed by a reload
+	}
+	res, err := e.ev.check(ctx, r, e.clock.Now())
+	if err != nil {
+		e.log.Warn("check rule", "rule", name, "err", err)
+		return err
+	}
+	if res.Breached {
+		e.log.Debug("rule breached", "rule", name, "value", res.Value, "groups", len(res.Breaching))
+	}
+	return nil
+}
+
+// Check runs one rule's check now, outside the schedule (for tests and
+// tools). It evaluates even when this replica does not hold the lease, but
+// then changes no state.
+func (e *Engine) Check(ctx context.Context, rule string) (CheckResult, error) {
+	r, ok := e.ev.rules.Load().Get(rule)
+	if !ok {
+		return CheckResult{}, fmt.Errorf("check rule %s: no such rule", rule)
+	}
+	return e.ev.check(ctx, r, e.clock.Now())
+}
+
+// Reload loads the rule files again. A valid set replaces the rules in
+// force and is scheduled at once; an invalid one is logged, keeps the old
+// rules running and sets authpipe_rules_last_reload_successful to 0. Safe to
+// call at any time, from any goroutine (SIGHUP).
+func (e *Engine) Reload() error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+	e.sig = rulesSignature(e.cfg.RulesPath)
+	rs, err := LoadRules(e.cfg.RulesPath)
+	if err != nil {
+		e.m.reloadOK.Set(0)
+		e.log.Error("reload threshold rules; keeping the previous rules", "err", err)
+		return fmt.Errorf("reload threshold rules: %w", err)
+	}
+	old := e.ev.rules.Swap(rs)
+	for _, r := range rs.Rules {
+		e.m.addRule(r.Name)
+	}
+	for _, r := range old.Rules {
+		if _, kept := rs.Get(r.Name); !kept {
+			e.m.removeRule(r.Name)
+		}
+	}
+	if err := e.syncJobs(); err != nil {
+		e.m.reloadOK.Set(0)
+		return err
+	}
+	e.m.reloadOK.Set(1)
+	e.m.reloadTime.Set(float64(e.clock.Now().UnixNano()) / 1e9)
+	e.log.Info("threshold rules loaded", "rules", len(rs.Rules))
+	return nil
+}
+
+// watch polls the rule files and reloads when they change.
+func (e *Engine) watch(ctx context.Context) {
+	t := e.clock.NewTicker(e.cfg.ReloadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+		}
+		e.reloadMu.Lock()
+		changed := rulesSignature(e.cfg.RulesPath) != e.sig
+		e.reloadMu.Unlock()
+		if changed {
+			_ = e.Reload()
+		}
+	}
+}
+
+// rulesSignature describes the rule files' names, sizes and modification
+// times: it changes when a file is edited, added or removed.
+func rulesSignature(path string) string {
+	files, err := RuleFiles(path)
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	var b strings.Builder
+	for _, f := range files {
+		info, err := os.Stat(f)
+		if err != nil {
+			b.WriteString(f + " missing\n")
+			continue
+		}
+		fmt.Fprintf(&b, "%s %d %d\n", filepath.Clean(f), info.Size(), info.ModTime().UnixNano())
+	}
+	return b.String()
+}
+
+// consume reads the tenant's stream with the thresholds group and counts
+// every entry. A restarted consumer first counts what it held when it
+// stopped; entries of consumers that died are reclaimed after ReclaimIdle.
+func (e *Engine) consume(ctx context.Context) {
+	group, consumer := e.cfg.Group, e.cfg.Consumer
+	ready, recover := false, true
+	lastReclaim := e.clock.Now()
+	backoff := func() {
+		select {
+		case <-ctx.Done():
+		case <-e.clock.After(time.Second):
+		}
+	}
+	for ctx.Err() == nil {
+		if !ready {
+			if err := e.cfg.Buffer.EnsureGroup(ctx, group); err != nil {
+				e.log.Warn("create consumer group", "err", err)
+				backoff()
+				continue
+			}
+			ready = true
+		}
+		if recover {
+			if err := e.drainPending(ctx, group, consumer); err != nil {
+				if ctx.Err() == nil {
+					e.log.Warn("count pending entries", "err", err)
+					backoff()
+				}
+				continue
+			}
+			recover = false
+		}
+		entries, err := e.cfg.Buffer.Read(ctx, group, consumer, e.cfg.ReadCount, e.cfg.ReadBlock)
+		if err == nil && len(entries) > 0 {
+			err = e.process(ctx, entries)
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			if strings.Contains(err.Error(), "NOGROUP") {
+				ready = false
+			}
+			e.log.Warn("count entries", "err", err)
+			recover = true // what was read stays pending with us: count it again
+			backoff()
+			continue
+		}
+		if e.clock.Since(lastReclaim) >= e.cfg.ReclaimIdle/2 {
+			lastReclaim = e.clock.Now()
+			if err := e.reclaim(ctx, group, consumer); err != nil && ctx.Err() == nil {
+				e.log.Warn("reclaim entries", "err", err)
+			}
+		}
+	}
+}
+
+func (e *Engine) drainPending(ctx context.Context, group, consumer string) error {
+	after := "0"
+	for {
+		entries, err := e.cfg.Buffer.ReadPending(ctx, group, consumer, after, e.cfg.ReadCount)
+		if err != nil {
+			return err
+		}
+		if len(entries) == 0 {
+			return nil
+		}
+		if err := e.process(ctx, entries); err != nil {
+			return err
+		}
+		after = entries[len(entries)-1].ID
+	}
+}
+
+func (e *Engine) reclaim(ctx context.Context, group, consumer string) error {
+	for range 10 {
+		entries, err := e.cfg.Buffer.Reclaim(ctx, group, consumer, e.cfg.ReclaimIdle, e.cfg.ReadCount)
+		if err != nil {
+			return err
+		}
+		if len(entries) == 0 {
+			return nil
+		}
+		if err := e.process(ctx, entries); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// process counts a batch of entries and acknowledges them in one script.
+func (e *Engine) process(ctx context.Context, entries []buffer.Entry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	events := make([]event, 0, len(entries))
+	var invalid []string
+	for _, en := range entries {
+		ev, err := eventOf(en.ID, en.Raw)
+		if err != nil {
+			invalid = append(invalid, en.ID)
+			continue
+		}
+		events = append(events, ev)
+	}
+	if len(invalid) > 0 {
+		e.log.Warn("undecodable entries acknowledged without counting", "entries", len(invalid))
+	}
+	return e.ev.countEvents(ctx, events, invalid)
+}
+
+// readGauge returns a gauge's current value.
+func readGauge(g prometheus.Gauge) float64 {
+	var d dto.Metric
+	if err := g.Write(&d); err != nil || d.Gauge == nil {
+		return 0
+	}
+	return d.Gauge.GetValue()
+}

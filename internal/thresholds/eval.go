@@ -1,0 +1,390 @@
+package thresholds
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+)
+
+// evaluator is the logic shared by the engine and `rules test`: it turns
+// events into count increments, checks rules, and runs the alert lifecycle
+// on a store.
+type evaluator struct {
+	tenant    string
+	store     store
+	clock     clockwork.Clock
+	log       *slog.Logger
+	m         *engineMetrics
+	out       notifier
+	leader    func() bool
+	rules     atomic.Pointer[RuleSet]
+	maxGroups int
+	maxAlerts int
+	top       int
+	maxCand   int
+	resend    time.Duration
+	realtime  bool
+}
+
+// firingFor is how long a firing alert stays valid at Alertmanager without
+// being re-sent: four re-send intervals, as Prometheus does.
+func (ev *evaluator) firingFor() time.Duration { return 4 * ev.resend }
+
+// countEvents counts a batch: valid events for the rules they match, invalid
+// ones (ids only) just acknowledged. Then the real-time path evaluates the
+// count rules for the groups the batch touched.
+func (ev *evaluator) countEvents(ctx context.Context, events []event, invalid []string) error {
+	rs := ev.rules.Load()
+	now := ev.clock.Now()
+	ks := ev.store.keys()
+	batch := make([]countEntry, 0, len(events)+len(invalid))
+	cutRule := map[string]string{}
+	touched := map[string]map[string]bool{}
+	for _, e := range events {
+		ce := countEntry{id: e.id}
+		for _, r := range rs.Rules {
+			ops := ks.opsFor(r, e, now)
+			if len(ops) == 0 {
+				continue
+			}
+			ce.ops = append(ce.ops, ops...)
+			cutRule[ops[0].x] = r.Name
+			if r.Realtime() {
+				if touched[r.Name] == nil {
+					touched[r.Name] = map[string]bool{}
+				}
+				touched[r.Name][ops[0].group] = true
+			}
+		}
+		batch = append(batch, ce)
+	}
+	for _, id := range invalid {
+		batch = append(batch, countEntry{id: id})
+	}
+	res, err := ev.store.count(ctx, batch, ev.maxGroups)
+	if err != nil {
+		return err
+	}
+	ev.m.events.WithLabelValues(resultCounted).Add(float64(max(res.counted-len(invalid), 0)))
+	ev.m.events.WithLabelValues(resultDuplicate).Add(float64(res.duplicates))
+	ev.m.events.WithLabelValues(resultInvalid).Add(float64(len(invalid)))
+	for x, n := range res.cut {
+		if name, ok := cutRule[x]; ok {
+			ev.m.cut.WithLabelValues(name).Add(float64(n))
+		}
+	}
+	if ev.realtime && res.counted > 0 {
+		ev.evalRealtime(ctx, rs, touched, now)
+	}
+	return nil
+}
+
+// evalRealtime raises alerts for the groups a batch pushed over a count or
+// distinct rule's threshold, without waiting for the scheduled check. It
+// only ever raises: resolving is the scheduled check's job.
+func (ev *evaluator) evalRealtime(ctx context.Context, rs *RuleSet, touched map[string]map[string]bool, now time.Time) {
+	for _, name := range sortedKeys(touched) {
+		r, ok := rs.Get(name)
+		if !ok {
+			continue
+		}
+		groups := sortedKeys(touched[name])
+		lo, hi := windowBuckets(r, now)
+		res, err := ev.store.eval(ctx, evalQuery{rule: r, lo: lo, hi: hi, groups: groups})
+		if err != nil {
+			ev.log.Warn("real-time evaluation", "rule", r.Name, "err", err)
+			continue
+		}
+		var hits []groupValue
+		for _, gv := range res.values {
+			if gv.value >= r.Threshold {
+				hits = append(hits, gv)
+			}
+		}
+		if len(hits) == 0 {
+			continue
+		}
+		sortValues(hits)
+		active, err := ev.activeFor(ctx, r.Name)
+		if err != nil {
+			ev.log.Warn("real-time evaluation", "rule", r.Name, "err", err)
+			continue
+		}
+		raised := ev.raise(ctx, r, hits, active, hits, res, now)
+		ev.m.realtime.Add(float64(raised))
+		if raised > 0 && ev.leader() {
+			ev.m.breached.WithLabelValues(r.Name).Set(1)
+			if v := hits[0].value; v > gaugeValue(ev, r.Name) {
+				ev.m.value.WithLabelValues(r.Name).Set(v)
+			}
+		}
+	}
+}
+
+func gaugeValue(ev *evaluator, rule string) float64 {
+	var v float64
+	if g, err := ev.m.value.GetMetricWithLabelValues(rule); err == nil {
+		v = readGauge(g)
+	}
+	return v
+}
+
+// CheckResult is the outcome of one scheduled check of a rule.
+type CheckResult struct {
+	Rule      string
+	Value     float64 // highest value among the groups evaluated
+	Breached  bool
+	Breaching []GroupValue // groups at or over the threshold, highest first
+	Firing    int          // alerts active for the rule after the check
+}
+
+// GroupValue is one group's value.
+type GroupValue struct {
+	Group string
+	Value float64
+}
+
+// check evaluates rule r at now: sets its metrics, raises alerts for new
+// breaching groups, refreshes the active ones and resolves those that no
+// longer breach.
+func (ev *evaluator) check(ctx context.Context, r *Rule, now time.Time) (CheckResult, error) {
+	out := CheckResult{Rule: r.Name}
+	active, err := ev.activeFor(ctx, r.Name)
+	if err != nil {
+		return out, err
+	}
+	// Alerts raised under another definition of the rule (labels, severity,
+	// what is counted) are resolved: their label set no longer exists.
+	current := active[:0]
+	for _, a := range active {
+		if a.Fingerprint != r.alertFP {
+			ev.resolve(ctx, a, now)
+			continue
+		}
+		current = append(current, a)
+	}
+	active = current
+	lo, hi := windowBuckets(r, now)
+	q := evalQuery{rule: r, lo: lo, hi: hi, threshold: r.Threshold, maxCand: ev.maxCand, top: ev.top}
+	for _, a := range active {
+		q.groups = append(q.groups, a.Group)
+	}
+	res, err := ev.store.eval(ctx, q)
+	if err != nil {
+		return out, err
+	}
+	byGroup := map[string]groupValue{}
+	for _, gv := range res.values {
+		if r.kind() == kindRatio && gv.den < r.minEvents() {
+			continue // too few events for a meaningful ratio
+		}
+		byGroup[gv.group] = gv
+	}
+	values := make([]groupValue, 0, len(byGroup))
+	for _, gv := range byGroup {
+		values = append(values, gv)
+	}
+	sortValues(values)
+	var breaching []groupValue
+	for _, gv := range values {
+		if gv.value >= r.Threshold {
+			breaching = append(breaching, gv)
+		}
+	}
+	if len(values) > 0 {
+		out.Value = values[0].value
+	}
+	out.Breached = len(breaching) > 0
+	for _, gv := range breaching {
+		out.Breaching = append(out.Breaching, GroupValue{gv.group, gv.value})
+	}
+	if !ev.leader() {
+		return out, nil // lost the lease while checking: leave state to the new holder
+	}
+	ev.m.value.WithLabelValues(r.Name).Set(out.Value)
+	ev.m.breached.WithLabelValues(r.Name).Set(boolFloat(out.Breached))
+
+	firing := 0
+	for _, a := range active {
+		gv, still := byGroup[a.Group]
+		if !still || gv.value < r.Threshold {
+			ev.resolve(ctx, a, now)
+			continue
+		}
+		firing++
+		labels, ann := ev.render(r, gv, values, res)
+		a.Labels, a.Annotations, a.Value = labels, ann, gv.value
+		if err := ev.store.putAlert(ctx, a); err != nil {
+			ev.log.Warn("update alert state", "rule", r.Name, "err", err)
+		}
+	}
+	firing += ev.raise(ctx, r, breaching, active, values, res, now)
+	out.Firing = firing
+	return out, nil
+}
+
+// raise claims and sends alerts for breaching groups that have none yet, as
+// long as the rule has fewer than maxAlerts active. It returns how many it raised.
+func (ev *evaluator) raise(ctx context.Context, r *Rule, breaching []groupValue, active []activeAlert, all []groupValue, res evalResult, now time.Time) int {
+	isActive := map[string]bool{}
+	for _, a := range active {
+		isActive[a.Group] = true
+	}
+	n, raised := len(active), 0
+	var send []Alert
+	for _, gv := range breaching {
+		if isActive[gv.group] {
+			continue
+		}
+		if n >= ev.maxAlerts {
+			break
+		}
+		labels, ann := ev.render(r, gv, all, res)
+		a := activeAlert{Rule: r.Name, Group: gv.group, Fingerprint: r.alertFP, Labels: labels, Annotations: ann,
+			StartsAt: now, LastSent: now, Value: gv.value}
+		ok, err := ev.store.claimAlert(ctx, a)
+		if err != nil {
+			ev.log.Warn("claim alert", "rule", r.Name, "err", err)
+			continue
+		}
+		if !ok {
+			continue // another replica, or the real-time path, raised it first
+		}
+		n++
+		raised++
+		send = append(send, Alert{Labels: labels, Annotations: ann, StartsAt: now, EndsAt: now.Add(ev.firingFor())})
+	}
+	ev.out.notify(send)
+	return raised
+}
+
+// resolve sends a's resolution and drops its state.
+func (ev *evaluator) resolve(ctx context.Context, a activeAlert, now time.Time) {
+	dropped, err := ev.store.dropAlert(ctx, a.Rule, a.Group, a.StartsAt)
+	if err != nil {
+		ev.log.Warn("resolve alert", "rule", a.Rule, "err", err)
+		return
+	}
+	if dropped {
+		ev.out.notify([]Alert{{Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, EndsAt: now}})
+	}
+}
+
+// resendActive re-sends every active alert not sent for a re-send interval,
+// and resolves alerts of rules that were removed or changed.
+func (ev *evaluator) resendActive(ctx context.Context, now time.Time) error {
+	all, err := ev.store.activeAlerts(ctx)
+	if err != nil {
+		return err
+	}
+	rs := ev.rules.Load()
+	var send []Alert
+	for _, a := range all {
+		r, ok := rs.Get(a.Rule)
+		if !ok || r.alertFP != a.Fingerprint {
+			ev.resolve(ctx, a, now)
+			continue
+		}
+		if now.Sub(a.LastSent) < ev.resend-ev.resend/10 {
+			continue
+		}
+		a.LastSent = now
+		if err := ev.store.putAlert(ctx, a); err != nil {
+			return err
+		}
+		send = append(send, Alert{Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, EndsAt: now.Add(ev.firingFor())})
+	}
+	ev.out.notify(send)
+	return nil
+}
+
+func (ev *evaluator) activeFor(ctx context.Context, rule string) ([]activeAlert, error) {
+	all, err := ev.store.activeAlerts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []activeAlert
+	for _, a := range all {
+		if a.Rule == rule {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
+// render builds an alert's labels and annotations for group gv.
+func (ev *evaluator) render(r *Rule, gv groupValue, all []groupValue, res evalResult) (map[string]string, map[string]string) {
+	labels := map[string]string{"alertname": r.Name, "severity": r.Severity}
+	if ev.tenant != "" {
+		labels["tenant"] = ev.tenant
+	}
+	for k, v := range r.Labels {
+		labels[k] = v
+	}
+	if r.GroupBy != "" {
+		labels[r.GroupBy] = gv.group
+	}
+	ann := map[string]string{
+		AnnotationValue:        formatValue(gv.value),
+		AnnotationThreshold:    formatValue(r.Threshold),
+		AnnotationWindow:       formatDuration(r.Window),
+		AnnotationTopOffenders: topOffenders(r, all, ev.top),
+	}
+	if res.cutGroups > 0 {
+		ann[AnnotationGroupsCut] = fmt.Sprintf("%d groups (%d events) dropped from full buckets in this window", res.cutGroups, res.cutEvents)
+	}
+	data := AnnotationData{Rule: r.Name, Tenant: ev.tenant, Severity: r.Severity, GroupBy: r.GroupBy, Group: gv.group,
+		Value: formatValue(gv.value), Threshold: formatValue(r.Threshold), Window: formatDuration(r.Window), Labels: r.Labels}
+	for k, t := range r.annotations {
+		var buf bytes.Buffer
+		if err := t.Execute(&buf, data); err != nil {
+			ev.log.Warn("render annotation", "rule", r.Name, "annotation", k, "err", err)
+			ann[k] = r.Annotations[k]
+			continue
+		}
+		ann[k] = buf.String()
+	}
+	return labels, ann
+}
+
+// topOffenders lists the groups with the highest values: "a=40, b=12".
+func topOffenders(r *Rule, values []groupValue, n int) string {
+	if r.GroupBy == "" {
+		if len(values) == 0 {
+			return ""
+		}
+		return formatValue(values[0].value)
+	}
+	var parts []string
+	for i, gv := range values {
+		if i == n {
+			break
+		}
+		parts = append(parts, gv.group+"="+formatValue(gv.value))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// sortValues orders by value, highest first, then by group.
+func sortValues(v []groupValue) {
+	sort.Slice(v, func(i, j int) bool {
+		if v[i].value != v[j].value {
+			return v[i].value > v[j].value
+		}
+		return v[i].group < v[j].group
+	})
+}
+
+func boolFloat(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,142 @@
+package thresholds
+
+import (
+	"time"
+
+	"github.com/go-co-op/gocron/v2"
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Event outcomes: the result label of authpipe_threshold_events_total.
+const (
+	resultCounted   = "counted"   // counted for the rules it matches (maybe none)
+	resultDuplicate = "duplicate" // redelivered after it had been counted: not counted again
+	resultInvalid   = "invalid"   // not a decodable Auth0 log: acknowledged, not counted
+)
+
+var eventResults = []string{resultCounted, resultDuplicate, resultInvalid}
+
+// Job statuses as gocron reports them: the status label of
+// authpipe_threshold_job_runs_total.
+var jobStatuses = []gocron.JobStatus{gocron.Success, gocron.Fail, gocron.Skip, gocron.SingletonRescheduled}
+
+// engineMetrics are the metrics of one tenant's engine. The tenant is a
+// constant label added by the registerer, so engines of several tenants
+// share one registry. Rule names are the only other varying label values:
+// group values (IPs, users) never become labels.
+type engineMetrics struct {
+	breached    *prometheus.GaugeVec
+	value       *prometheus.GaugeVec
+	checks      *prometheus.CounterVec
+	checkErrors *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	jobRuns     *prometheus.CounterVec
+	cut         *prometheus.CounterVec
+	reloadOK    prometheus.Gauge
+	reloadTime  prometheus.Gauge
+	sent        *prometheus.CounterVec
+	sendErrors  *prometheus.CounterVec
+	leader      prometheus.Gauge
+	events      *prometheus.CounterVec
+	realtime    prometheus.Counter
+}
+
+func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
+	f := promauto.With(reg)
+	rule := []string{"rule"}
+	m := &engineMetrics{
+		breached: f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_threshold_breached",
+			Help: "1 while a threshold rule is breached for at least one group, per the last check (0 on replicas that do not evaluate)."}, rule),
+		value: f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_threshold_value",
+			Help: "Highest value of a threshold rule among its groups at the last check."}, rule),
+		checks: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_threshold_checks_total",
+			Help: "Scheduled checks of a threshold rule run on this replica."}, rule),
+		checkErrors: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_threshold_check_errors_total",
+			Help: "Scheduled checks of a threshold rule that failed."}, rule),
+		duration: f.NewHistogramVec(prometheus.HistogramOpts{Name: "authpipe_threshold_check_duration_seconds",
+			Help:    "Duration of scheduled checks of a threshold rule.",
+			Buckets: []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}}, rule),
+		jobRuns: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_threshold_job_runs_total",
+			Help: "Scheduler runs of a threshold rule's job by outcome (skip: another replica holds the lease; singleton_rescheduled: the previous check was still running)."},
+			[]string{"rule", "status"}),
+		cut: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_threshold_groups_cut_total",
+			Help: "Groups dropped from a full count bucket (the lowest counts go first) to bound memory."}, rule),
+		reloadOK: f.NewGauge(prometheus.GaugeOpts{Name: "authpipe_rules_last_reload_successful",
+			Help: "1 if the last load of the threshold rule files succeeded, 0 if it failed (the previous rules keep running)."}),
+		reloadTime: f.NewGauge(prometheus.GaugeOpts{Name: "authpipe_rules_last_reload_success_timestamp_seconds",
+			Help: "Time of the last successful load of the threshold rule files."}),
+		sent: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_alerts_sent_total",
+			Help: "Alerts (firing, re-sent or resolved) delivered to a receiver."}, []string{"receiver"}),
+		sendErrors: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_alerts_send_errors_total",
+			Help: "Alert batches a receiver did not take after all retries, or that were dropped."}, []string{"receiver"}),
+		leader: f.NewGauge(prometheus.GaugeOpts{Name: "authpipe_threshold_leader",
+			Help: "1 on the replica that holds the threshold lease and runs the scheduled checks."}),
+		events: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_threshold_events_total",
+			Help: "Buffered events taken by the threshold counter, by result."}, []string{"result"}),
+		realtime: f.NewCounter(prometheus.CounterOpts{Name: "authpipe_threshold_realtime_alerts_total",
+			Help: "Alerts raised by the real-time path, as events were counted, before any scheduled check."}),
+	}
+	for _, r := range receivers {
+		m.sent.WithLabelValues(r)
+		m.sendErrors.WithLabelValues(r)
+	}
+	for _, r := range eventResults {
+		m.events.WithLabelValues(r)
+	}
+	return m
+}
+
+// addRule creates a rule's series at 0.
+func (m *engineMetrics) addRule(name string) {
+	m.breached.WithLabelValues(name)
+	m.value.WithLabelValues(name)
+	m.checks.WithLabelValues(name)
+	m.checkErrors.WithLabelValues(name)
+	m.duration.WithLabelValues(name)
+	m.cut.WithLabelValues(name)
+	for _, s := range jobStatuses {
+		m.jobRuns.WithLabelValues(name, string(s))
+	}
+}
+
+// removeRule deletes a rule's series.
+func (m *engineMetrics) removeRule(name string) {
+	m.breached.DeleteLabelValues(name)
+	m.value.DeleteLabelValues(name)
+	m.checks.DeleteLabelValues(name)
+	m.checkErrors.DeleteLabelValues(name)
+	m.duration.DeleteLabelValues(name)
+	m.cut.DeleteLabelValues(name)
+	for _, s := range jobStatuses {
+		m.jobRuns.DeleteLabelValues(name, string(s))
+	}
+}
+
+// jobMonitor feeds gocron's per-job outcomes and timings into the metrics.
+type jobMonitor struct {
+	m     *engineMetrics
+	known func(name string) bool
+}
+
+var _ gocron.MonitorStatus = jobMonitor{}
+
+func (j jobMonitor) IncrementJob(_ uuid.UUID, name string, _ []string, status gocron.JobStatus) {
+	if j.known(name) {
+		j.m.jobRuns.WithLabelValues(name, string(status)).Inc()
+	}
+}
+
+func (j jobMonitor) RecordJobTiming(time.Time, time.Time, uuid.UUID, string, []string) {}
+
+func (j jobMonitor) RecordJobTimingWithStatus(start, end time.Time, _ uuid.UUID, name string, _ []string, status gocron.JobStatus, _ error) {
+	if !j.known(name) {
+		return
+	}
+	j.m.duration.WithLabelValues(name).Observe(end.Sub(start).Seconds())
+	j.m.checks.WithLabelValues(name).Inc()
+	if status == gocron.Fail {
+		j.m.checkErrors.WithLabelValues(name).Inc()
+	}
+}
