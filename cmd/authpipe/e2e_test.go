@@ -11,6 +11,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -278,7 +279,9 @@ func (h *harness) metric(name string) float64 {
 	total := 0.0
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") {
+		// name is a metric name, or a name and the start of its labels.
+		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") ||
+			(strings.Contains(name, "{") && strings.HasPrefix(line, name)) {
 			f := strings.Fields(line)
 			v, err := strconv.ParseFloat(f[len(f)-1], 64)
 			require.NoError(h.t, err)
@@ -500,4 +503,60 @@ func TestE2EBadConfigExitsWithOneLine(t *testing.T) {
 			require.NotContains(t, out, e2eWriteKey)
 		})
 	}
+}
+
+func TestE2EThresholdAlertReachesAlertmanager(t *testing.T) {
+	h := newHarness(t, testredis.Addr(t))
+	var mu sync.Mutex
+	var got []map[string]any
+	am := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/api/v2/alerts" || r.Method != http.MethodPost {
+			http.NotFound(w, r)
+			return
+		}
+		var alerts []map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&alerts); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		mu.Lock()
+		got = append(got, alerts...)
+		mu.Unlock()
+	}))
+	t.Cleanup(am.Close)
+	h.extraEnv = append(h.extraEnv, "ALERTMANAGER_URL="+am.URL)
+
+	h.addEvents(200)
+	p := h.start()
+	h.waitReady(p, 20*time.Second)
+
+	var burst []sim.Event
+	now := time.Now().UTC()
+	for i := range 40 {
+		burst = append(burst, sim.Event{Type: "fp", IP: "203.0.113.7", UserName: fmt.Sprintf("victim%d@example.com", i%3),
+			UserID: "auth0|victim", Date: now.Add(time.Duration(i) * 100 * time.Millisecond)})
+	}
+	h.auth0.Add(burst...)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, a := range got {
+			labels, _ := a["labels"].(map[string]any)
+			if labels["alertname"] == "FailedLoginsPerIP" && labels["ip"] == "203.0.113.7" {
+				return true
+			}
+		}
+		return false
+	}, 20*time.Second, 100*time.Millisecond, "the brute-force alert reaches Alertmanager")
+	require.Eventually(t, func() bool {
+		return h.metric(`authpipe_threshold_breached{rule="FailedLoginsPerIP"`) == 1
+	}, 40*time.Second, 200*time.Millisecond)
+
+	// The IP is in the alert, never in a metric label.
+	resp, err := http.Get("http://" + h.listen + "/metrics")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NotContains(t, string(body), "203.0.113.7")
+	require.NotContains(t, string(body), "victim")
 }

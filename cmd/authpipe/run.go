@@ -27,6 +27,7 @@ import (
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/forward"
 	"github.com/authpipe/authpipe/internal/metrics"
+	"github.com/authpipe/authpipe/internal/thresholds"
 )
 
 // forwardGroup is the buffer consumer group of the Segment forwarder.
@@ -94,8 +95,9 @@ type app struct {
 	redis    redis.UniversalClient // nil with the embedded buffer
 	poller   *auth0poll.Poller
 	fwd      *forward.Forwarder
+	rules    *thresholds.Engine // nil until the embedded buffer can count
 
-	bufOK  atomic.Bool
+	bufOK    atomic.Bool
 	draining atomic.Bool
 	ready    prometheus.Gauge
 }
@@ -168,7 +170,33 @@ func newApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
 		a.closeBuf()
 		return nil, fmt.Errorf("build forwarder: %w", err)
 	}
+	if err := a.buildRules(); err != nil {
+		a.closeBuf()
+		return nil, err
+	}
 	return a, nil
+}
+
+// buildRules builds the threshold engine over the buffer's own consumer group.
+func (a *app) buildRules() error {
+	rb, ok := a.buf.(thresholds.Buffer)
+	if !ok {
+		a.logger.Warn("threshold checks need the Redis buffer; they are off with the embedded buffer")
+		return nil
+	}
+	var err error
+	a.rules, err = thresholds.New(thresholds.Config{
+		Tenant:          a.cfg.Tenant,
+		RulesPath:       a.cfg.RulesPath,
+		Buffer:          rb,
+		AlertmanagerURL: a.cfg.AlertmanagerURL,
+		WebhookURL:      a.cfg.AlertWebhookURL,
+		Consumer:        a.cfg.Buffer.Consumer,
+	}, thresholds.Deps{Logger: a.logger, Registerer: a.reg})
+	if err != nil {
+		return fmt.Errorf("AUTHPIPE_RULES: %w", err)
+	}
+	return nil
 }
 
 // pipelineBuffer is what the worker needs of either buffer backend.
@@ -264,6 +292,12 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 	fwdDone := start("forward", fwdCtx, a.fwd.Run)
 	pollDone := start("auth0poll", pollCtx, a.poller.Run)
 	bgDone := start("maintenance", bgCtx, a.maintain)
+	rulesCtx, stopRules := context.WithCancel(context.Background())
+	defer stopRules()
+	rulesDone := make(<-chan struct{})
+	if a.rules != nil {
+		rulesDone = start("thresholds", rulesCtx, a.rules.Run)
+	}
 	go a.drainReload(bgCtx, reload)
 
 	var runErr error
@@ -282,12 +316,16 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 	if !waitUntil(pollDone, deadline) {
 		a.logger.Warn("poller did not stop in time; its last page is fetched again after restart")
 	}
+	stopRules()
 	stopBg()
 	stopFwd()
 	if !waitUntil(fwdDone, deadline) {
 		a.logger.Warn("forwarder did not drain in time; unacknowledged events stay pending and are delivered after restart (Segment drops the duplicates)")
 	}
 	waitUntil(bgDone, deadline)
+	if a.rules != nil {
+		waitUntil(rulesDone, deadline)
+	}
 	if err := a.closeBuf(); err != nil {
 		a.logger.Warn("close buffer", "err", err)
 	}
@@ -357,7 +395,14 @@ func (a *app) drainReload(ctx context.Context, reload <-chan struct{}) {
 		case <-ctx.Done():
 			return
 		case <-reload:
-			a.logger.Info("reload requested")
+			if a.rules == nil {
+				continue
+			}
+			if err := a.rules.Reload(); err != nil {
+				a.logger.Error("reload threshold rules; the previous rules stay in force", "err", err)
+			} else {
+				a.logger.Info("threshold rules reloaded")
+			}
 		}
 	}
 }

@@ -35,6 +35,11 @@ type SegmentOptions struct {
 	// the batch, as the real API does (its edge does not validate keys). The
 	// default answers 401 so tests can see a misconfigured key.
 	AcceptBadKeys bool
+	// OnAccept, when set, is called with the messageIds a batch is about to
+	// add (first copies only) before the 200 is sent; an error answers 500 and
+	// records nothing. The demo persists what "Segment" received with it, so
+	// a restarted demo can prove nothing was lost.
+	OnAccept func(messageIDs []string) error
 }
 
 // SegmentStats counts what the Segment simulator saw.
@@ -52,6 +57,7 @@ type SegmentStats struct {
 type Segment struct {
 	writeKey      string
 	acceptBadKeys bool
+	onAccept      func([]string) error
 	clock         clockwork.Clock
 
 	mu        sync.Mutex
@@ -80,6 +86,7 @@ func NewSegment(opts SegmentOptions) *Segment {
 	return &Segment{
 		writeKey:      opts.WriteKey,
 		acceptBadKeys: opts.AcceptBadKeys,
+		onAccept:      opts.OnAccept,
 		clock:         opts.Clock,
 		ids:           map[string]int{},
 		firstSeen:     map[string]time.Time{},
@@ -169,6 +176,20 @@ func (s *Segment) Reset() {
 	s.failN, s.failStatus, s.status, s.rateN, s.retryAfter, s.delay = 0, 0, 0, 0, 0, 0
 	s.reject = map[string]bool{}
 	s.stats = SegmentStats{Status: map[int]int{}}
+}
+
+// Preload marks messageIds as already received (once each), as if accepted
+// by an earlier run: later copies count as duplicates.
+func (s *Segment) Preload(ids []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := s.clock.Now()
+	for _, id := range ids {
+		if s.ids[id] == 0 {
+			s.ids[id] = 1
+			s.firstSeen[id] = now
+		}
+	}
 }
 
 // Stats returns a copy of the counters.
@@ -310,6 +331,19 @@ func (s *Segment) handle(r *http.Request, raw []byte, err error) (int, segmentRe
 	for _, h := range heads {
 		if h.MessageID != "" && s.reject[h.MessageID] {
 			return fail(http.StatusBadRequest, "message rejected")
+		}
+	}
+	if s.onAccept != nil {
+		var fresh []string
+		for _, h := range heads {
+			if valid(h) && h.MessageID != "" && s.ids[h.MessageID] == 0 {
+				fresh = append(fresh, h.MessageID)
+			}
+		}
+		if len(fresh) > 0 {
+			if err := s.onAccept(fresh); err != nil {
+				return fail(http.StatusInternalServerError, "record batch: %v", err)
+			}
 		}
 	}
 	now := s.clock.Now()

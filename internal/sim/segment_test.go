@@ -427,3 +427,29 @@ func BenchmarkSegmentBatch(b *testing.B) {
 		res.Body.Close()
 	}
 }
+
+func TestSegmentOnAcceptAndPreload(t *testing.T) {
+	var recorded []string
+	fail := false
+	seg := sim.NewSegment(sim.SegmentOptions{WriteKey: writeKey, OnAccept: func(ids []string) error {
+		if fail {
+			return fmt.Errorf("disk full")
+		}
+		recorded = append(recorded, ids...)
+		return nil
+	}})
+	srv := httptest.NewServer(seg)
+	t.Cleanup(srv.Close)
+	key := writeKey
+	seg.Preload([]string{"old"})
+
+	res, _ := post(t, srv, rawReq{key: &key, body: batchOf(msg("old", ""), msg("a", ""), msg("b", ""))})
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	require.Equal(t, []string{"a", "b"}, recorded, "only first copies are handed over")
+	require.Equal(t, map[string]int{"old": 2, "a": 1, "b": 1}, seg.MessageIDs())
+
+	fail = true
+	res, body := post(t, srv, rawReq{key: &key, body: batchOf(msg("c", ""))})
+	require.Equal(t, http.StatusInternalServerError, res.StatusCode, body)
+	require.NotContains(t, seg.MessageIDs(), "c", "a batch that could not be recorded is not accepted")
+}
