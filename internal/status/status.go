@@ -1,0 +1,300 @@
+// Package status renders authpipe's status page: one server-rendered HTML
+// page at / that reloads itself every two seconds and needs no JavaScript
+// and no build step.
+//
+// Every figure on the page is read from the process's Prometheus registry
+// (a prometheus.Gatherer), so the page shows exactly what /metrics shows,
+// and nothing else: metrics carry no user id, e-mail address, IP address or
+// URL, so neither does the page. Snapshot gives the same figures as a
+// Summary, for a terminal live view.
+//
+// Metrics that are not registered are simply absent from the page (no
+// rules loaded, no buffer yet); nothing is invented for them.
+//
+// Rates are not metrics: the handler keeps the previous snapshot of the
+// process and divides the growth of each stage's acked counter by the time
+// between two views. The first view, and a view after a long pause, shows
+// no rates.
+package status
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/authpipe/authpipe/internal/metrics"
+)
+
+// Names of the metrics the page reads.
+const (
+	metricStageReceived  = "authpipe_stage_events_received_total"
+	metricStageWritten   = "authpipe_stage_events_written_total"
+	metricStageAcked     = "authpipe_stage_events_acked_total"
+	metricStageFailed    = "authpipe_stage_events_failed_total"
+	metricPolled         = "authpipe_auth0_events_polled_total"
+	metricForwardAcked   = "authpipe_forward_events_acked_total"
+	metricCheckpointLag  = "authpipe_auth0_checkpoint_lag_seconds"
+	metricGaps           = "authpipe_auth0_gaps_total"
+	metricBacklog        = "authpipe_buffer_backlog_events"
+	metricPending        = "authpipe_buffer_pending_events"
+	metricDeadLetters    = "authpipe_dead_letter_events"
+	metricThresholdValue = "authpipe_threshold_value"
+	metricThresholdHit   = "authpipe_threshold_breached"
+	metricReloadOK       = "authpipe_rules_last_reload_successful"
+	metricReady          = "authpipe_ready"
+	metricBuildInfo      = "authpipe_build_info"
+)
+
+// stageRank orders the known stages as the pipeline runs them.
+var stageRank = map[string]int{metrics.StagePoll: 0, metrics.StageBuffer: 1, metrics.StageForward: 2}
+
+// Summary is the process's state as its metrics tell it.
+type Summary struct {
+	// Version, Revision and GoVersion are the labels of authpipe_build_info;
+	// empty when it is not registered.
+	Version, Revision, GoVersion string
+	// Ready is authpipe_ready == 1; ReadyKnown tells whether it is registered.
+	Ready, ReadyKnown bool
+	// ReloadOK is authpipe_rules_last_reload_successful == 1; ReloadKnown
+	// tells whether it is registered (the threshold engine runs).
+	ReloadOK, ReloadKnown bool
+	// Tenants are sorted by name.
+	Tenants []Tenant
+	// Rules are sorted by name; empty when no rules are loaded.
+	Rules []Rule
+	// RateInterval is the time over which the stages' RatePerSec were
+	// measured; 0 when no rates are known (Snapshot never sets them).
+	RateInterval time.Duration
+}
+
+// Tenant is one Auth0 tenant's pipeline. A figure whose metric is absent is 0.
+type Tenant struct {
+	Name string
+	// Stages are the stages that have counters, in pipeline order: poll,
+	// buffer, forward (then any unknown stage, by name).
+	Stages []Stage
+	// CheckpointLagSeconds is authpipe_auth0_checkpoint_lag_seconds.
+	CheckpointLagSeconds float64
+	// RetentionSeconds is Auth0's log retention. No metric carries it:
+	// Snapshot leaves it 0 and the handler fills it from Options.Retention.
+	RetentionSeconds float64
+	// Backlog, Pending and DeadLetters are the buffer's gauges; Gaps is
+	// authpipe_auth0_gaps_total.
+	Backlog, Pending, DeadLetters, Gaps float64
+	// Polled is authpipe_auth0_events_polled_total, Acked is
+	// authpipe_forward_events_acked_total.
+	Polled, Acked float64
+}
+
+// LagPercent returns the checkpoint lag as a percentage of the retention,
+// and false when the retention is unknown.
+func (t Tenant) LagPercent() (float64, bool) {
+	if t.RetentionSeconds <= 0 {
+		return 0, false
+	}
+	return 100 * t.CheckpointLagSeconds / t.RetentionSeconds, true
+}
+
+// Stage is one pipeline stage's counters (authpipe_stage_events_*_total).
+// See package metrics for what each counter means per stage.
+type Stage struct {
+	Name                             string
+	Received, Written, Acked, Failed float64
+	// RatePerSec is the growth of Acked per second over the Summary's
+	// RateInterval; meaningless while RateInterval is 0.
+	RatePerSec float64
+}
+
+// Rule is one threshold rule's state at its last check.
+type Rule struct {
+	Name     string
+	Value    float64
+	Breached bool
+}
+
+// Snapshot reads the figures from g. When g reports an error together with
+// metrics (a collector failed), Snapshot returns the figures it could read
+// and the error.
+func Snapshot(g prometheus.Gatherer) (Summary, error) {
+	mfs, err := g.Gather()
+	s := summarize(mfs)
+	if err != nil {
+		return s, fmt.Errorf("gather metrics: %w", err)
+	}
+	return s, nil
+}
+
+// SetRates sets each stage's RatePerSec from the growth of its acked
+// counter since prev, which was taken elapsed earlier, and sets
+// RateInterval. A counter that went down was reset and counts from 0; a
+// stage absent from prev counts from 0. A non-positive elapsed changes
+// nothing.
+func (s *Summary) SetRates(prev Summary, elapsed time.Duration) {
+	if elapsed <= 0 {
+		return
+	}
+	before := ackedByStage(prev)
+	secs := elapsed.Seconds()
+	for i := range s.Tenants {
+		t := &s.Tenants[i]
+		for j := range t.Stages {
+			st := &t.Stages[j]
+			delta := st.Acked - before[stageKey{t.Name, st.Name}]
+			if delta < 0 {
+				delta = st.Acked
+			}
+			st.RatePerSec = delta / secs
+		}
+	}
+	s.RateInterval = elapsed
+}
+
+type stageKey struct{ tenant, stage string }
+
+func ackedByStage(s Summary) map[stageKey]float64 {
+	m := make(map[stageKey]float64)
+	for _, t := range s.Tenants {
+		for _, st := range t.Stages {
+			m[stageKey{t.Name, st.Name}] = st.Acked
+		}
+	}
+	return m
+}
+
+// summarize builds a Summary from gathered families. Series of a family
+// that differ in labels other than tenant (or rule) are summed, except the
+// checkpoint lag, of which the largest counts.
+func summarize(mfs []*dto.MetricFamily) Summary {
+	var s Summary
+	tenants := map[string]*Tenant{}
+	stages := map[stageKey]*Stage{}
+	rules := map[string]*Rule{}
+
+	tenant := func(m *dto.Metric) *Tenant {
+		name := label(m, "tenant")
+		t, ok := tenants[name]
+		if !ok {
+			t = &Tenant{Name: name}
+			tenants[name] = t
+		}
+		return t
+	}
+	stage := func(m *dto.Metric) *Stage {
+		t := tenant(m)
+		k := stageKey{t.Name, label(m, "stage")}
+		st, ok := stages[k]
+		if !ok {
+			st = &Stage{Name: k.stage}
+			stages[k] = st
+		}
+		return st
+	}
+	rule := func(m *dto.Metric) *Rule {
+		name := label(m, "rule")
+		r, ok := rules[name]
+		if !ok {
+			r = &Rule{Name: name}
+			rules[name] = r
+		}
+		return r
+	}
+
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			v, ok := value(m)
+			if !ok {
+				continue
+			}
+			switch mf.GetName() {
+			case metricStageReceived:
+				stage(m).Received += v
+			case metricStageWritten:
+				stage(m).Written += v
+			case metricStageAcked:
+				stage(m).Acked += v
+			case metricStageFailed:
+				stage(m).Failed += v
+			case metricPolled:
+				tenant(m).Polled += v
+			case metricForwardAcked:
+				tenant(m).Acked += v
+			case metricCheckpointLag:
+				t := tenant(m)
+				t.CheckpointLagSeconds = max(t.CheckpointLagSeconds, v)
+			case metricGaps:
+				tenant(m).Gaps += v
+			case metricBacklog:
+				tenant(m).Backlog += v
+			case metricPending:
+				tenant(m).Pending += v
+			case metricDeadLetters:
+				tenant(m).DeadLetters += v
+			case metricThresholdValue:
+				rule(m).Value = v
+			case metricThresholdHit:
+				r := rule(m)
+				r.Breached = r.Breached || v == 1
+			case metricReloadOK:
+				s.ReloadKnown, s.ReloadOK = true, v == 1
+			case metricReady:
+				s.ReadyKnown, s.Ready = true, v == 1
+			case metricBuildInfo:
+				s.Version, s.Revision, s.GoVersion = label(m, "version"), label(m, "revision"), label(m, "goversion")
+			}
+		}
+	}
+
+	for k, st := range stages {
+		t := tenants[k.tenant]
+		t.Stages = append(t.Stages, *st)
+	}
+	for _, t := range tenants {
+		sort.Slice(t.Stages, func(i, j int) bool { return stageLess(t.Stages[i].Name, t.Stages[j].Name) })
+		s.Tenants = append(s.Tenants, *t)
+	}
+	sort.Slice(s.Tenants, func(i, j int) bool { return s.Tenants[i].Name < s.Tenants[j].Name })
+	for _, r := range rules {
+		s.Rules = append(s.Rules, *r)
+	}
+	sort.Slice(s.Rules, func(i, j int) bool { return s.Rules[i].Name < s.Rules[j].Name })
+	return s
+}
+
+// stageLess orders poll, buffer, forward, then unknown stages by name.
+func stageLess(a, b string) bool {
+	ra, aok := stageRank[a]
+	rb, bok := stageRank[b]
+	switch {
+	case aok && bok:
+		return ra < rb
+	case aok != bok:
+		return aok
+	default:
+		return a < b
+	}
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, lp := range m.GetLabel() {
+		if lp.GetName() == name {
+			return lp.GetValue()
+		}
+	}
+	return ""
+}
+
+// value returns the value of a counter, gauge or untyped sample.
+func value(m *dto.Metric) (float64, bool) {
+	switch {
+	case m.GetCounter() != nil:
+		return m.GetCounter().GetValue(), true
+	case m.GetGauge() != nil:
+		return m.GetGauge().GetValue(), true
+	case m.GetUntyped() != nil:
+		return m.GetUntyped().GetValue(), true
+	}
+	return 0, false
+}
