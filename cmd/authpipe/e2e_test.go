@@ -93,6 +93,17 @@ func newHarness(t *testing.T, redisAddr string) *harness {
 	h.auth0URL, h.segURL = a.URL, s.URL
 	t.Cleanup(func() {
 		if t.Failed() {
+			if resp, err := http.Get("http://" + h.listen + "/metrics"); err == nil {
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				var keep []string
+				for _, line := range strings.Split(string(body), "\n") {
+					if strings.HasPrefix(line, "authpipe_") {
+						keep = append(keep, line)
+					}
+				}
+				t.Logf("authpipe metrics at failure:\n%s", strings.Join(keep, "\n"))
+			}
 			h.mu.Lock()
 			t.Logf("authpipe output:\n%s", tail(h.logs.String(), 12000))
 			h.mu.Unlock()
@@ -373,8 +384,8 @@ func TestE2ESegmentOutageAndRejectedEvent(t *testing.T) {
 }
 
 // neighbour polls the Auth0 simulator's logs endpoint every interval with its
-// own token until stopped.
-func (h *harness) neighbour(every time.Duration) (stop func()) {
+// own token, for the given time; it returns when done.
+func (h *harness) neighbour(every, span time.Duration) {
 	h.t.Helper()
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {e2eClientID},
 		"client_secret": {e2eClientSecret}, "audience": {h.auth0URL + "/api/v2/"}}
@@ -387,26 +398,15 @@ func (h *harness) neighbour(every time.Duration) (stop func()) {
 	resp.Body.Close()
 	require.NotEmpty(h.t, tok.AccessToken)
 
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-tick.C:
-			}
-			req, _ := http.NewRequest(http.MethodGet, h.auth0URL+"/api/v2/logs?take=1&from="+strings.Repeat("9", 56), nil)
-			req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
-			if resp, err := http.DefaultClient.Do(req); err == nil {
-				resp.Body.Close()
-			}
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for end := time.Now().Add(span); time.Now().Before(end); <-tick.C {
+		req, _ := http.NewRequest(http.MethodGet, h.auth0URL+"/api/v2/logs?take=1&from="+strings.Repeat("9", 56), nil)
+		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
 		}
-	}()
-	return func() { close(done); <-finished }
+	}
 }
 
 // dlqEntries reads the tenant's dead-letter stream directly from Redis.
@@ -431,18 +431,17 @@ func TestE2EAuth0Faults(t *testing.T) {
 	h.auth0.SetRateLimit(3, 1200)
 	h.auth0.FailEveryN(7, http.StatusInternalServerError)
 	ids := h.addEvents(5000)
-	// Another Management API client of the tenant drains the shared bucket,
-	// as on a real tenant, so authpipe meets 429s it could not foresee.
-	stopNeighbour := h.neighbour(100 * time.Millisecond)
-	defer stopNeighbour()
 	p := h.start()
+	// Another Management API client of the tenant drains the shared bucket
+	// for a while, as on a real tenant, so authpipe meets 429s it could not
+	// foresee.
+	h.neighbour(10*time.Millisecond, 3*time.Second)
 	require.Eventually(t, func() bool { return h.delivered(ids) > 1000 }, 60*time.Second, 50*time.Millisecond)
 	h.auth0.MalformedNext(1)
 	h.waitDelivered(ids, 120*time.Second)
 	require.Zero(t, h.requireExactlyOnceByMessageID(ids))
-	st := h.auth0.Stats()
-	require.Positive(t, st.RateLimited, "the rate limit was exercised")
-	require.Positive(t, st.Status[500], "failures were injected")
+	require.GreaterOrEqual(t, h.metric(`authpipe_auth0_requests_total{code="429"`), 1.0, "authpipe met the rate limit")
+	require.GreaterOrEqual(t, h.metric(`authpipe_auth0_requests_total{code="5xx"`), 1.0, "authpipe met the injected failures")
 	require.GreaterOrEqual(t, h.metric("authpipe_auth0_page_errors_total"), 1.0, "the malformed page was reported")
 	p.kill()
 }
@@ -559,4 +558,25 @@ func TestE2EThresholdAlertReachesAlertmanager(t *testing.T) {
 	resp.Body.Close()
 	require.NotContains(t, string(body), "203.0.113.7")
 	require.NotContains(t, string(body), "victim")
+}
+
+func TestE2EStatusPage(t *testing.T) {
+	h := newHarness(t, testredis.Addr(t))
+	ids := h.addEvents(500)
+	p := h.start()
+	h.waitReady(p, 20*time.Second)
+	h.waitDelivered(ids, 60*time.Second)
+	resp, err := http.Get("http://" + h.listen + "/")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "text/html; charset=utf-8", resp.Header.Get("Content-Type"))
+	page := string(body)
+	require.Contains(t, page, h.tenant)
+	for _, stage := range []string{"poll", "buffer", "forward"} {
+		require.Contains(t, page, stage)
+	}
+	require.Contains(t, page, "FailedLoginsPerIP", "rules and their state are shown")
+	require.Contains(t, page, "500", "the stage counters are shown")
 }

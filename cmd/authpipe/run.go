@@ -27,6 +27,7 @@ import (
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/forward"
 	"github.com/authpipe/authpipe/internal/metrics"
+	"github.com/authpipe/authpipe/internal/status"
 	"github.com/authpipe/authpipe/internal/thresholds"
 )
 
@@ -409,6 +410,7 @@ func (a *app) drainReload(ctx context.Context, reload <-chan struct{}) {
 
 func (a *app) listen() (*http.Server, net.Listener, error) {
 	mux := http.NewServeMux()
+	mux.Handle("/", status.NewHandler(a.reg, status.Options{Retention: a.cfg.Auth0.LogRetention}))
 	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
 	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "authpipe is healthy")
