@@ -29,6 +29,7 @@ and alerts on attack patterns.
 Usage:
   authpipe run                 run the worker (configuration from the environment
                                and the YAML file named by AUTHPIPE_CONFIG)
+  authpipe demo [flags]        the whole pipeline on simulators, no accounts needed
   authpipe rules check FILE…   validate threshold rule files
   authpipe rules test FILE…    run threshold rule unit tests
   authpipe version             print the version
@@ -44,6 +45,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		return runCommand(args[1:], stderr)
+	case "demo":
+		return demoCommand(args[1:], stdout, stderr)
 	case "rules":
 		return rulesCommand(args[1:], stdout, stderr)
 	case "version", "--version":

@@ -96,7 +96,7 @@ type app struct {
 	redis    redis.UniversalClient // nil with the embedded buffer
 	poller   *auth0poll.Poller
 	fwd      *forward.Forwarder
-	rules    *thresholds.Engine // nil until the embedded buffer can count
+	rules    *thresholds.Engine
 
 	bufOK    atomic.Bool
 	draining atomic.Bool
@@ -178,22 +178,27 @@ func newApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
 	return a, nil
 }
 
-// buildRules builds the threshold engine over the buffer's own consumer group.
+// buildRules builds the threshold engine over the buffer's own consumer
+// group: shared counts and a lease on Redis, in-process counts rebuilt from
+// the stream on the embedded buffer.
 func (a *app) buildRules() error {
-	rb, ok := a.buf.(thresholds.Buffer)
-	if !ok {
-		a.logger.Warn("threshold checks need the Redis buffer; they are off with the embedded buffer")
-		return nil
-	}
-	var err error
-	a.rules, err = thresholds.New(thresholds.Config{
+	cfg := thresholds.Config{
 		Tenant:          a.cfg.Tenant,
 		RulesPath:       a.cfg.RulesPath,
-		Buffer:          rb,
 		AlertmanagerURL: a.cfg.AlertmanagerURL,
 		WebhookURL:      a.cfg.AlertWebhookURL,
 		Consumer:        a.cfg.Buffer.Consumer,
-	}, thresholds.Deps{Logger: a.logger, Registerer: a.reg})
+	}
+	switch b := a.buf.(type) {
+	case thresholds.Buffer:
+		cfg.Buffer = b
+	case thresholds.LocalBuffer:
+		cfg.Local = b
+	default:
+		return fmt.Errorf("threshold checks: unsupported buffer %T", a.buf)
+	}
+	var err error
+	a.rules, err = thresholds.New(cfg, thresholds.Deps{Logger: a.logger, Registerer: a.reg})
 	if err != nil {
 		return fmt.Errorf("AUTHPIPE_RULES: %w", err)
 	}
@@ -295,10 +300,7 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 	bgDone := start("maintenance", bgCtx, a.maintain)
 	rulesCtx, stopRules := context.WithCancel(context.Background())
 	defer stopRules()
-	rulesDone := make(<-chan struct{})
-	if a.rules != nil {
-		rulesDone = start("thresholds", rulesCtx, a.rules.Run)
-	}
+	rulesDone := start("thresholds", rulesCtx, a.rules.Run)
 	go a.drainReload(bgCtx, reload)
 
 	var runErr error
@@ -324,9 +326,7 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 		a.logger.Warn("forwarder did not drain in time; unacknowledged events stay pending and are delivered after restart (Segment drops the duplicates)")
 	}
 	waitUntil(bgDone, deadline)
-	if a.rules != nil {
-		waitUntil(rulesDone, deadline)
-	}
+	waitUntil(rulesDone, deadline)
 	if err := a.closeBuf(); err != nil {
 		a.logger.Warn("close buffer", "err", err)
 	}
@@ -396,9 +396,6 @@ func (a *app) drainReload(ctx context.Context, reload <-chan struct{}) {
 		case <-ctx.Done():
 			return
 		case <-reload:
-			if a.rules == nil {
-				continue
-			}
 			if err := a.rules.Reload(); err != nil {
 				a.logger.Error("reload threshold rules; the previous rules stay in force", "err", err)
 			} else {

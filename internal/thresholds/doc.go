@@ -1,7 +1,19 @@
 // Package thresholds runs authpipe's threshold checks over a tenant's Auth0
-// sign-on and failure events: rule files, event-time window counting in
-// Redis, scheduled checks (gocron v2) and a real-time path, breach metrics,
-// and alerts to Alertmanager (API v2) or a generic webhook.
+// sign-on and failure events: rule files, event-time window counting (in
+// Redis, or in memory on the embedded buffer), scheduled checks (gocron v2)
+// and a real-time path, breach metrics, and alerts to Alertmanager (API v2)
+// or a generic webhook.
+//
+// One engine (New) serves both buffer backends, with the same rules,
+// counting model, evaluation and alert lifecycle; only where the counts and
+// the alert state live, and who evaluates, differ:
+//
+//	                 Config.Buffer (*buffer.Redis)     Config.Local (*buffer.Bolt)
+//	counts, alerts   Redis, shared by replicas          memory of the one process
+//	count + ack      one Lua script (XACK decides)      count in memory, then Ack
+//	expiry           Redis key TTLs                     pruned by the same TTLs
+//	after a restart  still in Redis                     rebuilt from the buffer
+//	evaluates        the holder of the Redis lease      always (one process)
 //
 // # Rule files
 //
@@ -33,28 +45,67 @@
 //
 // # Counting, and why it has its own consumer group
 //
-// The engine reads the tenant's stream with its own consumer group,
-// "thresholds", not inside the buffer's append transaction and not behind
-// the Segment forwarder:
+// On either backend the engine reads the tenant's stream with its own
+// consumer group, "thresholds", not inside the buffer's append transaction
+// and not behind the Segment forwarder:
 //
 //   - It is independent of Segment's health: a Segment outage, which leaves
 //     the forwarder's entries pending for hours, neither delays nor blocks
 //     counting, and a slow rule never slows the poller's append.
-//   - It is real time: XREADGROUP blocks until the poller appends, so an
-//     event is counted within milliseconds of reaching the buffer.
-//   - Replicas share one count: every replica is a consumer of the group,
-//     each entry goes to one of them, and the counts live in Redis.
-//   - Nothing is lost or counted twice: counting and XACK are one Lua script
-//     on keys under the tenant's hash tag. The script counts an entry only if
-//     its XACK removed it from the group's pending list, so an entry
-//     redelivered after a crash (ReadPending) or reclaimed from a dead
-//     replica (Reclaim) is never counted twice, and an entry is never
+//   - It is real time: XREADGROUP (or the embedded buffer's Read) blocks
+//     until the poller appends, so an event is counted within milliseconds
+//     of reaching the buffer.
+//   - On Redis, replicas share one count: every replica is a consumer of the
+//     group, each entry goes to one of them, and the counts live in Redis.
+//   - On Redis, nothing is lost or counted twice: counting and XACK are one
+//     Lua script on keys under the tenant's hash tag. The script counts an
+//     entry only if its XACK removed it from the group's pending list, so
+//     an entry redelivered after a crash (ReadPending) or reclaimed from a
+//     dead replica (Reclaim) is never counted twice, and an entry is never
 //     acknowledged without being counted. Undecodable entries are
 //     acknowledged and counted in authpipe_threshold_events_total{result="invalid"}.
 //
 // The group also holds back the buffer's trimming while it lags; a replica
 // that stops for good leaves its pending entries to the others after
 // Config.ReclaimIdle.
+//
+// # Counting on the embedded buffer
+//
+// With Config.Local (the bbolt buffer, used when REDIS_URL is unset) there
+// is one process, so counts and alert state are kept in memory (memStore,
+// the model that `rules test` runs and that TestStoresAgree holds to
+// Redis' results), and the engine always evaluates
+// (authpipe_threshold_leader 1). Durability comes from the buffer, not
+// from the counts:
+//
+//   - Count, then acknowledge. A batch is counted in memory, then
+//     acknowledged in one buffer transaction. An Ack that fails leaves the entries
+//     pending; they are delivered again (ReadPending) and recognised by
+//     their ids, which the store keeps until the Ack succeeds: counted once.
+//   - Rebuilt at start. Memory does not survive a restart, but the events
+//     do: the buffer keeps raw logs for its retention (AUTH0_LOG_RETENTION,
+//     6 days by default), longer than the windows of the shipped rules. At
+//     start, before the first check, the engine resets its group to the
+//     rebuild horizon (buffer.Bolt.ResetGroup: the longest window plus one bucket
+//     plus twice keyGrace, in append time; entries appended earlier hold
+//     events dated earlier still and are skipped with one seek), reads it
+//     to the end and counts it again, with the real-time path off. A crash
+//     between counting and acknowledging therefore counts nothing twice:
+//     the counts die with the process and the restart counts every retained
+//     entry once. A retention shorter than the horizon is logged at start:
+//     the rebuilt counts then miss the oldest part of the longest windows.
+//   - Alerts after a restart. Alert state is not kept either: the first
+//     checks after the rebuild raise the alerts that still breach again,
+//     with a new startsAt (Alertmanager identifies alerts by their labels
+//     and merges them with the ones it holds; a webhook receiver sees a new
+//     firing notification). An alert that stopped breaching while the
+//     process was down is not resolved explicitly: Alertmanager resolves it
+//     when its endsAt (four re-send intervals) passes.
+//   - Bounded. Memory keys expire as Redis keys do, one window plus keyGrace
+//     after their bucket ends; the store drops them (at most once a second,
+//     on counting and while idle), so it holds per rule at most the buckets
+//     of one window plus keyGrace, each capped as below, whatever the
+//     run's length.
 //
 // Counts are kept per rule in event-time buckets of window/30 (at least
 // 1 s): for each bucket a sorted set group → count (a distinct rule also
@@ -78,9 +129,11 @@
 //
 // Scheduled: each rule is a gocron job on its every or cron, in singleton
 // mode (LimitModeReschedule: a check still running skips the next), started
-// immediately. The scheduler is given a Redis lease (package lease) as its
-// distributed elector: exactly one replica runs the checks; if it dies, or
-// loses Redis, another takes over within one lease period (Config.LeaseTTL).
+// immediately. On Redis the scheduler is given a Redis lease (package lease)
+// as its distributed elector: exactly one replica runs the checks; if it
+// dies, or loses Redis, another takes over within one lease period
+// (Config.LeaseTTL). On the embedded buffer there is no elector: the one
+// process runs them.
 // A check computes every group's value (candidates at or over the
 // threshold, up to 200, plus the top offenders, plus the groups with active
 // alerts), sets authpipe_threshold_value{rule} (the highest value) and
@@ -97,9 +150,9 @@
 //
 // # Alerts
 //
-// Active alerts are shared state in Redis (authpipe:{tenant}:thr:alerts):
-// raising is a claim (HSETNX), so the real-time path and the scheduled check,
-// on any replica, raise an alert once. Alerts carry the labels alertname (the
+// Active alerts are shared state in Redis (authpipe:{tenant}:thr:alerts),
+// or in memory on the embedded buffer: raising is a claim (HSETNX), so the
+// real-time path and the scheduled check, on any replica, raise an alert once. Alerts carry the labels alertname (the
 // rule), severity, tenant, the rule's labels and the group value under the
 // group_by field's name (ip="203.0.113.7"), and the annotations value,
 // threshold, window, top_offenders (groups_cut when the cap dropped groups)

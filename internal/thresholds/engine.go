@@ -61,15 +61,35 @@ type Buffer interface {
 
 var _ Buffer = (*buffer.Redis)(nil)
 
+// LocalBuffer is what the engine needs from an embedded, single-process
+// buffer (*buffer.Bolt): its consumer-group reads, Ack, and ResetGroup to
+// read the retained stream again at start (see the package doc).
+type LocalBuffer interface {
+	EnsureGroup(ctx context.Context, group string) error
+	ResetGroup(ctx context.Context, group string, from time.Time) error
+	Read(ctx context.Context, group, consumer string, count int, block time.Duration) ([]buffer.Entry, error)
+	ReadPending(ctx context.Context, group, consumer, after string, count int) ([]buffer.Entry, error)
+	Reclaim(ctx context.Context, group, consumer string, minIdle time.Duration, count int) ([]buffer.Entry, error)
+	Ack(ctx context.Context, group string, ids ...string) error
+}
+
+var _ LocalBuffer = (*buffer.Bolt)(nil)
+
 // Config configures one tenant's threshold engine.
 type Config struct {
 	// Tenant names the tenant; it is the tenant label of alerts and metrics.
 	Tenant string
 	// RulesPath is a rule file or a directory of *.yml rule files (AUTHPIPE_RULES).
 	RulesPath string
-	// Buffer is the tenant's buffer; the engine reads it with its own
-	// consumer group.
+	// Buffer is the tenant's Redis buffer; the engine reads it with its own
+	// consumer group. Set it or Local, not both.
 	Buffer Buffer
+	// Local is the tenant's embedded buffer (*buffer.Bolt, when REDIS_URL is
+	// unset): the engine reads it with its own consumer group, keeps counts
+	// and alert state in memory, rebuilds the counts from the buffer at
+	// start, and always evaluates (one process). Redis and LeaseTTL are
+	// not used. Set it or Buffer, not both.
+	Local LocalBuffer
 	// Redis holds counts, alert state and the lease. Default: Buffer.Client().
 	Redis redis.UniversalClient
 	// AlertmanagerURL, if set, is the Alertmanager the alerts are pushed to
@@ -125,8 +145,11 @@ func (c Config) Validate() error {
 	if c.RulesPath == "" {
 		errs = append(errs, errors.New("thresholds rules path: empty"))
 	}
-	if c.Buffer == nil {
+	switch {
+	case c.Buffer == nil && c.Local == nil:
 		errs = append(errs, errors.New("thresholds buffer: missing"))
+	case c.Buffer != nil && c.Local != nil:
+		errs = append(errs, errors.New("thresholds buffer: both a Redis and an embedded buffer; want one"))
 	}
 	for _, u := range []struct{ name, v string }{{"alertmanager", c.AlertmanagerURL}, {"webhook", c.WebhookURL}} {
 		if u.v == "" {
@@ -229,7 +252,8 @@ type Engine struct {
 	clock clockwork.Clock
 	m     *engineMetrics
 	ev    *evaluator
-	lease *lease.Lease
+	lease *lease.Lease // nil on the embedded buffer: always the leader
+	mem   *memStore    // the store on the embedded buffer, else nil
 	rcv   fanout
 
 	reloadMu sync.Mutex // serializes Reload
@@ -241,14 +265,15 @@ type Engine struct {
 }
 
 // New loads the rules (an invalid rule file is an error) and builds the
-// engine. It registers the engine's metrics, with the tenant as a constant
-// label, on deps.Registerer.
+// engine, on the Redis buffer (cfg.Buffer) or on the embedded one
+// (cfg.Local). It registers the engine's metrics, with the tenant as a
+// constant label, on deps.Registerer.
 func New(cfg Config, deps Deps) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	if cfg.Redis == nil {
+	if cfg.Local == nil && cfg.Redis == nil {
 		return nil, errors.New("thresholds: no redis client")
 	}
 	if deps.Logger == nil {
@@ -285,23 +310,31 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if cfg.WebhookURL != "" {
 		e.rcv = append(e.rcv, newWebhook(cfg.WebhookURL, deps.HTTPClient, deps.Clock, log, m, cfg.SendRetries, cfg.SendBackoff))
 	}
-	e.lease, err = lease.New(cfg.Redis, lease.Config{
-		Name:     cfg.Buffer.Key("lease:thresholds"),
-		Owner:    cfg.Consumer,
-		TTL:      cfg.LeaseTTL,
-		OnChange: e.leaderChanged,
-	}, lease.Deps{Logger: deps.Logger, Clock: deps.Clock})
-	if err != nil {
-		return nil, err
+	var st store
+	if cfg.Local != nil {
+		e.mem = newLocalStore(deps.Clock)
+		st = e.mem
+		checkRetention(cfg.Local, rs, log)
+	} else {
+		e.lease, err = lease.New(cfg.Redis, lease.Config{
+			Name:     cfg.Buffer.Key("lease:thresholds"),
+			Owner:    cfg.Consumer,
+			TTL:      cfg.LeaseTTL,
+			OnChange: e.leaderChanged,
+		}, lease.Deps{Logger: deps.Logger, Clock: deps.Clock})
+		if err != nil {
+			return nil, err
+		}
+		st = &redisStore{client: cfg.Redis, ks: keyspace{prefix: cfg.Buffer.Key("")}, stream: cfg.Buffer.StreamKey(), group: cfg.Group}
 	}
 	e.ev = &evaluator{
 		tenant:    cfg.Tenant,
-		store:     &redisStore{client: cfg.Redis, ks: keyspace{prefix: cfg.Buffer.Key("")}, stream: cfg.Buffer.StreamKey(), group: cfg.Group},
+		store:     st,
 		clock:     deps.Clock,
 		log:       log,
 		m:         m,
 		out:       e.rcv,
-		leader:    e.lease.Held,
+		leader:    e.Leader,
 		maxGroups: cfg.MaxGroups,
 		maxAlerts: cfg.MaxAlertsPerRule,
 		top:       cfg.TopOffenders,
@@ -316,8 +349,9 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 // Rules returns the rules in force.
 func (e *Engine) Rules() *RuleSet { return e.ev.rules.Load() }
 
-// Leader reports whether this replica holds the scheduler lease.
-func (e *Engine) Leader() bool { return e.lease.Held() }
+// Leader reports whether this replica holds the scheduler lease; always
+// true on the embedded buffer.
+func (e *Engine) Leader() bool { return e.lease == nil || e.lease.Held() }
 
 func (e *Engine) leaderChanged(held bool, _ int64) {
 	if held {
@@ -332,9 +366,10 @@ func (e *Engine) leaderChanged(held bool, _ int64) {
 	}
 }
 
-// Run counts, evaluates and alerts until ctx ends. It returns nil after an
-// orderly stop: the scheduler stopped, the lease released, queued alerts
-// given a last attempt.
+// Run counts, evaluates and alerts until ctx ends. On the embedded buffer
+// it first rebuilds the counts from the buffer (see the package doc), then
+// starts the checks. It returns nil after an orderly stop: the scheduler
+// stopped, the lease released, queued alerts given a last attempt.
 func (e *Engine) Run(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -344,21 +379,32 @@ func (e *Engine) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); f() }()
 	}
 
-	// Try the lease once up front, so the first checks run right away here.
-	if _, err := e.lease.Acquire(runCtx); err != nil {
-		e.log.Warn("acquire lease", "err", err)
-	}
-	leaseDone := make(chan struct{})
-	go func() { _ = e.lease.Run(runCtx); close(leaseDone) }()
-
-	sched, err := gocron.NewScheduler(
+	opts := []gocron.SchedulerOption{
 		gocron.WithClock(e.clock),
 		gocron.WithLocation(time.UTC),
-		gocron.WithDistributedElector(e.lease.Elector()),
 		gocron.WithMonitor(jobMonitor{m: e.m, known: e.knownRule}),
 		gocron.WithMonitorStatus(jobMonitor{m: e.m, known: e.knownRule}),
-		gocron.WithStopTimeout(5*time.Second),
-	)
+		gocron.WithStopTimeout(5 * time.Second),
+	}
+	leaseDone := make(chan struct{})
+	if e.lease == nil {
+		// One process: always the leader. Count what the buffer retains
+		// first, so the first checks see the counts of before the restart.
+		close(leaseDone)
+		e.leaderChanged(true, 0)
+		if !e.rebuildUntilDone(runCtx) {
+			return nil
+		}
+	} else {
+		// Try the lease once up front, so the first checks run right away here.
+		if _, err := e.lease.Acquire(runCtx); err != nil {
+			e.log.Warn("acquire lease", "err", err)
+		}
+		go func() { _ = e.lease.Run(runCtx); close(leaseDone) }()
+		opts = append(opts, gocron.WithDistributedElector(e.lease.Elector()))
+	}
+
+	sched, err := gocron.NewScheduler(opts...)
 	if err != nil {
 		cancel()
 		<-leaseDone
@@ -487,6 +533,9 @@ func (e *Engine) Reload() error {
 		return fmt.Errorf("reload threshold rules: %w", err)
 	}
 	old := e.ev.rules.Swap(rs)
+	if e.cfg.Local != nil {
+		checkRetention(e.cfg.Local, rs, e.log)
+	}
 	for _, r := range rs.Rules {
 		e.m.addRule(r.Name)
 	}
@@ -543,12 +592,30 @@ func rulesSignature(path string) string {
 	return b.String()
 }
 
+// groupReader is what consume reads with: either buffer.
+type groupReader interface {
+	EnsureGroup(ctx context.Context, group string) error
+	Read(ctx context.Context, group, consumer string, count int, block time.Duration) ([]buffer.Entry, error)
+	ReadPending(ctx context.Context, group, consumer, after string, count int) ([]buffer.Entry, error)
+	Reclaim(ctx context.Context, group, consumer string, minIdle time.Duration, count int) ([]buffer.Entry, error)
+}
+
+func (e *Engine) reader() groupReader {
+	if e.cfg.Local != nil {
+		return e.cfg.Local
+	}
+	return e.cfg.Buffer
+}
+
 // consume reads the tenant's stream with the thresholds group and counts
 // every entry. A restarted consumer first counts what it held when it
 // stopped; entries of consumers that died are reclaimed after ReclaimIdle.
+// On the embedded buffer Run has rebuilt the counts already; a group found
+// missing later is rebuilt the same way, and expired counts are pruned.
 func (e *Engine) consume(ctx context.Context) {
 	group, consumer := e.cfg.Group, e.cfg.Consumer
-	ready, recover := false, true
+	buf := e.reader()
+	ready, recover := e.mem != nil, true
 	lastReclaim := e.clock.Now()
 	backoff := func() {
 		select {
@@ -558,9 +625,17 @@ func (e *Engine) consume(ctx context.Context) {
 	}
 	for ctx.Err() == nil {
 		if !ready {
-			if err := e.cfg.Buffer.EnsureGroup(ctx, group); err != nil {
-				e.log.Warn("create consumer group", "err", err)
-				backoff()
+			var err error
+			if e.mem != nil {
+				err = e.rebuild(ctx)
+			} else {
+				err = buf.EnsureGroup(ctx, group)
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					e.log.Warn("prepare consumer group", "err", err)
+					backoff()
+				}
 				continue
 			}
 			ready = true
@@ -575,7 +650,10 @@ func (e *Engine) consume(ctx context.Context) {
 			}
 			recover = false
 		}
-		entries, err := e.cfg.Buffer.Read(ctx, group, consumer, e.cfg.ReadCount, e.cfg.ReadBlock)
+		if e.mem != nil {
+			e.mem.prune(e.clock.Now())
+		}
+		entries, err := buf.Read(ctx, group, consumer, e.cfg.ReadCount, e.cfg.ReadBlock)
 		if err == nil && len(entries) > 0 {
 			err = e.process(ctx, entries)
 		}
@@ -603,7 +681,7 @@ func (e *Engine) consume(ctx context.Context) {
 func (e *Engine) drainPending(ctx context.Context, group, consumer string) error {
 	after := "0"
 	for {
-		entries, err := e.cfg.Buffer.ReadPending(ctx, group, consumer, after, e.cfg.ReadCount)
+		entries, err := e.reader().ReadPending(ctx, group, consumer, after, e.cfg.ReadCount)
 		if err != nil {
 			return err
 		}
@@ -619,7 +697,7 @@ func (e *Engine) drainPending(ctx context.Context, group, consumer string) error
 
 func (e *Engine) reclaim(ctx context.Context, group, consumer string) error {
 	for range 10 {
-		entries, err := e.cfg.Buffer.Reclaim(ctx, group, consumer, e.cfg.ReclaimIdle, e.cfg.ReadCount)
+		entries, err := e.reader().Reclaim(ctx, group, consumer, e.cfg.ReclaimIdle, e.cfg.ReadCount)
 		if err != nil {
 			return err
 		}
@@ -633,8 +711,13 @@ func (e *Engine) reclaim(ctx context.Context, group, consumer string) error {
 	return nil
 }
 
-// process counts a batch of entries and acknowledges them in one script.
+// process counts a batch of entries and acknowledges them: in one script
+// on Redis, counted in memory then acknowledged on the embedded buffer.
 func (e *Engine) process(ctx context.Context, entries []buffer.Entry) error {
+	return e.processBatch(ctx, entries, e.ev.realtime)
+}
+
+func (e *Engine) processBatch(ctx context.Context, entries []buffer.Entry, realtime bool) error {
 	if len(entries) == 0 {
 		return nil
 	}
@@ -651,7 +734,10 @@ func (e *Engine) process(ctx context.Context, entries []buffer.Entry) error {
 	if len(invalid) > 0 {
 		e.log.Warn("undecodable entries acknowledged without counting", "entries", len(invalid))
 	}
-	return e.ev.countEvents(ctx, events, invalid)
+	if e.mem == nil {
+		return e.ev.countBatch(ctx, events, invalid, realtime)
+	}
+	return e.countLocal(ctx, entries, events, invalid, realtime)
 }
 
 // readGauge returns a gauge's current value.

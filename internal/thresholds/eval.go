@@ -41,6 +41,12 @@ func (ev *evaluator) firingFor() time.Duration { return 4 * ev.resend }
 // ones (ids only) just acknowledged. Then the real-time path evaluates the
 // count rules for the groups the batch touched.
 func (ev *evaluator) countEvents(ctx context.Context, events []event, invalid []string) error {
+	return ev.countBatch(ctx, events, invalid, ev.realtime)
+}
+
+// countBatch is countEvents with the real-time path on or off for this
+// batch (off while the embedded engine rebuilds its counts).
+func (ev *evaluator) countBatch(ctx context.Context, events []event, invalid []string, realtime bool) error {
 	rs := ev.rules.Load()
 	now := ev.clock.Now()
 	ks := ev.store.keys()
@@ -80,7 +86,7 @@ func (ev *evaluator) countEvents(ctx context.Context, events []event, invalid []
 			ev.m.cut.WithLabelValues(name).Add(float64(n))
 		}
 	}
-	if ev.realtime && res.counted > 0 {
+	if realtime && res.counted > 0 {
 		ev.evalRealtime(ctx, rs, touched, now)
 	}
 	return nil
@@ -118,13 +124,15 @@ func (ev *evaluator) evalRealtime(ctx context.Context, rs *RuleSet, touched map[
 			continue
 		}
 		raised := ev.raise(ctx, r, hits, active, hits, res, now)
-		ev.m.realtime.Add(float64(raised))
-		if raised > 0 && ev.leader() {
+		ev.m.realtime.Add(float64(len(raised)))
+		if len(raised) > 0 && ev.leader() {
 			ev.m.breached.WithLabelValues(r.Name).Set(1)
 			if v := hits[0].value; v > gaugeValue(ev, r.Name) {
 				ev.m.value.WithLabelValues(r.Name).Set(v)
 			}
 		}
+		// Sent after the metrics are set: whoever sees the alert sees them.
+		ev.out.notify(raised)
 	}
 }
 
@@ -225,19 +233,21 @@ func (ev *evaluator) check(ctx context.Context, r *Rule, now time.Time) (CheckRe
 			ev.log.Warn("update alert state", "rule", r.Name, "err", err)
 		}
 	}
-	firing += ev.raise(ctx, r, breaching, active, values, res, now)
-	out.Firing = firing
+	raised := ev.raise(ctx, r, breaching, active, values, res, now)
+	ev.out.notify(raised)
+	out.Firing = firing + len(raised)
 	return out, nil
 }
 
-// raise claims and sends alerts for breaching groups that have none yet, as
-// long as the rule has fewer than maxAlerts active. It returns how many it raised.
-func (ev *evaluator) raise(ctx context.Context, r *Rule, breaching []groupValue, active []activeAlert, all []groupValue, res evalResult, now time.Time) int {
+// raise claims alerts for breaching groups that have none yet, as long as
+// the rule has fewer than maxAlerts active. It returns the alerts it raised,
+// for the caller to send.
+func (ev *evaluator) raise(ctx context.Context, r *Rule, breaching []groupValue, active []activeAlert, all []groupValue, res evalResult, now time.Time) []Alert {
 	isActive := map[string]bool{}
 	for _, a := range active {
 		isActive[a.Group] = true
 	}
-	n, raised := len(active), 0
+	n := len(active)
 	var send []Alert
 	for _, gv := range breaching {
 		if isActive[gv.group] {
@@ -258,11 +268,9 @@ func (ev *evaluator) raise(ctx context.Context, r *Rule, breaching []groupValue,
 			continue // another replica, or the real-time path, raised it first
 		}
 		n++
-		raised++
 		send = append(send, Alert{Labels: labels, Annotations: ann, StartsAt: now, EndsAt: now.Add(ev.firingFor())})
 	}
-	ev.out.notify(send)
-	return raised
+	return send
 }
 
 // resolve sends a's resolution and drops its state.

@@ -6,32 +6,141 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
-// memStore is the in-memory mirror of redisStore, used by `rules test`. It
-// implements the same counting model (count.go) with the same cap, eviction
-// order and window rules; TestStoresAgree runs both on the same input.
-// Keys never expire: a test's windows are selected by bucket, as in Redis.
+// memStore is the in-memory mirror of redisStore. It implements the same
+// counting model (count.go) with the same cap, eviction order and window
+// rules; TestStoresAgree runs both on the same input. It serves two users:
+//
+//   - `rules test` (newMemStore): keys never expire, a test's windows are
+//     selected by bucket, as in Redis.
+//   - the engine on the embedded buffer (newLocalStore): keys expire as
+//     Redis' do, one window (plus keyGrace) after their bucket ends, by the
+//     injected clock, and prune drops them, so memory stays bounded over
+//     any run. The ids of counted entries are kept only until the buffer
+//     has acknowledged them (forget) or, if it never does, until the
+//     buckets they were counted in expire: a redelivery of an entry whose
+//     counts are gone would count nothing anyway.
 type memStore struct {
-	ks keyspace
+	ks    keyspace
+	clock clockwork.Clock // nil: nothing expires
 
-	mu     sync.Mutex
-	acked  map[string]bool
-	zsets  map[string]map[string]float64
-	sets   map[string]map[string]bool // distinct members
-	cuts   map[string][2]int64        // groups, events
-	alerts map[string]activeAlert
+	mu        sync.Mutex
+	acked     map[string]time.Time // entry id → when it may be forgotten
+	zsets     map[string]map[string]float64
+	sets      map[string]map[string]bool // distinct members
+	cuts      map[string][2]int64        // groups, events
+	expires   map[string]time.Time       // key → expiry (with a clock only)
+	nextPrune time.Time
+	alerts    map[string]activeAlert
 }
+
+// pruneInterval is how often, by the store's clock, a local store drops
+// expired keys: keys outlive their expiry by at most this.
+const pruneInterval = time.Second
 
 func newMemStore() *memStore {
 	return &memStore{
-		ks:     keyspace{prefix: "mem:"},
-		acked:  map[string]bool{},
-		zsets:  map[string]map[string]float64{},
-		sets:   map[string]map[string]bool{},
-		cuts:   map[string][2]int64{},
-		alerts: map[string]activeAlert{},
+		ks:      keyspace{prefix: "mem:"},
+		acked:   map[string]time.Time{},
+		zsets:   map[string]map[string]float64{},
+		sets:    map[string]map[string]bool{},
+		cuts:    map[string][2]int64{},
+		expires: map[string]time.Time{},
+		alerts:  map[string]activeAlert{},
 	}
+}
+
+// newLocalStore returns a memStore whose keys expire by clock, for the
+// engine on the embedded buffer.
+func newLocalStore(clock clockwork.Clock) *memStore {
+	s := newMemStore()
+	s.clock = clock
+	return s
+}
+
+// touch extends key's expiry to at least at (local stores only).
+func (s *memStore) touch(key string, at time.Time) {
+	if s.clock == nil || key == "" {
+		return
+	}
+	if cur, ok := s.expires[key]; !ok || at.After(cur) {
+		s.expires[key] = at
+	}
+}
+
+// prune drops the keys that expired by now, and the ids of counted entries
+// past theirs: what Redis' key expiry does. It does the work at most once
+// per pruneInterval; a store without a clock keeps everything.
+func (s *memStore) prune(now time.Time) {
+	if s.clock == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.pruneLocked(now)
+}
+
+func (s *memStore) pruneLocked(now time.Time) {
+	if s.clock == nil || now.Before(s.nextPrune) {
+		return
+	}
+	s.nextPrune = now.Add(pruneInterval)
+	for k, at := range s.expires {
+		if at.After(now) {
+			continue
+		}
+		delete(s.expires, k)
+		delete(s.zsets, k)
+		delete(s.sets, k)
+		delete(s.cuts, k)
+	}
+	for id, at := range s.acked {
+		if !at.After(now) {
+			delete(s.acked, id)
+		}
+	}
+}
+
+// forget drops the ids of counted entries that the buffer has
+// acknowledged: they are never delivered again.
+func (s *memStore) forget(ids []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		delete(s.acked, id)
+	}
+}
+
+// resetCounts drops every count (not the alert state), before the counts
+// are rebuilt from the buffer.
+func (s *memStore) resetCounts() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.acked)
+	clear(s.zsets)
+	clear(s.sets)
+	clear(s.cuts)
+	clear(s.expires)
+}
+
+// size returns how many keys and entry ids the store holds.
+func (s *memStore) size() (keys, ids int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	seen := map[string]bool{}
+	for k := range s.zsets {
+		seen[k] = true
+	}
+	for k := range s.sets {
+		seen[k] = true
+	}
+	for k := range s.cuts {
+		seen[k] = true
+	}
+	return len(seen), len(s.acked)
 }
 
 func (s *memStore) keys() keyspace { return s.ks }
@@ -113,14 +222,29 @@ func (s *memStore) incr(ck, dk, xk, member string, maxGroups int, cut map[string
 func (s *memStore) count(_ context.Context, entries []countEntry, maxGroups int) (countResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var now time.Time
+	if s.clock != nil {
+		now = s.clock.Now()
+		s.pruneLocked(now)
+	}
 	res := countResult{cut: map[string]int{}}
 	for _, e := range entries {
-		if s.acked[e.id] {
+		if _, ok := s.acked[e.id]; ok {
 			res.duplicates++
 			continue
 		}
-		s.acked[e.id] = true
 		res.counted++
+		keep := now
+		for _, o := range e.ops {
+			if s.clock != nil {
+				exp := now.Add(o.ttl)
+				keep = later(keep, exp)
+				s.touch(o.c, exp)
+				s.touch(o.d, exp)
+				s.touch(o.x, exp)
+			}
+		}
+		s.acked[e.id] = keep
 		for _, o := range e.ops {
 			if o.kind != 'd' {
 				s.incr(o.c, "", o.x, o.group, maxGroups, res.cut)
@@ -308,4 +432,11 @@ func (s *memStore) dropAlert(_ context.Context, rule, group string, startsAt tim
 		return true, nil
 	}
 	return false, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
