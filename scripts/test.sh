@@ -21,6 +21,11 @@ apt_install() { # package binary
 apt_install redis-server redis-server
 apt_install redis-tools redis-cli
 apt_install prometheus promtool
+apt_install prometheus prometheus
+apt_install prometheus-alertmanager amtool
+apt_install docker-compose docker-compose
+# Tests that need promtool or prometheus fail here instead of skipping.
+export AUTHPIPE_TEST_REQUIRE_TOOLS=1
 
 free_port() {
 	local p
@@ -56,6 +61,6 @@ echo "test.sh: redis-server $(redis-server --version | awk '{print $3}') on $AUT
 
 go vet ./...
 go test -race -count=1 -timeout 9m ./...
-for f in alerts/prometheus/check.sh; do
+for f in alerts/prometheus/check.sh deploy/check.sh; do
 	[ -x "$f" ] && "$f"
 done

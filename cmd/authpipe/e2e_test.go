@@ -43,7 +43,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	authpipeBin = filepath.Join(dir, "authpipe")
-	build := exec.Command("go", "build", "-race", "-o", authpipeBin, ".")
+	// The version and revision are injected as the Dockerfile does.
+	build := exec.Command("go", "build", "-race", "-ldflags", "-X main.version="+e2eVersion+" -X main.revision="+e2eRevision, "-o", authpipeBin, ".")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build authpipe:", err)
@@ -147,6 +148,7 @@ func (h *harness) env() []string {
 		"AUTHPIPE_TENANT=" + h.tenant,
 		"AUTHPIPE_CONSUMER=e2e-worker",
 		"AUTHPIPE_RECLAIM_IDLE=3s",
+		"AUTHPIPE_LEASE_TTL=2s", // a killed poller's lease frees up quickly
 		"AUTHPIPE_LISTEN=" + h.listen,
 		"AUTHPIPE_LOG_LEVEL=info",
 	}
@@ -162,9 +164,15 @@ type proc struct {
 
 func (h *harness) start() *proc {
 	h.t.Helper()
+	return h.startEnv(h.env())
+}
+
+// startEnv starts authpipe run with the environment env.
+func (h *harness) startEnv(env []string) *proc {
+	h.t.Helper()
 	cmd := exec.Command(authpipeBin, "run")
 	cmd.Dir = "../.."
-	cmd.Env = h.env()
+	cmd.Env = env
 	stderr, err := cmd.StderrPipe()
 	require.NoError(h.t, err)
 	cmd.Stdout = cmd.Stderr

@@ -30,6 +30,10 @@ Usage:
   authpipe run                 run the worker (configuration from the environment
                                and the YAML file named by AUTHPIPE_CONFIG)
   authpipe demo [flags]        the whole pipeline on simulators, no accounts needed
+  authpipe sim [flags]         the Auth0 and Segment simulators as a process, with traffic
+  authpipe healthcheck [URL]   exit 0 if /-/healthy answers 2xx (container HEALTHCHECK)
+  authpipe backfill --since T  poll a window of Auth0's logs again into the buffer
+  authpipe dlq CMD             list, replay or drop dead letters (authpipe dlq help)
   authpipe rules check FILE…   validate threshold rule files
   authpipe rules test FILE…    run threshold rule unit tests
   authpipe version             print the version
@@ -47,6 +51,14 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return runCommand(args[1:], stderr)
 	case "demo":
 		return demoCommand(args[1:], stdout, stderr)
+	case "sim":
+		return simCommand(args[1:], stdout, stderr)
+	case "healthcheck":
+		return healthcheckCommand(args[1:], stdout, stderr)
+	case "backfill":
+		return backfillCommand(args[1:], stdout, stderr)
+	case "dlq":
+		return dlqCommand(args[1:], stdout, stderr)
 	case "rules":
 		return rulesCommand(args[1:], stdout, stderr)
 	case "version", "--version":

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/authpipe/authpipe/internal/admin"
 	"github.com/authpipe/authpipe/internal/auth0poll"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
@@ -91,12 +92,10 @@ type app struct {
 	logger *slog.Logger
 	reg    *prometheus.Registry
 
-	buf      pipelineBuffer
-	closeBuf func() error
-	redis    redis.UniversalClient // nil with the embedded buffer
-	poller   *auth0poll.Poller
-	fwd      *forward.Forwarder
-	rules    *thresholds.Engine
+	redis      redis.UniversalClient // shared by every tenant; nil with the embedded buffer
+	tenants    []*tenantPipeline     // one per configured tenant (config.AllTenants)
+	backfill   *backfiller           // the admin API's Backfiller
+	closeAdmin func() error          // closes the admin audit log; set by listen
 
 	bufOK    atomic.Bool
 	draining atomic.Bool
@@ -133,28 +132,51 @@ func newApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
 		}),
 	}
 	stages := metrics.NewStages(reg)
+	leader := f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "authpipe_auth0_poller_leader",
+		Help: "1 on the replica that polls the tenant's Auth0 logs (it holds the tenant's poller lease), else 0.",
+	}, []string{"tenant"})
 
-	if err := a.openBuffer(stages); err != nil {
+	if err := a.openRedis(); err != nil {
 		return nil, err
+	}
+	for _, tenant := range cfg.AllTenants() {
+		t, err := a.newTenant(cfg.ForTenant(tenant), stages, leader.WithLabelValues(tenant.Name))
+		if err != nil {
+			a.close()
+			return nil, fmt.Errorf("tenant %s: %w", tenant.Name, err)
+		}
+		a.tenants = append(a.tenants, t)
+	}
+	a.backfill = newBackfiller(a.tenants, a.logger)
+	return a, nil
+}
+
+// newTenant builds one tenant's buffer, poller, forwarder and threshold
+// engine; cfg is the tenant's view of the configuration.
+func (a *app) newTenant(cfg *config.Config, stages *metrics.Stages, leader prometheus.Gauge) (*tenantPipeline, error) {
+	logger, reg := a.logger, a.reg
+	t := &tenantPipeline{name: cfg.Tenant, cfg: cfg, logger: logger.With("tenant", cfg.Tenant), leader: leader}
+	if err := a.openBuffer(t, stages); err != nil {
+		return nil, err
+	}
+	pollBuf := auth0poll.Buffer(t.buf)
+	if rb, ok := t.buf.(*buffer.Redis); ok {
+		var err error
+		if pollBuf, err = t.newPollerLease(rb); err != nil {
+			t.close()
+			return nil, err
+		}
 	}
 	var err error
 
-	a.poller, err = auth0poll.New(auth0poll.Config{
-		Tenant:         cfg.Tenant,
-		Domain:         cfg.Auth0.Domain,
-		ClientID:       cfg.Auth0.ClientID,
-		ClientSecret:   cfg.Auth0.ClientSecret.Reveal(),
-		Retention:      cfg.Auth0.LogRetention,
-		PollInterval:   cfg.Auth0.PollInterval,
-		PageSize:       cfg.Auth0.PageSize,
-		RequestTimeout: cfg.Auth0.RequestTimeout,
-	}, a.buf, auth0poll.Deps{Logger: logger, Registerer: reg, Stages: stages})
+	t.poller, err = auth0poll.New(pollerConfig(cfg), pollBuf, auth0poll.Deps{Logger: logger, Registerer: reg, Stages: stages})
 	if err != nil {
-		a.closeBuf()
+		t.close()
 		return nil, fmt.Errorf("build poller: %w", err)
 	}
 
-	a.fwd, err = forward.New(forward.Config{
+	t.fwd, err = forward.New(forward.Config{
 		Tenant:        cfg.Tenant,
 		WriteKey:      cfg.Segment.WriteKey.Reveal(),
 		Endpoint:      cfg.Segment.Endpoint,
@@ -166,39 +188,62 @@ func newApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
 		ReclaimIdle:   cfg.Buffer.ReclaimIdle,
 		HashKey:       cfg.AnonymousIDKey(),
 		DrainTimeout:  drainTimeout(cfg.ShutdownTimeout),
-	}, a.buf, forward.Deps{Logger: logger, Registerer: reg, Stages: stages})
+		Filter:        forward.Filter{Include: cfg.Forward.IncludeTypes, Exclude: cfg.Forward.ExcludeTypes},
+		PII: forward.PIIPolicy{
+			UserName: forward.PIIAction(cfg.PII.UserName), Email: forward.PIIAction(cfg.PII.Email),
+			IP: forward.PIIAction(cfg.PII.IP), UserAgent: forward.PIIAction(cfg.PII.UserAgent),
+		},
+	}, t.buf, forward.Deps{Logger: logger, Registerer: reg, Stages: stages})
 	if err != nil {
-		a.closeBuf()
+		t.close()
 		return nil, fmt.Errorf("build forwarder: %w", err)
 	}
-	if err := a.buildRules(); err != nil {
-		a.closeBuf()
+	if err := a.buildRules(t); err != nil {
+		t.close()
 		return nil, err
 	}
-	return a, nil
+	return t, nil
+}
+
+// pollerConfig is the Auth0 poller's configuration for a tenant's view of
+// the configuration (authpipe run and authpipe backfill).
+func pollerConfig(cfg *config.Config) auth0poll.Config {
+	return auth0poll.Config{
+		Tenant:         cfg.Tenant,
+		Domain:         cfg.Auth0.Domain,
+		ClientID:       cfg.Auth0.ClientID,
+		ClientSecret:   cfg.Auth0.ClientSecret.Reveal(),
+		Retention:      cfg.Auth0.LogRetention,
+		PollInterval:   cfg.Auth0.PollInterval,
+		PageSize:       cfg.Auth0.PageSize,
+		RequestTimeout: cfg.Auth0.RequestTimeout,
+		RateLimitShare: cfg.Auth0.RateLimitShare,
+		LagAlertRatio:  cfg.LagAlertRatio,
+	}
 }
 
 // buildRules builds the threshold engine over the buffer's own consumer
 // group: shared counts and a lease on Redis, in-process counts rebuilt from
 // the stream on the embedded buffer.
-func (a *app) buildRules() error {
+func (a *app) buildRules(t *tenantPipeline) error {
 	cfg := thresholds.Config{
-		Tenant:          a.cfg.Tenant,
-		RulesPath:       a.cfg.RulesPath,
-		AlertmanagerURL: a.cfg.AlertmanagerURL,
-		WebhookURL:      a.cfg.AlertWebhookURL,
-		Consumer:        a.cfg.Buffer.Consumer,
+		Tenant:          t.cfg.Tenant,
+		RulesPath:       t.cfg.RulesPath,
+		AlertmanagerURL: t.cfg.AlertmanagerURL,
+		WebhookURL:      t.cfg.AlertWebhookURL,
+		Consumer:        t.cfg.Buffer.Consumer,
+		LeaseTTL:        t.cfg.Buffer.LeaseTTL,
 	}
-	switch b := a.buf.(type) {
+	switch b := t.buf.(type) {
 	case thresholds.Buffer:
 		cfg.Buffer = b
 	case thresholds.LocalBuffer:
 		cfg.Local = b
 	default:
-		return fmt.Errorf("threshold checks: unsupported buffer %T", a.buf)
+		return fmt.Errorf("threshold checks: unsupported buffer %T", t.buf)
 	}
 	var err error
-	a.rules, err = thresholds.New(cfg, thresholds.Deps{Logger: a.logger, Registerer: a.reg})
+	t.rules, err = thresholds.New(cfg, thresholds.Deps{Logger: a.logger, Registerer: a.reg})
 	if err != nil {
 		return fmt.Errorf("AUTHPIPE_RULES: %w", err)
 	}
@@ -213,10 +258,26 @@ type pipelineBuffer interface {
 	Trim(ctx context.Context) (int64, error)
 }
 
-// openBuffer opens Redis when REDIS_URL is set, else the embedded buffer in
-// AUTHPIPE_DATA_DIR.
-func (a *app) openBuffer(stages *metrics.Stages) error {
-	cfg := a.cfg
+// openRedis connects the client all tenants share when REDIS_URL is set:
+// one server, Sentinel or Cluster (config.RedisOptions). It makes no call.
+func (a *app) openRedis() error {
+	if a.cfg.Redis.URL == "" {
+		return nil
+	}
+	opts, mode, err := config.RedisOptions(a.cfg.Redis.URL.Reveal())
+	if err != nil {
+		return fmt.Errorf("config: REDIS_URL: %w", err) // never quotes the URL
+	}
+	a.redis = redis.NewUniversalClient(opts)
+	a.logger.Info("using the Redis buffer", "redis", string(mode), "addrs", len(opts.Addrs))
+	return nil
+}
+
+// openBuffer opens the tenant's buffer: on the shared Redis client when
+// REDIS_URL is set, else the embedded buffer in AUTHPIPE_DATA_DIR (one file
+// per tenant).
+func (a *app) openBuffer(t *tenantPipeline, stages *metrics.Stages) error {
+	cfg := t.cfg
 	bcfg := buffer.Config{
 		Tenant:        cfg.Tenant,
 		Retention:     cfg.Auth0.LogRetention,
@@ -232,24 +293,30 @@ func (a *app) openBuffer(stages *metrics.Stages) error {
 		if err != nil {
 			return err
 		}
-		a.buf, a.closeBuf = b, b.Close
-		a.logger.Info("using the embedded buffer", "path", b.Path())
+		t.buf, t.closeBuf = b, b.Close
+		t.logger.Info("using the embedded buffer", "path", b.Path())
 		return nil
 	}
-	opts, err := redis.ParseURL(cfg.Redis.URL.Reveal())
-	if err != nil {
-		// go-redis may echo the URL, which can carry a password.
-		return errors.New("config: REDIS_URL: not a valid redis:// or rediss:// URL")
-	}
-	opts.ContextTimeoutEnabled = true
-	a.redis = redis.NewClient(opts)
 	b, err := buffer.NewRedis(a.redis, bcfg, deps)
 	if err != nil {
-		a.redis.Close()
 		return fmt.Errorf("build buffer: %w", err)
 	}
-	a.buf, a.closeBuf = b, a.redis.Close
+	t.buf = b
 	return nil
+}
+
+// close closes every tenant's buffer and the shared Redis client.
+func (a *app) close() {
+	for _, t := range a.tenants {
+		if err := t.close(); err != nil {
+			a.logger.Warn("close buffer", "tenant", t.name, "err", err)
+		}
+	}
+	if a.redis != nil {
+		if err := a.redis.Close(); err != nil {
+			a.logger.Warn("close redis", "err", err)
+		}
+	}
 }
 
 // drainTimeout leaves part of the shutdown budget for the steps after the
@@ -265,9 +332,13 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 	if err != nil {
 		return err
 	}
-	a.logger.Info("authpipe started", "version", version, "listen", ln.Addr().String(), "tenant", a.cfg.Tenant)
+	names := make([]string, len(a.tenants))
+	for i, t := range a.tenants {
+		names[i] = t.name
+	}
+	a.logger.Info("authpipe started", "version", version, "listen", ln.Addr().String(), "tenants", names)
 
-	failed := make(chan error, 4)
+	failed := make(chan error, 4+3*len(a.tenants))
 	var wg sync.WaitGroup
 	start := func(name string, ctx context.Context, fn func(context.Context) error) <-chan struct{} {
 		done := make(chan struct{})
@@ -295,12 +366,15 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 	defer stopFwd()
 	defer stopBg()
 
-	fwdDone := start("forward", fwdCtx, a.fwd.Run)
-	pollDone := start("auth0poll", pollCtx, a.poller.Run)
-	bgDone := start("maintenance", bgCtx, a.maintain)
 	rulesCtx, stopRules := context.WithCancel(context.Background())
 	defer stopRules()
-	rulesDone := start("thresholds", rulesCtx, a.rules.Run)
+	var fwdDone, pollDone, rulesDone []<-chan struct{}
+	for _, t := range a.tenants {
+		fwdDone = append(fwdDone, start("forward "+t.name, fwdCtx, t.fwd.Run))
+		pollDone = append(pollDone, start("auth0poll "+t.name, pollCtx, t.poll))
+		rulesDone = append(rulesDone, start("thresholds "+t.name, rulesCtx, t.rules.Run))
+	}
+	bgDone := start("maintenance", bgCtx, a.maintain)
 	go a.drainReload(bgCtx, reload)
 
 	var runErr error
@@ -316,25 +390,36 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 	a.ready.Set(0)
 
 	stopPoll()
-	if !waitUntil(pollDone, deadline) {
+	if !waitAll(pollDone, deadline) {
 		a.logger.Warn("poller did not stop in time; its last page is fetched again after restart")
 	}
 	stopRules()
 	stopBg()
 	stopFwd()
-	if !waitUntil(fwdDone, deadline) {
+	if !waitAll(fwdDone, deadline) {
 		a.logger.Warn("forwarder did not drain in time; unacknowledged events stay pending and are delivered after restart (Segment drops the duplicates)")
 	}
 	waitUntil(bgDone, deadline)
-	waitUntil(rulesDone, deadline)
-	if err := a.closeBuf(); err != nil {
-		a.logger.Warn("close buffer", "err", err)
-	}
+	waitAll(rulesDone, deadline)
+	a.backfill.stop()
+	a.close()
 	shutCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutCtx)
+	if err := a.closeAdmin(); err != nil {
+		a.logger.Warn("close admin audit log", "err", err)
+	}
 	a.logger.Info("authpipe stopped")
 	return runErr
+}
+
+// waitAll waits for every channel to close, until deadline.
+func waitAll(done []<-chan struct{}, deadline time.Time) bool {
+	ok := true
+	for _, d := range done {
+		ok = waitUntil(d, deadline) && ok
+	}
+	return ok
 }
 
 func waitUntil(done <-chan struct{}, deadline time.Time) bool {
@@ -348,10 +433,12 @@ func waitUntil(done <-chan struct{}, deadline time.Time) bool {
 	}
 }
 
-// maintain keeps readiness current and trims the buffer.
+// maintain keeps readiness current and trims the buffers.
 func (a *app) maintain(ctx context.Context) error {
-	if err := a.buf.EnsureGroup(ctx, forwardGroup); err != nil && ctx.Err() == nil {
-		a.logger.Warn("create consumer group", "err", err)
+	for _, t := range a.tenants {
+		if err := t.buf.EnsureGroup(ctx, forwardGroup); err != nil && ctx.Err() == nil {
+			a.logger.Warn("create consumer group", "tenant", t.name, "err", err)
+		}
 	}
 	probe := time.NewTicker(2 * time.Second)
 	defer probe.Stop()
@@ -365,11 +452,13 @@ func (a *app) maintain(ctx context.Context) error {
 		case <-probe.C:
 			a.probe(ctx)
 		case <-trim.C:
-			n, err := a.buf.Trim(ctx)
-			if err != nil {
-				a.logger.Warn("trim buffer", "err", err)
-			} else if n > 0 {
-				a.logger.Debug("trimmed buffer", "entries", n)
+			for _, t := range a.tenants {
+				n, err := t.buf.Trim(ctx)
+				if err != nil {
+					a.logger.Warn("trim buffer", "tenant", t.name, "err", err)
+				} else if n > 0 {
+					a.logger.Debug("trimmed buffer", "tenant", t.name, "entries", n)
+				}
 			}
 		}
 	}
@@ -378,7 +467,11 @@ func (a *app) maintain(ctx context.Context) error {
 func (a *app) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
-	a.bufOK.Store(a.buf.Ping(pctx) == nil)
+	ok := true
+	for _, t := range a.tenants {
+		ok = ok && t.buf.Ping(pctx) == nil
+	}
+	a.bufOK.Store(ok)
 	if a.isReady() {
 		a.ready.Set(1)
 	} else {
@@ -387,7 +480,18 @@ func (a *app) probe(ctx context.Context) {
 }
 
 func (a *app) isReady() bool {
-	return !a.draining.Load() && a.bufOK.Load() && a.poller.Ready()
+	return !a.draining.Load() && a.bufOK.Load() && a.waitingForAuth0() == ""
+}
+
+// waitingForAuth0 returns the first tenant this replica polls whose Auth0
+// has not answered yet, or "". A tenant another replica polls is ready.
+func (a *app) waitingForAuth0() string {
+	for _, t := range a.tenants {
+		if !t.ready() {
+			return t.name
+		}
+	}
+	return ""
 }
 
 func (a *app) drainReload(ctx context.Context, reload <-chan struct{}) {
@@ -396,10 +500,12 @@ func (a *app) drainReload(ctx context.Context, reload <-chan struct{}) {
 		case <-ctx.Done():
 			return
 		case <-reload:
-			if err := a.rules.Reload(); err != nil {
-				a.logger.Error("reload threshold rules; the previous rules stay in force", "err", err)
-			} else {
-				a.logger.Info("threshold rules reloaded")
+			for _, t := range a.tenants {
+				if err := t.rules.Reload(); err != nil {
+					a.logger.Error("reload threshold rules; the previous rules stay in force", "tenant", t.name, "err", err)
+				} else {
+					a.logger.Info("threshold rules reloaded", "tenant", t.name)
+				}
 			}
 		}
 	}
@@ -418,14 +524,23 @@ func (a *app) listen() (*http.Server, net.Listener, error) {
 			http.Error(w, "authpipe is shutting down", http.StatusServiceUnavailable)
 		case !a.bufOK.Load():
 			http.Error(w, "authpipe is not ready: the buffer has not answered", http.StatusServiceUnavailable)
-		case !a.poller.Ready():
-			http.Error(w, "authpipe is not ready: Auth0 has not answered", http.StatusServiceUnavailable)
+		case a.waitingForAuth0() != "":
+			http.Error(w, "authpipe is not ready: Auth0 has not answered (tenant "+a.waitingForAuth0()+")", http.StatusServiceUnavailable)
 		default:
 			fmt.Fprintln(w, "authpipe is ready")
 		}
 	})
+	api, closeAdmin, err := a.adminHandler()
+	if err != nil {
+		return nil, nil, err
+	}
+	a.closeAdmin = closeAdmin
+	if api != nil {
+		mux.Handle(admin.Prefix, api)
+	}
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
+		_ = closeAdmin()
 		return nil, nil, fmt.Errorf("listen on AUTHPIPE_LISTEN %s: %w", a.cfg.Listen, err)
 	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}

@@ -48,9 +48,14 @@ func Decode(raw []byte) (Log, error) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return Log{}, errors.New("log event is not a JSON object")
 	}
-	var h head
-	if err := json.Unmarshal(trimmed, &h); err != nil {
-		return Log{}, fmt.Errorf("decode log event: %w", err)
+	h, ok := scanHead(trimmed)
+	if !ok {
+		// Invalid, or beyond the fast path: encoding/json decides (and
+		// words the error).
+		h = head{}
+		if err := json.Unmarshal(trimmed, &h); err != nil {
+			return Log{}, fmt.Errorf("decode log event: %w", err)
+		}
 	}
 	if err := ValidateID(h.LogID); err != nil {
 		return Log{}, err

@@ -119,3 +119,66 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// FuzzScanHead: the fast path accepts exactly what json.Valid accepts, and
+// where it answers, it agrees with encoding/json.
+func FuzzScanHead(f *testing.F) {
+	f.Add([]byte(`{"log_id":"` + sampleID + `","date":"2026-11-25T10:14:58Z","type":"s"}`))
+	f.Add([]byte(`{"type":"s","Type":"f"}`))
+	f.Add([]byte(`{"type":null,"date":"x","a":[1,-2.5e+3,{"b":"\u00e9\n"},true,false,null]}`))
+	f.Add([]byte(`{"log_id":"\u0039","a":"é"}`))
+	f.Add([]byte(`{"a":01}`))
+	f.Add([]byte(` {"a":"b"} `))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		h, ok := scanHead(raw)
+		valid := json.Valid(raw)
+		if ok && !valid {
+			t.Fatalf("fast path accepted invalid JSON %q", raw)
+		}
+		if !ok {
+			return
+		}
+		var want head
+		if err := json.Unmarshal(raw, &want); err != nil {
+			t.Fatalf("fast path accepted %q, encoding/json: %v", raw, err)
+		}
+		if h != want {
+			t.Fatalf("fast path %+v, encoding/json %+v for %q", h, want, raw)
+		}
+	})
+}
+
+// TestScanHeadAgreesWithValid: objects the fast path must take, and
+// inputs it must leave to encoding/json.
+func TestScanHeadAgreesWithValid(t *testing.T) {
+	for _, tc := range []struct {
+		raw string
+		ok  bool
+	}{
+		{`{}`, true},
+		{`{"log_id":"1","date":"d","type":"t","x":{"y":[1,2.5,-0,1e9,"\\\"",null,true,false]}}`, true},
+		{`{"type":"a","type":"b"}`, true},
+		{`{"type":null}`, true},
+		{`{"Type":"a"}`, false},      // case-insensitive match: encoding/json's rules
+		{`{"type":1}`, false},        // type error
+		{`{"type":"\u0061"}`, false}, // escaped value
+		{`{"t\u0079pe":"a"}`, false}, // escaped key
+		{`{"a":01}`, false},
+		{`{"a":1.}`, false},
+		{`{"a":"` + "\x01" + `"}`, false},
+		{`{"a":1}x`, false},
+		{`{"a" 1}`, false},
+		{`{"a":[1,]}`, false},
+		{`{"a":nul}`, false},
+		{`[]`, false},
+		{strings.Repeat(`{"a":`, 10001) + `1` + strings.Repeat(`}`, 10001), false},
+	} {
+		h, ok := scanHead([]byte(tc.raw))
+		require.Equal(t, tc.ok, ok, "%q", tc.raw)
+		if ok {
+			var want head
+			require.NoError(t, json.Unmarshal([]byte(tc.raw), &want))
+			require.Equal(t, want, h, "%q", tc.raw)
+		}
+	}
+}

@@ -16,6 +16,8 @@ const (
 	DefaultPageSize       = 100
 	DefaultRequestTimeout = 30 * time.Second
 	DefaultMaxBackoff     = time.Minute
+	DefaultRateLimitShare = 0.8
+	DefaultLagAlertRatio  = 0.5
 
 	// MaxPageSize is the largest `take` the logs API accepts in checkpoint mode.
 	MaxPageSize = 100
@@ -46,6 +48,17 @@ type Config struct {
 	RequestTimeout time.Duration
 	// MaxBackoff caps the wait between attempts after errors (default 1m).
 	MaxBackoff time.Duration
+	// RateLimitShare is the largest share of the tenant's logs rate limit
+	// the poller uses, 0 < share ≤ 1 (default 0.8): on average at most this
+	// share of the bucket's refill rate, and never below (1 − share) of the
+	// bucket's size in x-ratelimit-remaining. The rest is left to the
+	// tenant's other Management API clients, which draw on the same bucket.
+	RateLimitShare float64
+	// LagAlertRatio is the share of Retention the checkpoint lag may reach
+	// before operators are alerted, 0 < ratio < 1 (default 0.5). The poller
+	// only exports it (authpipe_auth0_lag_alert_ratio), next to the
+	// retention, for the Prometheus rule AuthpipeCheckpointLagHigh.
+	LagAlertRatio float64
 }
 
 var tenantRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
@@ -65,6 +78,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxBackoff == 0 {
 		c.MaxBackoff = DefaultMaxBackoff
+	}
+	if c.RateLimitShare == 0 {
+		c.RateLimitShare = DefaultRateLimitShare
+	}
+	if c.LagAlertRatio == 0 {
+		c.LagAlertRatio = DefaultLagAlertRatio
 	}
 	return c
 }
@@ -101,6 +120,13 @@ func (c Config) Validate() error {
 	}
 	if c.PageSize < 1 || c.PageSize > MaxPageSize {
 		errs = append(errs, fmt.Errorf("page size %d: want 1-%d", c.PageSize, MaxPageSize))
+	}
+	// Written so that NaN fails too.
+	if !(c.RateLimitShare > 0 && c.RateLimitShare <= 1) {
+		errs = append(errs, fmt.Errorf("rate limit share %v: want more than 0 and at most 1", c.RateLimitShare))
+	}
+	if !(c.LagAlertRatio > 0 && c.LagAlertRatio < 1) {
+		errs = append(errs, fmt.Errorf("lag alert ratio %v: want more than 0 and less than 1", c.LagAlertRatio))
 	}
 	return errors.Join(errs...)
 }

@@ -20,10 +20,15 @@
 //   - Loss the poller cannot prevent is detected and reported: when the point
 //     up to which every log is known to be buffered (see lag below) is older
 //     than now − Config.Retention, Auth0 has deleted logs that were never
-//     polled. authpipe_auth0_gaps_total is incremented once per such episode
-//     and the lost interval is logged at error level. After a restart only the
+//     polled. This is checked before every attempt, also while polling is
+//     paused or failing, so a gap is reported when it begins:
+//     authpipe_auth0_gaps_total is incremented once per such episode and the
+//     lost interval is logged at error level ("lost_from", "lost_until");
+//     when polling gets through again it continues from the oldest log
+//     Auth0 still holds and logs where it resumed. After a restart only the
 //     stored checkpoint is known, so on a tenant that was silent for longer
-//     than the retention the gap reported is an upper bound.
+//     than the retention the gap reported is an upper bound. The alert is
+//     the Prometheus rule AuthpipeRetentionGap on the counter.
 //   - While the buffer reports Full, polling pauses (authpipe_auth0_paused 1)
 //     and is re-checked every Config.PollInterval: Auth0 keeps the logs
 //     meanwhile, and the lag metric shows how close that comes to retention.
@@ -37,6 +42,28 @@
 // to which everything is buffered. Taking the later of the two keeps the
 // metric honest both ways: a backlog (only full pages) shows as the
 // checkpoint's age, a quiet tenant shows as the age of the last poll.
+//
+// Checkpoint lag is exported next to the retention
+// (authpipe_auth0_log_retention_seconds) and the share of it at which
+// operators want to hear about it (authpipe_auth0_lag_alert_ratio,
+// Config.LagAlertRatio), so that one Prometheus rule serves every tenant and
+// plan.
+//
+// Rate limit: all Management API clients of a tenant draw on one token
+// bucket. The poller mirrors it from the x-ratelimit-* headers of every
+// response and paces itself to at most Config.RateLimitShare of it (default
+// 80 %): it never takes the bucket below (1 − share) of its size, and once
+// it has measured the bucket's refill rate — while draining a backlog, from
+// the headers alone — it spaces requests to use at most that share of the
+// refill. Full pages are fetched back to back only as far as that allows.
+// See rateLimit for the rules and the measurement.
+//
+// Backfill re-polls a window within the retention into the buffer with the
+// same client and pacing, appending without a checkpoint (the tenant's
+// checkpoint never moves; the buffer's dedupe absorbs repeats). Run itself
+// knows nothing of replicas: with several, the caller runs it only while it
+// holds the tenant's poller lease and hands it a buffer that fences the
+// checkpoint writes (see cmd/authpipe).
 //
 // The management client is go-auth0 with client credentials, its own retries
 // off (this loop owns retries), and a transport that reads the x-ratelimit-*

@@ -120,10 +120,10 @@ func New(cfg Config, buf Buffer, deps Deps) (*Poller, error) {
 		buf:      buf,
 		log:      deps.Logger.With("component", "auth0poll", "tenant", cfg.Tenant),
 		clock:    deps.Clock,
-		rl:       newRateLimit(cfg.MaxBackoff),
+		rl:       newRateLimit(cfg.RateLimitShare, cfg.MaxBackoff),
 		bo:       backoff{base: minBackoff, max: cfg.MaxBackoff},
 	}
-	p.m, err = newPollMetrics(deps.Registerer, deps.Stages, cfg.Tenant, p.lagSeconds)
+	p.m, err = newPollMetrics(deps.Registerer, deps.Stages, cfg, p.lagSeconds)
 	if err != nil {
 		return nil, err
 	}
@@ -135,6 +135,7 @@ func New(cfg Config, buf Buffer, deps Deps) (*Poller, error) {
 			rl:        p.rl,
 			requests:  p.m.requests,
 			remaining: p.m.remaining,
+			refill:    p.m.refill,
 		},
 	}
 	p.tokenClient = &http.Client{Timeout: cfg.RequestTimeout, Transport: cloneDefaultTransport()}
@@ -257,6 +258,10 @@ func (p *Poller) start(ctx context.Context) error {
 // step makes one attempt at the page after the checkpoint and returns how
 // long to wait before the next attempt.
 func (p *Poller) step(ctx context.Context) time.Duration {
+	// Before anything that can fail or pause: logs age out of Auth0 while
+	// the buffer is full or Auth0 fails, and the gap is reported when it
+	// begins.
+	p.checkGap()
 	full, err := p.buf.Full(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -269,10 +274,8 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 		return p.cfg.PollInterval
 	}
 	if d := p.rl.wait(p.clock.Now()); d > 0 {
-		p.log.Debug("auth0 rate limit bucket empty; waiting for reset", "wait", d.String())
 		return d
 	}
-	p.checkGap()
 	if p.api == nil {
 		if p.api, err = p.newAPI(ctx); err != nil {
 			return p.failed(ctx, reasonHTTP, "build management client", err)
@@ -280,9 +283,7 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 	}
 
 	start := p.clock.Now()
-	var raws []json.RawMessage
-	err = p.api.Request(ctx, http.MethodGet, p.api.URI("logs"), &raws,
-		management.From(p.cp), management.Take(p.cfg.PageSize))
+	raws, err := p.fetchPage(ctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0
@@ -318,6 +319,7 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 		p.m.stage.Written.Add(n)
 		p.m.stage.Acked.Add(n)
 		p.m.polled.Add(n)
+		p.m.countOutcomes(logs)
 		if err := p.setCheckpoint(last); err != nil {
 			// Decode validated every log_id: unreachable.
 			return p.failed(ctx, reasonDecode, "advance checkpoint", err)
@@ -334,7 +336,9 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 		p.inGap = false
 	}
 	if len(raws) >= p.cfg.PageSize {
-		return 0 // a full page: more are waiting
+		// A full page: more are waiting, to be fetched as soon as the
+		// rate-limit pacing allows.
+		return p.rl.wait(p.clock.Now())
 	}
 	p.setCaughtUp(start)
 	return p.cfg.PollInterval
@@ -443,9 +447,10 @@ func (p *Poller) checkGap() {
 		return
 	}
 	p.inGap, p.gapFrom = true, pos
-	p.m.gaps.Inc()
+	// Log before counting: whoever sees the counter move finds the interval logged.
 	p.log.Error("auth0 logs lost to retention: checkpoint is older than the retention window",
 		"lost_from", pos.UTC(), "lost_until", horizon.UTC(), "retention", p.cfg.Retention.String(), "checkpoint", p.cp)
+	p.m.gaps.Inc()
 }
 
 func (p *Poller) setPaused(full bool) {

@@ -322,10 +322,14 @@ func TestRetentionGap(t *testing.T) {
 		require.Equal(t, append(first, retained...), h.streamIDs(), "continues with the oldest retained logs")
 		require.Equal(t, 1.0, testutil.ToFloat64(p2.m.gaps))
 
-		// Further polls do not count the same gap again.
+		// Further polls do not count the same gap again, and newer
+		// events follow.
+		newer := h.addEvents(20, h.clock.Now(), time.Second)
 		later := h.clock.Now().Add(3 * testInterval)
 		h.drive("more polls", func() bool { return !h.clock.Now().Before(later) })
 		require.Equal(t, 1.0, testutil.ToFloat64(p2.m.gaps))
+		require.Equal(t, append(append(first, retained...), newer...), h.streamIDs())
+		require.Less(t, testutil.ToFloat64(p2.m.lag), (2 * testInterval).Seconds(), "caught up after the gap")
 
 		recs := h.logRecords("auth0 logs lost to retention: checkpoint is older than the retention window")
 		require.Len(t, recs, 1)
@@ -334,7 +338,15 @@ func TestRetentionGap(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, cpTime.Format(time.RFC3339), recs[0]["lost_from"])
 		require.Equal(t, restartAt.Add(-DefaultRetention).Format(time.RFC3339), recs[0]["lost_until"])
-		require.Len(t, h.logRecords("auth0 polling resumed after a retention gap; logs in between are lost"), 1)
+		resumed := h.logRecords("auth0 polling resumed after a retention gap; logs in between are lost")
+		require.Len(t, resumed, 1)
+		require.Equal(t, recs[0]["lost_from"], resumed[0]["lost_from"])
+		resumedAt, err := time.Parse(time.RFC3339, resumed[0]["resumed_at"].(string))
+		require.NoError(t, err)
+		firstKept, err := auth0log.IDTime(retained[0])
+		require.NoError(t, err)
+		require.False(t, resumedAt.Before(restartAt.Add(-DefaultRetention)), "resumes within the retention window")
+		require.False(t, resumedAt.After(firstKept), "resumes at the oldest retained log")
 	})
 
 	t.Run("quiet tenant is no gap", func(t *testing.T) {
@@ -635,6 +647,12 @@ func TestRateLimitState(t *testing.T) {
 			status: 200, remaining: 3, want429: 5 * time.Second},
 		{name: "bucket empty waits for reset", h: hdr("X-RateLimit-Remaining", "0", "X-RateLimit-Reset", reset(7*time.Second)),
 			status: 200, wantWait: 7 * time.Second, want429: 7 * time.Second},
+		{name: "at the floor waits for reset", h: hdr("X-RateLimit-Limit", "10", "X-RateLimit-Remaining", "2", "X-RateLimit-Reset", reset(2*time.Second)),
+			status: 200, remaining: 2, wantWait: 2 * time.Second, want429: 2 * time.Second},
+		{name: "below the floor, rate unknown: probe at reset", h: hdr("X-RateLimit-Limit", "10", "X-RateLimit-Remaining", "1", "X-RateLimit-Reset", reset(time.Second)),
+			status: 200, remaining: 1, wantWait: time.Second, want429: time.Second},
+		{name: "one above the floor", h: hdr("X-RateLimit-Limit", "50", "X-RateLimit-Remaining", "11", "X-RateLimit-Reset", reset(time.Second)),
+			status: 200, remaining: 11, want429: time.Second},
 		{name: "empty, reset passed", h: hdr("X-RateLimit-Remaining", "0", "X-RateLimit-Reset", reset(-time.Second)),
 			status: 200, want429: minRateLimitWait},
 		{name: "429 until reset", h: hdr("X-RateLimit-Remaining", "0", "X-RateLimit-Reset", reset(4*time.Second)),
@@ -649,8 +667,8 @@ func TestRateLimitState(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			rl := newRateLimit(time.Second)
-			rl.observe(tc.h, tc.status, now)
+			rl := newRateLimit(DefaultRateLimitShare, time.Second)
+			rl.observe(tc.h, tc.status, now, now, rl.sending())
 			require.Equal(t, tc.wantWait, rl.wait(now))
 			require.Equal(t, tc.want429, rl.after429(now))
 			if rem, ok := rl.remainingRequests(); ok {

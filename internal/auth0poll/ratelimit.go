@@ -1,6 +1,7 @@
 package auth0poll
 
 import (
+	"math"
 	"net/http"
 	"strconv"
 	"sync"
@@ -19,38 +20,131 @@ const (
 	// or far-skewed reset time cannot stall polling for long; the actual
 	// bound is the larger of this and Config.MaxBackoff.
 	maxRateLimitWaitFloor = time.Minute
+	// maxMarks bounds the observations kept for measuring the refill rate.
+	maxMarks = 256
+	// minMeasuredTokens is how many refilled tokens a measurement of the
+	// refill rate must rest on. A measurement is off by less than one token
+	// (x-ratelimit-remaining is a whole number), so by less than 1/32 ≈ 3 %.
+	minMeasuredTokens = 32
+	// tokenEpsilon absorbs float rounding in token arithmetic.
+	tokenEpsilon = 1e-9
 )
 
-// rateLimit is what the logs API last said about its token bucket
-// (x-ratelimit-limit, -remaining, -reset, and Retry-After on a 429). The
-// transport writes it on every response; the poller reads it before each
-// request. Basic pacing: wait for the reset when the bucket is empty or a
-// request was refused. It is its own type so that budget-sharing pacing can
-// grow here without touching the poll loop.
+// rateLimit mirrors the tenant's rate-limit bucket for logs requests from
+// the x-ratelimit-limit, -remaining and -reset headers of every response
+// (and Retry-After on a 429), and paces the poller within its share of it.
+// The transport feeds it every response; the poller asks it before each
+// request how long to wait.
+//
+// Auth0's bucket holds limit tokens and refills continuously at a rate the
+// headers do not state; every client of the tenant's Management API draws
+// on it. The pacing keeps two rules, with share = Config.RateLimitShare:
+//
+//  1. Floor: a request is sent only when the bucket will still hold
+//     ⌈(1 − share) × limit⌉ tokens after it, so other clients always find
+//     that much. The bucket is known to hold x-ratelimit-remaining at the
+//     last response, one more token once x-ratelimit-reset has passed, and
+//     remaining + refill × elapsed once the refill rate is measured.
+//  2. Share: once the refill rate is measured, requests are spaced by a
+//     bucket of our own holding share × limit tokens and refilled at
+//     share × the refill rate, so that over any longer stretch the poller
+//     uses at most that share of the refill.
+//
+// The refill rate is measured, never configured. Let N be the tokens in the
+// bucket plus every token our own requests took: N grows by the refill, and
+// only other clients' requests and a full bucket (which drops the refill)
+// hold it back. At each response N lies within [remaining + taken,
+// remaining + taken + 1) — exactly remaining + taken when the bucket was
+// full — where taken counts our requests Auth0 had surely handled (for the
+// low end) or possibly handled (for the high end, those still in flight
+// included: Backfill may run beside Run). So for two responses A before B,
+// (N_low(B) − N_high(A)) divided by the time from sending A to receiving B
+// is a lower bound of the refill rate, whatever other clients did. The
+// estimate is the best such bound resting on at least minMeasuredTokens
+// tokens. Bounds are taken only where the bucket ran low (B's remaining in
+// the lower half of what lies above the floor): a bucket that stays near
+// full shows only that the refill keeps up with the demand, and then there
+// is nothing to pace. Until the rate is measured only the floor applies;
+// draining a backlog measures it within about minMeasuredTokens tokens'
+// refill (some 20 s at 100 requests a minute). As the estimate is a lower
+// bound, the poller errs towards leaving more to the others: with other
+// clients busy while it measures, it measures what they leave. A change of
+// x-ratelimit-limit (another plan) starts the measurement over.
 type rateLimit struct {
+	share   float64
 	maxWait time.Duration
 
 	mu        sync.Mutex
 	known     bool      // a response carried x-ratelimit-remaining
-	limit     int64     // bucket size
+	limit     int64     // bucket size; 0 = unknown
 	remaining int64     // requests left in the bucket
 	reset     time.Time // when the bucket refills (zero if unknown)
 	limited   bool      // the last response was a 429
 	retryAt   time.Time // Retry-After of that 429 (zero if none)
+	at        time.Time // when the last response arrived
+
+	taken    int64   // our answered requests that took a token, ever
+	inflight int64   // our requests sent and not answered yet
+	marks    []mark  // recent responses, oldest first, at most maxMarks
+	refill   float64 // measured refill rate (tokens/s, a lower bound); 0 = not yet
+
+	// Our share, once refill is measured: a bucket of share × limit
+	// tokens refilled at share × refill.
+	allowance   float64
+	allowanceAt time.Time
 }
 
-func newRateLimit(maxBackoff time.Duration) *rateLimit {
-	return &rateLimit{maxWait: max(maxBackoff, maxRateLimitWaitFloor)}
+// mark is one response as the start of a measurement window.
+type mark struct {
+	sent time.Time // when the request was sent: Auth0 answered after it
+	high float64   // upper bound of N (bucket + our taken tokens) then
 }
 
-// observe records the rate-limit headers of one response.
-func (r *rateLimit) observe(h http.Header, status int, now time.Time) {
+func newRateLimit(share float64, maxBackoff time.Duration) *rateLimit {
+	return &rateLimit{share: share, maxWait: max(maxBackoff, maxRateLimitWaitFloor)}
+}
+
+// sending records a request about to be sent. It returns the tokens our
+// answered requests had taken by then, for observe, which must follow
+// (or unanswered when the request got no answer).
+func (r *rateLimit) sending() (takenBefore int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if v, err := strconv.ParseInt(h.Get("X-RateLimit-Limit"), 10, 64); err == nil {
+	r.inflight++
+	return r.taken
+}
+
+// unanswered records that a request sent got no answer.
+func (r *rateLimit) unanswered() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inflight--
+}
+
+// observe records the rate-limit headers of one response to a request sent
+// at sent, when our answered requests had taken takenBefore tokens, and
+// answered at now.
+func (r *rateLimit) observe(h http.Header, status int, sent, now time.Time, takenBefore int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.inflight--
+	// Every answer but a 429 took a token from the bucket.
+	took := status != http.StatusTooManyRequests
+	if took {
+		r.taken++
+		if r.refill > 0 {
+			r.settleAllowance(now)
+			r.allowance--
+		}
+	}
+	if v, err := strconv.ParseInt(h.Get("X-RateLimit-Limit"), 10, 64); err == nil && v > 0 {
+		if r.limit != 0 && v != r.limit {
+			// Another bucket: measure it afresh.
+			r.marks, r.refill = nil, 0
+		}
 		r.limit = v
 	}
-	if v, err := strconv.ParseInt(h.Get("X-RateLimit-Remaining"), 10, 64); err == nil {
+	if v, err := strconv.ParseInt(h.Get("X-RateLimit-Remaining"), 10, 64); err == nil && v >= 0 {
 		r.known, r.remaining = true, v
 	} else {
 		r.known = false
@@ -64,6 +158,71 @@ func (r *rateLimit) observe(h http.Header, status int, now time.Time) {
 	if r.limited {
 		r.retryAt = parseRetryAfter(h.Get("Retry-After"), now)
 	}
+	r.at = now
+	if r.known && r.limit > 0 {
+		r.measure(took, sent, now, takenBefore)
+	}
+}
+
+// measure adds the last response to the refill measurement.
+func (r *rateLimit) measure(took bool, sent, now time.Time, takenBefore int64) {
+	full := r.limit
+	surely := takenBefore // handled before this request was
+	if took {
+		full-- // right after our request the bucket holds at most limit − 1
+		surely++
+	}
+	// N when Auth0 answered: at least remaining plus the tokens surely
+	// taken by then; at most remaining (+1 unless the bucket was full)
+	// plus every token we may have taken, those in flight included.
+	low := float64(r.remaining + surely)
+	high := float64(r.remaining + r.taken + r.inflight)
+	if r.remaining < full {
+		high++
+	}
+	if floor := r.floor(); 2*(r.remaining-floor) < r.limit-floor {
+		for _, m := range r.marks {
+			dt := now.Sub(m.sent).Seconds()
+			tokens := low - m.high
+			if dt <= 0 || tokens < minMeasuredTokens {
+				continue
+			}
+			if rate := tokens / dt; rate > r.refill {
+				if r.refill == 0 {
+					// Pacing starts now, with nothing saved up.
+					r.allowance, r.allowanceAt = 0, now
+				}
+				r.settleAllowance(now)
+				r.refill = rate
+			}
+		}
+	}
+	if len(r.marks) == maxMarks {
+		r.marks = append(r.marks[:0], r.marks[1:]...)
+	}
+	r.marks = append(r.marks, mark{sent: sent, high: high})
+}
+
+// settleAllowance adds our share of the refill since the last settlement.
+func (r *rateLimit) settleAllowance(now time.Time) {
+	if el := now.Sub(r.allowanceAt).Seconds(); el > 0 {
+		r.allowance = min(r.allowance+el*r.share*r.refill, r.allowanceCap())
+	}
+	r.allowanceAt = now
+}
+
+func (r *rateLimit) allowanceCap() float64 {
+	return max(1, r.share*float64(r.limit))
+}
+
+// floor returns the tokens the bucket keeps for other clients:
+// ⌈(1 − share) × limit⌉, at most limit − 1.
+func (r *rateLimit) floor() int64 {
+	if r.limit <= 0 {
+		return 0
+	}
+	f := int64(math.Ceil((1-r.share)*float64(r.limit) - tokenEpsilon))
+	return min(max(f, 0), r.limit-1)
 }
 
 // remainingRequests returns the last x-ratelimit-remaining, if any.
@@ -73,16 +232,57 @@ func (r *rateLimit) remainingRequests() (int64, bool) {
 	return r.remaining, r.known
 }
 
+// refillRate returns the measured refill rate in requests per second, 0
+// while not measured.
+func (r *rateLimit) refillRate() float64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.refill
+}
+
 // wait returns how long to hold off before the next request: until the
-// reset when the last response left the bucket empty, zero otherwise.
+// bucket holds a token above the floor, and, once the refill rate is
+// measured, until our share allows another request. Zero when the last
+// response carried no rate-limit headers.
 func (r *rateLimit) wait(now time.Time) time.Duration {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.limited || !r.known || r.remaining > 0 || r.reset.IsZero() {
+	var d float64 // seconds
+	if r.known && !r.limited {
 		// A 429 is waited out by after429, right when it happens.
+		d = r.floorWait(now)
+	}
+	if r.refill > 0 {
+		r.settleAllowance(now)
+		if short := 1 - r.allowance; short > tokenEpsilon {
+			d = max(d, short/(r.share*r.refill))
+		}
+	}
+	return r.clamp(time.Duration(math.Ceil(d * float64(time.Second))))
+}
+
+// floorWait returns the seconds until the bucket holds floor + 1 tokens.
+func (r *rateLimit) floorWait(now time.Time) float64 {
+	short := float64(r.floor()+1-r.remaining) - tokenEpsilon
+	if short <= 0 {
 		return 0
 	}
-	return r.clamp(r.reset.Sub(now))
+	best := math.Inf(1)
+	if r.refill > 0 {
+		best = r.at.Sub(now).Seconds() + short/r.refill
+	}
+	if short <= 1 || r.refill == 0 {
+		// One more token is there by the reset. Without a measured rate
+		// and further below the floor, the request at the reset is a
+		// probe: nothing else tells when the bucket has refilled.
+		switch {
+		case !r.reset.IsZero():
+			best = min(best, r.reset.Sub(now).Seconds())
+		case r.refill == 0:
+			best = min(best, minRateLimitWait.Seconds())
+		}
+	}
+	return max(best, 0)
 }
 
 // after429 returns how long to wait after a 429: until Retry-After or the
@@ -123,19 +323,24 @@ type transport struct {
 	rl        *rateLimit
 	requests  map[string]prometheus.Counter // by code class
 	remaining prometheus.Gauge
+	refill    prometheus.Gauge
 }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	sent := t.clock.Now()
+	takenBefore := t.rl.sending()
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
+		t.rl.unanswered()
 		t.requests[codeError].Inc()
 		return resp, err
 	}
 	t.requests[codeClass(resp.StatusCode)].Inc()
-	t.rl.observe(resp.Header, resp.StatusCode, t.clock.Now())
+	t.rl.observe(resp.Header, resp.StatusCode, sent, t.clock.Now(), takenBefore)
 	if rem, ok := t.rl.remainingRequests(); ok {
 		t.remaining.Set(float64(rem))
 	}
+	t.refill.Set(t.rl.refillRate())
 	return resp, nil
 }
 

@@ -54,6 +54,8 @@ type Bolt struct {
 	cursors map[string]streamID // group → Reclaim cursor
 	notes   map[streamID]string // failure reasons not yet written
 	wake    chan struct{}       // closed (and replaced) when entries are added
+
+	resident residentFile // bounds the mapped file pages kept resident
 }
 
 // boltFileName is the tenant's buffer file in the data dir.
@@ -85,7 +87,7 @@ func OpenBolt(dir string, cfg Config, deps Deps) (*Bolt, error) {
 		FreelistType:   bbolt.FreelistMapType,
 	})
 	if errors.Is(err, bolterrors.ErrTimeout) {
-		return nil, fmt.Errorf("open buffer: data dir %s is in use by another authpipe (%s stayed locked for %s)", dir, path, BoltLockTimeout)
+		return nil, inUseError{fmt.Sprintf("open buffer: data dir %s is in use by another authpipe (%s stayed locked for %s)", dir, path, BoltLockTimeout)}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open buffer file %s: %w", path, err)
@@ -461,6 +463,11 @@ func (b *Bolt) readNew(ctx context.Context, name, consumer string, count int) ([
 	if err != nil {
 		return nil, fmt.Errorf("read group %s: %w", name, err)
 	}
+	n := 0
+	for _, e := range out {
+		n += len(e.Raw)
+	}
+	b.resident.noteRead(b.db, n)
 	return out, nil
 }
 
@@ -923,30 +930,10 @@ func (b *Bolt) deadLetterTx(tx *bbolt.Tx, g group, k []byte, rec pelRecord, e En
 	return deadLettered{id: id.String(), logID: logID, kind: kind, deliveries: deliveries}, nil
 }
 
-// DeadLetters lists up to count dead letters, oldest first.
-func (b *Bolt) DeadLetters(_ context.Context, count int) ([]DeadLetter, error) {
-	if count <= 0 {
-		count = defaultCount
-	}
-	var out []DeadLetter
-	err := b.view(func(tx *bbolt.Tx) error {
-		c := tx.Bucket(bktDLQ).Cursor()
-		for k, v := c.First(); k != nil && len(out) < count; k, v = c.Next() {
-			var d boltDeadLetter
-			if err := json.Unmarshal(v, &d); err != nil {
-				return fmt.Errorf("dead letter %s: %w", mustID(k), err)
-			}
-			out = append(out, DeadLetter{
-				ID: mustID(k).String(), StreamID: d.StreamID, LogID: d.LogID, Raw: d.Raw,
-				Reason: d.Reason, Deliveries: d.Deliveries, FailedAt: time.UnixMilli(d.FailedAt).UTC(),
-			})
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("list dead letters: %w", err)
-	}
-	return out, nil
+// DeadLetters lists up to count dead letters, oldest first
+// (DeadLettersAfter pages on).
+func (b *Bolt) DeadLetters(ctx context.Context, count int) ([]DeadLetter, error) {
+	return b.DeadLettersAfter(ctx, "", count)
 }
 
 // Trim removes stream entries older than the retention, but never one still

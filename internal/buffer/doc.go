@@ -31,11 +31,22 @@
 //     silently, so this bound is what keeps the contract.) A pending entry
 //     found deleted anyway is counted in authpipe_buffer_lost_total and
 //     logged at error: that counter must stay 0.
+//   - Fenced appends. With replicas, only the holder of a tenant's poller
+//     lease may move the checkpoint: AppendFenced checks, inside the same
+//     script and before its first write, that the writer's fencing token is
+//     still the lease's current one (the lease's :fence counter, under the
+//     tenant's hash tag). A poller that lost its lease — stalled past the
+//     TTL, cut off from Redis — gets ErrFenced and writes nothing, so two
+//     pollers never both write, even with a request already in flight.
 //   - Dead letters keep their reason. An entry delivered more than
 //     MaxDeliveries times, or given up by its consumer (DeadLetter), moves to
 //     the tenant's dead-letter stream with its log_id, raw event, reason,
 //     delivery count and time, and leaves the group's pending list in the same
-//     script. Dead letters are never trimmed by this package.
+//     script. Dead letters are never trimmed by this package: an operator
+//     lists them (DeadLettersAfter pages on), replays them
+//     (ReplayDeadLetters: the raw event back into the stream as a new entry
+//     with its log_id, removed from the dead letters in the same script or
+//     transaction) or drops them (DropDeadLetters); see dlq.go.
 //
 // Keys. Every key of a tenant shares one hash tag, authpipe:{tenant}:<name>,
 // so every script and transaction also works on Redis Cluster; every script
@@ -47,6 +58,8 @@
 //	authpipe:{t}:dlq         dead letters; fields id, raw, reason, deliveries,
 //	                         failed_at (Unix ms), stream_id
 //	authpipe:{t}:reasons     hash stream entry id → the consumer's last failure
+//	authpipe:{t}:lease:poller(:fence)  the poller lease and its fencing
+//	                         counter (package lease), read by AppendFenced
 //
 // Embedded backend. Bolt keeps a tenant's buffer in one bbolt file,
 // buffer-<tenant>.db in the data dir (AUTHPIPE_DATA_DIR), with the same

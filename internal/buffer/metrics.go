@@ -56,6 +56,8 @@ type bufferMetrics struct {
 	deadLetters *prometheus.CounterVec
 	trimmed     prometheus.Counter
 	lost        prometheus.Counter
+	replayed    prometheus.Counter
+	dropped     prometheus.Counter
 }
 
 // newMetrics registers the tenant's counters. The tenant is a constant
@@ -80,6 +82,14 @@ func newMetrics(reg prometheus.Registerer, stages *metrics.Stages, tenant string
 		lost: f.NewCounter(prometheus.CounterOpts{
 			Name: "authpipe_buffer_lost_total", ConstLabels: tl,
 			Help: "Pending entries found deleted from the stream before acknowledgement. Must stay 0.",
+		}),
+		replayed: f.NewCounter(prometheus.CounterOpts{
+			Name: "authpipe_dead_letters_replayed_total", ConstLabels: tl,
+			Help: "Dead letters re-appended to the stream by an operator (authpipe dlq replay, admin API).",
+		}),
+		dropped: f.NewCounter(prometheus.CounterOpts{
+			Name: "authpipe_dead_letters_dropped_total", ConstLabels: tl,
+			Help: "Dead letters deleted for good by an operator (authpipe dlq drop, admin API).",
 		}),
 	}
 	for _, k := range reasonKinds {

@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
@@ -69,6 +69,7 @@ type Redis struct {
 	log    *slog.Logger
 	clock  clockwork.Clock
 	m      *bufferMetrics
+	fenced prometheus.Counter // appends refused by the fencing token
 
 	stream, checkpoint, seen, dlq, reasons string
 
@@ -103,6 +104,7 @@ func NewRedis(client redis.UniversalClient, cfg Config, deps Deps) (*Redis, erro
 		return nil, err
 	}
 	b.m = newMetrics(deps.Registerer, deps.Stages, cfg.Tenant)
+	b.fenced = newFenceCounter(deps.Registerer, cfg.Tenant)
 	return b, nil
 }
 
@@ -145,13 +147,26 @@ func (b *Redis) Checkpoint(ctx context.Context) (string, error) {
 // unless it would move backwards ("" leaves it as is). On error nothing was
 // written. It returns how many logs were new.
 func (b *Redis) Append(ctx context.Context, logs []auth0log.Log, checkpoint string) (int, error) {
+	return b.appendPage(ctx, logs, checkpoint, nil)
+}
+
+// appendPage is Append, fenced when fence is not nil (see AppendFenced).
+func (b *Redis) appendPage(ctx context.Context, logs []auth0log.Log, checkpoint string, fence *Fence) (int, error) {
 	b.m.stage.Received.Add(float64(len(logs)))
 	if checkpoint != "" {
 		if err := auth0log.ValidateID(checkpoint); err != nil {
 			return 0, fmt.Errorf("append page: checkpoint: %w", err)
 		}
 	}
-	args := make([]any, 0, 2+3*len(logs))
+	script, keys := appendScript, []string{b.stream, b.seen, b.checkpoint}
+	args := make([]any, 0, 3+3*len(logs))
+	if fence != nil {
+		if err := b.checkFence(*fence); err != nil {
+			return 0, err
+		}
+		script, keys = fencedAppendScript, append(keys, fence.Key)
+		args = append(args, fence.Token)
+	}
 	args = append(args, checkpoint, len(logs))
 	for i, l := range logs {
 		if err := auth0log.ValidateID(l.ID); err != nil {
@@ -166,8 +181,14 @@ func (b *Redis) Append(ctx context.Context, logs []auth0log.Log, checkpoint stri
 		}
 		args = append(args, l.ID, t.UnixMilli(), []byte(l.Raw))
 	}
-	res, err := appendScript.Run(ctx, b.client, []string{b.stream, b.seen, b.checkpoint}, args...).Int64Slice()
+	res, err := script.Run(ctx, b.client, keys, args...).Int64Slice()
 	if err != nil {
+		if fence != nil && strings.HasPrefix(err.Error(), "FENCED ") {
+			b.fenced.Inc()
+			b.log.Warn("append refused: the writer's lease was taken over; nothing written",
+				"token", fence.Token, "checkpoint", checkpoint)
+			return 0, fmt.Errorf("append page of %d logs: %w: %s", len(logs), ErrFenced, strings.TrimPrefix(err.Error(), "FENCED "))
+		}
 		return 0, fmt.Errorf("append page of %d logs: %w", len(logs), err)
 	}
 	if len(res) != 2 {
@@ -470,31 +491,10 @@ func (b *Redis) deadLetter(ctx context.Context, group string, e Entry, reason, m
 	return true, nil
 }
 
-// DeadLetters lists up to count dead letters, oldest first.
+// DeadLetters lists up to count dead letters, oldest first
+// (DeadLettersAfter pages on).
 func (b *Redis) DeadLetters(ctx context.Context, count int) ([]DeadLetter, error) {
-	if count <= 0 {
-		count = defaultCount
-	}
-	msgs, err := b.client.XRangeN(ctx, b.dlq, "-", "+", int64(count)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("list dead letters: %w", err)
-	}
-	out := make([]DeadLetter, 0, len(msgs))
-	for _, msg := range msgs {
-		d := DeadLetter{
-			ID:       msg.ID,
-			StreamID: str(msg.Values["stream_id"]),
-			LogID:    str(msg.Values["id"]),
-			Raw:      []byte(str(msg.Values["raw"])),
-			Reason:   str(msg.Values["reason"]),
-		}
-		d.Deliveries, _ = strconv.ParseInt(str(msg.Values["deliveries"]), 10, 64)
-		if ms, err := strconv.ParseInt(str(msg.Values["failed_at"]), 10, 64); err == nil {
-			d.FailedAt = time.UnixMilli(ms).UTC()
-		}
-		out = append(out, d)
-	}
-	return out, nil
+	return b.DeadLettersAfter(ctx, "", count)
 }
 
 // Trim removes stream entries older than the retention, but never one still

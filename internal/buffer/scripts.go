@@ -11,7 +11,26 @@ import "github.com/redis/go-redis/v9"
 //
 // Everything that could fail is checked before the first write: a Lua script
 // is not rolled back when a command fails halfway.
-var appendScript = redis.NewScript(`#!lua
+var appendScript = redis.NewScript("#!lua\nlocal o = 0\n" + appendBody)
+
+// fencedAppendScript is appendScript for the holder of a lease: it writes
+// only while the holder's fencing token is still the lease's current one.
+//
+// KEYS: stream, seen, checkpoint, the lease's fencing-token key.
+// ARGV: the holder's token, then appendScript's ARGV.
+// A token that is not the current one (a newer holder acquired the lease)
+// fails with a FENCED error before anything is written.
+var fencedAppendScript = redis.NewScript(`#!lua
+local o = 1
+local fence = redis.call('GET', KEYS[4])
+if fence ~= ARGV[1] then
+  if not fence then fence = 'none' end
+  return redis.error_reply('FENCED lease token ' .. ARGV[1] .. ' is not the current one (' .. fence .. ')')
+end
+` + appendBody)
+
+// appendBody is the body of both append scripts; ARGV starts at o+1.
+const appendBody = `
 local function isid(s)
   return type(s) == 'string' and #s == 56 and s:sub(1, 3) == '900' and not s:find('%D')
 end
@@ -30,12 +49,12 @@ if wrongtype(KEYS[1], 'stream') then return redis.error_reply('WRONGTYPE stream 
 if wrongtype(KEYS[2], 'zset') then return redis.error_reply('WRONGTYPE seen key does not hold a sorted set') end
 if wrongtype(KEYS[3], 'string') then return redis.error_reply('WRONGTYPE checkpoint key does not hold a string') end
 
-local cp = ARGV[1]
+local cp = ARGV[o + 1]
 if cp ~= '' and not isid(cp) then return redis.error_reply('ERR checkpoint is not a log_id') end
-local n = tonumber(ARGV[2])
-if not n or #ARGV ~= 2 + 3 * n then return redis.error_reply('ERR page arguments do not match the log count') end
+local n = tonumber(ARGV[o + 2])
+if not n or #ARGV ~= o + 2 + 3 * n then return redis.error_reply('ERR page arguments do not match the log count') end
 for i = 0, n - 1 do
-  local base = 3 + 3 * i
+  local base = o + 3 + 3 * i
   if not isid(ARGV[base]) then return redis.error_reply('ERR log ' .. i .. ': log_id is not valid') end
   if not tonumber(ARGV[base + 1]) then return redis.error_reply('ERR log ' .. i .. ': score is not a number') end
   if #ARGV[base + 2] == 0 then return redis.error_reply('ERR log ' .. i .. ': raw event is empty') end
@@ -46,7 +65,7 @@ if cur and not isid(cur) then return redis.error_reply('ERR stored checkpoint is
 -- No command below can fail on its inputs or key types.
 local added = 0
 for i = 0, n - 1 do
-  local base = 3 + 3 * i
+  local base = o + 3 + 3 * i
   if redis.call('ZADD', KEYS[2], 'NX', ARGV[base + 1], ARGV[base]) == 1 then
     redis.call('XADD', KEYS[1], '*', 'id', ARGV[base], 'raw', ARGV[base + 2])
     added = added + 1
@@ -62,7 +81,7 @@ if cp ~= '' then
   end
 end
 return {added, moved}
-`)
+`
 
 // deadLetterScript moves one pending entry to the dead-letter stream.
 //

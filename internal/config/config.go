@@ -12,6 +12,13 @@
 // Precedence, lowest first: Default(), the YAML file named by AUTHPIPE_CONFIG,
 // environment variables. An empty value counts as unset. A secret may also be
 // read from the file named by <NAME>_FILE (Docker and Kubernetes secrets).
+// Several tenants: the file may list tenants (tenants:), each with its own
+// name, Auth0 settings and Segment write key; what a tenant leaves unset is
+// the top-level value. AllTenants lists them (or the one tenant of the
+// top-level settings), ForTenant gives one tenant's view of the whole
+// configuration. REDIS_URL may name one server, Sentinel or Cluster
+// (RedisOptions).
+//
 // CONFIGURATION.md at the repository root lists every setting.
 package config
 
@@ -30,8 +37,11 @@ const EnvConfig = "AUTHPIPE_CONFIG"
 type Config struct {
 	File            string        // path given by AUTHPIPE_CONFIG ("" if none)
 	Tenant          string        // AUTHPIPE_TENANT: names the tenant's Redis keys and metric labels
+	Tenants         []Tenant      // the file's tenants list; empty: the one tenant above (see AllTenants)
 	Auth0           Auth0         // where the logs come from
 	Segment         Segment       // where they go
+	Forward         Forward       // which events are forwarded to Segment
+	PII             PII           // what personal data leaves for Segment
 	Redis           Redis         // the durable buffer
 	Buffer          Buffer        // buffer limits and consumer identity
 	Listen          string        // AUTHPIPE_LISTEN: address of /metrics and the probes
@@ -41,11 +51,15 @@ type Config struct {
 	AlertWebhookURL string        // AUTHPIPE_ALERT_WEBHOOK_URL: optional, generic alert webhook
 	HashKey         Secret        // AUTHPIPE_HASH_KEY: optional key for anonymousId hashing; see AnonymousIDKey
 	ShutdownTimeout time.Duration // AUTHPIPE_SHUTDOWN_TIMEOUT: bound on the ordered shutdown
+	LagAlertRatio   float64       // AUTHPIPE_LAG_ALERT_RATIO: share of the log retention at which the lag alert fires
 	LogLevel        string        // AUTHPIPE_LOG_LEVEL: debug, info, warn or error
 	LogFormat       string        // AUTHPIPE_LOG_FORMAT: json or text
+	Admin           Admin         // the admin API under /api/v1/; off unless configured
 }
 
-// Auth0 configures the Auth0 Management API client and poller.
+// Auth0 configures the Auth0 Management API client and poller. A tenant of
+// the tenants list may set every auth0.* setting for itself, so each must
+// store into this struct (see Tenant).
 type Auth0 struct {
 	// Domain is a bare host ("tenant.eu.auth0.com", HTTPS), an https:// URL,
 	// or an http:// URL for plain HTTP to a local simulator.
@@ -56,6 +70,7 @@ type Auth0 struct {
 	PollInterval   time.Duration // pause between polls once caught up
 	RequestTimeout time.Duration // per HTTP request
 	PageSize       int           // logs per request (take), 1..100
+	RateLimitShare float64       // largest share of the tenant's logs rate limit to use, (0, 1]
 }
 
 // Insecure reports whether Domain asks for plain HTTP (a local simulator).
@@ -82,6 +97,22 @@ type Segment struct {
 	MaxInFlight   int           // messages handed to Segment and not yet acknowledged
 }
 
+// Forward selects, by Auth0 log type code, the events forwarded to Segment.
+// Filtered events are acknowledged unsent; threshold checks still see them.
+type Forward struct {
+	IncludeTypes []string // forward only these types; empty: every type
+	ExcludeTypes []string // never forward these types; wins over IncludeTypes
+}
+
+// PII says, per kind of personal data, what leaves for Segment: "keep",
+// "hash" (keyed by AnonymousIDKey) or "drop". user_id is always kept.
+type PII struct {
+	UserName  string // user_name fields; an e-mail address also follows Email
+	Email     string // e-mail addresses anywhere in the event
+	IP        string // ip fields and IP addresses anywhere; location_info follows
+	UserAgent string // user_agent fields
+}
+
 // Redis configures the Redis Streams buffer.
 type Redis struct {
 	// URL is redis:// or rediss://, possibly with a password. Empty selects
@@ -95,6 +126,7 @@ type Buffer struct {
 	MaxDeliveries int           // attempts before an entry is dead-lettered
 	ReclaimIdle   time.Duration // pending this long without progress → reclaimed by another consumer
 	Consumer      string        // consumer name in the Redis consumer group
+	LeaseTTL      time.Duration // lease period of each tenant's poller lease and of the threshold scheduler lease
 }
 
 // Default returns the configuration used for every setting left unset.
@@ -112,6 +144,7 @@ func Default() Config {
 			PollInterval:   10 * time.Second,
 			RequestTimeout: 30 * time.Second,
 			PageSize:       100,
+			RateLimitShare: 0.8,
 		},
 		Segment: Segment{
 			Endpoint:      "https://api.segment.io",
@@ -119,18 +152,22 @@ func Default() Config {
 			FlushInterval: time.Second,
 			MaxInFlight:   10000,
 		},
+		PII: PII{UserName: "hash", Email: "hash", IP: "hash", UserAgent: "hash"},
 		Buffer: Buffer{
 			MaxEvents:     2000000,
 			MaxDeliveries: 10,
 			ReclaimIdle:   60 * time.Second,
 			Consumer:      host,
+			LeaseTTL:      15 * time.Second,
 		},
 		Listen:          ":9464",
 		DataDir:         "./data",
 		RulesPath:       "alerts/thresholds.yml",
 		ShutdownTimeout: 8 * time.Second,
+		LagAlertRatio:   0.5,
 		LogLevel:        "info",
 		LogFormat:       "json",
+		Admin:           Admin{AuditLog: "stdout", AuditRetention: 720 * time.Hour},
 	}
 }
 
@@ -168,10 +205,14 @@ func (e *Error) Error() string {
 func (c *Config) Validate() error {
 	var problems []string
 	for _, s := range settings() {
+		if len(c.Tenants) > 0 && (topLevelOnly[s.env] || s.env == "SEGMENT_WRITE_KEY" && s.empty(c)) {
+			continue // each tenant brings its own
+		}
 		if msg := s.validate(c); msg != "" {
 			problems = append(problems, s.describe(msg, s.env))
 		}
 	}
+	problems = append(problems, c.validateTenants()...)
 	if len(problems) > 0 {
 		return &Error{Problems: problems}
 	}

@@ -91,6 +91,7 @@ func TestLoadDefaults(t *testing.T) {
 			PollInterval:   10 * time.Second,
 			RequestTimeout: 30 * time.Second,
 			PageSize:       100,
+			RateLimitShare: 0.8,
 		},
 		Segment: Segment{
 			WriteKey:      "S3cr3t-write",
@@ -104,13 +105,17 @@ func TestLoadDefaults(t *testing.T) {
 			MaxDeliveries: 10,
 			ReclaimIdle:   60 * time.Second,
 			Consumer:      host,
+			LeaseTTL:      15 * time.Second,
 		},
+		PII:             PII{UserName: "hash", Email: "hash", IP: "hash", UserAgent: "hash"},
 		Listen:          ":9464",
 		DataDir:         "./data",
 		RulesPath:       "alerts/thresholds.yml",
 		ShutdownTimeout: 8 * time.Second,
+		LagAlertRatio:   0.5,
 		LogLevel:        "info",
 		LogFormat:       "json",
+		Admin:           Admin{AuditLog: "stdout", AuditRetention: 720 * time.Hour},
 	}
 	require.Equal(t, want, *cfg)
 	require.Empty(t, cfg.File)
@@ -186,8 +191,8 @@ func TestLoadMalformed(t *testing.T) {
 		{"flush interval zero", "SEGMENT_FLUSH_INTERVAL", "0s", "SEGMENT_FLUSH_INTERVAL: 0s must be between 10ms and 5m"},
 		{"max in flight", "SEGMENT_MAX_IN_FLIGHT", "100001", "SEGMENT_MAX_IN_FLIGHT: 100001 must be between 1 and 100000"},
 
-		{"redis scheme", "REDIS_URL", "http://:S3cr3t@redis:6379", "REDIS_URL: must start with redis:// or rediss://" + redisHint},
-		{"redis host:port only", "REDIS_URL", "redis:6379", "REDIS_URL: must start with redis:// or rediss://" + redisHint},
+		{"redis scheme", "REDIS_URL", "http://:S3cr3t@redis:6379", "REDIS_URL: must start with redis:// or rediss:// (redis-sentinel:// or redis-cluster:// for Sentinel or Cluster)" + redisHint},
+		{"redis host:port only", "REDIS_URL", "redis:6379", "REDIS_URL: must start with redis:// or rediss:// (redis-sentinel:// or redis-cluster:// for Sentinel or Cluster)" + redisHint},
 		{"redis unencoded # in password", "REDIS_URL", "redis://:S3cr3t#pw@redis:6379/0", "REDIS_URL: not a valid URL; percent-encode special characters in the password" + redisHint},
 		{"redis unencoded / in password", "REDIS_URL", "redis://default:123/S3cr3t@redis:6379", "REDIS_URL: contains an @ after the host; percent-encode special characters in the password" + redisHint},
 		{"redis unencoded ? in password", "REDIS_URL", "redis://u:12?S3cr3t=x@redis", "REDIS_URL: contains an @ after the host; percent-encode special characters in the password" + redisHint},
@@ -205,6 +210,13 @@ func TestLoadMalformed(t *testing.T) {
 		{"reclaim idle example", "AUTHPIPE_RECLAIM_IDLE", "1 minute", `AUTHPIPE_RECLAIM_IDLE: "1 minute" is not a duration (e.g. 1m)`},
 		{"consumer with space", "AUTHPIPE_CONSUMER", "worker 1", "AUTHPIPE_CONSUMER: must not contain spaces or control characters"},
 		{"consumer too long", "AUTHPIPE_CONSUMER", strings.Repeat("c", 129), "AUTHPIPE_CONSUMER: must be at most 128 characters"},
+		{"lease ttl too short", "AUTHPIPE_LEASE_TTL", "500ms", "AUTHPIPE_LEASE_TTL: 500ms must be between 1s and 10m"},
+		{"rate limit share above 1", "AUTH0_RATE_LIMIT_SHARE", "1.5", "AUTH0_RATE_LIMIT_SHARE: 1.5 must be more than 0 and at most 1"},
+		{"rate limit share zero", "AUTH0_RATE_LIMIT_SHARE", "0", "AUTH0_RATE_LIMIT_SHARE: 0 must be more than 0 and at most 1"},
+		{"rate limit share percent", "AUTH0_RATE_LIMIT_SHARE", "80%", `AUTH0_RATE_LIMIT_SHARE: "80%" is not a decimal number (e.g. 0.8)`},
+		{"rate limit share NaN", "AUTH0_RATE_LIMIT_SHARE", "NaN", `AUTH0_RATE_LIMIT_SHARE: "NaN" is not a decimal number (e.g. 0.8)`},
+		{"lag alert ratio 1", "AUTHPIPE_LAG_ALERT_RATIO", "1", "AUTHPIPE_LAG_ALERT_RATIO: 1 must be more than 0 and less than 1"},
+		{"lag alert ratio negative", "AUTHPIPE_LAG_ALERT_RATIO", "-0.5", "AUTHPIPE_LAG_ALERT_RATIO: -0.5 must be more than 0 and less than 1"},
 
 		{"listen without port", "AUTHPIPE_LISTEN", "9464", `AUTHPIPE_LISTEN: "9464" is not host:port with a numeric port (e.g. :9464 or 127.0.0.1:9464)`},
 		{"listen port too big", "AUTHPIPE_LISTEN", ":99999", `AUTHPIPE_LISTEN: ":99999" is not host:port with a numeric port (e.g. :9464 or 127.0.0.1:9464)`},
@@ -219,6 +231,14 @@ func TestLoadMalformed(t *testing.T) {
 		{"shutdown not a duration", "AUTHPIPE_SHUTDOWN_TIMEOUT", "eight", `AUTHPIPE_SHUTDOWN_TIMEOUT: "eight" is not a duration (e.g. 8s)`},
 		{"log level", "AUTHPIPE_LOG_LEVEL", "verbose", `AUTHPIPE_LOG_LEVEL: "verbose" is not one of debug, info, warn, error`},
 		{"log format", "AUTHPIPE_LOG_FORMAT", "XML", `AUTHPIPE_LOG_FORMAT: "xml" is not one of json, text`},
+
+		{"include unknown type", "AUTHPIPE_FORWARD_INCLUDE_TYPES", "s,login", `AUTHPIPE_FORWARD_INCLUDE_TYPES: "login" is not an Auth0 log type code (e.g. s, f, fp, fu, fsa, slo)`},
+		{"exclude unknown types", "AUTHPIPE_FORWARD_EXCLUDE_TYPES", "zz, fsa ,yy", `AUTHPIPE_FORWARD_EXCLUDE_TYPES: "zz", "yy" are not Auth0 log type codes (e.g. s, f, fp, fu, fsa, slo)`},
+		{"exclude empty item", "AUTHPIPE_FORWARD_EXCLUDE_TYPES", "fsa,,slo", `AUTHPIPE_FORWARD_EXCLUDE_TYPES: "fsa,,slo" has an empty item: list log type codes separated by commas (e.g. fsa,slo)`},
+		{"pii user name", "AUTHPIPE_PII_USER_NAME", "mask", `AUTHPIPE_PII_USER_NAME: "mask" is not one of keep, hash, drop`},
+		{"pii email", "AUTHPIPE_PII_EMAIL", "hashed", `AUTHPIPE_PII_EMAIL: "hashed" is not one of keep, hash, drop`},
+		{"pii ip", "AUTHPIPE_PII_IP", "anonymize", `AUTHPIPE_PII_IP: "anonymize" is not one of keep, hash, drop`},
+		{"pii user agent", "AUTHPIPE_PII_USER_AGENT", "no", `AUTHPIPE_PII_USER_AGENT: "no" is not one of keep, hash, drop`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -299,6 +319,22 @@ func TestLoadAcceptedValues(t *testing.T) {
 		{"alertmanager with path prefix", "ALERTMANAGER_URL", "https://am.example.com/alertmanager", func(t *testing.T, c *Config) {
 			require.Equal(t, "https://am.example.com/alertmanager", c.AlertmanagerURL)
 		}},
+		{"include types trimmed, lower-cased, deduplicated", "AUTHPIPE_FORWARD_INCLUDE_TYPES", " s, FP ,fu,s ", func(t *testing.T, c *Config) {
+			require.Equal(t, []string{"s", "fp", "fu"}, c.Forward.IncludeTypes)
+			require.Empty(t, c.Forward.ExcludeTypes)
+		}},
+		{"exclude one type", "AUTHPIPE_FORWARD_EXCLUDE_TYPES", "fsa", func(t *testing.T, c *Config) {
+			require.Equal(t, []string{"fsa"}, c.Forward.ExcludeTypes)
+		}},
+		{"whole rate limit", "AUTH0_RATE_LIMIT_SHARE", "1", func(t *testing.T, c *Config) {
+			require.Equal(t, 1.0, c.Auth0.RateLimitShare)
+		}},
+		{"lag alert ratio", "AUTHPIPE_LAG_ALERT_RATIO", "0.25", func(t *testing.T, c *Config) {
+			require.Equal(t, 0.25, c.LagAlertRatio)
+		}},
+		{"pii case-insensitive", "AUTHPIPE_PII_IP", "Keep", func(t *testing.T, c *Config) {
+			require.Equal(t, PII{UserName: "hash", Email: "hash", IP: "keep", UserAgent: "hash"}, c.PII)
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -320,6 +356,7 @@ auth0:
   poll_interval: 20s
   request_timeout: 15s
   page_size: 50
+  rate_limit_share: 0.6
 segment:
   write_key: S3cr3t-file-write
   endpoint: https://events.eu1.segmentapis.com
@@ -333,6 +370,7 @@ buffer:
   max_deliveries: 5
   reclaim_idle: 2m
   consumer: file-consumer
+  lease_ttl: 30s
 listen: 127.0.0.1:9000
 data_dir: /var/lib/authpipe
 rules: /etc/authpipe/rules.yml
@@ -340,9 +378,25 @@ alertmanager_url: http://am:9093
 alert_webhook_url: https://hooks.example.com/x
 hash_key: S3cr3t-file-hash-key-0123456789
 shutdown_timeout: 20s
+lag_alert_ratio: 0.4
 log:
   level: debug
   format: text
+forward:
+  include_types: [s, f, FP, s]
+  exclude_types: fsa, slo
+pii:
+  user_name: keep
+  email: DROP
+  ip: keep
+  user_agent: drop
+admin:
+  audience: https://authpipe.example.com/admin
+  issuer: https://login.example.com/
+  jwks_url: https://login.example.com/keys.json
+  static_token: S3cr3t-file-static-token-0123456789abcdef
+  audit_log: /var/log/authpipe/audit.jsonl
+  audit_retention: 2160h
 `
 
 func TestLoadFile(t *testing.T) {
@@ -355,13 +409,16 @@ func TestLoadFile(t *testing.T) {
 		Auth0: Auth0{
 			Domain: "file.auth0.com", ClientID: "file-client", ClientSecret: "S3cr3t-file-client",
 			LogRetention: 240 * time.Hour, PollInterval: 20 * time.Second, RequestTimeout: 15 * time.Second, PageSize: 50,
+			RateLimitShare: 0.6,
 		},
 		Segment: Segment{
 			WriteKey: "S3cr3t-file-write", Endpoint: "https://events.eu1.segmentapis.com",
 			BatchSize: 100, FlushInterval: 2 * time.Second, MaxInFlight: 500,
 		},
+		Forward:         Forward{IncludeTypes: []string{"s", "f", "fp"}, ExcludeTypes: []string{"fsa", "slo"}},
+		PII:             PII{UserName: "keep", Email: "drop", IP: "keep", UserAgent: "drop"},
 		Redis:           Redis{URL: "redis://file-redis:6379/1"},
-		Buffer:          Buffer{MaxEvents: 1000, MaxDeliveries: 5, ReclaimIdle: 2 * time.Minute, Consumer: "file-consumer"},
+		Buffer:          Buffer{MaxEvents: 1000, MaxDeliveries: 5, ReclaimIdle: 2 * time.Minute, Consumer: "file-consumer", LeaseTTL: 30 * time.Second},
 		Listen:          "127.0.0.1:9000",
 		DataDir:         "/var/lib/authpipe",
 		RulesPath:       "/etc/authpipe/rules.yml",
@@ -369,8 +426,14 @@ func TestLoadFile(t *testing.T) {
 		AlertWebhookURL: "https://hooks.example.com/x",
 		HashKey:         "S3cr3t-file-hash-key-0123456789",
 		ShutdownTimeout: 20 * time.Second,
+		LagAlertRatio:   0.4,
 		LogLevel:        "debug",
 		LogFormat:       "text",
+		Admin: Admin{
+			Audience: "https://authpipe.example.com/admin", Issuer: "https://login.example.com/",
+			JWKSURL: "https://login.example.com/keys.json", StaticToken: "S3cr3t-file-static-token-0123456789abcdef",
+			AuditLog: "/var/log/authpipe/audit.jsonl", AuditRetention: 2160 * time.Hour,
+		},
 	}, *cfg)
 }
 
@@ -489,7 +552,7 @@ func TestLoadSecretFiles(t *testing.T) {
 	t.Run("validated like the variable", func(t *testing.T) {
 		path := writeFile(t, "redis", "http://:S3cr3t@redis:6379\n")
 		requireLoadError(t, with(validEnv(), "REDIS_URL_FILE", path),
-			"config: REDIS_URL (read from REDIS_URL_FILE): must start with redis:// or rediss:// (e.g. redis://:PASSWORD@redis:6379/0; the value is not shown: it may contain a password)")
+			"config: REDIS_URL (read from REDIS_URL_FILE): must start with redis:// or rediss:// (redis-sentinel:// or redis-cluster:// for Sentinel or Cluster) (e.g. redis://:PASSWORD@redis:6379/0; the value is not shown: it may contain a password)")
 	})
 
 	dir := t.TempDir()

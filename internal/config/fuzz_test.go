@@ -20,6 +20,8 @@ const marker = "S3cr3t"
 func FuzzLoad(f *testing.F) {
 	f.Add([]byte(""), "acme.eu.auth0.com", "10s", "100", "S3cr3t-client", "S3cr3t-write", "", "")
 	f.Add([]byte(fullYAML), "", "", "", "", "", "", "")
+	f.Add([]byte(tenantsYAML), "", "", "", "", "S3cr3t-w", "redis-cluster://:S3cr3t@a:1,b:2", "")
+	f.Add([]byte("tenants:\n  - {name: a, auth0: {client_secret: [S3cr3t]}, segment: {write_key: S3cr3t}}\n"), "", "", "", "", "", "redis-sentinel://:S3cr3t@s:1,s:2/x?master=m", "")
 	f.Add([]byte(fullYAML), "http://127.0.0.1:8080", "5x", "0", "S3cr3t-c", "S3cr3t-w", "redis://:S3cr3t@r:6379/0", "S3cr3t-hash-key-0123456789")
 	f.Add([]byte("redis:\n  url: 'redis://u:12/S3cr3t@h:6379'\nhash_key: S3cr3t\n"), "a.auth0.com", "", "", "S3cr3t-1", "S3cr3t-2", "", "")
 	f.Add([]byte("auth0: {client_secret: [S3cr3t]}\nsegment: {write_key: {a: S3cr3t}}\n"), "", "", "", "", "", "redis://:S3cr3t#x@h", "")
@@ -100,7 +102,7 @@ func publicYAML(data []byte) []string {
 		}
 	}
 	isSecret := func(path string) bool {
-		for p := path; p != ""; {
+		for p := strings.TrimPrefix(path, "tenants."); p != ""; {
 			if secretKeys[p] {
 				return true
 			}

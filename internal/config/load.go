@@ -25,6 +25,10 @@ type loader struct {
 	bad         map[string]bool     // env names already reported: not validated again
 	problems    []string            // the file's problems, in line order
 	envProblems map[string][]string // env name → problems found in the environment
+
+	tenants     []rawTenant // the file's tenants list (see tenants.go)
+	tenantsFile string      // the file that lists them
+	badTenants  bool        // the list had items that could not be read
 }
 
 func load(getenv func(string) (string, bool), readFile func(string) ([]byte, error)) (*Config, error) {
@@ -66,6 +70,12 @@ func load(getenv func(string) (string, bool), readFile func(string) ([]byte, err
 		if l.bad[s.env] {
 			continue // already reported; a second message would only repeat it
 		}
+		if p, skip := l.checkTopLevelOnly(s); skip {
+			if p != "" {
+				l.problems = append(l.problems, p)
+			}
+			continue
+		}
 		if msg := s.validate(l.cfg); msg != "" {
 			where, ok := l.origin[s.env]
 			if !ok {
@@ -74,6 +84,7 @@ func load(getenv func(string) (string, bool), readFile func(string) ([]byte, err
 			l.problems = append(l.problems, s.describe(msg, where))
 		}
 	}
+	l.buildTenants(getenv, readFile)
 	if len(l.problems) > 0 {
 		return nil, &Error{Problems: l.problems}
 	}
@@ -222,6 +233,8 @@ func (l *loader) mapping(path string, n *yaml.Node, prefix string) {
 		switch {
 		case isSetting:
 			l.leaf(path, s, k, v)
+		case prefix == "" && k.Value == keyTenants:
+			l.tenantList(path, k, v)
 		case prefix == "" && l.sections[k.Value]:
 			v = resolveAlias(v)
 			switch {
@@ -252,6 +265,16 @@ func (l *loader) leaf(path string, s setting, k, v *yaml.Node) {
 	switch {
 	case v == nil || isNull(v):
 		return // "key:" with no value leaves the default
+	case v.Kind == yaml.SequenceNode && s.list:
+		var items []string
+		for _, item := range v.Content {
+			if item = resolveAlias(item); item == nil || item.Kind != yaml.ScalarNode {
+				l.report(s, where+": expected a list of single values")
+				return
+			}
+			items = append(items, item.Value)
+		}
+		v = &yaml.Node{Kind: yaml.ScalarNode, Value: strings.Join(items, ",")}
 	case v.Kind != yaml.ScalarNode:
 		l.report(s, where+": expected a single value, found "+kindName(v))
 		return

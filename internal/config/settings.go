@@ -5,12 +5,15 @@ import (
 	"math"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 	"unicode"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/authpipe/authpipe/internal/auth0log"
 )
 
 // msgRequired is the problem of a required setting left empty; it renders
@@ -25,6 +28,7 @@ type setting struct {
 	key      string // YAML key path, e.g. "auth0.poll_interval"
 	secret   bool   // a Secret: never echoed in errors, also read from <env>_FILE
 	required bool   // empty is an error
+	list     bool   // comma-separated; the file may also give a YAML list of single values
 
 	// set stores a (trimmed, non-empty) string value and returns a problem
 	// ("" when it parsed). A problem never quotes a secret.
@@ -74,6 +78,7 @@ func settings() []setting {
 		duration("AUTH0_POLL_INTERVAL", "auth0.poll_interval", func(c *Config) *time.Duration { return &c.Auth0.PollInterval }, 100*time.Millisecond, time.Hour),
 		duration("AUTH0_REQUEST_TIMEOUT", "auth0.request_timeout", func(c *Config) *time.Duration { return &c.Auth0.RequestTimeout }, 100*time.Millisecond, 5*time.Minute),
 		integer("AUTH0_PAGE_SIZE", "auth0.page_size", func(c *Config) *int { return &c.Auth0.PageSize }, 1, 100),
+		ratio("AUTH0_RATE_LIMIT_SHARE", "auth0.rate_limit_share", func(c *Config) *float64 { return &c.Auth0.RateLimitShare }, true),
 
 		// Segment
 		secret("SEGMENT_WRITE_KEY", "segment.write_key", true, func(c *Config) *Secret { return &c.Segment.WriteKey }, nil),
@@ -81,6 +86,10 @@ func settings() []setting {
 		integer("SEGMENT_BATCH_SIZE", "segment.batch_size", func(c *Config) *int { return &c.Segment.BatchSize }, 1, 2500),
 		duration("SEGMENT_FLUSH_INTERVAL", "segment.flush_interval", func(c *Config) *time.Duration { return &c.Segment.FlushInterval }, 10*time.Millisecond, 5*time.Minute),
 		integer("SEGMENT_MAX_IN_FLIGHT", "segment.max_in_flight", func(c *Config) *int { return &c.Segment.MaxInFlight }, 1, 100000),
+
+		// Forwarding
+		typeList("AUTHPIPE_FORWARD_INCLUDE_TYPES", "forward.include_types", func(c *Config) *[]string { return &c.Forward.IncludeTypes }),
+		typeList("AUTHPIPE_FORWARD_EXCLUDE_TYPES", "forward.exclude_types", func(c *Config) *[]string { return &c.Forward.ExcludeTypes }),
 
 		// Redis
 		secret("REDIS_URL", "redis.url", false, func(c *Config) *Secret { return &c.Redis.URL }, checkRedisURL),
@@ -90,13 +99,27 @@ func settings() []setting {
 		integer("AUTHPIPE_MAX_DELIVERIES", "buffer.max_deliveries", func(c *Config) *int { return &c.Buffer.MaxDeliveries }, 1, 1000),
 		duration("AUTHPIPE_RECLAIM_IDLE", "buffer.reclaim_idle", func(c *Config) *time.Duration { return &c.Buffer.ReclaimIdle }, 100*time.Millisecond, 24*time.Hour),
 		text("AUTHPIPE_CONSUMER", "buffer.consumer", func(c *Config) *string { return &c.Buffer.Consumer }, checkConsumer),
+		duration("AUTHPIPE_LEASE_TTL", "buffer.lease_ttl", func(c *Config) *time.Duration { return &c.Buffer.LeaseTTL }, time.Second, 10*time.Minute),
 
 		// Alerting
+		ratio("AUTHPIPE_LAG_ALERT_RATIO", "lag_alert_ratio", func(c *Config) *float64 { return &c.LagAlertRatio }, false),
 		optional(text("ALERTMANAGER_URL", "alertmanager_url", func(c *Config) *string { return &c.AlertmanagerURL }, httpURL("http://alertmanager:9093"))),
 		optional(text("AUTHPIPE_ALERT_WEBHOOK_URL", "alert_webhook_url", func(c *Config) *string { return &c.AlertWebhookURL }, httpURL("https://hooks.example.com/authpipe"))),
 
 		// Privacy
 		secret("AUTHPIPE_HASH_KEY", "hash_key", false, func(c *Config) *Secret { return &c.HashKey }, checkHashKey),
+		piiAction("AUTHPIPE_PII_USER_NAME", "pii.user_name", func(c *Config) *string { return &c.PII.UserName }),
+		piiAction("AUTHPIPE_PII_EMAIL", "pii.email", func(c *Config) *string { return &c.PII.Email }),
+		piiAction("AUTHPIPE_PII_IP", "pii.ip", func(c *Config) *string { return &c.PII.IP }),
+		piiAction("AUTHPIPE_PII_USER_AGENT", "pii.user_agent", func(c *Config) *string { return &c.PII.UserAgent }),
+
+		// Admin API
+		adminAudience(),
+		optional(text("AUTHPIPE_ADMIN_ISSUER", "admin.issuer", func(c *Config) *string { return &c.Admin.Issuer }, httpURL("https://your-tenant.eu.auth0.com/"))),
+		optional(text("AUTHPIPE_ADMIN_JWKS_URL", "admin.jwks_url", func(c *Config) *string { return &c.Admin.JWKSURL }, httpURL("https://your-tenant.eu.auth0.com/.well-known/jwks.json"))),
+		secret("AUTHPIPE_ADMIN_STATIC_TOKEN", "admin.static_token", false, func(c *Config) *Secret { return &c.Admin.StaticToken }, checkStaticToken),
+		text("AUTHPIPE_ADMIN_AUDIT_LOG", "admin.audit_log", func(c *Config) *string { return &c.Admin.AuditLog }, checkAuditLog),
+		duration("AUTHPIPE_ADMIN_AUDIT_RETENTION", "admin.audit_retention", func(c *Config) *time.Duration { return &c.Admin.AuditRetention }, time.Hour, 0),
 
 		// Logging
 		lower(text("AUTHPIPE_LOG_LEVEL", "log.level", func(c *Config) *string { return &c.LogLevel }, oneOf("debug", "info", "warn", "error"))),
@@ -203,6 +226,79 @@ func integer[T int | int64](env, key string, field func(*Config) *T, lo, hi T) s
 	}
 }
 
+// ratio is a decimal fraction setting: more than 0 and less than 1, or at
+// most 1 when upToOne.
+func ratio(env, key string, field func(*Config) *float64, upToOne bool) setting {
+	format := func(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+	return setting{
+		env: env, key: key, required: true,
+		set: func(c *Config, v string) string {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+				def := Default()
+				return fmt.Sprintf("%q is not a decimal number (e.g. %s)", v, format(*field(&def)))
+			}
+			*field(c) = f
+			return ""
+		},
+		empty: func(*Config) bool { return false },
+		check: func(c *Config) string {
+			switch f := *field(c); {
+			case upToOne && (f <= 0 || f > 1):
+				return format(f) + " must be more than 0 and at most 1"
+			case !upToOne && (f <= 0 || f >= 1):
+				return format(f) + " must be more than 0 and less than 1"
+			}
+			return ""
+		},
+	}
+}
+
+// typeList is an optional comma-separated list of Auth0 log type codes
+// (case-insensitive, duplicates ignored), each checked against Auth0's table.
+func typeList(env, key string, field func(*Config) *[]string) setting {
+	return setting{
+		env: env, key: key, list: true,
+		set: func(c *Config, v string) string {
+			var codes []string
+			for _, code := range strings.Split(v, ",") {
+				code = strings.ToLower(strings.TrimSpace(code))
+				if code == "" {
+					return fmt.Sprintf("%q has an empty item: list log type codes separated by commas (e.g. fsa,slo)", v)
+				}
+				if !slices.Contains(codes, code) {
+					codes = append(codes, code)
+				}
+			}
+			*field(c) = codes
+			return ""
+		},
+		empty: func(c *Config) bool { return len(*field(c)) == 0 },
+		check: func(c *Config) string { return checkTypes(*field(c)) },
+	}
+}
+
+func checkTypes(codes []string) string {
+	var unknown []string
+	for _, code := range codes {
+		if _, ok := auth0log.LookupType(code); !ok {
+			unknown = append(unknown, strconv.Quote(code))
+		}
+	}
+	switch len(unknown) {
+	case 0:
+		return ""
+	case 1:
+		return unknown[0] + " is not an Auth0 log type code (e.g. s, f, fp, fu, fsa, slo)"
+	}
+	return strings.Join(unknown, ", ") + " are not Auth0 log type codes (e.g. s, f, fp, fu, fsa, slo)"
+}
+
+// piiAction is a PII policy setting: keep, hash or drop (case-insensitive).
+func piiAction(env, key string, field func(*Config) *string) setting {
+	return lower(text(env, key, field, oneOf("keep", "hash", "drop")))
+}
+
 // formatDuration prints d without zero minutes and seconds: "1h", "1m", "8s".
 func formatDuration(d time.Duration) string {
 	s := d.String()
@@ -284,18 +380,21 @@ func httpURL(example string) func(string) string {
 }
 
 // checkRedisURL accepts what go-redis' ParseURL accepts for redis:// and
-// rediss://. The value is a secret, and a password with an unencoded "/",
+// rediss://, and the Sentinel and Cluster forms of RedisOptions. The value is a secret, and a password with an unencoded "/",
 // "?" or "#" spills into the path or query: so no message quotes any part
 // of the value, go-redis' messages included.
 func checkRedisURL(v string) string {
 	const hint = " (e.g. redis://:PASSWORD@redis:6379/0; the value is not shown: it may contain a password)"
 	const encode = "; percent-encode special characters in the password"
+	if isMultiRedisURL(v) {
+		return checkMultiRedisURL(v)
+	}
 	u, err := url.Parse(v)
 	switch {
 	case err != nil:
 		return "not a valid URL" + encode + hint
 	case u.Scheme != "redis" && u.Scheme != "rediss" || u.Opaque != "":
-		return "must start with redis:// or rediss://" + hint
+		return "must start with redis:// or rediss:// (redis-sentinel:// or redis-cluster:// for Sentinel or Cluster)" + hint
 	case strings.Contains(u.Path+u.RawQuery+u.Fragment, "@"):
 		return "contains an @ after the host" + encode + hint
 	case u.Hostname() == "" && u.User != nil:

@@ -12,7 +12,7 @@ import (
 // it (with the required settings in the environment). {f} is the file's path.
 var badFiles = map[string]string{
 	"unknown_field.bad.yml":        `{f}:7: field "poll_intervl" not found in auth0 (did you mean "poll_interval"?)`,
-	"unknown_top_level.bad.yml":    `{f}:1: field "tenants" not found at the top level (did you mean "tenant"?)`,
+	"unknown_top_level.bad.yml":    `{f}:1: field "tennant" not found at the top level (did you mean "tenant"?)`,
 	"env_name_as_key.bad.yml":      `{f}:1: field "AUTH0_DOMAIN" not found at the top level (did you mean "auth0.domain"?)`,
 	"wrong_section.bad.yml":        `{f}:3: field "write_key" not found in auth0 (did you mean "segment.write_key"?)`,
 	"bad_duration.bad.yml":         `{f}:2: auth0.poll_interval (AUTH0_POLL_INTERVAL): "5x" is not a duration (e.g. 10s)`,
@@ -31,6 +31,17 @@ var badFiles = map[string]string{
 	"redis_url_password.bad.yml":   `{f}:3: redis.url (REDIS_URL): not a valid URL; percent-encode special characters in the password (e.g. redis://:PASSWORD@redis:6379/0; the value is not shown: it may contain a password)`,
 	"bad_log_level.bad.yml":        `{f}:2: log.level (AUTHPIPE_LOG_LEVEL): "verbose" is not one of debug, info, warn, error`,
 	"bad_tenant.bad.yml":           `{f}:1: tenant (AUTHPIPE_TENANT): "Acme Corp" must be 1 to 32 of a-z, 0-9, "_" and "-", starting with a letter or digit`,
+	"tenants_not_mappings.bad.yml": `{f}:2: tenants[0] must be a mapping with name, auth0 and segment, found a single value; ` +
+		`{f}:2: tenants[1] must be a mapping with name, auth0 and segment, found a single value`,
+	"tenants_several.bad.yml": `{f}:6: field "pol_interval" not found in tenants[0].auth0 (did you mean "poll_interval"?); ` +
+		`{f}:8: segment.endpoint is shared by all tenants: set it at the top level, not in tenants[0]; ` +
+		`{f}:2: tenants[0].auth0.client_secret is required (in the file, or AUTH0_CLIENT_SECRET_ACME or AUTH0_CLIENT_SECRET_ACME_FILE); ` +
+		`{f}:9: tenants[1].name: "Beta" must be 1 to 32 of a-z, 0-9, "_" and "-", starting with a letter or digit; ` +
+		`{f}:9: tenants[1].auth0.client_secret is required; ` +
+		`{f}:10: tenants[1].auth0.page_size: 500 must be between 1 and 100; ` +
+		`{f}:11: tenants[2].name is required; ` +
+		`{f}:11: tenants[2].auth0.client_id is required; ` +
+		`{f}:11: tenants[2].auth0.client_secret is required`,
 	"several.bad.yml": `{f}:4: auth0.poll_interval (AUTH0_POLL_INTERVAL): "soon" is not a duration (e.g. 10s); ` +
 		`{f}:5: field "clientid" not found in auth0 (did you mean "client_id"?); ` +
 		`{f}:8: segment must be a mapping of settings, found a list; ` +

@@ -65,7 +65,10 @@ type Config struct {
 	MinBackoff time.Duration // first retry wait; default 100ms
 	MaxBackoff time.Duration // longest retry wait; default 30s
 
-	HashKey []byte // key of the anonymousId hash; required, never logged
+	HashKey []byte // key of the anonymousId and PII hashes; required, never logged
+
+	Filter Filter    // which log types are forwarded; zero: all
+	PII    PIIPolicy // what personal data leaves for Segment; zero: user_id kept, the rest hashed
 
 	DrainTimeout      time.Duration // how long shutdown waits for messages in flight; default 5s
 	IsolationInFlight int           // messages re-sent alone at a time after a batch was rejected; default 100
@@ -111,6 +114,7 @@ func (c Config) withDefaults() Config {
 	if c.IsolationInFlight == 0 {
 		c.IsolationInFlight = DefaultIsolationInFlight
 	}
+	c.PII = c.PII.withDefaults()
 	return c
 }
 
@@ -156,7 +160,13 @@ func (c Config) Validate() error {
 		bad("backoff %s-%s: want 0 < min <= max", c.MinBackoff, c.MaxBackoff)
 	}
 	if len(c.HashKey) == 0 {
-		bad("hash key is required: it keys the anonymousId of events without user_id")
+		bad("hash key is required: it keys the anonymousId of events without user_id and the PII hashes")
+	}
+	if err := c.Filter.validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.PII.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.DrainTimeout < 0 {
 		bad("drain timeout %s: want > 0", c.DrainTimeout)

@@ -34,4 +34,18 @@
 // Segment rejects the write key.
 //
 // Mapping of a log to a Segment track call is Map; see its documentation.
+//
+// Two policies decide what leaves for Segment, never whether an event is
+// delivered by accident:
+//
+//   - Filter (include and exclude lists of Auth0 type codes): an event it
+//     leaves out is acknowledged without being sent and counted in
+//     authpipe_forward_events_filtered_total{tenant,reason}; in the stage
+//     counters it is received and acked, never written. Other consumer
+//     groups of the buffer (the threshold checks') still read it.
+//   - PIIPolicy (per kind: user_name, e-mail addresses, IP addresses, user
+//     agent; keep, hash or drop; by default user_id is kept as the userId and
+//     the rest hashed with HashPII) is applied by Map to every field of the
+//     message, so no address leaves in clear unless the policy keeps it. The
+//     buffer and the dead-letter stream keep events as Auth0 logged them.
 package forward

@@ -70,6 +70,7 @@ type Forwarder struct {
 	stage metrics.Stage
 	m     forwardMetrics
 	tr    *transport
+	mp    mapper
 
 	ran atomic.Bool
 
@@ -114,6 +115,7 @@ type result struct {
 type forwardMetrics struct {
 	acked, retries, trimmed prometheus.Counter
 	inFlight                prometheus.Gauge
+	filtered                map[string]prometheus.Counter // by filter reason
 }
 
 // New builds a forwarder. Nothing runs until Run.
@@ -140,6 +142,7 @@ func New(cfg Config, buf Buffer, deps Deps) (*Forwarder, error) {
 		stage:    deps.Stages.For(metrics.StageForward, cfg.Tenant),
 		m:        m,
 		tr:       newTransport(deps.Clock, log, cfg.MinBackoff, cfg.MaxBackoff, requests),
+		mp:       newMapper(cfg.Tenant, cfg.HashKey, cfg.PII),
 		results:  make(chan result, cfg.MaxInFlight+2*cfg.IsolationInFlight+64),
 		mainQ:    newQueue(),
 		isoQ:     newQueue(),
@@ -170,6 +173,8 @@ func registerMetrics(reg prometheus.Registerer, tenant string) (forwardMetrics, 
 		"Messages sent without properties.details because they exceeded 32000 bytes.", "tenant")
 	requests := counter("authpipe_forward_segment_requests_total",
 		"Segment batch requests by outcome (status class, or error for network errors).", "code")
+	filtered := counter("authpipe_forward_events_filtered_total",
+		"Buffer entries acknowledged without sending because the log type filter left them out.", "tenant", "reason")
 	inFlight, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "authpipe_forward_in_flight_events",
 		Help: "Buffer entries read by the forwarder and not yet acknowledged, dead-lettered or left pending.",
@@ -181,11 +186,16 @@ func registerMetrics(reg prometheus.Registerer, tenant string) (forwardMetrics, 
 	for _, c := range codeLabels {
 		requests.WithLabelValues(c)
 	}
+	byReason := map[string]prometheus.Counter{}
+	for _, r := range filterReasons {
+		byReason[r] = filtered.WithLabelValues(tenant, r)
+	}
 	return forwardMetrics{
 		acked:    acked.WithLabelValues(tenant),
 		retries:  retries.WithLabelValues(tenant),
 		trimmed:  trimmed.WithLabelValues(tenant),
 		inFlight: inFlight.WithLabelValues(tenant),
+		filtered: byReason,
 	}, requests, nil
 }
 
@@ -261,7 +271,10 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); f.sendLoop(f.isoQ, true, stop) }()
 	go func() { defer wg.Done(); f.heartbeatLoop(bg, stop) }()
 
-	f.log.Info("forwarder started", "group", f.cfg.Group, "consumer", f.cfg.Consumer)
+	f.log.Info("forwarder started", "group", f.cfg.Group, "consumer", f.cfg.Consumer,
+		"include_types", f.cfg.Filter.Include, "exclude_types", f.cfg.Filter.Exclude,
+		"pii_user_name", f.cfg.PII.UserName, "pii_email", f.cfg.PII.Email,
+		"pii_ip", f.cfg.PII.IP, "pii_user_agent", f.cfg.PII.UserAgent)
 	f.readLoop(ctx, bg)
 
 	// Shutdown.
@@ -412,9 +425,12 @@ func (f *Forwarder) sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-// admit maps each entry and hands it to the Segment client, or dead-letters
-// it when it can never become a valid message.
+// admit maps each entry and hands it to the Segment client, dead-letters it
+// when it can never become a valid message, or acknowledges it unsent when
+// the filter leaves its type out.
 func (f *Forwarder) admit(bg context.Context, entries []buffer.Entry, now time.Time) {
+	var filtered map[string][]string // by reason: entry ids
+	defer func() { f.ackFiltered(bg, filtered) }()
 	for _, e := range entries {
 		f.stage.Received.Inc()
 		f.mu.Lock()
@@ -434,12 +450,20 @@ func (f *Forwarder) admit(bg context.Context, entries []buffer.Entry, now time.T
 			f.deadLetter(bg, []buffer.Entry{e}, (&InvalidError{Reason: err.Error()}).Error())
 			continue
 		}
-		track, trimmed, err := mapLog(f.cfg.Tenant, l, f.cfg.HashKey)
+		if reason, drop := f.cfg.Filter.Drop(l.Type); drop {
+			if filtered == nil {
+				filtered = map[string][]string{}
+			}
+			filtered[reason] = append(filtered[reason], e.ID)
+			continue
+		}
+		track, trimmed, err := f.mp.mapLog(l)
 		if err != nil {
 			f.stage.Failed.Inc()
 			f.deadLetter(bg, []buffer.Entry{e}, err.Error())
 			continue
 		}
+		track.Properties = encodeProperties(track.Properties)
 		if trimmed {
 			f.m.trimmed.Inc()
 		}
@@ -758,6 +782,27 @@ func (f *Forwarder) ack(bg context.Context, items []*item) {
 	}
 	for _, it := range items {
 		f.forget(it)
+	}
+}
+
+// ackFiltered acknowledges the entries the filter left out, by reason: they
+// are resolved without Segment and count as acked in the forward stage, never
+// as written. A failed ack leaves them pending; they are filtered again when
+// redelivered.
+func (f *Forwarder) ackFiltered(bg context.Context, byReason map[string][]string) {
+	for _, reason := range filterReasons {
+		for chunk := range chunks(byReason[reason], touchChunk) {
+			ctx, cancel := context.WithTimeout(bg, redisTimeout)
+			err := f.buf.Ack(ctx, f.cfg.Group, chunk...)
+			cancel()
+			if err != nil {
+				f.log.Warn("acknowledge filtered entries: they stay pending and are filtered again when redelivered",
+					"entries", len(chunk), "reason", reason, "err", err)
+				continue
+			}
+			f.m.filtered[reason].Add(float64(len(chunk)))
+			f.stage.Acked.Add(float64(len(chunk)))
+		}
 	}
 }
 

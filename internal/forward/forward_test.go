@@ -278,12 +278,15 @@ func TestForwardDeliversEveryEventOnce(t *testing.T) {
 		}
 	}
 	require.NotNil(t, first)
-	want, err := Map(fx.tenant, logs[0], testKey)
+	want, err := Map(fx.tenant, logs[0], testKey, PIIPolicy{})
 	require.NoError(t, err)
 	require.Equal(t, "track", first["type"])
 	require.Equal(t, want.Event, first["event"])
-	require.Equal(t, piiIP, first["context"].(map[string]any)["ip"])
-	require.Equal(t, logs[0].ID, first["properties"].(map[string]any)["log_id"])
+	require.NotContains(t, first, "context", "the default policy hashes ip and user_agent: no context")
+	props := first["properties"].(map[string]any)
+	require.Equal(t, HashPII(testKey, piiIP), props["ip"])
+	require.Equal(t, HashPII(testKey, piiEmail), props["user_name"])
+	require.Equal(t, logs[0].ID, props["log_id"])
 	fx.requireNoPII()
 }
 
@@ -486,7 +489,7 @@ func TestForwardBadWriteKey(t *testing.T) {
 func TestClientLoggerRedacts(t *testing.T) {
 	logs := &syncBuffer{}
 	l := clientLogger{log: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
-	tr, err := Map("acme", decodeLog(t, map[string]any{"type": "s", "user_id": "u", "user_name": piiEmail, "ip": piiIP}), testKey)
+	tr, err := Map("acme", decodeLog(t, map[string]any{"type": "s", "user_id": "u", "user_name": piiEmail, "ip": piiIP}), testKey, keepAll)
 	require.NoError(t, err)
 	l.Errorf("%s - %v", errTest, tr)
 	l.Logf("response %d %s – %s", 400, "400 Bad Request", `{"echo":"`+piiEmail+`"}`)
@@ -518,6 +521,8 @@ func TestConfigValidate(t *testing.T) {
 		{"no hash key", func(c *Config) { c.HashKey = nil }, "hash key is required"},
 		{"reclaim idle", func(c *Config) { c.ReclaimIdle = time.Millisecond }, "reclaim idle"},
 		{"backoff", func(c *Config) { c.MinBackoff = time.Minute }, "backoff"},
+		{"unknown type in the filter", func(c *Config) { c.Filter.Include = []string{"s", "login"} }, `filter include: "login" is not an Auth0 log type code`},
+		{"unknown pii action", func(c *Config) { c.PII.Email = "mask" }, `pii policy for email "mask": want keep, hash or drop`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -543,6 +548,9 @@ func TestMetricsSharedRegistry(t *testing.T) {
 	}
 	for _, tenant := range []string{"a", "b"} {
 		require.Equal(t, 0.0, metricValue(t, reg, "authpipe_forward_events_acked_total", map[string]string{"tenant": tenant}))
+		for _, reason := range filterReasons {
+			require.Equal(t, 0.0, metricValue(t, reg, "authpipe_forward_events_filtered_total", map[string]string{"tenant": tenant, "reason": reason}))
+		}
 	}
 	for _, code := range codeLabels {
 		require.Equal(t, 0.0, metricValue(t, reg, "authpipe_forward_segment_requests_total", map[string]string{"code": code}))

@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/analytics-go/v3"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/jsonscan"
 )
 
 // MaxMessageBytes is analytics-go's (and Segment's) limit for one encoded
@@ -87,43 +88,60 @@ func AnonymousID(hashKey []byte, tenant, kind, value string) string {
 // user_id, best first.
 var anonymousKinds = []string{"user_name", "ip", "client_id"}
 
-// Map turns one Auth0 log into the Segment track message that is sent for it.
+// Map turns one Auth0 log into the Segment track message that is sent for it,
+// with the personal data handled as pii says (see PIIPolicy; zero fields
+// hash).
 //
 //   - event: Auth0's readable name of the log type ("Success Login", …; the
 //     code itself for types the table does not know).
-//   - userId: user_id when it is a non-empty string. Otherwise anonymousId =
-//     AnonymousID(hashKey, tenant, kind, value) for the first non-empty of
-//     user_name, ip, client_id, else log_id. Failed logins of unknown users
-//     (fu) have no user_id; keying on the attempted identity keeps every
-//     attempt against the same user name (or from the same IP, or of the same
-//     application) under one stable anonymous profile in Segment, across
-//     restarts and replicas, so the attempts can be analysed together. The
-//     hash is keyed so that nobody without the key can map a guessed e-mail
-//     or IP to its anonymousId. log_id is the last resort: an identity of its
-//     own, because Segment drops messages without any.
+//   - userId: user_id when it is a non-empty string, unchanged by the PII
+//     policy (Segment's deletion requests work by userId). Otherwise
+//     anonymousId = AnonymousID(hashKey, tenant, kind, value) for the first
+//     non-empty of user_name, ip, client_id, else log_id. Failed logins of
+//     unknown users (fu) have no user_id; keying on the attempted identity
+//     keeps every attempt against the same user name (or from the same IP,
+//     or of the same application) under one stable anonymous profile in
+//     Segment, across restarts and replicas, so the attempts can be analysed
+//     together. The hash is keyed so that nobody without the key can map a
+//     guessed e-mail or IP to its anonymousId. log_id is the last resort: an
+//     identity of its own, because Segment drops messages without any.
 //   - messageId: MessageID(tenant, log_id), nothing else, so redeliveries
 //     are dropped by Segment.
 //   - timestamp: the log's date.
-//   - context.ip (when ip parses as an IP address; otherwise ip stays in
-//     properties) and context.userAgent.
+//   - context.ip (when the IP policy is keep and ip parses as an IP address;
+//     otherwise ip stays in properties, hashed, dropped or as it was) and
+//     context.userAgent (when the user-agent policy is keep; otherwise
+//     properties.user_agent, hashed or dropped).
 //   - properties: every other field of the raw log, numbers kept exact,
 //     except date, ip and user_agent (moved to timestamp and context) and
-//     user_id when it became userId; plus log_id, type, tenant, and outcome
-//     and group from Auth0's type table (these five overwrite raw fields of
-//     the same name).
+//     user_id when it became userId, after the PII policy; plus log_id,
+//     type, tenant, and outcome and group from Auth0's type table (these
+//     five overwrite raw fields of the same name).
 //
 // The encoded message is measured exactly as analytics-go measures it. Over
 // MaxMessageBytes, properties.details is dropped and properties.details_trimmed
 // set to true; if still over, Map returns an *OversizeError. A log that
 // cannot be mapped gives an *InvalidError. Both errors' texts are dead-letter
 // reasons.
-func Map(tenant string, l auth0log.Log, hashKey []byte) (analytics.Track, error) {
-	t, _, err := mapLog(tenant, l, hashKey)
+func Map(tenant string, l auth0log.Log, hashKey []byte, pii PIIPolicy) (analytics.Track, error) {
+	t, _, err := newMapper(tenant, hashKey, pii).mapLog(l)
 	return t, err
 }
 
+// mapper maps the logs of one tenant; build it once per forwarder.
+type mapper struct {
+	tenant  string
+	hashKey []byte
+	scrub   scrubber
+}
+
+func newMapper(tenant string, hashKey []byte, pii PIIPolicy) mapper {
+	return mapper{tenant: tenant, hashKey: hashKey, scrub: newScrubber(hashKey, pii)}
+}
+
 // mapLog is Map, also reporting whether details were dropped.
-func mapLog(tenant string, l auth0log.Log, hashKey []byte) (analytics.Track, bool, error) {
+func (m mapper) mapLog(l auth0log.Log) (analytics.Track, bool, error) {
+	tenant := m.tenant
 	if tenant == "" {
 		return analytics.Track{}, false, &InvalidError{Reason: "empty tenant"}
 	}
@@ -141,7 +159,13 @@ func mapLog(tenant string, l auth0log.Log, hashKey []byte) (analytics.Track, boo
 		return analytics.Track{}, false, &InvalidError{Reason: "log " + l.ID + ": " + err.Error()}
 	}
 
-	info, _ := auth0log.LookupType(l.Type)
+	info, known := auth0log.LookupType(l.Type)
+	code := l.Type
+	if !known {
+		// Only a code from the table is known not to be personal data.
+		code = m.scrub.label(l.Type)
+		info.Name = code
+	}
 	t := analytics.Track{
 		Type:      "track",
 		MessageId: MessageID(tenant, l.ID),
@@ -149,7 +173,7 @@ func mapLog(tenant string, l auth0log.Log, hashKey []byte) (analytics.Track, boo
 		Timestamp: l.Date.UTC(),
 	}
 	if t.Event == "" { // unreachable with auth0log's table; checked anyway
-		t.Event = l.Type
+		t.Event = code
 	}
 
 	if uid, ok := props["user_id"].(string); ok && uid != "" {
@@ -163,17 +187,17 @@ func mapLog(tenant string, l auth0log.Log, hashKey []byte) (analytics.Track, boo
 				break
 			}
 		}
-		t.AnonymousId = AnonymousID(hashKey, tenant, kind, value)
+		t.AnonymousId = AnonymousID(m.hashKey, tenant, kind, value)
 	}
 
 	var ctx analytics.Context
-	if s, ok := props["ip"].(string); ok {
+	if s, ok := props["ip"].(string); ok && m.scrub.policy.IP == PIIKeep {
 		if ip := net.ParseIP(s); ip != nil {
 			ctx.IP = ip
 			delete(props, "ip")
 		}
 	}
-	if s, ok := props["user_agent"].(string); ok && s != "" {
+	if s, ok := props["user_agent"].(string); ok && s != "" && m.scrub.policy.UserAgent == PIIKeep {
 		ctx.UserAgent = s
 		delete(props, "user_agent")
 	}
@@ -181,9 +205,17 @@ func mapLog(tenant string, l auth0log.Log, hashKey []byte) (analytics.Track, boo
 		t.Context = &ctx
 	}
 	delete(props, "date")
+	if loc, ok := props["location_info"]; ok {
+		if loc, ok = m.scrub.location(loc); ok {
+			props["location_info"] = loc
+		} else {
+			delete(props, "location_info")
+		}
+	}
+	props = m.scrub.object(props)
 
 	props["log_id"] = l.ID
-	props["type"] = l.Type
+	props["type"] = code
 	props["tenant"] = tenant
 	props["outcome"] = string(info.Outcome)
 	props["group"] = info.Group
@@ -211,14 +243,55 @@ func mapLog(tenant string, l auth0log.Log, hashKey []byte) (analytics.Track, boo
 }
 
 // encodedSize is the size analytics-go's makeMessage measures: json.Marshal
-// of the Track with Type, MessageId and Timestamp already set.
+// of the Track with Type, MessageId and Timestamp already set. The
+// properties (the bulk) are measured with jsonscan.AppendJSON, which gives
+// json.Marshal's bytes faster; the rest of the Track by json.Marshal.
 func encodedSize(t analytics.Track) (int, error) {
+	if len(t.Properties) > 0 { // omitempty: an empty map is left out
+		if props, ok := jsonscan.AppendJSON(nil, map[string]any(t.Properties)); ok {
+			t.Properties = nil
+			b, err := json.Marshal(t)
+			// `{…,"properties":{…}}` is `{…}` with the member added before
+			// the closing brace.
+			return len(b) + len(`,"properties":`) + len(props), err
+		}
+	}
 	b, err := json.Marshal(t)
 	return len(b), err
 }
 
+// encodeProperties returns p with every object and array value replaced by
+// its JSON encoding, as a json.RawMessage. json.Marshal writes a
+// json.RawMessage as it is (compacting it, which leaves json.Marshal's own
+// output unchanged), so the message analytics-go encodes is byte for byte
+// the same, without encoding/json walking the nested maps by reflection.
+// Strings, numbers and booleans stay: encoding/json writes those faster than
+// it compacts them.
+func encodeProperties(p analytics.Properties) analytics.Properties {
+	out := make(analytics.Properties, len(p))
+	for k, v := range p {
+		switch v.(type) {
+		case map[string]any, []any:
+			if b, ok := jsonscan.AppendJSON(nil, v); ok {
+				out[k] = json.RawMessage(b)
+				continue
+			}
+		}
+		out[k] = v
+	}
+	return out
+}
+
 // decodeObject decodes one JSON object, keeping numbers exact.
 func decodeObject(raw []byte) (map[string]any, error) {
+	// Fast path: one pass, the same values (jsonscan.Decode is
+	// encoding/json with UseNumber). Anything else gets encoding/json's
+	// error below.
+	if v, ok := jsonscan.Decode(raw); ok {
+		if m, ok := v.(map[string]any); ok {
+			return m, nil
+		}
+	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
 	var m map[string]any

@@ -156,7 +156,7 @@ func TestMap(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			l := decodeLog(t, tc.fields)
-			tr, err := Map("acme", l, testKey)
+			tr, err := Map("acme", l, testKey, keepAll)
 			require.NoError(t, err)
 			require.Equal(t, "track", tr.Type)
 			require.Equal(t, "acme-"+testLogID, tr.MessageId)
@@ -167,7 +167,7 @@ func TestMap(t *testing.T) {
 			require.NoError(t, tr.Validate())
 			tc.check(t, tr)
 
-			again, err := Map("acme", l, testKey)
+			again, err := Map("acme", l, testKey, keepAll)
 			require.NoError(t, err)
 			require.Equal(t, mustJSON(t, tr), mustJSON(t, again), "Map is deterministic")
 		})
@@ -211,7 +211,7 @@ func TestMapSizeGuard(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tr, err := Map("acme", decodeLog(t, tc.fields), testKey)
+			tr, err := Map("acme", decodeLog(t, tc.fields), testKey, PIIPolicy{})
 			if tc.wantErr != "" {
 				var oe *OversizeError
 				require.ErrorAs(t, err, &oe)
@@ -250,7 +250,7 @@ func TestMapInvalid(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Map(tc.tenant, tc.log, testKey)
+			_, err := Map(tc.tenant, tc.log, testKey, PIIPolicy{})
 			var ie *InvalidError
 			require.ErrorAs(t, err, &ie)
 			require.True(t, strings.HasPrefix(err.Error(), "invalid: "), err.Error())
@@ -287,16 +287,16 @@ func TestAnonymousID(t *testing.T) {
 // failed by analytics-go with ErrMessageTooBig.
 func TestSizeGuardMatchesAnalyticsGo(t *testing.T) {
 	l := decodeLog(t, map[string]any{"type": "s", "user_id": "u", "pad": ""})
-	base, err := Map("acme", l, testKey)
+	base, err := Map("acme", l, testKey, keepAll)
 	require.NoError(t, err)
 	pad := MaxMessageBytes - len(mustJSON(t, base))
 
 	atLimit := decodeLog(t, map[string]any{"type": "s", "user_id": "u", "pad": strings.Repeat("p", pad)})
-	tr, err := Map("acme", atLimit, testKey)
+	tr, err := Map("acme", atLimit, testKey, PIIPolicy{})
 	require.NoError(t, err)
 	require.Len(t, mustJSON(t, tr), MaxMessageBytes)
 	over := decodeLog(t, map[string]any{"type": "s", "user_id": "u", "pad": strings.Repeat("p", pad+1)})
-	_, err = Map("acme", over, testKey)
+	_, err = Map("acme", over, testKey, PIIPolicy{})
 	var oe *OversizeError
 	require.ErrorAs(t, err, &oe)
 	require.Equal(t, MaxMessageBytes+1, oe.Bytes)
@@ -354,6 +354,9 @@ func FuzzMap(f *testing.F) {
 	f.Add("acme", []byte(`{"type":"s"}`))
 	f.Add("", []byte(`[]`))
 	f.Add("acme", []byte(`{"log_id":"`+testLogID+`","date":"2025-01-02T03:04:05Z","type":"s","details":"`+strings.Repeat("d", 33000)+`"}`))
+	f.Add("acme", []byte(`{"log_id":"`+testLogID+`","date":"2025-01-02T03:04:05Z","type":"f","description":"bad login for a@b.cc from 10.0.0.1",`+
+		`"location_info":{"city_name":"Berlin","latitude":52.5},"details":{"c@d.ee":["2001:db8::1","p@q.ra@b.cc"],"x-forwarded-for":"1.1.1.1, ::1"}}`))
+	f.Add("acme", []byte(`{"log_id":"`+testLogID+`","date":"2025-01-02T03:04:05Z","type":"a@b.cc","user_name":{"n":"e@f.gg"},"ip":["1.2.3.4"]}`))
 	date := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, tenant string, raw []byte) {
 		l, err := auth0log.Decode(raw)
@@ -361,39 +364,78 @@ func FuzzMap(f *testing.F) {
 			// Exercise Map on raw bytes Decode would refuse, too.
 			l = auth0log.Log{ID: testLogID, Date: date, Type: "s", Raw: raw}
 		}
-		tr, trimmed, err := mapLog(tenant, l, testKey)
-		if err != nil {
-			var ie *InvalidError
-			var oe *OversizeError
-			require.True(t, errors.As(err, &ie) || errors.As(err, &oe), "unexpected error type %T: %v", err, err)
-			if oe != nil {
-				require.Greater(t, oe.Bytes, MaxMessageBytes)
+		for _, policy := range []PIIPolicy{{}, dropAll, keepAll} {
+			tr, trimmed, err := newMapper(tenant, testKey, policy).mapLog(l)
+			if err != nil {
+				var ie *InvalidError
+				var oe *OversizeError
+				require.True(t, errors.As(err, &ie) || errors.As(err, &oe), "unexpected error type %T: %v", err, err)
+				if oe != nil {
+					require.Greater(t, oe.Bytes, MaxMessageBytes)
+				}
+				continue
 			}
-			return
+			require.NoError(t, tr.Validate())
+			require.Equal(t, "track", tr.Type)
+			require.NotEmpty(t, tr.Event)
+			require.Less(t, len(tr.MessageId), 100)
+			require.Equal(t, MessageID(tenant, l.ID), tr.MessageId)
+			require.False(t, tr.Timestamp.IsZero())
+			b, err := json.Marshal(tr)
+			require.NoError(t, err)
+			require.LessOrEqual(t, len(b), MaxMessageBytes)
+			require.True(t, json.Valid(b))
+			require.Equal(t, l.ID, tr.Properties["log_id"])
+			if trimmed {
+				require.NotContains(t, tr.Properties, "details")
+				require.Equal(t, true, tr.Properties["details_trimmed"])
+			}
+			for _, k := range []string{"date"} {
+				require.NotContains(t, tr.Properties, k)
+			}
+			again, _, err := newMapper(tenant, testKey, policy).mapLog(l)
+			require.NoError(t, err)
+			b2, err := json.Marshal(again)
+			require.NoError(t, err)
+			require.Equal(t, string(b), string(b2))
+
+			if policy != keepAll {
+				requireNoPIIInClear(t, tenant, raw, b)
+			}
 		}
-		require.NoError(t, tr.Validate())
-		require.Equal(t, "track", tr.Type)
-		require.NotEmpty(t, tr.Event)
-		require.Less(t, len(tr.MessageId), 100)
-		require.Equal(t, MessageID(tenant, l.ID), tr.MessageId)
-		require.False(t, tr.Timestamp.IsZero())
-		b, err := json.Marshal(tr)
-		require.NoError(t, err)
-		require.LessOrEqual(t, len(b), MaxMessageBytes)
-		require.True(t, json.Valid(b))
-		require.Equal(t, l.ID, tr.Properties["log_id"])
-		if trimmed {
-			require.NotContains(t, tr.Properties, "details")
-			require.Equal(t, true, tr.Properties["details_trimmed"])
+	})
+}
+
+// requireNoPIIInClear checks that no e-mail or IP address of the input
+// appears in the encoded message, and that no string of the message (but
+// userId, which the policy keeps, and the configured tenant) holds anything
+// that looks like one.
+func requireNoPIIInClear(t *testing.T, tenant string, raw, msg []byte) {
+	t.Helper()
+	var in any
+	if json.Unmarshal(raw, &in) != nil {
+		return // Map refused it
+	}
+	var out map[string]any
+	require.NoError(t, json.Unmarshal(msg, &out))
+	delete(out, "userId")
+	delete(out, "messageId") // tenant + log_id
+	if props, ok := out["properties"].(map[string]any); ok {
+		delete(props, "tenant")
+	}
+	var found []string
+	jsonStrings(in, func(s string) {
+		for _, m := range piiMatches(s) {
+			if !strings.Contains(tenant, m) {
+				found = append(found, m)
+			}
 		}
-		for _, k := range []string{"date"} {
-			require.NotContains(t, tr.Properties, k)
+	})
+	jsonStrings(out, func(s string) {
+		require.Empty(t, piiMatches(s), "an address in clear in %q", s)
+		for _, m := range found {
+			require.NotContains(t, s, m)
 		}
-		again, _, err := mapLog(tenant, l, testKey)
-		require.NoError(t, err)
-		b2, err := json.Marshal(again)
-		require.NoError(t, err)
-		require.Equal(t, string(b), string(b2))
 	})
 }
 

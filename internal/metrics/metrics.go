@@ -12,7 +12,9 @@
 //     forwarder; failed = events moved to the dead-letter stream.
 //   - forward: received = entries read from the buffer (redeliveries included);
 //     written = messages handed to the Segment client; acked = messages Segment
-//     accepted; failed = messages that failed (each failure, retried or not).
+//     accepted, and events the forwarding filter left out on purpose (they
+//     are acknowledged without being sent); failed = messages that failed
+//     (each failure, retried or not).
 package metrics
 
 import (

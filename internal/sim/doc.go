@@ -78,4 +78,15 @@
 //     {"success":false,"message":…} is inferred.
 //   - No per-field validation beyond the above, no 24 h dedupe window (every
 //     copy is counted forever), no regional endpoints.
+//
+// # Auth0 tokens for an API (NewJWKS)
+//
+// The tenant's signing keys as Auth0 serves them at GET
+// /.well-known/jwks.json (RSA, use sig, alg RS256, kid, n, e), and access
+// tokens for an API minted as Auth0 signs them (RS256, kid in the header;
+// iss, aud, sub, azp, iat, exp, jti, scope), plus the tokens an API must
+// refuse: expired, not yet valid, wrong audience or issuer, unknown kid,
+// alg none, HS256 keyed with the public key, tampered. Rotate, PendingKey
+// and Publish script key rotation. Simplified: no x5c, no /oauth/token for
+// these tokens (tests mint them directly).
 package sim

@@ -273,8 +273,7 @@ func (s *Segment) handle(r *http.Request, raw []byte, err error) (int, segmentRe
 		}
 		return fail(http.StatusBadRequest, "read body: %v", err)
 	}
-	var body batchBody
-	decodeErr := json.Unmarshal(raw, &body)
+	body, decodeErr := decodeBatch(raw)
 
 	key, _, hasBasic := r.BasicAuth()
 	if !hasBasic {
@@ -321,9 +320,11 @@ func (s *Segment) handle(r *http.Request, raw []byte, err error) (int, segmentRe
 		if len(m) > MaxMessageBytes {
 			return fail(http.StatusBadRequest, "message %d is larger than %d bytes", i, MaxMessageBytes)
 		}
-		if err := json.Unmarshal(m, &heads[i]); err != nil {
+		h, err := decodeHead(m)
+		if err != nil {
 			return fail(http.StatusBadRequest, "invalid JSON in message %d", i)
 		}
+		heads[i] = h
 	}
 
 	s.mu.Lock()

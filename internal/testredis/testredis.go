@@ -170,3 +170,198 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
+
+// Cluster is a local Redis Cluster of three masters (no replicas) owned by
+// one test: real redis-server processes with --cluster-enabled, joined by
+// redis-cli --cluster create, each with its own data dir and append-only
+// persistence.
+type Cluster struct {
+	Addrs []string
+	nodes []*clusterNode
+}
+
+type clusterNode struct {
+	addr string
+	cmd  *exec.Cmd
+}
+
+// StartCluster starts a three-node Redis Cluster and waits until every node
+// reports cluster_state:ok; it is stopped when the test ends. It fails the
+// test, like Addr, when redis-server or redis-cli is missing.
+func StartCluster(t testing.TB) *Cluster {
+	t.Helper()
+	c := &Cluster{}
+	t.Cleanup(c.stop)
+	if err := c.start(t.TempDir()); err != nil {
+		t.Fatalf("start redis cluster (needs redis-server and redis-cli): %v", err)
+	}
+	return c
+}
+
+// Client returns a cluster client (contexts bound blocking commands, as
+// authpipe run configures it), closed when the test ends.
+func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
+	t.Helper()
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs, ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	return rdb
+}
+
+// URL returns the cluster as a REDIS_URL: redis-cluster://host:port,….
+func (c *Cluster) URL() string { return "redis-cluster://" + strings.Join(c.Addrs, ",") }
+
+func (c *Cluster) start(dir string) error {
+	server, err := exec.LookPath("redis-server")
+	if err != nil {
+		return err
+	}
+	cli, err := exec.LookPath("redis-cli")
+	if err != nil {
+		return err
+	}
+	for i := range 3 {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		bus, err := freePort()
+		if err != nil {
+			return err
+		}
+		nodeDir := filepath.Join(dir, "node"+strconv.Itoa(i))
+		if err := os.MkdirAll(nodeDir, 0o750); err != nil {
+			return err
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		cmd := exec.Command(server,
+			"--port", strconv.Itoa(port), "--cluster-port", strconv.Itoa(bus), "--bind", "127.0.0.1",
+			"--cluster-enabled", "yes", "--cluster-config-file", filepath.Join(nodeDir, "nodes.conf"),
+			"--cluster-node-timeout", "5000",
+			"--dir", nodeDir, "--appendonly", "yes", "--appendfsync", "everysec",
+			"--save", "", "--daemonize", "no", "--loglevel", "warning",
+			"--logfile", filepath.Join(nodeDir, "redis.log"))
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		c.nodes = append(c.nodes, &clusterNode{addr: addr, cmd: cmd})
+		c.Addrs = append(c.Addrs, addr)
+	}
+	for _, n := range c.nodes {
+		if err := waitReady(n.addr, 10*time.Second); err != nil {
+			return fmt.Errorf("node %s: %w", n.addr, err)
+		}
+	}
+	args := append([]string{"--cluster", "create"}, c.Addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("redis-cli --cluster create: %w: %s", err, out)
+	}
+	return c.waitOK(20 * time.Second)
+}
+
+// waitOK waits until every node reports cluster_state:ok and knows all
+// three masters.
+func (c *Cluster) waitOK(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for _, n := range c.nodes {
+		rdb := redis.NewClient(&redis.Options{Addr: n.addr, MaxRetries: -1})
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			info, err := rdb.ClusterInfo(ctx).Result()
+			cancel()
+			if err == nil && strings.Contains(info, "cluster_state:ok") && strings.Contains(info, "cluster_known_nodes:3") {
+				break
+			}
+			if time.Now().After(deadline) {
+				_ = rdb.Close()
+				return fmt.Errorf("node %s: cluster not ok within %s: %v %s", n.addr, timeout, err, info)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		_ = rdb.Close()
+	}
+	return nil
+}
+
+func (c *Cluster) stop() {
+	for _, n := range c.nodes {
+		if n.cmd.Process != nil {
+			_ = n.cmd.Process.Kill()
+			_ = n.cmd.Wait()
+		}
+	}
+}
+
+// Sentinel is a Redis master watched by one Sentinel (quorum 1), owned by
+// one test: enough for clients that find the master through Sentinel.
+type Sentinel struct {
+	Master       *Server
+	SentinelAddr string
+	MasterName   string
+	cmd          *exec.Cmd
+}
+
+// StartSentinel starts a master (as Start does) and a Sentinel that
+// monitors it as "authpipe", and waits until the Sentinel names the master;
+// both are stopped when the test ends.
+func StartSentinel(t testing.TB) *Sentinel {
+	t.Helper()
+	s := &Sentinel{Master: Start(t), MasterName: "authpipe"}
+	t.Cleanup(func() {
+		if s.cmd != nil && s.cmd.Process != nil {
+			_ = s.cmd.Process.Kill()
+			_ = s.cmd.Wait()
+		}
+	})
+	if err := s.start(t.TempDir()); err != nil {
+		t.Fatalf("start redis sentinel: %v", err)
+	}
+	return s
+}
+
+// URL returns the REDIS_URL that reaches the master through the Sentinel.
+func (s *Sentinel) URL() string {
+	return "redis-sentinel://" + s.SentinelAddr + "?master=" + s.MasterName
+}
+
+func (s *Sentinel) start(dir string) error {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return err
+	}
+	port, err := freePort()
+	if err != nil {
+		return err
+	}
+	s.SentinelAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	host, masterPort, err := net.SplitHostPort(s.Master.Addr)
+	if err != nil {
+		return err
+	}
+	conf := filepath.Join(dir, "sentinel.conf")
+	text := fmt.Sprintf("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n"+
+		"sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s 5000\n",
+		port, dir, filepath.Join(dir, "sentinel.log"), s.MasterName, host, masterPort, s.MasterName)
+	if err := os.WriteFile(conf, []byte(text), 0o600); err != nil {
+		return err
+	}
+	s.cmd = exec.Command(bin, conf, "--sentinel")
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	c := redis.NewSentinelClient(&redis.Options{Addr: s.SentinelAddr, MaxRetries: -1})
+	defer c.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		addr, err := c.GetMasterAddrByName(ctx, s.MasterName).Result()
+		cancel()
+		if err == nil && len(addr) == 2 && net.JoinHostPort(addr[0], addr[1]) == s.Master.Addr {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sentinel %s does not name the master %s: %v %v", s.SentinelAddr, s.Master.Addr, addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/jsonscan"
 )
 
 // Counting model, shared by the Redis store and the in-memory store of
@@ -68,6 +69,10 @@ func eventOf(id string, raw []byte) (event, error) {
 	if err != nil {
 		return event{}, err
 	}
+	e := event{id: id, date: l.Date, typ: l.Type}
+	if fieldsFast(l.Raw, &e) {
+		return e, nil
+	}
 	var f struct {
 		IP         json.RawMessage `json:"ip"`
 		UserID     json.RawMessage `json:"user_id"`
@@ -78,7 +83,7 @@ func eventOf(id string, raw []byte) (event, error) {
 	if err := json.Unmarshal(l.Raw, &f); err != nil {
 		return event{}, err
 	}
-	e := event{id: id, date: l.Date, typ: l.Type}
+	e = event{id: id, date: l.Date, typ: l.Type}
 	for i, raw := range []json.RawMessage{f.IP, f.UserID, f.UserName, f.ClientID, f.Connection} {
 		var s string
 		if json.Unmarshal(raw, &s) == nil {
@@ -86,6 +91,43 @@ func eventOf(id string, raw []byte) (event, error) {
 		}
 	}
 	return e, nil
+}
+
+// eventFields are the members eventOf reads, in the order of event.fields.
+var eventFields = [...]string{"ip", "user_id", "user_name", "client_id", "connection"}
+
+// fieldsFast fills e.fields in one pass over the event (jsonscan), as the
+// encoding/json path of eventOf would. It reports false, leaving e to that
+// path, where encoding/json's rules matter: a key that is escaped, not
+// ASCII, or one of the names in other letter case.
+func fieldsFast(raw []byte, e *event) bool {
+	ok := true
+	valid := jsonscan.Members(raw, func(key []byte, plain bool, value []byte) bool {
+		if !plain {
+			ok = false
+			return false
+		}
+		for i, name := range eventFields {
+			if string(key) == name {
+				e.fields[i] = ""
+				if s, plainValue := jsonscan.PlainString(value); plainValue {
+					e.fields[i] = cleanValue(string(s))
+				} else {
+					var str string
+					if json.Unmarshal(value, &str) == nil {
+						e.fields[i] = cleanValue(str)
+					}
+				}
+				return true
+			}
+			if len(key) == len(name) && strings.EqualFold(string(key), name) {
+				ok = false
+				return false
+			}
+		}
+		return true
+	})
+	return ok && valid
 }
 
 // cleanValue removes control characters and bounds the length of a group

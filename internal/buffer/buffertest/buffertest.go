@@ -3,7 +3,8 @@
 // backend runs it: Run(t, opener, options) checks append atomicity with the
 // checkpoint, dedupe, consumer reads and acknowledgements, redelivery of
 // pending entries after a reopen, Touch versus the delivery count, reclaim,
-// dead letters with their reason, trimming that never removes a pending or
+// dead letters with their reason (listed page by page, replayed into the
+// stream, dropped), trimming that never removes a pending or
 // undelivered entry, and Stats/Full, all through the backend's methods only.
 package buffertest
 
@@ -42,6 +43,9 @@ type Backend interface {
 	NoteFailure(ctx context.Context, id, reason string) error
 	DeadLetter(ctx context.Context, group string, e buffer.Entry, reason string) error
 	DeadLetters(ctx context.Context, count int) ([]buffer.DeadLetter, error)
+	DeadLettersAfter(ctx context.Context, after string, count int) ([]buffer.DeadLetter, error)
+	ReplayDeadLetters(ctx context.Context, ids []string) (int, error)
+	DropDeadLetters(ctx context.Context, ids []string) (int, error)
 	Trim(ctx context.Context) (int64, error)
 	Stats(ctx context.Context, group string) (buffer.Stats, error)
 	Config() buffer.Config
@@ -77,6 +81,10 @@ func Run(t *testing.T, newOpener func(t *testing.T) Opener, opts Options) {
 		{"ReclaimWalksPendingList", testReclaimWalks},
 		{"ReadPendingDeadLetters", testReadPendingDeadLetters},
 		{"DeadLetter", testDeadLetter},
+		{"DeadLettersPaging", testDeadLettersPaging},
+		{"ReplayDeadLetters", testReplayDeadLetters},
+		{"DropDeadLetters", testDropDeadLetters},
+		{"ReplayEmpty", testReplayEmpty},
 		{"Trim", testTrim},
 		{"TrimEmpty", testTrimEmpty},
 		{"StatsAndFull", testStatsAndFull},

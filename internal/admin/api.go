@@ -1,0 +1,294 @@
+package admin
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Prefix is where the API is mounted.
+const Prefix = "/api/v1/"
+
+// Operations: the operation of the audit entry and of
+// authpipe_admin_requests_total.
+const (
+	OpStatus           = "status"
+	OpRulesList        = "rules_list"
+	OpRulesReload      = "rules_reload"
+	OpBreaches         = "breaches"
+	OpDLQList          = "dlq_list"
+	OpDLQReplay        = "dlq_replay"
+	OpDLQDrop          = "dlq_drop"
+	OpBackfillStart    = "backfill_start"
+	OpBackfillProgress = "backfill_progress"
+	OpUnknown          = "unknown"
+)
+
+// route is one endpoint: its operation, the scope it needs, and its
+// handler, which returns the status and the JSON body.
+type route struct {
+	method, path, op, scope string
+	resource                func(a *API, r *http.Request) string
+	serve                   func(a *API, c *call) (int, any)
+}
+
+// call is one allowed request being served; the handler adds to the audit
+// entry what only it knows (targets, affected).
+type call struct {
+	r     *http.Request
+	entry *AuditEntry
+}
+
+func fixed(s string) func(*API, *http.Request) string {
+	return func(*API, *http.Request) string { return s }
+}
+
+func dlqResource(a *API, r *http.Request) string {
+	return "tenants/" + safeSegment(a.tenantName(r)) + "/dlq"
+}
+
+// maxSegment bounds a path segment or tenant name copied into the audit
+// entry; longer ones (a token pasted into a URL) are replaced.
+const maxSegment = 64
+
+// safeSegment is s, or "…" when it is too long to be a name.
+func safeSegment(s string) string {
+	if len(s) > maxSegment {
+		return "…"
+	}
+	return s
+}
+
+// safePath is the request path for the audit entry, each overlong segment
+// replaced (see safeSegment).
+func safePath(p string) string {
+	segs := strings.Split(p, "/")
+	for i, s := range segs {
+		segs[i] = safeSegment(s)
+	}
+	return clip(strings.Join(segs, "/"))
+}
+
+var routes = []route{
+	{http.MethodGet, "status", OpStatus, ScopeReadStatus, fixed("status"), (*API).serveStatus},
+	{http.MethodGet, "rules", OpRulesList, ScopeReadRules, fixed("rules"), (*API).serveRules},
+	{http.MethodPost, "rules/reload", OpRulesReload, ScopeWriteRules, fixed("rules"), (*API).serveReload},
+	{http.MethodGet, "breaches", OpBreaches, ScopeReadRules, fixed("rules/breaches"), (*API).serveBreaches},
+	{http.MethodGet, "dlq", OpDLQList, ScopeReadDLQ, dlqResource, (*API).serveDLQList},
+	{http.MethodPost, "dlq/replay", OpDLQReplay, ScopeWriteDLQ, dlqResource, (*API).serveDLQReplay},
+	{http.MethodPost, "dlq/drop", OpDLQDrop, ScopeWriteDLQ, dlqResource, (*API).serveDLQDrop},
+	{http.MethodPost, "backfill", OpBackfillStart, ScopeWriteBackfill, fixed("backfill"), (*API).serveBackfillStart},
+	{http.MethodGet, "backfill", OpBackfillProgress, ScopeReadBackfill, fixed("backfill"), (*API).serveBackfillProgress},
+}
+
+// Operations lists every operation, unknown included.
+func Operations() []string {
+	ops := make([]string, 0, len(routes)+1)
+	for _, rt := range routes {
+		ops = append(ops, rt.op)
+	}
+	return append(ops, OpUnknown)
+}
+
+// API is the admin API's http.Handler; mount it at Prefix.
+type API struct {
+	cfg   Config
+	src   Sources
+	log   *slog.Logger
+	clock clockwork.Clock
+	auth  *authenticator
+	audit *auditor
+
+	requests *prometheus.CounterVec
+}
+
+// New builds the API. It registers its metrics on deps.Registerer; it
+// fetches nothing until the first request.
+func New(cfg Config, src Sources, deps Deps) (*API, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(src.Tenants) == 0 {
+		return nil, errors.New("admin API: no tenant")
+	}
+	for _, t := range src.Tenants {
+		if t.Name == "" || t.Buffer == nil {
+			return nil, errors.New("admin API: a tenant without a name or buffer")
+		}
+	}
+	if src.Metrics == nil {
+		return nil, errors.New("admin API: no metrics registry")
+	}
+	cfg = cfg.withDefaults()
+	deps = deps.withDefaults()
+	log := deps.Logger.With("component", "admin")
+	f := promauto.With(deps.Registerer)
+	a := &API{
+		cfg:   cfg,
+		src:   src,
+		log:   log,
+		clock: deps.Clock,
+		requests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "authpipe_admin_requests_total",
+			Help: "Admin API requests, by operation and by whether they were allowed (authenticated and authorised) or denied.",
+		}, []string{"operation", "outcome"}),
+	}
+	for _, op := range Operations() {
+		a.requests.WithLabelValues(op, OutcomeAllowed)
+		a.requests.WithLabelValues(op, OutcomeDenied)
+	}
+	auditErrors := f.NewCounterVec(prometheus.CounterOpts{
+		Name: "authpipe_admin_audit_errors_total",
+		Help: "Admin audit entries a sink failed to take (sink: the JSON-lines sink or the Redis stream).",
+	}, []string{"sink"})
+	auditErrors.WithLabelValues("sink")
+	auditErrors.WithLabelValues("redis")
+	a.audit = &auditor{
+		log: log, clock: deps.Clock, errors: auditErrors,
+		sink: deps.AuditSink, redis: deps.Redis, stream: cfg.AuditStream, retention: cfg.AuditRetention,
+	}
+	a.auth = &authenticator{cfg: cfg, clock: deps.Clock}
+	if cfg.StaticToken != "" {
+		a.auth.static, a.auth.hasStatic = sha256.Sum256([]byte(cfg.StaticToken.Reveal())), true
+	}
+	if cfg.JWT() {
+		refreshes := f.NewCounterVec(prometheus.CounterOpts{
+			Name: "authpipe_admin_jwks_refreshes_total",
+			Help: "Fetches of the Auth0 tenant's signing keys (JWKS) for the admin API, by result.",
+		}, []string{"result"})
+		refreshes.WithLabelValues("success")
+		refreshes.WithLabelValues("error")
+		a.auth.keys = &keySet{
+			url: cfg.JWKSURL, client: deps.HTTPClient, clock: deps.Clock,
+			minRefresh: cfg.JWKSMinRefresh, maxAge: cfg.JWKSMaxAge, log: log, refreshes: refreshes,
+		}
+	}
+	return a, nil
+}
+
+// match finds the route of a request; pathKnown tells a known path asked
+// with another method.
+func match(method, path string) (rt *route, pathKnown bool) {
+	rest, ok := strings.CutPrefix(path, Prefix)
+	if !ok {
+		return nil, false
+	}
+	for i := range routes {
+		if routes[i].path != rest {
+			continue
+		}
+		pathKnown = true
+		if routes[i].method == method {
+			return &routes[i], true
+		}
+	}
+	return nil, pathKnown
+}
+
+func allowed(path string) string {
+	var methods []string
+	for _, rt := range routes {
+		if Prefix+rt.path == path {
+			methods = append(methods, rt.method)
+		}
+	}
+	return strings.Join(methods, ", ")
+}
+
+// errorBody is the JSON of every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// ServeHTTP authenticates, authorises, serves and audits one request.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := a.clock.Now()
+	rt, pathKnown := match(r.Method, r.URL.Path)
+	e := AuditEntry{Time: start.UTC(), Method: clip(r.Method), Operation: OpUnknown, Resource: safePath(r.URL.Path)}
+	if rt != nil {
+		e.Operation, e.Resource = rt.op, rt.resource(a, r)
+	}
+	id, d := a.auth.authenticate(r.Context(), r)
+	e.Auth, e.Sub, e.JTI, e.Exp, e.TokenThumbprint, e.ClaimsVerified = id.auth, id.sub, id.jti, id.exp, id.thumbprint, id.verified
+
+	var status int
+	var body any
+	e.Outcome = OutcomeDenied
+	switch {
+	case d != nil:
+		challenge := `Bearer realm="authpipe"`
+		if d.reason != ReasonMissingToken && d.status == http.StatusUnauthorized {
+			challenge += `, error="invalid_token", error_description="` + d.desc + `"`
+		}
+		w.Header().Set("WWW-Authenticate", challenge)
+		if d.status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "30")
+		}
+		status, body, e.Reason = d.status, errorBody{d.desc, d.reason}, d.reason
+	case rt == nil && pathKnown:
+		w.Header().Set("Allow", allowed(r.URL.Path))
+		status, body, e.Reason = http.StatusMethodNotAllowed, errorBody{"method not allowed", ReasonMethodNotAllowed}, ReasonMethodNotAllowed
+	case rt == nil:
+		status, body, e.Reason = http.StatusNotFound, errorBody{"no such admin API endpoint", ReasonNotFound}, ReasonNotFound
+	case !id.has(rt.scope):
+		w.Header().Set("WWW-Authenticate", `Bearer realm="authpipe", error="insufficient_scope", scope="`+rt.scope+`"`)
+		status = http.StatusForbidden
+		body = errorBody{"the access token lacks the scope " + rt.scope, ReasonInsufficientScope}
+		e.Reason = ReasonInsufficientScope
+	default:
+		e.Outcome = OutcomeAllowed
+		status, body = rt.serve(a, &call{r: r, entry: &e})
+	}
+	writeJSON(w, status, body)
+	e.Status = status
+	e.LatencySeconds = a.clock.Since(start).Seconds()
+	a.audit.record(r.Context(), e)
+	a.requests.WithLabelValues(e.Operation, e.Outcome).Inc()
+	a.log.Debug("admin request", "operation", e.Operation, "outcome", e.Outcome, "status", status, "reason", e.Reason)
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	data, err := json.MarshalIndent(body, "", "  ")
+	if err != nil {
+		status, data = http.StatusInternalServerError, []byte(`{"error":"internal error","code":"internal"}`)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(data, '\n'))
+}
+
+// fail answers an internal error: logged with its cause, answered without.
+func (a *API) fail(c *call, action string, err error) (int, any) {
+	a.log.Error("admin "+action, "operation", c.entry.Operation, "err", err)
+	return http.StatusInternalServerError, errorBody{action + " failed; see the worker's log", "internal"}
+}
+
+func badRequest(msg string) (int, any) {
+	return http.StatusBadRequest, errorBody{msg, "bad_request"}
+}
+
+// decodeBody reads a JSON request body into v: at most 1 MiB, no unknown
+// fields, one value.
+func decodeBody(c *call, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(nil, c.r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("request body: %w", err)
+	}
+	if dec.More() {
+		return errors.New("request body: more than one JSON value")
+	}
+	return nil
+}

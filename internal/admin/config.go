@@ -1,0 +1,229 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/config"
+	"github.com/authpipe/authpipe/internal/thresholds"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultLeeway         = 30 * time.Second
+	DefaultJWKSMinRefresh = 30 * time.Second
+	DefaultJWKSMaxAge     = 10 * time.Minute
+	DefaultJWKSTimeout    = 5 * time.Second
+	DefaultAuditRetention = 720 * time.Hour
+	DefaultGroup          = "forward"
+	// minStaticToken is the shortest static token accepted.
+	minStaticToken = 32
+)
+
+// Config configures the admin API. JWT mode is on when Audience is set,
+// static-token mode when StaticToken is set; at least one must be.
+type Config struct {
+	// Issuer is the iss every token must carry; Auth0's is
+	// "https://<tenant domain>/". Required in JWT mode.
+	Issuer string
+	// Audience is the identifier of the API registered in Auth0 for
+	// authpipe; tokens must list it in aud.
+	Audience string
+	// JWKSURL is where the signing keys are; required in JWT mode
+	// (usually Issuer + ".well-known/jwks.json").
+	JWKSURL string
+	// Leeway is the clock skew allowed on exp, nbf and iat; default 30s.
+	Leeway time.Duration
+	// JWKSMinRefresh is the least time between two fetches of the key set;
+	// default 30s.
+	JWKSMinRefresh time.Duration
+	// JWKSMaxAge is how long a fetched key set is used before it is
+	// fetched again; default 10m.
+	JWKSMaxAge time.Duration
+	// StaticToken, when set, is a token allowed every operation (local
+	// use). At least 32 characters.
+	StaticToken config.Secret
+	// AuditStream is the Redis stream that also receives the audit
+	// entries ("" for none); it needs Deps.Redis.
+	AuditStream string
+	// AuditRetention bounds the audit stream by age (MINID); default 720h.
+	AuditRetention time.Duration
+	// Group is the consumer group whose backlog status reports; default
+	// "forward".
+	Group string
+	// Retention is Auth0's log retention, reported with the checkpoint lag.
+	Retention time.Duration
+	// Version is the build reported by status.
+	Version string
+}
+
+// JWT reports whether JWT mode is on.
+func (c Config) JWT() bool { return c.Audience != "" }
+
+// Validate checks the configuration.
+func (c Config) Validate() error {
+	var errs []error
+	if !c.JWT() && c.StaticToken == "" {
+		errs = append(errs, errors.New("admin API: set an audience (JWT mode) or a static token"))
+	}
+	if c.JWT() {
+		if c.Issuer == "" {
+			errs = append(errs, errors.New("admin API: JWT mode needs the issuer"))
+		}
+		if u, err := url.Parse(c.JWKSURL); c.JWKSURL == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			errs = append(errs, errors.New("admin API: JWT mode needs an http(s) JWKS URL"))
+		}
+	}
+	if c.StaticToken != "" && len(c.StaticToken.Reveal()) < minStaticToken {
+		errs = append(errs, fmt.Errorf("admin API: the static token must be at least %d characters", minStaticToken))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"leeway", c.Leeway}, {"JWKS minimum refresh", c.JWKSMinRefresh}, {"JWKS max age", c.JWKSMaxAge}, {"audit retention", c.AuditRetention}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("admin API: %s %s must not be negative", d.name, d.v))
+		}
+	}
+	if c.Leeway > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("admin API: leeway %s: at most 5m", c.Leeway))
+	}
+	return errors.Join(errs...)
+}
+
+func (c Config) withDefaults() Config {
+	if c.Leeway == 0 {
+		c.Leeway = DefaultLeeway
+	}
+	if c.JWKSMinRefresh == 0 {
+		c.JWKSMinRefresh = DefaultJWKSMinRefresh
+	}
+	if c.JWKSMaxAge == 0 {
+		c.JWKSMaxAge = DefaultJWKSMaxAge
+	}
+	if c.AuditRetention == 0 {
+		c.AuditRetention = DefaultAuditRetention
+	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
+	return c
+}
+
+// Deps are the injected collaborators. Zero values get defaults: a
+// discarding logger, a fresh registry, the real clock, an HTTP client with
+// a 5s timeout for the key set, no audit sink (AuditSink nil writes no
+// lines; cmd always gives one) and no audit stream.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Clock      clockwork.Clock
+	HTTPClient *http.Client
+	// AuditSink takes the audit entries as JSON lines; see OpenAuditSink.
+	AuditSink io.Writer
+	// Redis holds the audit stream (Config.AuditStream).
+	Redis redis.UniversalClient
+}
+
+func (d Deps) withDefaults() Deps {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Registerer == nil {
+		d.Registerer = prometheus.NewRegistry()
+	}
+	if d.Clock == nil {
+		d.Clock = clockwork.NewRealClock()
+	}
+	if d.HTTPClient == nil {
+		d.HTTPClient = &http.Client{Timeout: DefaultJWKSTimeout}
+	}
+	return d
+}
+
+// Buffer is what the API needs of a tenant's buffer (*buffer.Redis and
+// *buffer.Bolt both are one).
+type Buffer interface {
+	Checkpoint(ctx context.Context) (string, error)
+	Stats(ctx context.Context, group string) (buffer.Stats, error)
+	DeadLettersAfter(ctx context.Context, after string, count int) ([]buffer.DeadLetter, error)
+	ReplayDeadLetters(ctx context.Context, ids []string) (int, error)
+	DropDeadLetters(ctx context.Context, ids []string) (int, error)
+}
+
+var (
+	_ Buffer = (*buffer.Redis)(nil)
+	_ Buffer = (*buffer.Bolt)(nil)
+)
+
+// Rules is what the API needs of the threshold engine (*thresholds.Engine).
+type Rules interface {
+	Rules() *thresholds.RuleSet
+	Reload() error
+	Leader() bool
+}
+
+var _ Rules = (*thresholds.Engine)(nil)
+
+// Backfiller runs backfills: a re-poll of a window of Auth0's logs into the
+// buffer. Start begins one in the background (ctx only bounds the start:
+// the backfill runs until done or the worker stops) and returns its id; it
+// returns an error matching ErrBackfillRunning while one runs, and one
+// matching ErrBackfillInvalid for a since it cannot serve (outside the
+// retention). Progress reports the current or last backfill.
+type Backfiller interface {
+	Start(ctx context.Context, since time.Time) (id string, err error)
+	Progress() BackfillStatus
+}
+
+// Errors a Backfiller's Start returns (wrapped), answered 409 and 400.
+var (
+	ErrBackfillRunning = errors.New("a backfill is running already")
+	ErrBackfillInvalid = errors.New("invalid backfill")
+)
+
+// BackfillStatus is a backfill's progress.
+type BackfillStatus struct {
+	ID         string     `json:"id"`
+	State      string     `json:"state"` // idle, running, done, failed
+	Since      time.Time  `json:"since"`
+	StartedAt  *time.Time `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at"`
+	Pages      int64      `json:"pages"`
+	Events     int64      `json:"events"` // logs fetched
+	Added      int64      `json:"added"`  // logs new to the buffer (the rest were duplicates)
+	Error      string     `json:"error,omitempty"`
+}
+
+// Tenant is one tenant the API serves.
+type Tenant struct {
+	Name   string
+	Buffer Buffer
+}
+
+// Sources are what the API reports on and acts on.
+type Sources struct {
+	// Tenants are the configured tenants, at least one; the first is the
+	// default of ?tenant=.
+	Tenants []Tenant
+	// Metrics is the process's registry: status and breach state are read
+	// from it (status.Snapshot), so they match /metrics.
+	Metrics prometheus.Gatherer
+	// Rules is the threshold engine; nil when threshold checks are off.
+	Rules Rules
+	// Backfill runs backfills; nil answers 501.
+	Backfill Backfiller
+	// Ready reports the worker's readiness; nil reports true.
+	Ready func() bool
+}

@@ -1,0 +1,201 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// Targets of issue 8 (2-core machine).
+const (
+	TargetRedisRate = 50_000      // events/s end to end with Redis
+	TargetBoltRate  = 20_000      // events/s end to end with the embedded buffer
+	TargetPeakRSS   = 150 << 20   // bytes, whatever the backlog
+	TargetP99Slack  = time.Second // p99 ≤ poll interval + this
+	fullBatchShare  = 0.95        // "full batches": this share of catch-up batches full
+)
+
+// Check is one target and whether the run met it.
+type Check struct {
+	What   string
+	Target string
+	Got    string
+	OK     bool
+}
+
+// Checks compares the report with the targets.
+func (r *Report) Checks() []Check {
+	var out []Check
+	for _, b := range r.Backends {
+		want := float64(TargetRedisRate)
+		if b.Backend == "bolt" {
+			want = TargetBoltRate
+		}
+		out = append(out, Check{
+			What: b.Backend + ": end to end", Target: fmt.Sprintf("≥ %s events/s", thousands(want)),
+			Got: thousands(b.CatchUp.Rate()) + " events/s", OK: b.CatchUp.Rate() >= want,
+		})
+		limit := b.Steady.PollInterval + TargetP99Slack
+		p99 := b.Steady.Percentile(0.99)
+		out = append(out, Check{
+			What:   b.Backend + ": p99 latency at " + thousands(float64(b.Steady.Rate)) + " events/s",
+			Target: "≤ " + limit.String() + " (poll interval + 1s)",
+			Got:    p99.Round(time.Millisecond).String(), OK: p99 <= limit && b.Steady.Missing == 0,
+		})
+		peak := max(b.CatchUp.PeakRSS, b.Steady.PeakRSS)
+		out = append(out, Check{
+			What: b.Backend + ": peak RSS", Target: "< 150 MB",
+			Got: mb(peak), OK: peak < TargetPeakRSS,
+		})
+		full, mean := fullShare(b.CatchUp.Batches, b.CatchUp.BatchSize)
+		out = append(out, Check{
+			What:   b.Backend + ": full Segment batches in catch-up",
+			Target: fmt.Sprintf("≥ %.0f%% of batches hold %d", fullBatchShare*100, b.CatchUp.BatchSize),
+			Got:    fmt.Sprintf("%.1f%% (mean %.1f)", full*100, mean), OK: full >= fullBatchShare,
+		})
+	}
+	return out
+}
+
+// fullShare returns the share of batches of size n and the mean size.
+func fullShare(sizes []int, n int) (share, mean float64) {
+	if len(sizes) == 0 {
+		return 0, 0
+	}
+	full, sum := 0, 0
+	for _, s := range sizes {
+		sum += s
+		if s >= n {
+			full++
+		}
+	}
+	return float64(full) / float64(len(sizes)), float64(sum) / float64(len(sizes))
+}
+
+// Print writes the report as a table.
+func (r *Report) Print(w io.Writer) {
+	o := r.Options
+	m := r.Machine
+	fmt.Fprintf(w, "authpipe end-to-end benchmark\n")
+	fmt.Fprintf(w, "machine: %d CPUs (%s), %s RAM, %s", m.CPUs, m.CPUModel, gib(m.MemTotal), m.GoVersion)
+	if m.Redis != "" {
+		fmt.Fprintf(w, ", redis-server %s", m.Redis)
+	}
+	fmt.Fprintf(w, "\nrun: catch-up of %s events; steady %s events/s for %s; AUTH0_POLL_INTERVAL=%s",
+		thousands(float64(o.Events)), thousands(float64(o.Rate)), o.SteadyFor, o.PollInterval)
+	if len(o.ExtraEnv) > 0 {
+		fmt.Fprintf(w, "; %s", strings.Join(o.ExtraEnv, " "))
+	}
+	fmt.Fprintf(w, "; took %s\n\n", r.Took.Round(time.Second))
+
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	row := func(label string, f func(b BackendReport) string) {
+		fmt.Fprintf(tw, "%s\t", label)
+		for _, b := range r.Backends {
+			fmt.Fprintf(tw, "%s\t", f(b))
+		}
+		fmt.Fprintln(tw)
+	}
+	perM := func(d time.Duration, n int) string {
+		if n == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f", d.Seconds()*1e6/float64(n))
+	}
+	row("", func(b BackendReport) string { return b.Backend })
+	row("CATCH-UP (all events waiting at start)", func(BackendReport) string { return "" })
+	row("end to end, events/s", func(b BackendReport) string { return thousands(b.CatchUp.Rate()) })
+	row("  time to deliver all", func(b BackendReport) string { return b.CatchUp.Elapsed.Round(10 * time.Millisecond).String() })
+	row("  poll + buffer append, events/s (stage done)", func(b BackendReport) string {
+		return thousands(rate(b.CatchUp.Events, b.CatchUp.PolledIn))
+	})
+	row("  forward, events/s (first to last accepted)", func(b BackendReport) string {
+		return thousands(rate(b.CatchUp.Events, b.CatchUp.Elapsed-b.CatchUp.FirstIn))
+	})
+	row("  first event in Segment after", func(b BackendReport) string { return b.CatchUp.FirstIn.Round(time.Millisecond).String() })
+	row("worker peak RSS (VmHWM)", func(b BackendReport) string { return mb(b.CatchUp.PeakRSS) })
+	row("  anonymous / file-backed (peak sampled)", func(b BackendReport) string {
+		return mb(b.CatchUp.PeakAnon) + " / " + mb(b.CatchUp.PeakFile)
+	})
+	row("worker CPU s per million events", func(b BackendReport) string { return perM(b.CatchUp.CPU, b.CatchUp.Events) })
+	row("redis-server CPU s per million events", func(b BackendReport) string {
+		if b.Backend != "redis" {
+			return "-"
+		}
+		return perM(b.CatchUp.RedisCPU, b.CatchUp.Events)
+	})
+	row("Segment requests per 1000 events", func(b BackendReport) string {
+		return fmt.Sprintf("%.2f", float64(b.CatchUp.Requests)*1000/float64(max(b.CatchUp.Events, 1)))
+	})
+	row("Segment batches full / mean size", func(b BackendReport) string {
+		share, mean := fullShare(b.CatchUp.Batches, b.CatchUp.BatchSize)
+		return fmt.Sprintf("%.1f%% of %d / %.1f", share*100, len(b.CatchUp.Batches), mean)
+	})
+	row("", func(BackendReport) string { return "" })
+	row(fmt.Sprintf("STEADY (%s events/s for %s)", thousands(float64(o.Rate)), o.SteadyFor), func(BackendReport) string { return "" })
+	row("latency p50 (available in Auth0 → accepted by Segment)", func(b BackendReport) string {
+		return b.Steady.Percentile(0.5).Round(time.Millisecond).String()
+	})
+	row("latency p99", func(b BackendReport) string { return b.Steady.Percentile(0.99).Round(time.Millisecond).String() })
+	row("latency max", func(b BackendReport) string { return b.Steady.Percentile(1).Round(time.Millisecond).String() })
+	row("events not delivered", func(b BackendReport) string { return fmt.Sprint(b.Steady.Missing) })
+	row("worker peak RSS (VmHWM)", func(b BackendReport) string { return mb(b.Steady.PeakRSS) })
+	row("worker CPU s per million events", func(b BackendReport) string { return perM(b.Steady.CPU, b.Steady.Events) })
+	row("Segment requests per 1000 events", func(b BackendReport) string {
+		return fmt.Sprintf("%.2f", float64(b.Steady.Requests)*1000/float64(max(b.Steady.Events, 1)))
+	})
+	tw.Flush()
+
+	if r.Ceiling.Events > 0 {
+		fmt.Fprintf(w, "\nREDIS CEILING (same run, same payloads): pipelined XADD, %d per round trip, one connection: %s events/s\n",
+			r.Ceiling.Pipeline, thousands(r.Ceiling.Rate()))
+		for _, b := range r.Backends {
+			fmt.Fprintf(w, "  authpipe %s end to end = %.1f%% of it\n", b.Backend, 100*b.CatchUp.Rate()/r.Ceiling.Rate())
+		}
+	}
+	if len(r.Stages) > 0 {
+		fmt.Fprintf(w, "\nSTAGES ALONE (real packages in the bench process, beside the simulators)\n")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		for _, s := range r.Stages {
+			name := s.Name
+			if s.Backend != "" {
+				name = s.Backend + " " + name
+			}
+			fmt.Fprintf(tw, "  %s\t%s events/s\t%s events in %s\t%s\n", name, thousands(s.Rate()),
+				thousands(float64(s.Events)), s.Elapsed.Round(time.Millisecond), s.Note)
+		}
+		tw.Flush()
+	}
+	fmt.Fprintf(w, "\nbench process peak RSS (simulators, not authpipe): %s\n", mb(r.SimPeakRSS))
+
+	fmt.Fprintf(w, "\nTARGETS\n")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, c := range r.Checks() {
+		verdict := "met"
+		if !c.OK {
+			verdict = "MISSED"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.What, c.Target, c.Got, verdict)
+	}
+	tw.Flush()
+}
+
+func mb(b int64) string { return fmt.Sprintf("%.0f MB", float64(b)/(1<<20)) }
+
+func gib(b int64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
+
+// thousands formats a rate with thousands separators.
+func thousands(f float64) string {
+	n := int64(f + 0.5)
+	s := fmt.Sprint(n)
+	var b strings.Builder
+	for i, c := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,135 @@
+package forward
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/segmentio/analytics-go/v3"
+
+	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/sim"
+)
+
+// benchLogs returns n realistic decoded events from the Auth0 simulator.
+func benchLogs(b *testing.B, n int) []auth0log.Log {
+	b.Helper()
+	a := sim.NewAuth0(sim.Auth0Options{})
+	a.Add(sim.GenerateEvents(rand.New(rand.NewPCG(3, 4)), n, time.Now().Add(-time.Hour), time.Millisecond)...)
+	logs := make([]auth0log.Log, 0, n)
+	for _, id := range a.LogIDs() {
+		raw, _ := a.Log(id)
+		l, err := auth0log.Decode(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		logs = append(logs, l)
+	}
+	return logs
+}
+
+func avgRaw(logs []auth0log.Log) int64 {
+	var n int
+	for _, l := range logs {
+		n += len(l.Raw)
+	}
+	return int64(n / len(logs))
+}
+
+// BenchmarkMap: one event mapped to its Segment message (decode, PII
+// policy, size check), under the default policy (hash) and with every
+// field kept.
+func BenchmarkMap(b *testing.B) {
+	logs := benchLogs(b, 1000)
+	for _, tc := range []struct {
+		name   string
+		policy PIIPolicy
+	}{
+		{"hash", PIIPolicy{}},
+		{"keep", PIIPolicy{UserName: PIIKeep, Email: PIIKeep, IP: PIIKeep, UserAgent: PIIKeep}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			m := newMapper("bench", []byte("bench-hash-key"), tc.policy)
+			b.SetBytes(avgRaw(logs))
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, _, err := m.mapLog(logs[i%len(logs)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkEncodeMessage: what analytics-go does with each message it is
+// given (json.Marshal of the Track, in makeMessage): the Track as Map returns
+// it (decoded), and as the forwarder hands it over (objects pre-encoded).
+func BenchmarkEncodeMessage(b *testing.B) {
+	logs := benchLogs(b, 1000)
+	m := newMapper("bench", []byte("bench-hash-key"), PIIPolicy{})
+	tracks := make([]analytics.Track, len(logs))
+	for i, l := range logs {
+		var err error
+		if tracks[i], _, err = m.mapLog(l); err != nil {
+			b.Fatal(err)
+		}
+	}
+	sent := make([]analytics.Track, len(tracks))
+	for i, t := range tracks {
+		sent[i] = t
+		sent[i].Properties = encodeProperties(t.Properties)
+	}
+	for _, tc := range []struct {
+		name   string
+		tracks []analytics.Track
+	}{{"decoded", tracks}, {"preencoded", sent}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(avgRaw(logs))
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, err := json.Marshal(tc.tracks[i%len(tc.tracks)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// preencoded stands for analytics-go's message: JSON encoded once, written
+// into the batch by MarshalJSON (encoding/json then compacts it).
+type preencoded []byte
+
+func (p preencoded) MarshalJSON() ([]byte, error) { return p, nil }
+
+// BenchmarkEncodeBatch: what analytics-go does per batch of 250 messages
+// (json.Marshal of the batch, which re-scans every message).
+func BenchmarkEncodeBatch(b *testing.B) {
+	logs := benchLogs(b, DefaultBatchSize)
+	m := newMapper("bench", []byte("bench-hash-key"), PIIPolicy{})
+	msgs := make([]preencoded, len(logs))
+	var size int
+	for i, l := range logs {
+		t, _, err := m.mapLog(l)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if msgs[i], err = json.Marshal(t); err != nil {
+			b.Fatal(err)
+		}
+		size += len(msgs[i])
+	}
+	type batch struct {
+		MessageID string       `json:"messageId"`
+		SentAt    time.Time    `json:"sentAt"`
+		Messages  []preencoded `json:"batch"`
+	}
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := json.Marshal(batch{MessageID: "x", SentAt: time.Now(), Messages: msgs}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(msgs))/b.Elapsed().Seconds(), "messages/s")
+}
