@@ -5,11 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
-
-	"github.com/authpipe/authpipe/internal/auth0log"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -60,123 +57,12 @@ func TestNewRedisDefaults(t *testing.T) {
 	require.NoError(t, err)
 }
 
-func TestAppend(t *testing.T) {
-	p1 := page(base, 0, 5)
-	p2 := page(base.Add(time.Second), 0, 5)
-	tests := []struct {
-		name       string
-		pages      [][]auth0log.Log
-		checkpoint []string // per page; "" = the page's last id
-		wantAdded  []int
-		wantStream []auth0log.Log
-		wantCP     string
-	}{
-		{
-			name:       "new page",
-			pages:      [][]auth0log.Log{p1},
-			wantAdded:  []int{5},
-			wantStream: p1,
-			wantCP:     p1[4].ID,
-		},
-		{
-			name:       "same page polled twice adds nothing",
-			pages:      [][]auth0log.Log{p1, p1},
-			wantAdded:  []int{5, 0},
-			wantStream: p1,
-			wantCP:     p1[4].ID,
-		},
-		{
-			name:       "overlapping re-poll adds only new logs",
-			pages:      [][]auth0log.Log{p1[:3], append(append([]auth0log.Log{}, p1[1:]...), p2[:2]...)},
-			wantAdded:  []int{3, 4},
-			wantStream: append(append([]auth0log.Log{}, p1...), p2[:2]...),
-			wantCP:     p2[1].ID,
-		},
-		{
-			name:       "duplicate inside one page",
-			pages:      [][]auth0log.Log{{p1[0], p1[1], p1[0]}},
-			checkpoint: []string{p1[1].ID},
-			wantAdded:  []int{2},
-			wantStream: p1[:2],
-			wantCP:     p1[1].ID,
-		},
-		{
-			name:       "checkpoint never moves backwards",
-			pages:      [][]auth0log.Log{p2[:2], p1[:2]},
-			checkpoint: []string{p2[1].ID, p1[1].ID},
-			wantAdded:  []int{2, 2},
-			wantStream: append(append([]auth0log.Log{}, p2[:2]...), p1[:2]...),
-			wantCP:     p2[1].ID,
-		},
-		{
-			name:       "empty page moves the checkpoint",
-			pages:      [][]auth0log.Log{p1[:1], {}},
-			checkpoint: []string{p1[0].ID, auth0log.CheckpointAt(base.Add(time.Hour))},
-			wantAdded:  []int{1, 0},
-			wantStream: p1[:1],
-			wantCP:     auth0log.CheckpointAt(base.Add(time.Hour)),
-		},
-		{
-			name:       "empty checkpoint leaves it",
-			pages:      [][]auth0log.Log{p1[:1], p1[1:2]},
-			checkpoint: []string{p1[0].ID, "-"},
-			wantAdded:  []int{1, 1},
-			wantStream: p1[:2],
-			wantCP:     p1[0].ID,
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newFixture(t, Config{})
-			cp, err := f.b.Checkpoint(f.ctx)
-			require.NoError(t, err)
-			require.Empty(t, cp)
-			offered, added := 0, 0
-			for i, p := range tt.pages {
-				checkpoint := ""
-				if tt.checkpoint != nil {
-					checkpoint = tt.checkpoint[i]
-				}
-				if checkpoint == "" {
-					checkpoint = p[len(p)-1].ID
-				} else if checkpoint == "-" {
-					checkpoint = ""
-				}
-				n, err := f.b.Append(f.ctx, p, checkpoint)
-				require.NoError(t, err)
-				require.Equal(t, tt.wantAdded[i], n, "page %d", i)
-				offered += len(p)
-				added += n
-			}
-			require.Equal(t, logIDs(tt.wantStream), f.streamLogIDs(t))
-			cp, err = f.b.Checkpoint(f.ctx)
-			require.NoError(t, err)
-			require.Equal(t, tt.wantCP, cp)
-
-			// Every stored log carries its raw event and is in seen, scored by its id time.
-			msgs, err := f.rdb.XRange(f.ctx, f.b.StreamKey(), "-", "+").Result()
-			require.NoError(t, err)
-			for i, m := range msgs {
-				require.JSONEq(t, string(tt.wantStream[i].Raw), m.Values["raw"].(string))
-				score, err := f.rdb.ZScore(f.ctx, f.b.Key("seen"), tt.wantStream[i].ID).Result()
-				require.NoError(t, err)
-				idTime, _ := auth0log.IDTime(tt.wantStream[i].ID)
-				require.Equal(t, float64(idTime.UnixMilli()), score)
-			}
-			require.Equal(t, float64(offered-added), testutil.ToFloat64(f.b.m.duplicates))
-			require.Equal(t, float64(offered), testutil.ToFloat64(f.b.m.stage.Received))
-			require.Equal(t, float64(added), testutil.ToFloat64(f.b.m.stage.Written))
-		})
-	}
-}
-
 // TestAppendAtomic shows that a page that fails anywhere leaves nothing
-// behind: no stream entry, no seen id, no checkpoint change.
+// behind: no stream entry, no seen id, no checkpoint change. Pages refused
+// in Go are checked on both backends by the conformance suite; these are the
+// failures inside the append script.
 func TestAppendAtomic(t *testing.T) {
 	good := page(base, 0, 4)
-	badMid := append(append([]auth0log.Log{}, good[:2]...), auth0log.Log{ID: "900-not-a-log-id", Raw: good[2].Raw}, good[3])
-	emptyRaw := append(append([]auth0log.Log{}, good[:3]...), auth0log.Log{ID: good[3].ID})
-
 	tests := []struct {
 		name    string
 		prepare func(t *testing.T, f *fixture)
@@ -208,16 +94,6 @@ func TestAppendAtomic(t *testing.T) {
 			wantErr: "stored checkpoint is not a log_id",
 		},
 		{
-			name:    "invalid log id mid-page (checked in Go)",
-			run:     func(f *fixture) error { _, err := f.b.Append(f.ctx, badMid, good[3].ID); return err },
-			wantErr: "log 2",
-		},
-		{
-			name:    "empty raw event at the end of the page",
-			run:     func(f *fixture) error { _, err := f.b.Append(f.ctx, emptyRaw, good[3].ID); return err },
-			wantErr: "log 3",
-		},
-		{
 			name: "invalid log id mid-page (checked by the script itself)",
 			run: func(f *fixture) error {
 				args := []any{good[3].ID, 4}
@@ -239,11 +115,6 @@ func TestAppendAtomic(t *testing.T) {
 					good[0].ID, 2, good[0].ID, 1, string(good[0].Raw)).Err()
 			},
 			wantErr: "do not match",
-		},
-		{
-			name:    "invalid checkpoint",
-			run:     func(f *fixture) error { _, err := f.b.Append(f.ctx, good, "12345"); return err },
-			wantErr: "checkpoint",
 		},
 	}
 	for _, tt := range tests {

@@ -17,19 +17,8 @@ import (
 // tenant stays on the node of the tenant's hash tag.
 func TestConformanceCluster(t *testing.T) {
 	rdb := testredis.StartCluster(t).Client(t)
-	buffertest.Run(t, func(t *testing.T) buffertest.Opener {
-		tenant := testredis.Name(t)
-		return func(cfg buffer.Config, deps buffer.Deps) (buffertest.Backend, error) {
-			if cfg.Tenant == "" {
-				cfg.Tenant = tenant
-			}
-			b, err := buffer.NewRedis(rdb, cfg, deps)
-			if err != nil {
-				return nil, err
-			}
-			return redisBackend{b}, nil
-		}
-	}, buffertest.Options{WallClockIdle: true})
+	buffertest.Run(t, func(t *testing.T) buffertest.Opener { return redisOpenerOn(t, rdb) },
+		buffertest.Options{WallClockIdle: true})
 }
 
 // TestClusterTenantsSpreadOverNodes: tenants land on different nodes, and

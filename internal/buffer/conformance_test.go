@@ -49,7 +49,11 @@ func redisClient(t *testing.T) *redis.Client {
 
 // redisOpener opens buffers of one fresh tenant on the shared test server.
 func redisOpener(t *testing.T) buffertest.Opener {
-	rdb := redisClient(t)
+	return redisOpenerOn(t, redisClient(t))
+}
+
+// redisOpenerOn opens buffers of one fresh tenant through rdb.
+func redisOpenerOn(t *testing.T, rdb redis.UniversalClient) buffertest.Opener {
 	tenant := testredis.Name(t)
 	return func(cfg buffer.Config, deps buffer.Deps) (buffertest.Backend, error) {
 		if cfg.Tenant == "" {

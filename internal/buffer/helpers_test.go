@@ -2,8 +2,6 @@ package buffer
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
@@ -13,6 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/buffer/internal/testlog"
 	"github.com/authpipe/authpipe/internal/metrics"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
@@ -46,25 +45,13 @@ func newFixtureOn(t *testing.T, rdb redis.UniversalClient, cfg Config) *fixture 
 	return &fixture{b: b, rdb: rdb, reg: reg, stages: stages, clock: clock, ctx: t.Context()}
 }
 
-// logAt returns a log whose log_id embeds time at and ends in seq.
-func logAt(at time.Time, seq int) auth0log.Log {
-	id := fmt.Sprintf("900%s%039d", at.UTC().Format("20060102150405"), seq)
-	raw, _ := json.Marshal(map[string]any{
-		"log_id": id, "date": at.UTC().Format(time.RFC3339Nano), "type": "s", "user_name": fmt.Sprintf("user%d", seq),
-	})
-	return auth0log.Log{ID: id, Date: at.UTC(), Type: "s", Raw: raw}
-}
-
-// page returns n logs with ascending ids seq from..from+n-1 at time at.
-func page(at time.Time, from, n int) []auth0log.Log {
-	logs := make([]auth0log.Log, n)
-	for i := range logs {
-		logs[i] = logAt(at, from+i)
-	}
-	return logs
-}
-
-var base = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+// The tests' logs, shared with the conformance suite.
+var (
+	base   = testlog.Base
+	logAt  = testlog.LogAt
+	page   = testlog.Page
+	logIDs = testlog.LogIDs
+)
 
 // appendAll appends logs with their last id as checkpoint.
 func (f *fixture) appendAll(t *testing.T, logs []auth0log.Log) int {
@@ -76,25 +63,23 @@ func (f *fixture) appendAll(t *testing.T, logs []auth0log.Log) int {
 
 // streamLogIDs returns the log_ids in the stream, in stream order.
 func (f *fixture) streamLogIDs(t *testing.T) []string {
-	t.Helper()
-	msgs, err := f.rdb.XRange(f.ctx, f.b.StreamKey(), "-", "+").Result()
-	require.NoError(t, err)
-	ids := make([]string, 0, len(msgs))
-	for _, m := range msgs {
-		ids = append(ids, m.Values["id"].(string))
-	}
-	return ids
+	return f.streamField(t, func(m redis.XMessage) string { return m.Values["id"].(string) })
 }
 
+// streamIDs returns the stream ids of the stream's entries.
 func (f *fixture) streamIDs(t *testing.T) []string {
+	return f.streamField(t, func(m redis.XMessage) string { return m.ID })
+}
+
+func (f *fixture) streamField(t *testing.T, field func(redis.XMessage) string) []string {
 	t.Helper()
 	msgs, err := f.rdb.XRange(f.ctx, f.b.StreamKey(), "-", "+").Result()
 	require.NoError(t, err)
-	ids := make([]string, 0, len(msgs))
-	for _, m := range msgs {
-		ids = append(ids, m.ID)
+	out := make([]string, len(msgs))
+	for i, m := range msgs {
+		out[i] = field(m)
 	}
-	return ids
+	return out
 }
 
 func (f *fixture) pending(t *testing.T, group string) []redis.XPendingExt {
@@ -106,18 +91,13 @@ func (f *fixture) pending(t *testing.T, group string) []redis.XPendingExt {
 	return res
 }
 
-func logIDs(logs []auth0log.Log) []string {
-	ids := make([]string, len(logs))
-	for i, l := range logs {
-		ids[i] = l.ID
-	}
-	return ids
+func entryIDs(es []Entry) []string {
+	return testlog.IDs(es, func(e Entry) string { return e.ID })
 }
 
-func entryIDs(es []Entry) []string {
-	ids := make([]string, len(es))
-	for i, e := range es {
-		ids[i] = e.ID
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
 	}
-	return ids
+	return s
 }

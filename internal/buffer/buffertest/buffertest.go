@@ -10,7 +10,6 @@ package buffertest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/buffer/internal/testlog"
 	"github.com/authpipe/authpipe/internal/metrics"
 )
 
@@ -179,52 +179,26 @@ func (h *Harness) Counter(t *testing.T, name string, labels ...string) float64 {
 	return sum
 }
 
-// Base is the time of the suite's logs.
-var Base = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-
-// LogAt returns a log whose log_id embeds time at and ends in seq.
-func LogAt(at time.Time, seq int) auth0log.Log {
-	id := fmt.Sprintf("900%s%039d", at.UTC().Format("20060102150405"), seq)
-	raw, _ := json.Marshal(map[string]any{
-		"log_id": id, "date": at.UTC().Format(time.RFC3339Nano), "type": "s", "user_name": fmt.Sprintf("user%d", seq),
-	})
-	return auth0log.Log{ID: id, Date: at.UTC(), Type: "s", Raw: raw}
-}
-
-// Page returns n logs with ascending ids seq from..from+n-1 at time at.
-func Page(at time.Time, from, n int) []auth0log.Log {
-	logs := make([]auth0log.Log, n)
-	for i := range logs {
-		logs[i] = LogAt(at, from+i)
-	}
-	return logs
-}
-
-// LogIDs returns the logs' log_ids.
-func LogIDs(logs []auth0log.Log) []string {
-	ids := make([]string, len(logs))
-	for i, l := range logs {
-		ids[i] = l.ID
-	}
-	return ids
-}
+// The suite's logs (see package testlog).
+var (
+	// Base is the time of the suite's logs.
+	Base = testlog.Base
+	// LogAt returns a log whose log_id embeds time at and ends in seq.
+	LogAt = testlog.LogAt
+	// Page returns n logs with ascending ids seq from..from+n-1 at time at.
+	Page = testlog.Page
+	// LogIDs returns the logs' log_ids.
+	LogIDs = testlog.LogIDs
+)
 
 // EntryIDs returns the entries' stream ids.
 func EntryIDs(es []buffer.Entry) []string {
-	ids := make([]string, len(es))
-	for i, e := range es {
-		ids[i] = e.ID
-	}
-	return ids
+	return testlog.IDs(es, func(e buffer.Entry) string { return e.ID })
 }
 
 // EntryLogIDs returns the entries' log_ids.
 func EntryLogIDs(es []buffer.Entry) []string {
-	ids := make([]string, len(es))
-	for i, e := range es {
-		ids[i] = e.LogID
-	}
-	return ids
+	return testlog.IDs(es, func(e buffer.Entry) string { return e.LogID })
 }
 
 // ReadAll delivers every undelivered entry of group to consumer, creating
@@ -280,6 +254,20 @@ func appendAll(t *testing.T, b Backend, logs []auth0log.Log) int {
 	added, err := b.Append(t.Context(), logs, logs[len(logs)-1].ID)
 	require.NoError(t, err)
 	return added
+}
+
+// delivered opens a backend holding n logs, all of them delivered to
+// consumer c1 of group "fwd" and pending.
+func delivered(t *testing.T, h *Harness, cfg buffer.Config, n int) (Backend, []auth0log.Log, []buffer.Entry) {
+	t.Helper()
+	b := h.Open(t, cfg)
+	logs := Page(Base, 0, n)
+	appendAll(t, b, logs)
+	require.NoError(t, b.EnsureGroup(t.Context(), "fwd"))
+	got, err := b.Read(t.Context(), "fwd", "c1", n+10, 10*time.Millisecond)
+	require.NoError(t, err)
+	require.Len(t, got, n)
+	return b, logs, got
 }
 
 func testAppend(t *testing.T, h *Harness) {
@@ -553,13 +541,8 @@ func testReadBlocks(t *testing.T, h *Harness) {
 }
 
 func testTouch(t *testing.T, h *Harness) {
-	b := h.Open(t, buffer.Config{})
+	b, _, got := delivered(t, h, buffer.Config{}, 3)
 	ctx := t.Context()
-	appendAll(t, b, Page(Base, 0, 3))
-	require.NoError(t, b.EnsureGroup(ctx, "fwd"))
-	got, err := b.Read(ctx, "fwd", "c1", 10, 10*time.Millisecond)
-	require.NoError(t, err)
-	require.Len(t, got, 3)
 
 	h.Idle(300 * time.Millisecond)
 	require.NoError(t, b.Touch(ctx, "fwd", "c1", got[0].ID, got[1].ID))
@@ -611,14 +594,8 @@ func testReclaim(t *testing.T, h *Harness) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := h.Open(t, buffer.Config{MaxDeliveries: tt.maxDeliveries})
+			b, logs, got := delivered(t, h, buffer.Config{MaxDeliveries: tt.maxDeliveries}, 1)
 			ctx := t.Context()
-			logs := Page(Base, 0, 1)
-			appendAll(t, b, logs)
-			require.NoError(t, b.EnsureGroup(ctx, "fwd"))
-			got, err := b.Read(ctx, "fwd", "c1", 10, 10*time.Millisecond)
-			require.NoError(t, err)
-			require.Len(t, got, 1)
 			if tt.noteFailure != "" {
 				require.NoError(t, b.NoteFailure(ctx, got[0].ID, tt.noteFailure))
 			}
@@ -642,10 +619,7 @@ func testReclaim(t *testing.T, h *Harness) {
 				require.Equal(t, want, re[0].Deliveries)
 			}
 
-			dls, err := b.DeadLetters(ctx, 10)
-			require.NoError(t, err)
-			st, err := b.Stats(ctx, "fwd")
-			require.NoError(t, err)
+			dls, st := deadLettersAndStats(t, b)
 			if tt.wantReason == "" {
 				require.Empty(t, dls)
 				require.Equal(t, buffer.Stats{Length: 1, Backlog: 1, Pending: 1}, st)
@@ -667,16 +641,21 @@ func testReclaim(t *testing.T, h *Harness) {
 	}
 }
 
+// deadLettersAndStats returns the dead letters and the stats of group "fwd".
+func deadLettersAndStats(t *testing.T, b Backend) ([]buffer.DeadLetter, buffer.Stats) {
+	t.Helper()
+	dls, err := b.DeadLetters(t.Context(), 10)
+	require.NoError(t, err)
+	st, err := b.Stats(t.Context(), "fwd")
+	require.NoError(t, err)
+	return dls, st
+}
+
 // testReclaimWalksPendingList: entries beyond the first page are reached
 // by later calls.
 func testReclaimWalks(t *testing.T, h *Harness) {
-	b := h.Open(t, buffer.Config{})
+	b, _, _ := delivered(t, h, buffer.Config{}, 7)
 	ctx := t.Context()
-	appendAll(t, b, Page(Base, 0, 7))
-	require.NoError(t, b.EnsureGroup(ctx, "fwd"))
-	got, err := b.Read(ctx, "fwd", "c1", 10, 10*time.Millisecond)
-	require.NoError(t, err)
-	require.Len(t, got, 7)
 	h.Idle(60 * time.Millisecond)
 	seen := map[string]bool{}
 	for range 5 {
@@ -691,13 +670,8 @@ func testReclaimWalks(t *testing.T, h *Harness) {
 }
 
 func testReadPendingDeadLetters(t *testing.T, h *Harness) {
-	b := h.Open(t, buffer.Config{MaxDeliveries: 1})
+	b, _, got := delivered(t, h, buffer.Config{MaxDeliveries: 1}, 3)
 	ctx := t.Context()
-	appendAll(t, b, Page(Base, 0, 3))
-	require.NoError(t, b.EnsureGroup(ctx, "fwd"))
-	got, err := b.Read(ctx, "fwd", "c1", 10, 10*time.Millisecond)
-	require.NoError(t, err)
-	require.Len(t, got, 3)
 	require.NoError(t, b.NoteFailure(ctx, got[1].ID, "worker crashed"))
 
 	// After a restart every entry would be its second delivery: all go to
@@ -736,23 +710,15 @@ func testDeadLetter(t *testing.T, h *Harness) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := h.Open(t, buffer.Config{})
+			b, logs, got := delivered(t, h, buffer.Config{}, 2)
 			ctx := t.Context()
-			logs := Page(Base, 0, 2)
-			appendAll(t, b, logs)
-			require.NoError(t, b.EnsureGroup(ctx, "fwd"))
-			got, err := b.Read(ctx, "fwd", "c1", 10, 10*time.Millisecond)
-			require.NoError(t, err)
 			require.NoError(t, b.NoteFailure(ctx, got[0].ID, "400"))
 			if tt.ackFirst {
 				require.NoError(t, b.Ack(ctx, "fwd", got[0].ID))
 			}
 
 			require.NoError(t, b.DeadLetter(ctx, "fwd", buffer.Entry{ID: got[0].ID, Deliveries: 1}, tt.reason))
-			dls, err := b.DeadLetters(ctx, 10)
-			require.NoError(t, err)
-			st, err := b.Stats(ctx, "fwd")
-			require.NoError(t, err)
+			dls, st := deadLettersAndStats(t, b)
 			if tt.wantKind == "" {
 				require.Empty(t, dls)
 				require.Equal(t, buffer.Stats{Length: 2, Backlog: 1, Pending: 1}, st)
@@ -768,8 +734,7 @@ func testDeadLetter(t *testing.T, h *Harness) {
 			require.EqualValues(t, 1, h.Counter(t, "authpipe_dead_letters_total", "reason", tt.wantKind))
 			// A second call finds it no longer pending.
 			require.NoError(t, b.DeadLetter(ctx, "fwd", got[0], tt.reason))
-			dls, err = b.DeadLetters(ctx, 10)
-			require.NoError(t, err)
+			dls, _ = deadLettersAndStats(t, b)
 			require.Len(t, dls, 1)
 			// The other entry is still pending with c1, and dead letters survive a reopen.
 			h.Reopen(t)
@@ -792,9 +757,10 @@ func testTrim(t *testing.T, h *Harness) {
 		name         string
 		logs         int
 		groups       []group
-		future       bool  // clock past retention of every entry
-		wantKept     []int // indexes of entries left in the stream
-		wantSeenGone bool  // dedupe forgot the log_ids
+		logAge       time.Duration // log ids embed a time this long before the clock
+		future       bool          // clock past retention of every entry
+		wantKept     []int         // indexes of entries left in the stream
+		wantSeenGone bool          // dedupe forgot the log_ids
 	}{
 		{name: "within retention nothing goes", logs: 4, groups: []group{{"g", 4, []int{0, 1, 2, 3}}}, wantKept: []int{0, 1, 2, 3}},
 		{name: "no group: retention only, within", logs: 3, wantKept: []int{0, 1, 2}},
@@ -802,6 +768,8 @@ func testTrim(t *testing.T, h *Harness) {
 		{name: "all acked: everything old goes", logs: 4, groups: []group{{"g", 4, []int{0, 1, 2, 3}}}, future: true, wantSeenGone: true},
 		{name: "undelivered entries stay", logs: 6, groups: []group{{"g", 3, []int{0, 1, 2}}}, future: true, wantKept: []int{3, 4, 5}, wantSeenGone: true},
 		{name: "oldest pending bounds the trim", logs: 6, groups: []group{{"g", 6, []int{0, 1, 3, 4, 5}}}, future: true, wantKept: []int{2, 3, 4, 5}, wantSeenGone: true},
+		// Dedupe goes by the time in the log_id, the stream by the time of the append.
+		{name: "logs older than retention: dedupe forgets, stream keeps", logs: 3, logAge: 2 * time.Hour, wantKept: []int{0, 1, 2}, wantSeenGone: true},
 		{name: "nothing delivered to a group", logs: 4, groups: []group{{"g", 4, []int{0, 1, 2, 3}}, {"new", 0, nil}}, future: true, wantKept: []int{0, 1, 2, 3}, wantSeenGone: true},
 		{
 			name: "slowest of several groups bounds",
@@ -818,9 +786,9 @@ func testTrim(t *testing.T, h *Harness) {
 		t.Run(tt.name, func(t *testing.T) {
 			b := h.Open(t, buffer.Config{Retention: time.Hour})
 			ctx := t.Context()
-			// Log ids embed the clock's time: the dedupe set is within
-			// retention unless the clock moves past it.
-			logs := Page(h.Clock.Now().Truncate(time.Second), 0, tt.logs)
+			// Log ids embed the clock's time (less logAge): the dedupe set
+			// is within retention unless the clock moves past it.
+			logs := Page(h.Clock.Now().Add(-tt.logAge).Truncate(time.Second), 0, tt.logs)
 			appendAll(t, b, logs)
 			pending := map[string][]string{}
 			for _, g := range tt.groups {

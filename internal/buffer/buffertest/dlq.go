@@ -9,6 +9,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/buffer/internal/testlog"
 )
 
 // deadLettered opens a backend holding n logs, all of them read by group
@@ -39,19 +40,11 @@ func deadLettered(t *testing.T, h *Harness, n int) (Backend, []auth0log.Log, []b
 }
 
 func dlqIDs(dls []buffer.DeadLetter) []string {
-	ids := make([]string, len(dls))
-	for i, d := range dls {
-		ids[i] = d.ID
-	}
-	return ids
+	return testlog.IDs(dls, func(d buffer.DeadLetter) string { return d.ID })
 }
 
 func dlqLogIDs(dls []buffer.DeadLetter) []string {
-	ids := make([]string, len(dls))
-	for i, d := range dls {
-		ids[i] = d.LogID
-	}
-	return ids
+	return testlog.IDs(dls, func(d buffer.DeadLetter) string { return d.LogID })
 }
 
 func testDeadLettersPaging(t *testing.T, h *Harness) {
