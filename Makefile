@@ -11,6 +11,17 @@ build:
 vet:
 	go vet ./...
 
+# The end-to-end benchmark (BENCHMARKS.md): a million events from the Auth0
+# simulator through `authpipe run` (Redis, then the embedded buffer) to the
+# Segment simulator. Not part of `make test`. BENCH_FLAGS passes flags, e.g.
+# BENCH_FLAGS='-events 200000 -backends redis'. The Go micro-benchmarks of
+# the hot paths: go test -run '^$$' -bench . ./internal/...
+BENCH_FLAGS ?=
+bench:
+	go build -o bin/authpipe ./cmd/authpipe
+	go build -o bin/authpipe-bench ./cmd/authpipe-bench
+	bin/authpipe-bench -authpipe bin/authpipe $(BENCH_FLAGS)
+
 # Short fuzzing runs of every parser (config, log decoder, rules, mapping).
 fuzz:
 	go test -run '^$$' -fuzz FuzzDecode -fuzztime 20s ./internal/auth0log/

@@ -277,16 +277,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	auth0Srv := httptest.NewServer(auth0)
 	defer auth0Srv.Close()
 
-	if needRedis {
-		logf("measuring Redis' ceiling: pipelined XADD of the same %d payloads", opts.Events)
-		rep.Ceiling, err = measureCeiling(ctx, rdb, auth0)
-		if err != nil {
-			return nil, err
-		}
-		logf("redis ceiling: %.0f events/s", rep.Ceiling.Rate())
-	}
-
 	for _, backend := range opts.Backends {
+		if needRedis {
+			// Redis' own background work (an AOF rewrite started by the
+			// previous run) must not overlap the next measurement.
+			waitRedisIdle(ctx, rdb)
+			rdb.ConfigResetStat(ctx)
+		}
 		env := workerEnv{
 			backend:      backend,
 			auth0URL:     auth0Srv.URL,
@@ -322,6 +319,19 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		runtime.GC()
 	}
 
+	if needRedis {
+		// After authpipe's runs, so that the AOF this writes cannot set
+		// off a rewrite during them.
+		waitRedisIdle(ctx, rdb)
+		logf("measuring Redis' ceiling: pipelined XADD of the same %d payloads", opts.Events)
+		rep.Ceiling, err = measureCeiling(ctx, rdb, auth0)
+		if err != nil {
+			return nil, err
+		}
+		logf("redis ceiling: %.0f events/s", rep.Ceiling.Rate())
+		waitRedisIdle(ctx, rdb)
+	}
+
 	if opts.StageEvents > 0 {
 		logf("stages alone, %d events each", opts.StageEvents)
 		rep.Stages, err = measureStages(ctx, opts, auth0Srv.URL, auth0, rdb, tmp, logf)
@@ -332,6 +342,23 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	rep.SimPeakRSS = selfPeakRSS()
 	rep.Took = time.Since(began)
 	return rep, nil
+}
+
+// waitRedisIdle waits (up to a minute) until Redis has no AOF rewrite in
+// progress or scheduled.
+func waitRedisIdle(ctx context.Context, rdb *redis.Client) {
+	deadline := time.Now().Add(time.Minute)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		info, err := rdb.InfoMap(ctx, "persistence").Result()
+		if err != nil {
+			return
+		}
+		p := info["Persistence"]
+		if p["aof_rewrite_in_progress"] != "1" && p["aof_rewrite_scheduled"] != "1" {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // logCommandStats logs where redis-server spent its time, most first, and
@@ -450,7 +477,7 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 			res.PeakAnon = max(res.PeakAnon, st.Anon)
 			res.PeakFile = max(res.PeakFile, st.File)
 		}
-		if res.PolledIn == 0 && time.Since(lastScrape) >= 100*time.Millisecond {
+		if res.PolledIn == 0 && time.Since(lastScrape) >= 250*time.Millisecond {
 			lastScrape = time.Now()
 			if n, err := w.metric("authpipe_auth0_events_polled_total"); err == nil && int(n) >= opts.Events {
 				res.PolledIn = time.Since(w.started)
@@ -466,7 +493,7 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 		select {
 		case <-ctx.Done():
 			return res, ctx.Err()
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 	st, err := readProc(w.pid())

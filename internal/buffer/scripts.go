@@ -63,14 +63,37 @@ local cur = redis.call('GET', KEYS[3])
 if cur and not isid(cur) then return redis.error_reply('ERR stored checkpoint is not a log_id') end
 
 -- No command below can fail on its inputs or key types.
-local added = 0
-for i = 0, n - 1 do
-  local base = o + 3 + 3 * i
-  if redis.call('ZADD', KEYS[2], 'NX', ARGV[base + 1], ARGV[base]) == 1 then
-    redis.call('XADD', KEYS[1], '*', 'id', ARGV[base], 'raw', ARGV[base + 2])
-    added = added + 1
+-- The new log_ids (not in seen, first of their page), found with one
+-- ZMSCORE and recorded with one ZADD per chunk rather than a ZADD per log:
+-- a page costs Redis about half the commands. Chunks keep unpack within
+-- Lua's stack for any page size.
+local chunk = 500
+local new, taken = {}, {}
+for c = 0, n - 1, chunk do
+  local ids = {}
+  for i = c, math.min(c + chunk, n) - 1 do ids[#ids + 1] = ARGV[o + 3 + 3 * i] end
+  local scores = redis.call('ZMSCORE', KEYS[2], unpack(ids))
+  for j = 1, #ids do
+    if not scores[j] and not taken[ids[j]] then
+      taken[ids[j]] = true
+      new[#new + 1] = c + j - 1
+    end
   end
 end
+for c = 1, #new, chunk do
+  local members = {}
+  for j = c, math.min(c + chunk - 1, #new) do
+    local base = o + 3 + 3 * new[j]
+    members[#members + 1] = ARGV[base + 1]
+    members[#members + 1] = ARGV[base]
+  end
+  redis.call('ZADD', KEYS[2], unpack(members))
+end
+for _, i in ipairs(new) do
+  local base = o + 3 + 3 * i
+  redis.call('XADD', KEYS[1], '*', 'id', ARGV[base], 'raw', ARGV[base + 2])
+end
+local added = #new
 local moved = 0
 if cp ~= '' then
   if not cur or less(cur, cp) then

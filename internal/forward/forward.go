@@ -463,7 +463,6 @@ func (f *Forwarder) admit(bg context.Context, entries []buffer.Entry, now time.T
 			f.deadLetter(bg, []buffer.Entry{e}, err.Error())
 			continue
 		}
-		track.Properties = encodeProperties(track.Properties)
 		if trimmed {
 			f.m.trimmed.Inc()
 		}

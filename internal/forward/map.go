@@ -244,42 +244,21 @@ func (m mapper) mapLog(l auth0log.Log) (analytics.Track, bool, error) {
 
 // encodedSize is the size analytics-go's makeMessage measures: json.Marshal
 // of the Track with Type, MessageId and Timestamp already set. The
-// properties (the bulk) are measured with jsonscan.AppendJSON, which gives
-// json.Marshal's bytes faster; the rest of the Track by json.Marshal.
+// properties (the bulk) are measured with jsonscan.EncodedLen, which counts
+// json.Marshal's bytes without producing them; the rest of the Track by
+// json.Marshal.
 func encodedSize(t analytics.Track) (int, error) {
 	if len(t.Properties) > 0 { // omitempty: an empty map is left out
-		if props, ok := jsonscan.AppendJSON(nil, map[string]any(t.Properties)); ok {
+		if props, ok := jsonscan.EncodedLen(map[string]any(t.Properties)); ok {
 			t.Properties = nil
 			b, err := json.Marshal(t)
 			// `{…,"properties":{…}}` is `{…}` with the member added before
 			// the closing brace.
-			return len(b) + len(`,"properties":`) + len(props), err
+			return len(b) + len(`,"properties":`) + props, err
 		}
 	}
 	b, err := json.Marshal(t)
 	return len(b), err
-}
-
-// encodeProperties returns p with every object and array value replaced by
-// its JSON encoding, as a json.RawMessage. json.Marshal writes a
-// json.RawMessage as it is (compacting it, which leaves json.Marshal's own
-// output unchanged), so the message analytics-go encodes is byte for byte
-// the same, without encoding/json walking the nested maps by reflection.
-// Strings, numbers and booleans stay: encoding/json writes those faster than
-// it compacts them.
-func encodeProperties(p analytics.Properties) analytics.Properties {
-	out := make(analytics.Properties, len(p))
-	for k, v := range p {
-		switch v.(type) {
-		case map[string]any, []any:
-			if b, ok := jsonscan.AppendJSON(nil, v); ok {
-				out[k] = json.RawMessage(b)
-				continue
-			}
-		}
-		out[k] = v
-	}
-	return out
 }
 
 // decodeObject decodes one JSON object, keeping numbers exact.

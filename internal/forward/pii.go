@@ -6,9 +6,9 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash"
 	"net/netip"
 	"regexp"
-	"hash"
 	"slices"
 	"strings"
 	"sync"
@@ -325,6 +325,25 @@ func (s scrubber) action(kind fieldKind, v any) PIIAction {
 // visited in sorted order, so that two keys that scrub to the same text
 // resolve deterministically (the first wins).
 func (s scrubber) object(m map[string]any) map[string]any {
+	// The order matters only when keys collide after scrubbing. When no
+	// key changes (the rule for event field names), none can: skip the
+	// sort.
+	same := true
+	for k := range m {
+		if nk, keep := s.text(k); !keep || nk != k {
+			same = false
+			break
+		}
+	}
+	if same {
+		out := make(map[string]any, len(m))
+		for k, v := range m {
+			if v, ok := s.fieldValue(kindOf(k), v); ok {
+				out[k] = v
+			}
+		}
+		return out
+	}
 	keys := make([]string, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)

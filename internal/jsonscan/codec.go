@@ -256,3 +256,81 @@ var htmlSafe = func() (t [utf8.RuneSelf]bool) {
 	}
 	return t
 }()
+
+// EncodedLen returns len(json.Marshal(v)) for v built of the types Decode
+// returns, without encoding: the length does not depend on the order of
+// object keys, so nothing is sorted or written. ok is false where AppendJSON
+// would be false.
+func EncodedLen(v any) (n int, ok bool) {
+	switch x := v.(type) {
+	case nil:
+		return len("null"), true
+	case string:
+		return stringLen(x), true
+	case bool:
+		if x {
+			return len("true"), true
+		}
+		return len("false"), true
+	case json.Number:
+		b, ok := AppendJSON(nil, x)
+		return len(b), ok
+	case map[string]any:
+		if x == nil {
+			return len("null"), true
+		}
+		n = 2 + max(len(x)-1, 0) // braces and commas
+		for k, e := range x {
+			m, ok := EncodedLen(e)
+			if !ok {
+				return 0, false
+			}
+			n += stringLen(k) + 1 + m
+		}
+		return n, true
+	case []any:
+		if x == nil {
+			return len("null"), true
+		}
+		n = 2 + max(len(x)-1, 0)
+		for _, e := range x {
+			m, ok := EncodedLen(e)
+			if !ok {
+				return 0, false
+			}
+			n += m
+		}
+		return n, true
+	}
+	return 0, false
+}
+
+// stringLen is len(appendString(nil, s)).
+func stringLen(s string) int {
+	n := 2
+	for i := 0; i < len(s); {
+		if b := s[i]; b < utf8.RuneSelf {
+			switch {
+			case htmlSafe[b]:
+				n++
+			case b == '\\' || b == '"' || b == '\b' || b == '\f' || b == '\n' || b == '\r' || b == '\t':
+				n += 2
+			default:
+				n += 6
+			}
+			i++
+			continue
+		}
+		c, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case c == utf8.RuneError && size == 1:
+			n += len(`\ufffd`)
+		case c == '\u2028' || c == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
+	}
+	return n
+}

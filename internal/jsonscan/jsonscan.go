@@ -14,6 +14,7 @@ package jsonscan
 
 import (
 	"bytes"
+	"encoding/binary"
 	"unicode/utf8"
 )
 
@@ -179,6 +180,9 @@ func (s *scanner) str() (v []byte, plain, ok bool) {
 		c := s.data[s.i]
 		if plainByte[c] {
 			s.i++
+			for s.i+8 <= len(s.data) && plain8(binary.LittleEndian.Uint64(s.data[s.i:])) {
+				s.i += 8
+			}
 			continue
 		}
 		switch {
@@ -228,6 +232,18 @@ var plainByte = func() (t [256]bool) {
 	}
 	return t
 }()
+
+// plain8 reports whether the eight bytes packed in x are all plainByte,
+// testing them at once (SWAR): no byte below 0x20, none '"' or '\\', none
+// 0x80 or above.
+func plain8(x uint64) bool {
+	const ones, high = 0x0101010101010101, 0x8080808080808080
+	zero := func(v uint64) uint64 { return (v - ones) & ^v & high } // a zero byte in v
+	return x&high == 0 &&
+		(x-0x20*ones)&^x&high == 0 && // a byte below 0x20
+		zero(x^('"'*ones)) == 0 &&
+		zero(x^('\\'*ones)) == 0
+}
 
 func isHex(c byte) bool {
 	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'

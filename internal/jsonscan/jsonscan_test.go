@@ -189,5 +189,24 @@ func FuzzCodec(f *testing.F) {
 		wantEnc, err := json.Marshal(want)
 		require.NoError(t, err)
 		require.Equal(t, string(wantEnc), string(enc), "%q", data)
+		n, ok := EncodedLen(got)
+		require.True(t, ok)
+		require.Equal(t, len(wantEnc), n, "%q", data)
+	})
+}
+
+// FuzzPlain8: the eight-at-a-time test agrees with the table, byte by byte.
+func FuzzPlain8(f *testing.F) {
+	f.Add(uint64(0x6162636465666768))
+	f.Add(uint64(0x2261626364656667))
+	f.Add(uint64(0x1f20202020202020))
+	f.Fuzz(func(t *testing.T, x uint64) {
+		want := true
+		for i := range 8 {
+			want = want && plainByte[byte(x>>(8*i))]
+		}
+		if got := plain8(x); got != want {
+			t.Fatalf("plain8(%#x) = %v, bytes say %v", x, got, want)
+		}
 	})
 }

@@ -55,14 +55,20 @@ local function evict(ck, dk, xk, newcomer, ttl)
   cut[xk] = (cut[xk] or 0) + 1
 end
 
+-- Counts set the TTL of a bucket key once per call and TTL, not once per
+-- event: a batch adds to the same few keys over and over.
+local expiring = {}
+
 local function incr(ck, dk, xk, member, ttl)
-  if redis.call('ZSCORE', ck, member) then
-    redis.call('ZINCRBY', ck, 1, member)
-  else
-    redis.call('ZADD', ck, 1, member)
+  -- Scores start at 1 and only grow: 1 after the increment means the
+  -- member is new (one command where ZSCORE, then ZINCRBY or ZADD, took two).
+  if tonumber(redis.call('ZINCRBY', ck, 1, member)) == 1 then
     if redis.call('ZCARD', ck) > cap then evict(ck, dk, xk, member, ttl) end
   end
-  redis.call('PEXPIRE', ck, ttl)
+  if expiring[ck] ~= ttl then
+    redis.call('PEXPIRE', ck, ttl)
+    expiring[ck] = ttl
+  end
 end
 
 local counted, dups = 0, 0
