@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -117,6 +118,7 @@ func (s *Server) start() error {
 		"--logfile", filepath.Join(s.dir, "redis.log"),
 	}
 	s.cmd = exec.Command(bin, args...)
+	s.cmd.SysProcAttr = diesWithUs()
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
@@ -240,6 +242,7 @@ func (c *Cluster) start(dir string) error {
 			"--dir", nodeDir, "--appendonly", "yes", "--appendfsync", "everysec",
 			"--save", "", "--daemonize", "no", "--loglevel", "warning",
 			"--logfile", filepath.Join(nodeDir, "redis.log"))
+		cmd.SysProcAttr = diesWithUs()
 		if err := cmd.Start(); err != nil {
 			return err
 		}
@@ -346,6 +349,7 @@ func (s *Sentinel) start(dir string) error {
 		return err
 	}
 	s.cmd = exec.Command(bin, conf, "--sentinel")
+	s.cmd.SysProcAttr = diesWithUs()
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
@@ -364,4 +368,10 @@ func (s *Sentinel) start(dir string) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// diesWithUs makes a server die with the test process, even when the
+// process is killed before its cleanups run (the shared server has none).
+func diesWithUs() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 }

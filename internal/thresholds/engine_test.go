@@ -285,8 +285,11 @@ func TestRealtimeAlert(t *testing.T) {
 	_, err := h.buf.Append(ctx, append(burst(t, 19, "fp", "198.51.100.1", clock.Now()), bad), "")
 	require.NoError(t, err)
 	h.waitCounted()
-	require.Equal(t, 1.0, testutil.ToFloat64(h.eng.m.events.WithLabelValues(resultInvalid)))
-	require.Equal(t, 19.0, testutil.ToFloat64(h.eng.m.events.WithLabelValues(resultCounted)))
+	// The counters move just after the script acknowledged the entries.
+	require.Eventually(t, func() bool {
+		return testutil.ToFloat64(h.eng.m.events.WithLabelValues(resultInvalid)) == 1 &&
+			testutil.ToFloat64(h.eng.m.events.WithLabelValues(resultCounted)) == 19
+	}, 2*time.Second, time.Millisecond, "one invalid entry acknowledged, 19 counted")
 
 	start := time.Now()
 	_, err = h.buf.Append(ctx, burst(t, 40, "fp", "203.0.113.7", clock.Now()), "")
