@@ -22,6 +22,7 @@ import (
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/metrics"
 	"github.com/authpipe/authpipe/internal/sim"
+	"github.com/authpipe/authpipe/internal/testlogs"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
 
@@ -31,23 +32,8 @@ const (
 	staticToken  = "static-token-for-local-use-0123456789abcdef"
 )
 
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is safe for a logger's concurrent writes.
+type syncBuffer = testlogs.Buffer
 
 // world is one admin API under test: a tenant's Redis buffer, the sim's
 // JWKS over HTTP, the audit sink and stream, and the captured logs.

@@ -1,7 +1,6 @@
 package auth0poll
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -24,6 +23,7 @@ import (
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/metrics"
 	"github.com/authpipe/authpipe/internal/sim"
+	"github.com/authpipe/authpipe/internal/testlogs"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
 
@@ -278,19 +278,5 @@ func (h *harness) logRecords(msg string) []map[string]any {
 	return out
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// syncBuffer is safe for a logger's concurrent writes.
+type syncBuffer = testlogs.Buffer
