@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.etcd.io/bbolt"
 )
@@ -173,28 +175,14 @@ func toDeadLetter(msg redis.XMessage) DeadLetter {
 // letters, each batch in one script. It returns how many it replayed.
 func (b *Redis) ReplayDeadLetters(ctx context.Context, ids []string) (int, error) {
 	n, err := b.moveDeadLetters(ctx, "replay", ids, dlqBatch)
-	if n > 0 {
-		b.m.replayed.Add(float64(n))
-		b.log.Info("dead letters replayed", "count", n)
-	}
-	if err != nil {
-		return n, fmt.Errorf("replay dead letters: %w", err)
-	}
-	return n, nil
+	return reportDLQ(b.log, b.m.replayed, "replay", "dead letters replayed", n, err)
 }
 
 // DropDeadLetters deletes the dead letters ids (all of them when ids is
 // empty) for good. It returns how many it deleted.
 func (b *Redis) DropDeadLetters(ctx context.Context, ids []string) (int, error) {
 	n, err := b.moveDeadLetters(ctx, "drop", ids, dlqBatch)
-	if n > 0 {
-		b.m.dropped.Add(float64(n))
-		b.log.Info("dead letters dropped", "count", n)
-	}
-	if err != nil {
-		return n, fmt.Errorf("drop dead letters: %w", err)
-	}
-	return n, nil
+	return reportDLQ(b.log, b.m.dropped, "drop", "dead letters dropped", n, err)
 }
 
 func (b *Redis) moveDeadLetters(ctx context.Context, op string, ids []string, batch int) (int, error) {
@@ -307,14 +295,9 @@ func decodeDeadLetter(k, v []byte) (DeadLetter, error) {
 func (b *Bolt) ReplayDeadLetters(ctx context.Context, ids []string) (int, error) {
 	n, err := b.moveDeadLetters(ctx, true, ids, dlqBatch)
 	if n > 0 {
-		b.m.replayed.Add(float64(n))
-		b.log.Info("dead letters replayed", "count", n)
-		b.notify()
+		b.notify() // wake blocked readers: the replayed events are new entries
 	}
-	if err != nil {
-		return n, fmt.Errorf("replay dead letters: %w", err)
-	}
-	return n, nil
+	return reportDLQ(b.log, b.m.replayed, "replay", "dead letters replayed", n, err)
 }
 
 // DropDeadLetters deletes the dead letters ids (all of them when ids is
@@ -322,14 +305,7 @@ func (b *Bolt) ReplayDeadLetters(ctx context.Context, ids []string) (int, error)
 // deleted.
 func (b *Bolt) DropDeadLetters(ctx context.Context, ids []string) (int, error) {
 	n, err := b.moveDeadLetters(ctx, false, ids, dlqBatch)
-	if n > 0 {
-		b.m.dropped.Add(float64(n))
-		b.log.Info("dead letters dropped", "count", n)
-	}
-	if err != nil {
-		return n, fmt.Errorf("drop dead letters: %w", err)
-	}
-	return n, nil
+	return reportDLQ(b.log, b.m.dropped, "drop", "dead letters dropped", n, err)
 }
 
 func (b *Bolt) moveDeadLetters(ctx context.Context, replay bool, ids []string, batch int) (int, error) {
@@ -453,4 +429,17 @@ func (b *Bolt) moveTx(ctx context.Context, replay bool, pick func(*bbolt.Cursor)
 		return addCount(meta, bkeyLength, int64(done))
 	})
 	return done, err
+}
+
+// reportDLQ counts and logs what a replay or drop did, on both backends
+// alike; a run that failed midway still reports the batches before it.
+func reportDLQ(log *slog.Logger, done prometheus.Counter, op, msg string, n int, err error) (int, error) {
+	if n > 0 {
+		done.Add(float64(n))
+		log.Info(msg, "count", n)
+	}
+	if err != nil {
+		return n, fmt.Errorf("%s dead letters: %w", op, err)
+	}
+	return n, nil
 }
