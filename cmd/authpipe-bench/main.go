@@ -48,6 +48,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&opts.Timeout, "timeout", 10*time.Minute, "bound on each run")
 	fs.BoolVar(&quiet, "q", false, "no progress lines on stderr")
 	fs.StringVar(&cpuprof, "cpuprofile", "", "write a CPU profile of the bench process (the stages alone run in it) to this file")
+	fs.StringVar(&opts.ProfileDir, "worker-profiles", "", "write a 20 s CPU profile of each worker's catch-up (AUTHPIPE_PPROF) into this directory")
 	fs.StringVar(&tracef, "trace", "", "write an execution trace of the bench process to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2

@@ -323,6 +323,14 @@ func TestE2EDeliversEveryEventOnce(t *testing.T) {
 	require.GreaterOrEqual(t, h.metric("authpipe_forward_events_acked_total"), float64(len(ids)))
 	require.Zero(t, h.metric("authpipe_dead_letter_events"))
 	h.requireNoSecretsLogged()
+
+	// Go's profiles are not served unless AUTHPIPE_PPROF asks for them.
+	resp, err := http.Get("http://" + h.listen + "/debug/pprof/goroutine?debug=1")
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NotContains(t, string(body), "goroutine profile:")
+	require.NotEqual(t, http.StatusOK, resp.StatusCode)
 }
 
 func TestE2ESurvivesSIGKILL(t *testing.T) {
@@ -571,12 +579,22 @@ func TestE2EThresholdAlertReachesAlertmanager(t *testing.T) {
 func TestE2EStatusPage(t *testing.T) {
 	h := newHarness(t, testredis.Addr(t))
 	ids := h.addEvents(500)
-	p := h.start()
+	p := h.startEnv(append(h.env(), "AUTHPIPE_PPROF=true"))
 	h.waitReady(p, 20*time.Second)
 	h.waitDelivered(ids, 60*time.Second)
-	resp, err := http.Get("http://" + h.listen + "/")
+
+	// AUTHPIPE_PPROF mounts Go's profiles (off by default: see
+	// TestE2EDeliversEveryEventOnce).
+	resp, err := http.Get("http://" + h.listen + "/debug/pprof/goroutine?debug=1")
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Contains(t, string(body), "goroutine profile:")
+
+	resp, err = http.Get("http://" + h.listen + "/")
+	require.NoError(t, err)
+	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	require.Equal(t, "text/html; charset=utf-8", resp.Header.Get("Content-Type"))

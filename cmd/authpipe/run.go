@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime"
@@ -531,6 +532,15 @@ func (a *app) listen() (*http.Server, net.Listener, error) {
 			fmt.Fprintln(w, "authpipe is ready")
 		}
 	})
+	if a.cfg.Pprof {
+		// The handlers net/http/pprof registers on http.DefaultServeMux,
+		// mounted on this mux only when asked for (AUTHPIPE_PPROF).
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	api, closeAdmin, err := a.adminHandler()
 	if err != nil {
 		return nil, nil, err

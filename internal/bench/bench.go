@@ -70,6 +70,7 @@ type Options struct {
 	RulesPath    string        // AUTHPIPE_RULES; default alerts/thresholds.yml of the module
 	ExtraEnv     []string      // more environment for the worker (tuning knobs)
 	Timeout      time.Duration // bound on each phase; default 10m
+	ProfileDir   string        // if set, a 20 s CPU profile of each worker's catch-up is written here
 	Log          io.Writer     // progress; default discard
 }
 
@@ -162,7 +163,8 @@ type Machine struct {
 type Ceiling struct {
 	Events   int
 	Elapsed  time.Duration
-	Pipeline int // commands per round trip
+	Pipeline int           // commands per round trip
+	RedisCPU time.Duration // redis-server CPU while writing them
 }
 
 func (c Ceiling) Rate() float64 { return rate(c.Events, c.Elapsed) }
@@ -189,6 +191,7 @@ type CatchUp struct {
 	BatchSize  int           // configured Segment batch size
 	Duplicates int
 	RedisCPU   time.Duration // redis-server CPU during the run (redis backend)
+	SimCPU     time.Duration // this process's CPU during the run: the simulators (and the progress polling)
 }
 
 func (c CatchUp) Rate() float64 { return rate(c.Events, c.Elapsed) }
@@ -324,9 +327,13 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		// off a rewrite during them.
 		waitRedisIdle(ctx, rdb)
 		logf("measuring Redis' ceiling: pipelined XADD of the same %d payloads", opts.Events)
+		redisCPU0, _ := readProc(rs.Pid())
 		rep.Ceiling, err = measureCeiling(ctx, rdb, auth0)
 		if err != nil {
 			return nil, err
+		}
+		if st, err := readProc(rs.Pid()); err == nil {
+			rep.Ceiling.RedisCPU = st.CPU - redisCPU0.CPU
 		}
 		logf("redis ceiling: %.0f events/s", rep.Ceiling.Rate())
 		waitRedisIdle(ctx, rdb)
@@ -456,6 +463,10 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 			redisCPU0 = st.CPU
 		}
 	}
+	if opts.ProfileDir != "" {
+		env.extra = append(slices.Clip(env.extra), "AUTHPIPE_PPROF=true")
+	}
+	simCPU0 := selfCPU()
 	w, err := startWorker(opts.Authpipe, env)
 	if err != nil {
 		return res, err
@@ -466,6 +477,9 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 			<-w.done
 		}
 	}()
+	if opts.ProfileDir != "" {
+		go w.profile(filepath.Join(opts.ProfileDir, env.backend+"-catchup.pprof"), time.Second, 20*time.Second, opts.Log)
+	}
 
 	deadline := time.Now().Add(opts.Timeout)
 	lastScrape := time.Time{}
@@ -501,6 +515,7 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 		return res, err
 	}
 	res.CPU, res.PeakRSS = st.CPU, st.HWM
+	res.SimCPU = selfCPU() - simCPU0
 	res.PeakAnon = max(res.PeakAnon, st.Anon)
 	res.PeakFile = max(res.PeakFile, st.File)
 	if res.PolledIn == 0 {

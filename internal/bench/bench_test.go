@@ -49,7 +49,10 @@ func TestSmoke(t *testing.T) {
 	}
 	require.Equal(t, 2000, rep.Ceiling.Events)
 	require.Positive(t, rep.Ceiling.Rate())
-	require.Len(t, rep.Stages, 7) // poll, then append, read+ack and forward per backend
+	require.Positive(t, rep.Ceiling.RedisCPU)
+	require.Positive(t, rep.Backends[0].CatchUp.SimCPU)
+	// poll, map, analytics-go encoding, then append, read+ack and forward per backend
+	require.Len(t, rep.Stages, 9)
 
 	var printed bytes.Buffer
 	rep.Print(&printed)
@@ -57,6 +60,7 @@ func TestSmoke(t *testing.T) {
 		"end to end, events/s", "poll + buffer append", "forward, events/s", "latency p50", "latency p99",
 		"worker peak RSS", "CPU s per million events", "Segment requests per 1000 events",
 		"REDIS CEILING", "STAGES ALONE", "TARGETS", "redis", "bolt",
+		"CPU PER EVENT IN THE CATCH-UP", "redis: worker", "bolt: worker", "analytics-go's JSON encoding", "simulators",
 	} {
 		require.Contains(t, printed.String(), want)
 	}

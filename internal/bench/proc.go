@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -149,4 +150,13 @@ func freePort() (int, error) {
 func selfPeakRSS() int64 {
 	s, _ := readProc(os.Getpid())
 	return s.HWM
+}
+
+// selfCPU is this process's CPU time so far (user + system, every thread).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

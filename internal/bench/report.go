@@ -155,6 +155,7 @@ func (r *Report) Print(w io.Writer) {
 			fmt.Fprintf(w, "  authpipe %s end to end = %.1f%% of it\n", b.Backend, 100*b.CatchUp.Rate()/r.Ceiling.Rate())
 		}
 	}
+	r.printBudget(w)
 	if len(r.Stages) > 0 {
 		fmt.Fprintf(w, "\nSTAGES ALONE (real packages in the bench process, beside the simulators)\n")
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -180,6 +181,44 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.What, c.Target, c.Got, verdict)
 	}
 	tw.Flush()
+}
+
+// printBudget accounts for the machine's CPU per event in the catch-up:
+// what the worker, redis-server and the simulators each spent, what rate
+// that allows when both CPUs are busy, and the part of it fixed by the
+// parts authpipe does not control.
+func (r *Report) printBudget(w io.Writer) {
+	if len(r.Backends) == 0 {
+		return
+	}
+	cpus := max(r.Machine.CPUs, 1)
+	us := func(d time.Duration, n int) float64 { return float64(d.Microseconds()) / float64(max(n, 1)) }
+	fmt.Fprintf(w, "\nCPU PER EVENT IN THE CATCH-UP (µs; %d CPUs give %s µs per second)\n", cpus, thousands(float64(cpus)*1e6))
+	for _, b := range r.Backends {
+		c := b.CatchUp
+		worker, redisCPU, sims := us(c.CPU, c.Events), us(c.RedisCPU, c.Events), us(c.SimCPU, c.Events)
+		total := worker + redisCPU + sims
+		parts := fmt.Sprintf("worker %.1f", worker)
+		if b.Backend == "redis" {
+			parts += fmt.Sprintf(" + redis-server %.1f", redisCPU)
+		}
+		fmt.Fprintf(w, "  %s: %s + simulators %.1f = %.1f µs → at most %s events/s with every CPU busy (measured %s)\n",
+			b.Backend, parts, sims, total, thousands(float64(cpus)*1e6/total), thousands(c.Rate()))
+	}
+	fmt.Fprintf(w, "  %s events/s on %d CPUs leaves %.0f µs per event for all of it.\n",
+		thousands(TargetRedisRate), cpus, float64(cpus)*1e6/TargetRedisRate)
+	var fixed []string
+	for _, s := range r.Stages {
+		if s.Name == stageAnalyticsEncoding && s.Events > 0 {
+			fixed = append(fixed, fmt.Sprintf("analytics-go's JSON encoding %.1f", us(s.Elapsed, s.Events)))
+		}
+	}
+	if r.Ceiling.Events > 0 && r.Ceiling.RedisCPU > 0 {
+		fixed = append(fixed, fmt.Sprintf("Redis writing the entries alone (ceiling run) %.1f", us(r.Ceiling.RedisCPU, r.Ceiling.Events)))
+	}
+	c := r.Backends[0].CatchUp
+	fixed = append(fixed, fmt.Sprintf("simulators %.1f", us(c.SimCPU, c.Events)))
+	fmt.Fprintf(w, "  Not authpipe's to remove (µs per event): %s.\n", strings.Join(fixed, "; "))
 }
 
 func mb(b int64) string { return fmt.Sprintf("%.0f MB", float64(b)/(1<<20)) }

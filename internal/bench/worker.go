@@ -224,3 +224,26 @@ func (w *worker) metric(name string, labels ...string) (float64, error) {
 	}
 	return sum, sc.Err()
 }
+
+// profile writes a CPU profile of the worker, from after until after+d, to
+// path (the worker must run with AUTHPIPE_PPROF=true); failures go to logw.
+func (w *worker) profile(path string, after, d time.Duration, logw io.Writer) {
+	time.Sleep(after)
+	c := &http.Client{Timeout: d + 10*time.Second}
+	resp, err := c.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", w.listen, int(d.Seconds())))
+	if err != nil {
+		fmt.Fprintln(logw, "worker profile:", err)
+		return
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != http.StatusOK {
+		err = fmt.Errorf("%s: %s", resp.Status, data)
+	}
+	if err == nil {
+		err = os.WriteFile(path, data, 0o644)
+	}
+	if err != nil {
+		fmt.Fprintln(logw, "worker profile:", err)
+	}
+}

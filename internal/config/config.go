@@ -54,6 +54,7 @@ type Config struct {
 	LagAlertRatio   float64       // AUTHPIPE_LAG_ALERT_RATIO: share of the log retention at which the lag alert fires
 	LogLevel        string        // AUTHPIPE_LOG_LEVEL: debug, info, warn or error
 	LogFormat       string        // AUTHPIPE_LOG_FORMAT: json or text
+	Pprof           bool          // AUTHPIPE_PPROF: serve Go's profiles under /debug/pprof/
 	Admin           Admin         // the admin API under /api/v1/; off unless configured
 }
 

@@ -124,6 +124,7 @@ func settings() []setting {
 		// Logging
 		lower(text("AUTHPIPE_LOG_LEVEL", "log.level", func(c *Config) *string { return &c.LogLevel }, oneOf("debug", "info", "warn", "error"))),
 		lower(text("AUTHPIPE_LOG_FORMAT", "log.format", func(c *Config) *string { return &c.LogFormat }, oneOf("json", "text"))),
+		boolean("AUTHPIPE_PPROF", "debug.pprof", func(c *Config) *bool { return &c.Pprof }),
 	}
 }
 
@@ -196,6 +197,23 @@ func duration(env, key string, field func(*Config) *time.Duration, lo, hi time.D
 			}
 			return ""
 		},
+	}
+}
+
+// boolean is a true/false setting (also 1/0, as strconv.ParseBool reads).
+func boolean(env, key string, field func(*Config) *bool) setting {
+	return setting{
+		env: env, key: key, required: true,
+		set: func(c *Config, v string) string {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return fmt.Sprintf("%q is not true or false", v)
+			}
+			*field(c) = b
+			return ""
+		},
+		empty: func(*Config) bool { return false },
+		check: func(*Config) string { return "" },
 	}
 }
 

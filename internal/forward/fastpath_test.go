@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 )
@@ -29,7 +30,7 @@ func FuzzScrubFastPaths(f *testing.F) {
 	for _, s := range []string{
 		"", "1.2.3.4", "v10.15.7", "a 1.2.3.4567 b", "12345.1.2.3", "1.2.3.", "1..2.3.4", "9.99.999.9999.1",
 		"Chrome 120.0.0 / Mac OS X 10.15.7", "fe80::1", "a:b", "::", "user@example.com", "@", "User_Name", "X-Forwarded-For",
-		"ip\xff", "é", strings.Repeat("1.", 40),
+		"ip\xff", "é", strings.Repeat("1.", 40), "fe80::1%eth0", "fe80::1%", "::ffff:1.2.3.4", "1.2.3.4%x", "abc", "dead:beef::",
 	} {
 		f.Add(s)
 	}
@@ -40,6 +41,10 @@ func FuzzScrubFastPaths(f *testing.F) {
 		}
 		if strings.Count(in, ":") < 2 && ipRunRE.MatchString(in) {
 			t.Fatalf("ipRunRE matches %q with fewer than two colons", in)
+		}
+		ip, err := netip.ParseAddr(in)
+		if got, ok := parseAddr(in); ok != (err == nil) || got != ip {
+			t.Fatalf("parseAddr(%q) = %v, %v; netip.ParseAddr says %v, %v", in, got, ok, ip, err)
 		}
 		if got, want := kindOf(in), oldKindOf(in); got != want {
 			t.Fatalf("kindOf(%q) = %v, want %v", in, got, want)

@@ -128,9 +128,12 @@ func TestStoresAgree(t *testing.T) {
 	for _, en := range entries[:5] {
 		again = append(again, countEntry{id: en.ID, ops: []op{{kind: 'c', c: "x", x: "y", group: "g", ttl: time.Minute}}})
 	}
+	for _, en := range entries[5:12] { // without ops: acknowledged in bulk
+		again = append(again, countEntry{id: en.ID})
+	}
 	res, err := rstore.count(ctx, again, maxGroups)
 	require.NoError(t, err)
-	require.Equal(t, countResult{duplicates: 5, cut: map[string]int{}}, res)
+	require.Equal(t, countResult{duplicates: 12, cut: map[string]int{}}, res)
 	n, err := b.Client().Exists(ctx, "x").Result()
 	require.NoError(t, err)
 	require.Zero(t, n, "a duplicate's increments are not applied")
@@ -297,4 +300,29 @@ func TestWindowBounds(t *testing.T) {
 	require.Equal(t, 1.0, val(at.Add(r.Window+r.bucket-time.Millisecond)))
 	require.Equal(t, 0.0, val(at.Add(r.Window+r.bucket)))
 	require.Equal(t, 0.0, val(at.Add(-time.Second)), "not yet happened")
+}
+
+// Entries without ops are acknowledged in chunks: a batch larger than a
+// chunk is counted whole, once.
+func TestCountBulkAck(t *testing.T) {
+	ctx := context.Background()
+	start := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
+	var logs []auth0log.Log
+	for i := range 1234 {
+		logs = append(logs, mkLog(t, "s", start.Add(time.Duration(i)*time.Millisecond), map[string]string{"ip": "10.0.0.1"}))
+	}
+	b := newBuffer(t, testredis.Client(t), testredis.Name(t), nil)
+	entries := pendingFor(t, b, DefaultGroup, "c1", logs)
+	s := newRedisStore(b)
+	batch := make([]countEntry, 0, len(entries)+1)
+	for _, en := range entries {
+		batch = append(batch, countEntry{id: en.ID})
+	}
+	batch = append(batch, countEntry{id: entries[7].ID}) // twice in one batch
+	res, err := s.count(ctx, batch, 10)
+	require.NoError(t, err)
+	require.Equal(t, countResult{counted: len(entries), duplicates: 1, cut: map[string]int{}}, res)
+	pending, err := b.Client().XPending(ctx, b.StreamKey(), DefaultGroup).Result()
+	require.NoError(t, err)
+	require.Zero(t, pending.Count)
 }
