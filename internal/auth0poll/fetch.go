@@ -6,21 +6,22 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/auth0/go-auth0/management"
 
 	"github.com/authpipe/authpipe/internal/jsonscan"
 )
 
-// fetchPage asks for the page after the checkpoint. It is what
+// fetchPage asks for the page after the log_id from. It is what
 // management.(*Management).Request does for a GET — the same request, the
 // same errors (a management.Error for an error answer, wrapped
 // encoding/json errors for a body that is not a JSON array) — except that
 // the body is split into events in one validating pass (jsonscan) instead
 // of encoding/json's two, which matters at hundreds of pages a second.
-func (p *Poller) fetchPage(ctx context.Context) ([]json.RawMessage, error) {
+func (p *Poller) fetchPage(ctx context.Context, from string) ([]json.RawMessage, error) {
 	req, err := p.api.NewRequest(ctx, http.MethodGet, p.api.URI("logs"), nil,
-		management.From(p.cp), management.Take(p.cfg.PageSize))
+		management.From(from), management.Take(p.cfg.PageSize))
 	if err != nil {
 		return nil, fmt.Errorf("failed to create a new request: %w", err)
 	}
@@ -86,4 +87,60 @@ func newAPIError(res *http.Response) error {
 		e.Err = http.StatusText(res.StatusCode)
 	}
 	return e
+}
+
+// prefetch is the request for the page after a full page, sent before that
+// page is appended so that the two overlap: while catching up, the append's
+// round trip to the buffer is no longer on the path from one page to the
+// next. Requests stay one at a time (the next is sent only when the
+// previous has been answered), paced as every request; the checkpoint
+// still moves only after an append succeeds, and a prefetched page is used
+// only if it starts where the checkpoint is.
+type prefetch struct {
+	from   string    // the log_id the page follows
+	sent   time.Time // when it was asked for
+	cancel context.CancelFunc
+	done   chan struct{} // closed when raws and err are set
+	raws   []json.RawMessage
+	err    error
+}
+
+// startPrefetch asks for the page after from in the background.
+func (p *Poller) startPrefetch(ctx context.Context, from string) {
+	pctx, cancel := context.WithCancel(ctx)
+	f := &prefetch{from: from, sent: p.clock.Now(), cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		f.raws, f.err = p.fetchPage(pctx, from)
+	}()
+	p.pre = f
+}
+
+// takePrefetch returns the prefetched page after the checkpoint, waiting
+// for its answer, or nil if there is none; a prefetch of any other page is
+// dropped.
+func (p *Poller) takePrefetch() *prefetch {
+	f := p.pre
+	if f == nil {
+		return nil
+	}
+	if f.from != p.cp {
+		p.dropPrefetch()
+		return nil
+	}
+	p.pre = nil
+	<-f.done
+	f.cancel()
+	return f
+}
+
+// dropPrefetch cancels an unused prefetch and waits until its request has
+// ended.
+func (p *Poller) dropPrefetch() {
+	if p.pre == nil {
+		return
+	}
+	p.pre.cancel()
+	<-p.pre.done
+	p.pre = nil
 }

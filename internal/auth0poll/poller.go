@@ -87,7 +87,8 @@ type Poller struct {
 	inGap   bool
 	gapFrom time.Time
 	paused  bool
-	limited int // 429s in a row
+	limited int       // 429s in a row
+	pre     *prefetch // the page after the one being appended, asked for early
 }
 
 // New validates cfg, applies its defaults and builds a Poller. It makes no
@@ -211,6 +212,7 @@ func (p *Poller) Run(ctx context.Context) error {
 			break
 		}
 	}
+	p.dropPrefetch()
 	p.log.Info("auth0 poller stopped", "checkpoint", p.cp)
 	return nil
 }
@@ -264,6 +266,7 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 	p.checkGap()
 	full, err := p.buf.Full(ctx)
 	if err != nil {
+		p.dropPrefetch()
 		if ctx.Err() != nil {
 			return 0
 		}
@@ -271,19 +274,29 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 	}
 	p.setPaused(full)
 	if full {
+		p.dropPrefetch()
 		return p.cfg.PollInterval
 	}
-	if d := p.rl.wait(p.clock.Now()); d > 0 {
-		return d
-	}
-	if p.api == nil {
-		if p.api, err = p.newAPI(ctx); err != nil {
-			return p.failed(ctx, reasonHTTP, "build management client", err)
-		}
-	}
 
-	start := p.clock.Now()
-	raws, err := p.fetchPage(ctx)
+	var (
+		start time.Time
+		raws  []json.RawMessage
+	)
+	if pre := p.takePrefetch(); pre != nil {
+		// Asked for during the last append, paced then.
+		start, raws, err = pre.sent, pre.raws, pre.err
+	} else {
+		if d := p.rl.wait(p.clock.Now()); d > 0 {
+			return d
+		}
+		if p.api == nil {
+			if p.api, err = p.newAPI(ctx); err != nil {
+				return p.failed(ctx, reasonHTTP, "build management client", err)
+			}
+		}
+		start = p.clock.Now()
+		raws, err = p.fetchPage(ctx, p.cp)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0
@@ -308,7 +321,13 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 	p.m.stage.Received.Add(float64(len(logs)))
 
 	if len(logs) > 0 {
+		// Only while nothing fails: a page refused again and again
+		// costs one request per attempt, not two.
+		if len(raws) >= p.cfg.PageSize && p.bo.attempt == 0 && p.rl.wait(p.clock.Now()) <= 0 {
+			p.startPrefetch(ctx, last)
+		}
 		if _, err := p.buf.Append(ctx, logs, last); err != nil {
+			p.dropPrefetch()
 			if ctx.Err() != nil {
 				return 0
 			}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/metrics"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
 
@@ -490,7 +492,18 @@ func TestBufferErrorsRetrySamePage(t *testing.T) {
 		require.Positive(t, testutil.ToFloat64(p.m.stage.Failed))
 		froms := h.requestedFroms()
 		require.GreaterOrEqual(t, len(froms), 3)
+		// The page after a full page is asked for while it is appended
+		// (prefetch), but only while nothing fails: after the first
+		// refusal, every request is for the refused page.
+		ahead := 0
 		for _, f := range froms {
+			if f != froms[0] {
+				ahead++
+				require.Greater(t, f, froms[0], "a prefetch asks for the next page, never an earlier one")
+			}
+		}
+		require.LessOrEqual(t, ahead, 1, "requests for other pages than the refused one: %v", froms)
+		for _, f := range froms[2:] {
 			require.Equal(t, froms[0], f, "the refused page is fetched again, never skipped")
 		}
 
@@ -723,4 +736,60 @@ func TestPersistent429sBackOff(t *testing.T) {
 	h.auth0.FailEveryN(0, 0)
 	h.drive("all events", func() bool { return polled(p) >= float64(len(ids)) })
 	require.Equal(t, ids, h.streamIDs())
+}
+
+// overlapBuffer holds each Append until the request for the page after it
+// has reached Auth0 (or a second has passed), recording which it was.
+type overlapBuffer struct {
+	Buffer
+	h *harness
+
+	mu         sync.Mutex
+	overlapped int // appends during which the next page was asked for
+	alone      int // appends that waited in vain
+}
+
+func (b *overlapBuffer) Append(ctx context.Context, logs []auth0log.Log, cp string) (int, error) {
+	deadline := time.Now().Add(time.Second)
+	seen := false
+	for !seen && time.Now().Before(deadline) {
+		seen = slices.Contains(b.h.requestedFroms(), cp)
+		if !seen {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	b.mu.Lock()
+	if seen {
+		b.overlapped++
+	} else {
+		b.alone++
+	}
+	b.mu.Unlock()
+	return b.Buffer.Append(ctx, logs, cp)
+}
+
+// While a full page is appended, the page after it is already being
+// fetched; every page is still asked for once, in order, and buffered in
+// order.
+func TestPrefetchOverlapsAppend(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	ids := h.addEvents(1050, h.clock.Now().Add(-day), time.Second)
+	buf := &overlapBuffer{Buffer: h.buf, h: h}
+	cfg := h.config()
+	reg := prometheus.NewPedanticRegistry()
+	p, err := New(cfg, buf, Deps{Logger: h.logger(), Registerer: reg, Clock: h.clock, Stages: metrics.NewStages(reg)})
+	require.NoError(t, err)
+	h.run(p)
+	h.drive("all events", func() bool { return polled(p) >= float64(len(ids)) })
+
+	require.Equal(t, ids, h.streamIDs())
+	froms := h.requestedFroms()
+	require.True(t, slices.IsSorted(froms), "pages asked for in order: %v", froms)
+	require.Len(t, slices.Compact(slices.Clone(froms)), len(froms), "no page asked for twice: %v", froms)
+	buf.mu.Lock()
+	defer buf.mu.Unlock()
+	// 10 full pages, each appended while the next was fetched; the last,
+	// short page has nothing after it to fetch early.
+	require.Equal(t, 10, buf.overlapped)
+	require.Equal(t, 1, buf.alone)
 }

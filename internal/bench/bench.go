@@ -178,20 +178,21 @@ type BackendReport struct {
 
 // CatchUp is the run that starts with every event waiting in the simulator.
 type CatchUp struct {
-	Events     int
-	Elapsed    time.Duration // process start → Segment accepted the last event
-	PolledIn   time.Duration // process start → the poller had buffered every event
-	FirstIn    time.Duration // process start → Segment accepted the first event
-	CPU        time.Duration // worker utime+stime at the end
-	PeakRSS    int64         // worker VmHWM
-	PeakAnon   int64         // largest RssAnon sampled
-	PeakFile   int64         // largest RssFile sampled (the bbolt mmap)
-	Requests   int           // Segment requests
-	Batches    []int         // messages per accepted batch (first copies)
-	BatchSize  int           // configured Segment batch size
-	Duplicates int
-	RedisCPU   time.Duration // redis-server CPU during the run (redis backend)
-	SimCPU     time.Duration // this process's CPU during the run: the simulators (and the progress polling)
+	Events      int
+	Elapsed     time.Duration // process start → Segment accepted the last event
+	PolledIn    time.Duration // process start → the poller had buffered every event
+	FirstIn     time.Duration // process start → Segment accepted the first event
+	CPU         time.Duration // worker utime+stime at the end
+	PeakRSS     int64         // worker VmHWM
+	PeakAnon    int64         // largest RssAnon sampled
+	PeakFile    int64         // largest RssFile sampled (the bbolt mmap)
+	Requests    int           // Segment requests
+	Batches     []int         // messages per accepted batch (first copies)
+	BatchSize   int           // configured Segment batch size
+	Duplicates  int
+	RedisCPU    time.Duration // redis-server CPU during the run (redis backend)
+	PeakBacklog int           // largest authpipe_buffer_backlog_events sampled (every 250 ms)
+	SimCPU      time.Duration // this process's CPU during the run: the simulators (and the progress polling)
 }
 
 func (c CatchUp) Rate() float64 { return rate(c.Events, c.Elapsed) }
@@ -491,10 +492,15 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 			res.PeakAnon = max(res.PeakAnon, st.Anon)
 			res.PeakFile = max(res.PeakFile, st.File)
 		}
-		if res.PolledIn == 0 && time.Since(lastScrape) >= 250*time.Millisecond {
+		if time.Since(lastScrape) >= 250*time.Millisecond {
 			lastScrape = time.Now()
-			if n, err := w.metric("authpipe_auth0_events_polled_total"); err == nil && int(n) >= opts.Events {
-				res.PolledIn = time.Since(w.started)
+			if n, err := w.metric("authpipe_buffer_backlog_events"); err == nil {
+				res.PeakBacklog = max(res.PeakBacklog, int(n))
+			}
+			if res.PolledIn == 0 {
+				if n, err := w.metric("authpipe_auth0_events_polled_total"); err == nil && int(n) >= opts.Events {
+					res.PolledIn = time.Since(w.started)
+				}
 			}
 		}
 		if seg.Count() >= opts.Events {

@@ -114,6 +114,7 @@ func (r *Report) Print(w io.Writer) {
 	row("  forward, events/s (first to last accepted)", func(b BackendReport) string {
 		return thousands(rate(b.CatchUp.Events, b.CatchUp.Elapsed-b.CatchUp.FirstIn))
 	})
+	row("  peak backlog in the buffer (sampled)", func(b BackendReport) string { return thousands(float64(b.CatchUp.PeakBacklog)) })
 	row("  first event in Segment after", func(b BackendReport) string { return b.CatchUp.FirstIn.Round(time.Millisecond).String() })
 	row("worker peak RSS (VmHWM)", func(b BackendReport) string { return mb(b.CatchUp.PeakRSS) })
 	row("  anonymous / file-backed (peak sampled)", func(b BackendReport) string {

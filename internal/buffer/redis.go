@@ -75,7 +75,13 @@ type Redis struct {
 
 	mu      sync.Mutex
 	cursors map[string]string // group → XAUTOCLAIM cursor
+	room    int64             // MaxEvents − backlog at roomAt, less what this buffer appended since
+	roomAt  time.Time         // when the backlog was read; zero: read it at the next Full
 }
+
+// fullRecheck bounds how long Full trusts its last reading of the backlog
+// (see Full).
+const fullRecheck = time.Second
 
 // NewRedis returns the buffer of cfg.Tenant on client, which may be any
 // UniversalClient (single node, Sentinel, Cluster). It registers the
@@ -183,6 +189,7 @@ func (b *Redis) appendPage(ctx context.Context, logs []auth0log.Log, checkpoint 
 	}
 	res, err := script.Run(ctx, b.client, keys, args...).Int64Slice()
 	if err != nil {
+		b.forgetRoom() // Full asks Redis again: no page is fetched while it is down
 		if fence != nil && strings.HasPrefix(err.Error(), "FENCED ") {
 			b.fenced.Inc()
 			b.log.Warn("append refused: the writer's lease was taken over; nothing written",
@@ -195,6 +202,9 @@ func (b *Redis) appendPage(ctx context.Context, logs []auth0log.Log, checkpoint 
 		return 0, fmt.Errorf("append page: unexpected script reply %v", res)
 	}
 	added := int(res[0])
+	b.mu.Lock()
+	b.room -= int64(added)
+	b.mu.Unlock()
 	b.m.stage.Written.Add(float64(added))
 	b.m.duplicates.Add(float64(len(logs) - added))
 	if res[1] < 0 {
@@ -214,6 +224,7 @@ func (b *Redis) EnsureGroup(ctx context.Context, group string) error {
 	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
 		return fmt.Errorf("create group %s: %w", group, err)
 	}
+	b.forgetRoom() // a new group starts with the whole stream as its backlog
 	return nil
 }
 
@@ -621,8 +632,24 @@ func (b *Redis) Stats(ctx context.Context, group string) (Stats, error) {
 // Full reports whether the slowest group's backlog (the stream length while
 // there is no group) has reached MaxEvents; always false when MaxEvents is 0.
 // The poller pauses while it is full: Auth0 keeps the logs meanwhile.
+//
+// The poller asks before every page, and reading the backlog is a round
+// trip on the path from one page to the next (a tenth of the catch-up rate,
+// BENCHMARKS.md). Between appends the backlog only shrinks (forwarders
+// acknowledge), so while the last reading left room for more than this
+// buffer has appended since, Full answers false without asking, for at
+// most fullRecheck. Other writers (a backfill in another process, a group
+// created elsewhere) are seen within fullRecheck; an append error or a
+// group created here makes the next Full ask again.
 func (b *Redis) Full(ctx context.Context) (bool, error) {
 	if b.cfg.MaxEvents <= 0 {
+		return false, nil
+	}
+	now := b.clock.Now()
+	b.mu.Lock()
+	known := !b.roomAt.IsZero() && b.room > 0 && now.Sub(b.roomAt) < fullRecheck
+	b.mu.Unlock()
+	if known {
 		return false, nil
 	}
 	s, err := b.snapshot(ctx)
@@ -630,7 +657,17 @@ func (b *Redis) Full(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	backlog, _ := s.aggregate()
+	b.mu.Lock()
+	b.room, b.roomAt = b.cfg.MaxEvents-backlog, now
+	b.mu.Unlock()
 	return backlog >= b.cfg.MaxEvents, nil
+}
+
+// forgetRoom makes the next Full read the backlog.
+func (b *Redis) forgetRoom() {
+	b.mu.Lock()
+	b.roomAt = time.Time{}
+	b.mu.Unlock()
 }
 
 func toEntry(msg redis.XMessage) Entry {
