@@ -44,6 +44,18 @@ type head struct {
 
 // Decode parses one event. The returned Log keeps raw (copied) as its Raw.
 func Decode(raw []byte) (Log, error) {
+	l, err := DecodeShared(raw)
+	if err != nil {
+		return Log{}, err
+	}
+	l.Raw = bytes.Clone(l.Raw)
+	return l, nil
+}
+
+// DecodeShared is Decode without the copy: the returned Log's Raw is raw
+// (trimmed of white space), for a caller that owns raw and leaves it
+// unchanged while it uses the Log.
+func DecodeShared(raw []byte) (Log, error) {
 	trimmed := bytes.TrimSpace(raw)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return Log{}, errors.New("log event is not a JSON object")
@@ -70,7 +82,7 @@ func Decode(raw []byte) (Log, error) {
 	if h.Type == "" {
 		return Log{}, fmt.Errorf("log %s: missing type", h.LogID)
 	}
-	return Log{ID: h.LogID, Date: date.UTC(), Type: h.Type, Raw: bytes.Clone(trimmed)}, nil
+	return Log{ID: h.LogID, Date: date.UTC(), Type: h.Type, Raw: trimmed}, nil
 }
 
 // DecodePage parses a page of events (a JSON array) as returned by

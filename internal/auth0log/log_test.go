@@ -27,6 +27,21 @@ func TestDecodeKeepsEveryField(t *testing.T) {
 	}
 }
 
+// Decode copies the event; DecodeShared keeps the caller's bytes, trimmed.
+func TestDecodeCopiesDecodeSharedDoesNot(t *testing.T) {
+	raw := []byte(" {\"log_id\":\"" + sampleID + "\",\"date\":\"2026-11-25T10:14:58Z\",\"type\":\"s\"}\n")
+	l, err := Decode(raw)
+	require.NoError(t, err)
+	shared, err := DecodeShared(raw)
+	require.NoError(t, err)
+	require.Equal(t, l, shared)
+	require.Equal(t, byte('{'), shared.Raw[0])
+	require.Equal(t, &raw[1], &shared.Raw[0], "DecodeShared aliases raw")
+	raw[len(raw)-2] = ' ' // the closing brace
+	require.Equal(t, byte('}'), l.Raw[len(l.Raw)-1], "Decode's copy is its own")
+	require.Equal(t, byte(' '), shared.Raw[len(shared.Raw)-1])
+}
+
 func TestDecodeRejects(t *testing.T) {
 	cases := map[string]struct {
 		raw  string

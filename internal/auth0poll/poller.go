@@ -307,7 +307,7 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 	logs := make([]auth0log.Log, 0, len(raws))
 	last := p.cp
 	for i, raw := range raws {
-		l, err := auth0log.Decode(raw)
+		l, err := auth0log.DecodeShared(raw) // raw is a slice of this page's own body
 		if err != nil {
 			p.m.stage.Failed.Add(float64(len(raws)))
 			return p.failed(ctx, reasonDecode, "decode log page", err,

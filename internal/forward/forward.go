@@ -444,7 +444,7 @@ func (f *Forwarder) admit(bg context.Context, entries []buffer.Entry, now time.T
 			f.deadLetter(bg, []buffer.Entry{e}, (&InvalidError{Reason: "entry has no data (deleted from the stream while pending)"}).Error())
 			continue
 		}
-		l, err := auth0log.Decode(e.Raw)
+		l, err := auth0log.DecodeShared(e.Raw) // e.Raw is the entry's own copy, read only
 		if err != nil {
 			f.stage.Failed.Inc()
 			f.deadLetter(bg, []buffer.Entry{e}, (&InvalidError{Reason: err.Error()}).Error())

@@ -251,14 +251,51 @@ func encodedSize(t analytics.Track) (int, error) {
 	if len(t.Properties) > 0 { // omitempty: an empty map is left out
 		if props, ok := jsonscan.EncodedLen(map[string]any(t.Properties)); ok {
 			t.Properties = nil
-			b, err := json.Marshal(t)
+			rest, ok := headLen(t)
+			if !ok {
+				b, err := json.Marshal(t)
+				if err != nil {
+					return 0, err
+				}
+				rest = len(b)
+			}
 			// `{…,"properties":{…}}` is `{…}` with the member added before
 			// the closing brace.
-			return len(b) + len(`,"properties":`) + props, err
+			return rest + len(`,"properties":`) + props, nil
 		}
 	}
 	b, err := json.Marshal(t)
 	return len(b), err
+}
+
+// headLen is len(json.Marshal(t)) for a Track without context, properties
+// and integrations — what Map builds under the default PII policy —
+// counted without encoding it; ok is false for any other Track.
+func headLen(t analytics.Track) (n int, ok bool) {
+	if t.Context != nil || t.Properties != nil || t.Integrations != nil {
+		return 0, false
+	}
+	ts, err := t.Timestamp.MarshalJSON() // the RFC 3339 text json.Marshal writes
+	if err != nil {
+		return 0, false
+	}
+	members := 0
+	member := func(key, v string, omitEmpty bool) {
+		if omitEmpty && v == "" {
+			return
+		}
+		l, _ := jsonscan.EncodedLen(v) // always ok for a string
+		n += len(key) + 3 + l          // "key":value
+		members++
+	}
+	member("type", t.Type, true)
+	member("messageId", t.MessageId, true)
+	member("anonymousId", t.AnonymousId, true)
+	member("userId", t.UserId, true)
+	member("event", t.Event, false)
+	n += len(`"timestamp":`) + len(ts)
+	members++
+	return n + 2 + members - 1, true // braces and commas
 }
 
 // decodeObject decodes one JSON object, keeping numbers exact.

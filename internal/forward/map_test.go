@@ -384,6 +384,16 @@ func FuzzMap(f *testing.F) {
 			b, err := json.Marshal(tr)
 			require.NoError(t, err)
 			require.LessOrEqual(t, len(b), MaxMessageBytes)
+			size, err := encodedSize(tr)
+			require.NoError(t, err)
+			require.Equal(t, len(b), size, "encodedSize counts what json.Marshal writes")
+			head := tr
+			head.Properties = nil
+			hb, err := json.Marshal(head)
+			require.NoError(t, err)
+			if n, ok := headLen(head); ok {
+				require.Equal(t, len(hb), n, "headLen of %s", hb)
+			}
 			require.True(t, json.Valid(b))
 			require.Equal(t, l.ID, tr.Properties["log_id"])
 			if trimmed {

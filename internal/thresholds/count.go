@@ -65,7 +65,7 @@ type event struct {
 
 // eventOf decodes a buffered log.
 func eventOf(id string, raw []byte) (event, error) {
-	l, err := auth0log.Decode(raw)
+	l, err := auth0log.DecodeShared(raw) // read only, while raw is the entry's
 	if err != nil {
 		return event{}, err
 	}
