@@ -61,18 +61,42 @@ type event struct {
 	date   time.Time
 	typ    string
 	fields [5]string // by groupFields
+	raw    []byte    // the log while its fields are unread (eventHead); nil once read
 }
 
 // eventOf decodes a buffered log.
 func eventOf(id string, raw []byte) (event, error) {
-	l, err := auth0log.DecodeShared(raw) // read only, while raw is the entry's
+	e, err := eventHead(id, raw)
 	if err != nil {
 		return event{}, err
 	}
-	e := event{id: id, date: l.Date, typ: l.Type}
-	if fieldsFast(l.Raw, &e) {
-		return e, nil
+	return e, e.readFields()
+}
+
+// eventHead decodes the head of a buffered log (log_id, date, type) and
+// leaves its fields to readFields: most events are of a type no rule
+// counts (successful logins, when the rules count failures), and their
+// fields are never needed. raw must stay unchanged while e is used.
+func eventHead(id string, raw []byte) (event, error) {
+	l, err := auth0log.DecodeShared(raw)
+	if err != nil {
+		return event{}, err
 	}
+	return event{id: id, date: l.Date, typ: l.Type, raw: l.Raw}, nil
+}
+
+// readFields fills e.fields from the log eventHead kept, once; it does
+// nothing for an event whose fields are read or were given.
+func (e *event) readFields() error {
+	raw := e.raw
+	if raw == nil {
+		return nil
+	}
+	e.raw = nil
+	if fieldsFast(raw, e) {
+		return nil
+	}
+	e.fields = [5]string{}
 	var f struct {
 		IP         json.RawMessage `json:"ip"`
 		UserID     json.RawMessage `json:"user_id"`
@@ -80,17 +104,16 @@ func eventOf(id string, raw []byte) (event, error) {
 		ClientID   json.RawMessage `json:"client_id"`
 		Connection json.RawMessage `json:"connection"`
 	}
-	if err := json.Unmarshal(l.Raw, &f); err != nil {
-		return event{}, err
+	if err := json.Unmarshal(raw, &f); err != nil {
+		return err
 	}
-	e = event{id: id, date: l.Date, typ: l.Type}
-	for i, raw := range []json.RawMessage{f.IP, f.UserID, f.UserName, f.ClientID, f.Connection} {
+	for i, v := range []json.RawMessage{f.IP, f.UserID, f.UserName, f.ClientID, f.Connection} {
 		var s string
-		if json.Unmarshal(raw, &s) == nil {
+		if json.Unmarshal(v, &s) == nil {
 			e.fields[i] = cleanValue(s)
 		}
 	}
-	return e, nil
+	return nil
 }
 
 // eventFields are the members eventOf reads, in the order of event.fields.

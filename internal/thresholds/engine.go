@@ -724,7 +724,7 @@ func (e *Engine) processBatch(ctx context.Context, entries []buffer.Entry, realt
 	events := make([]event, 0, len(entries))
 	var invalid []string
 	for _, en := range entries {
-		ev, err := eventOf(en.ID, en.Raw)
+		ev, err := eventHead(en.ID, en.Raw) // fields: by countBatch, if a rule wants them
 		if err != nil {
 			invalid = append(invalid, en.ID)
 			continue

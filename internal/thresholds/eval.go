@@ -53,10 +53,17 @@ func (ev *evaluator) countBatch(ctx context.Context, events []event, invalid []s
 	batch := make([]countEntry, 0, len(events)+len(invalid))
 	cutRule := map[string]string{}
 	touched := map[string]map[string]bool{}
-	for _, e := range events {
+	for i := range events {
+		e := &events[i]
+		if rs.countsType(e.typ) {
+			if err := e.readFields(); err != nil {
+				invalid = append(invalid, e.id)
+				continue
+			}
+		}
 		ce := countEntry{id: e.id}
 		for _, r := range rs.Rules {
-			ops := ks.opsFor(r, e, now)
+			ops := ks.opsFor(r, *e, now)
 			if len(ops) == 0 {
 				continue
 			}

@@ -216,6 +216,15 @@ type RuleSet struct {
 	Rules  []*Rule
 	Files  []string
 	byName map[string]*Rule
+	types  map[string]bool // every type a rule counts; nil: not known, any may be
+}
+
+// countsType reports whether a rule of the set counts events of type typ.
+func (s *RuleSet) countsType(typ string) bool {
+	if s == nil {
+		return false
+	}
+	return s.types == nil || s.types[typ]
 }
 
 // Get returns the rule called name.
@@ -307,6 +316,15 @@ func LoadRuleFiles(files []string) (*RuleSet, error) {
 	}
 	if len(errs) > 0 {
 		return nil, errs
+	}
+	set.types = map[string]bool{}
+	for _, r := range set.Rules {
+		for t := range r.types {
+			set.types[t] = true
+		}
+		for t := range r.of {
+			set.types[t] = true
+		}
 	}
 	return set, nil
 }

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"path/filepath"
 	"sort"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
@@ -325,4 +328,62 @@ func TestCountBulkAck(t *testing.T) {
 	pending, err := b.Client().XPending(ctx, b.StreamKey(), DefaultGroup).Result()
 	require.NoError(t, err)
 	require.Zero(t, pending.Count)
+}
+
+// The fields of an event are read only when a rule counts its type; a rule
+// set of unknown types reads them always.
+func TestEventFieldsReadOnDemand(t *testing.T) {
+	const failures = `
+rules:
+  - name: PerIP
+    types: [fp]
+    group_by: ip
+    window: 1m
+    threshold: 3
+  - name: Ratio
+    types: [fp]
+    ratio: {of: [fu, fp]}
+    window: 1m
+    threshold: 0.5
+`
+	path := filepath.Join(t.TempDir(), "rules.yml")
+	require.NoError(t, os.WriteFile(path, []byte(failures), 0o600))
+	rs, err := LoadRuleFiles([]string{path})
+	require.NoError(t, err)
+	require.True(t, rs.countsType("fp"))
+	require.True(t, rs.countsType("fu"))
+	require.False(t, rs.countsType("s"))
+	require.True(t, mustRules(t, failures).countsType("s"), "types unknown: read")
+	require.False(t, (*RuleSet)(nil).countsType("fp"))
+
+	at := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
+	l := mkLog(t, "s", at, map[string]string{"ip": "10.0.0.1", "user_name": "u1"})
+	e, err := eventHead("1-0", l.Raw)
+	require.NoError(t, err)
+	require.Equal(t, [5]string{}, e.fields, "not read yet")
+	require.NoError(t, e.readFields())
+	require.Equal(t, "10.0.0.1", e.fields[fieldIndex("ip")])
+	require.Equal(t, "u1", e.fields[fieldIndex("user_name")])
+	require.Nil(t, e.raw)
+	eager, err := eventOf("1-0", l.Raw)
+	require.NoError(t, err)
+	require.Equal(t, e, eager)
+
+	// countBatch reads the fields of the types its rules count.
+	ev, _ := newTestEvaluator(t, failures, clockwork.NewFakeClockAt(at))
+	ev.rules.Store(rs)
+	fp := mkLog(t, "fp", at, map[string]string{"ip": "10.0.0.2"})
+	heads := []event{}
+	for i, raw := range [][]byte{fp.Raw, l.Raw} {
+		h, err := eventHead(fmt.Sprintf("%d-0", i+2), raw)
+		require.NoError(t, err)
+		heads = append(heads, h)
+	}
+	require.NoError(t, ev.countBatch(t.Context(), heads, nil, false))
+	r, _ := rs.Get("PerIP")
+	lo, hi := windowBuckets(r, at)
+	got, err := ev.store.eval(t.Context(), evalQuery{rule: r, lo: lo, hi: hi, groups: []string{"10.0.0.2", "10.0.0.1"}})
+	require.NoError(t, err)
+	require.Equal(t, []groupValue{{group: "10.0.0.1", value: 0}, {group: "10.0.0.2", value: 1}}, normalize(got).values,
+		"the fp counted by its ip; the s not at all")
 }
