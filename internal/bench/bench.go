@@ -426,7 +426,7 @@ func fill(a *sim.Auth0, n int, start time.Time, span time.Duration) {
 // of its batch sizes.
 func newSegment() (*sim.Segment, *httptest.Server, *batchLog) {
 	bl := &batchLog{}
-	seg := sim.NewSegment(sim.SegmentOptions{WriteKey: benchWriteKey, OnAccept: bl.record})
+	seg := sim.NewSegment(sim.SegmentOptions{WriteKey: benchWriteKey, OnAccept: bl.record, IDsOnly: true})
 	return seg, httptest.NewServer(seg), bl
 }
 

@@ -274,7 +274,7 @@ func stageBuffers(ctx context.Context, backend, tenant string, buf stageBuffer, 
 	out = append(out, StageResult{Name: "buffer read + ack", Backend: backend, Events: n, Elapsed: time.Since(start),
 		Note: fmt.Sprintf("reads of %d, one ack per read", readCount)})
 
-	seg := sim.NewSegment(sim.SegmentOptions{WriteKey: benchWriteKey})
+	seg := sim.NewSegment(sim.SegmentOptions{WriteKey: benchWriteKey, IDsOnly: true})
 	segSrv := httptest.NewServer(seg)
 	defer segSrv.Close()
 	f, err := forward.New(forward.Config{

@@ -40,6 +40,10 @@ type SegmentOptions struct {
 	// records nothing. The demo persists what "Segment" received with it, so
 	// a restarted demo can prove nothing was lost.
 	OnAccept func(messageIDs []string) error
+	// IDsOnly records messageIds (and when each was first seen) but not the
+	// messages themselves: Messages returns nothing. For benchmarks, where
+	// keeping a million messages costs gigabytes and CPU beside the worker.
+	IDsOnly bool
 }
 
 // SegmentStats counts what the Segment simulator saw.
@@ -58,12 +62,14 @@ type Segment struct {
 	writeKey      string
 	acceptBadKeys bool
 	onAccept      func([]string) error
+	idsOnly       bool
 	clock         clockwork.Clock
 
 	mu        sync.Mutex
 	ids       map[string]int
 	firstSeen map[string]time.Time
 	msgs      []json.RawMessage
+	distinct  int // first copies accepted (len(msgs) unless IDsOnly)
 	noID      int
 
 	failN, failStatus int
@@ -87,6 +93,7 @@ func NewSegment(opts SegmentOptions) *Segment {
 		writeKey:      opts.WriteKey,
 		acceptBadKeys: opts.AcceptBadKeys,
 		onAccept:      opts.OnAccept,
+		idsOnly:       opts.IDsOnly,
 		clock:         opts.Clock,
 		ids:           map[string]int{},
 		firstSeen:     map[string]time.Time{},
@@ -119,7 +126,7 @@ func (s *Segment) Messages() []json.RawMessage {
 func (s *Segment) Count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.msgs)
+	return s.distinct
 }
 
 // FirstSeen returns when (Clock) a messageId was first accepted.
@@ -172,7 +179,7 @@ func (s *Segment) RejectMessageID(id string) {
 func (s *Segment) Reset() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.ids, s.firstSeen, s.msgs, s.noID = map[string]int{}, map[string]time.Time{}, nil, 0
+	s.ids, s.firstSeen, s.msgs, s.distinct, s.noID = map[string]int{}, map[string]time.Time{}, nil, 0, 0
 	s.failN, s.failStatus, s.status, s.rateN, s.retryAfter, s.delay = 0, 0, 0, 0, 0, 0
 	s.reject = map[string]bool{}
 	s.stats = SegmentStats{Status: map[int]int{}}
@@ -366,7 +373,10 @@ func (s *Segment) handle(r *http.Request, raw []byte, err error) (int, segmentRe
 			continue
 		}
 		s.firstSeen[id] = now
-		s.msgs = append(s.msgs, bytes.Clone(body.Batch[i]))
+		s.distinct++
+		if !s.idsOnly {
+			s.msgs = append(s.msgs, bytes.Clone(body.Batch[i]))
+		}
 	}
 	return http.StatusOK, segmentResult{Success: true}, -1
 }

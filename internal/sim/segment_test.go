@@ -453,3 +453,27 @@ func TestSegmentOnAcceptAndPreload(t *testing.T) {
 	require.Equal(t, http.StatusInternalServerError, res.StatusCode, body)
 	require.NotContains(t, seg.MessageIDs(), "c", "a batch that could not be recorded is not accepted")
 }
+
+// IDsOnly records messageIds, first-seen times, counts and duplicates as
+// usual, but not the messages.
+func TestSegmentIDsOnly(t *testing.T) {
+	s := sim.NewSegment(sim.SegmentOptions{WriteKey: writeKey, IDsOnly: true})
+	srv := httptest.NewServer(s)
+	t.Cleanup(srv.Close)
+	cb := newCallback()
+	c := newAnalytics(t, srv, writeKey, cb)
+	for i := range 300 {
+		require.NoError(t, c.Enqueue(track(fmt.Sprintf("msg-%05d", i%200))))
+	}
+	cb.wait(t, 300)
+	require.NoError(t, c.Close())
+
+	require.Equal(t, 200, s.Count())
+	require.Empty(t, s.Messages())
+	require.Len(t, s.MessageIDs(), 200)
+	require.Equal(t, 100, s.Stats().Duplicates)
+	_, seen := s.FirstSeen("msg-00007")
+	require.True(t, seen)
+	s.Reset()
+	require.Zero(t, s.Count())
+}
