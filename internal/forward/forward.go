@@ -83,13 +83,14 @@ type Forwarder struct {
 	enqClosed bool
 	main, iso analytics.Client
 
-	mu      sync.Mutex
-	phase   phase
-	items   map[string]*item // by messageId
-	byEntry map[string]*item // by stream entry id
-	active  int              // items queued for or inside a client
-	space   chan struct{}    // cap 1: entries were released
-	idle    chan struct{}    // cap 1: active decreased
+	mu       sync.Mutex
+	phase    phase
+	items    map[string]*item // by messageId
+	byEntry  map[string]*item // by stream entry id
+	active   int              // items queued for or inside a client
+	reserved int              // entries read and not yet admitted (readLoop)
+	space    chan struct{}    // cap 1: entries were released
+	idle     chan struct{}    // cap 1: active decreased
 }
 
 // item is one message in flight and the buffer entries it stands for
@@ -312,8 +313,36 @@ func (f *Forwarder) Run(ctx context.Context) error {
 // readLoop redelivers this consumer's own pending entries, then reads new
 // entries and, every ReclaimIdle/2, takes over entries idle in other
 // consumers (crashed replicas), always within MaxInFlight.
+//
+// What it reads is admitted (mapped and enqueued) by a goroutine of its own,
+// so that the next read is on its way while a batch is mapped: in a catch-up
+// the forwarder's rate is that of this loop, and a read of 500 entries is a
+// few milliseconds of waiting for Redis. Entries read and not yet admitted
+// count against MaxInFlight (reserved); readLoop returns once everything it
+// read has been admitted.
 func (f *Forwarder) readLoop(ctx, bg context.Context) {
-	f.recoverPending(ctx, bg)
+	batches := make(chan []buffer.Entry)
+	admitted := make(chan struct{})
+	go func() {
+		defer close(admitted)
+		for es := range batches {
+			f.admit(bg, es, f.clock.Now())
+			f.unreserve(len(es))
+		}
+	}()
+	defer func() {
+		close(batches)
+		<-admitted
+	}()
+	hand := func(es []buffer.Entry) {
+		if len(es) == 0 {
+			return
+		}
+		f.reserve(len(es))
+		batches <- es
+	}
+
+	f.recoverPending(ctx, bg, hand)
 	nextReclaim := f.clock.Now()
 	block := min(readBlock, f.cfg.ReclaimIdle/2)
 	for ctx.Err() == nil {
@@ -322,7 +351,7 @@ func (f *Forwarder) readLoop(ctx, bg context.Context) {
 			return
 		}
 		if now := f.clock.Now(); !now.Before(nextReclaim) {
-			f.reclaim(ctx, bg)
+			f.reclaim(ctx, hand)
 			nextReclaim = now.Add(f.cfg.ReclaimIdle / 2)
 			continue
 		}
@@ -335,13 +364,13 @@ func (f *Forwarder) readLoop(ctx, bg context.Context) {
 			f.sleep(ctx, readErrorWait)
 			continue
 		}
-		f.admit(bg, entries, f.clock.Now())
+		hand(entries)
 	}
 }
 
 // recoverPending forwards the entries this consumer had read before it
 // restarted and never acknowledged.
-func (f *Forwarder) recoverPending(ctx, bg context.Context) {
+func (f *Forwarder) recoverPending(ctx, bg context.Context, hand func([]buffer.Entry)) {
 	after, total := "0", 0
 	for ctx.Err() == nil {
 		free := f.waitSpace(ctx)
@@ -365,7 +394,7 @@ func (f *Forwarder) recoverPending(ctx, bg context.Context) {
 		// Reading history does not reset the idle time: claim them back
 		// before another replica's reclaim does.
 		f.touch(bg, entryIDs(entries))
-		f.admit(bg, entries, f.clock.Now())
+		hand(entries)
 	}
 	if total > 0 {
 		f.log.Info("redelivering own pending entries from before restart", "entries", total)
@@ -373,7 +402,7 @@ func (f *Forwarder) recoverPending(ctx, bg context.Context) {
 }
 
 // reclaim takes over entries idle for ReclaimIdle in any consumer.
-func (f *Forwarder) reclaim(ctx, bg context.Context) {
+func (f *Forwarder) reclaim(ctx context.Context, hand func([]buffer.Entry)) {
 	for range 10 {
 		free := f.freeSlots()
 		if free <= 0 || ctx.Err() != nil {
@@ -390,7 +419,7 @@ func (f *Forwarder) reclaim(ctx, bg context.Context) {
 		if len(entries) > 0 {
 			f.log.Info("reclaimed idle pending entries", "entries", len(entries))
 		}
-		f.admit(bg, entries, f.clock.Now())
+		hand(entries)
 		if len(entries) < count {
 			return
 		}
@@ -400,7 +429,26 @@ func (f *Forwarder) reclaim(ctx, bg context.Context) {
 func (f *Forwarder) freeSlots() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.cfg.MaxInFlight - len(f.byEntry)
+	return f.cfg.MaxInFlight - len(f.byEntry) - f.reserved
+}
+
+// reserve counts n entries read and not yet admitted against MaxInFlight.
+func (f *Forwarder) reserve(n int) {
+	f.mu.Lock()
+	f.reserved += n
+	f.mu.Unlock()
+}
+
+// unreserve releases what reserve counted, once admit has taken the
+// entries in (or resolved them), and wakes a waitSpace.
+func (f *Forwarder) unreserve(n int) {
+	f.mu.Lock()
+	f.reserved -= n
+	f.mu.Unlock()
+	select {
+	case f.space <- struct{}{}:
+	default:
+	}
 }
 
 // waitSpace blocks until fewer than MaxInFlight entries are held and returns

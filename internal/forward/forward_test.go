@@ -556,3 +556,26 @@ func TestMetricsSharedRegistry(t *testing.T) {
 		require.Equal(t, 0.0, metricValue(t, reg, "authpipe_forward_segment_requests_total", map[string]string{"code": code}))
 	}
 }
+
+// MaxInFlight bounds what the forwarder holds — read from the buffer and not
+// yet resolved, including a batch read ahead while the last one is mapped —
+// however slow Segment answers.
+func TestForwardMaxInFlight(t *testing.T) {
+	fx := newFixture(t)
+	logs := fx.generate(2000)
+	fx.seg.SetDelay(50 * time.Millisecond)
+	cfg := fx.config()
+	cfg.MaxInFlight, cfg.ReadCount, cfg.BatchSize = 300, 200, 50
+	fx.start(cfg)
+
+	peak := int64(0)
+	for fx.seg.Count() < len(logs) {
+		st := fx.stats()
+		peak = max(peak, st.Pending)
+		require.LessOrEqual(t, st.Pending, int64(cfg.MaxInFlight), "entries read and not acknowledged")
+		time.Sleep(5 * time.Millisecond)
+	}
+	require.Greater(t, peak, int64(cfg.ReadCount), "reads went on while batches were in flight")
+	fx.waitDrained()
+	fx.requireDelivered(logs)
+}
