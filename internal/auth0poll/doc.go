@@ -15,6 +15,11 @@
 //     followed by a retry of the same page after exponential backoff with
 //     jitter (capped at Config.MaxBackoff). A 429 is waited out until the
 //     rate-limit reset. Only cancelling Run's context stops the retries.
+//   - While catching up, the page after a full page is asked for while that
+//     page is appended (one request at a time still, paced like every
+//     request); it is used only if it starts at the checkpoint the append
+//     left, and dropped otherwise. No prefetch is made while failures
+//     repeat.
 //   - On first start (no checkpoint in the buffer) polling begins at
 //     now − Config.Retention, so everything Auth0 still holds is backfilled.
 //   - Loss the poller cannot prevent is detected and reported: when the point

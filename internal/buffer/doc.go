@@ -38,6 +38,12 @@
 //     tenant's hash tag). A poller that lost its lease — stalled past the
 //     TTL, cut off from Redis — gets ErrFenced and writes nothing, so two
 //     pollers never both write, even with a request already in flight.
+//   - Back-pressure. Full reports whether the slowest group's backlog has
+//     reached MaxEvents. The Redis buffer reads the backlog at most once a
+//     second while its last reading left room for what it appended since
+//     (the backlog only grows by appends); an append error or a group it
+//     created makes it read again. Writers in other processes are seen
+//     within that second.
 //   - Dead letters keep their reason. An entry delivered more than
 //     MaxDeliveries times, or given up by its consumer (DeadLetter), moves to
 //     the tenant's dead-letter stream with its log_id, raw event, reason,

@@ -33,6 +33,10 @@
 // attempts of a permanently rejected body, and pauses for a minute when
 // Segment rejects the write key.
 //
+// Memory is bounded by Config.MaxInFlight: the entries held — read from the
+// buffer and not yet resolved, including the batch read ahead while the
+// previous one is mapped — never exceed it; reading waits for room.
+//
 // Mapping of a log to a Segment track call is Map; see its documentation.
 //
 // Two policies decide what leaves for Segment, never whether an event is
