@@ -49,7 +49,9 @@ func TestSmoke(t *testing.T) {
 	}
 	require.Equal(t, 2000, rep.Ceiling.Events)
 	require.Positive(t, rep.Ceiling.Rate())
-	require.Positive(t, rep.Ceiling.RedisCPU)
+	// Redis' CPU during a ceiling run this short can be below /proc's 10 ms
+	// resolution; the simulators' comes from getrusage, in microseconds.
+	require.GreaterOrEqual(t, rep.Ceiling.RedisCPU, time.Duration(0))
 	require.Positive(t, rep.Backends[0].CatchUp.SimCPU)
 	// poll, map, analytics-go encoding, then append, read+ack and forward per backend
 	require.Len(t, rep.Stages, 9)
