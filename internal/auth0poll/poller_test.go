@@ -739,7 +739,7 @@ func TestPersistent429sBackOff(t *testing.T) {
 }
 
 // overlapBuffer holds each Append until the request for the page after it
-// has reached Auth0 (or a second has passed), recording which it was.
+// has reached Auth0 (or 3 s have passed), recording which it was.
 type overlapBuffer struct {
 	Buffer
 	h *harness
@@ -750,7 +750,7 @@ type overlapBuffer struct {
 }
 
 func (b *overlapBuffer) Append(ctx context.Context, logs []auth0log.Log, cp string) (int, error) {
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(3 * time.Second) // waited in full only after the last, short page
 	seen := false
 	for !seen && time.Now().Before(deadline) {
 		seen = slices.Contains(b.h.requestedFroms(), cp)

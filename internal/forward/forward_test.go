@@ -569,7 +569,9 @@ func TestForwardMaxInFlight(t *testing.T) {
 	fx.start(cfg)
 
 	peak := int64(0)
+	deadline := time.Now().Add(waitFor)
 	for fx.seg.Count() < len(logs) {
+		require.True(t, time.Now().Before(deadline), "Segment has %d of %d messages", fx.seg.Count(), len(logs))
 		st := fx.stats()
 		peak = max(peak, st.Pending)
 		require.LessOrEqual(t, st.Pending, int64(cfg.MaxInFlight), "entries read and not acknowledged")
