@@ -301,3 +301,28 @@ tests:
 	require.Error(t, TestFiles([]string{bad}, &out))
 	require.Contains(t, out.String(), "field evals not found")
 }
+
+// A burst dated a little ahead of this clock (clock skew between Auth0 and
+// the worker) is counted as now, so the real-time evaluation right after it
+// sees it all, also across a bucket boundary.
+func TestRealtimeCountsEventsDatedAhead(t *testing.T) {
+	// 9.5 s into a 10 s bucket (5m window / 30).
+	now := time.Date(2025, 1, 1, 0, 0, 9, 500e6, time.UTC)
+	clock := clockwork.NewFakeClockAt(now)
+	ev, out := newTestEvaluator(t, `
+rules:
+  - name: PerIP
+    types: [fp]
+    group_by: ip
+    window: 5m
+    threshold: 20
+`, clock)
+	var evs []event
+	for i := range 25 {
+		evs = append(evs, event{id: fmt.Sprintf("%d-0", i), date: now.Add(time.Duration(i) * 100 * time.Millisecond),
+			typ: "fp", fields: [5]string{"203.0.113.7"}})
+	}
+	require.NoError(t, ev.countEvents(context.Background(), evs, nil))
+	require.Len(t, out.alerts, 1, "raised in real time")
+	require.Equal(t, "203.0.113.7", out.alerts[0].Labels["ip"])
+}

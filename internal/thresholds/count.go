@@ -242,8 +242,13 @@ func (k keyspace) opsFor(r *Rule, e event, now time.Time) []op {
 		}
 	}
 	date := e.date
-	if date.After(now.Add(keyGrace)) {
-		date = now // dated in the future beyond clock skew: count it as now
+	if date.After(now) {
+		// Dated ahead of this clock (clock skew between Auth0 and the
+		// worker): counted as now. In its own, later bucket it would stay
+		// outside every evaluation until this clock got there, and a burst
+		// would wait for the next scheduled check instead of raising its
+		// alert in real time.
+		date = now
 	}
 	bucket := bucketOf(date, r.bucket)
 	end := time.UnixMilli((bucket + 1) * r.bucket.Milliseconds())
