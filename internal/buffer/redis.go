@@ -634,7 +634,7 @@ func (b *Redis) Stats(ctx context.Context, group string) (Stats, error) {
 // The poller pauses while it is full: Auth0 keeps the logs meanwhile.
 //
 // The poller asks before every page, and reading the backlog is a round
-// trip on the path from one page to the next (a tenth of the catch-up rate,
+// trip on the path from one page to the next (about 14 % of the catch-up rate,
 // BENCHMARKS.md). Between appends the backlog only shrinks (forwarders
 // acknowledge), so while the last reading left room for more than this
 // buffer has appended since, Full answers false without asking, for at

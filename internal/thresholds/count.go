@@ -64,15 +64,6 @@ type event struct {
 	raw    []byte    // the log while its fields are unread (eventHead); nil once read
 }
 
-// eventOf decodes a buffered log.
-func eventOf(id string, raw []byte) (event, error) {
-	e, err := eventHead(id, raw)
-	if err != nil {
-		return event{}, err
-	}
-	return e, e.readFields()
-}
-
 // eventHead decodes the head of a buffered log (log_id, date, type) and
 // leaves its fields to readFields: most events are of a type no rule
 // counts (successful logins, when the rules count failures), and their

@@ -91,3 +91,13 @@ func pendingFor(t testing.TB, b *buffer.Redis, group, consumer string, logs []au
 	}
 	return out
 }
+
+// eventOf decodes a buffered log with its fields, as countBatch sees an
+// event of a type a rule counts.
+func eventOf(id string, raw []byte) (event, error) {
+	e, err := eventHead(id, raw)
+	if err != nil {
+		return event{}, err
+	}
+	return e, e.readFields()
+}
