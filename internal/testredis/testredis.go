@@ -82,6 +82,7 @@ type Server struct {
 	Addr string
 	dir  string
 	port int
+	args []string // extra redis-server arguments, after the defaults
 	cmd  *exec.Cmd
 	mu   sync.Mutex
 }
@@ -90,7 +91,14 @@ type Server struct {
 // persistence, stopped when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{dir: t.TempDir()}
+	return StartWith(t)
+}
+
+// StartWith is Start with extra redis-server arguments, which override the
+// defaults (e.g. "--appendonly", "no", or "--rename-command", "CONFIG", "").
+func StartWith(t testing.TB, args ...string) *Server {
+	t.Helper()
+	s := &Server{dir: t.TempDir(), args: args}
 	if err := s.start(); err != nil {
 		t.Fatalf("start redis-server: %v", err)
 	}
@@ -117,6 +125,7 @@ func (s *Server) start() error {
 		"--save", "", "--daemonize", "no", "--loglevel", "warning",
 		"--logfile", filepath.Join(s.dir, "redis.log"),
 	}
+	args = append(args, s.args...)
 	s.cmd = exec.Command(bin, args...)
 	s.cmd.SysProcAttr = diesWithUs()
 	if err := s.cmd.Start(); err != nil {
@@ -138,6 +147,26 @@ func (s *Server) Kill() {
 
 // Restart starts the server again on the same port and data dir.
 func (s *Server) Restart() error { return s.start() }
+
+// RestartEmpty kills the server, empties its data dir and starts it again
+// on the same port: what a replica promoted before it had synced, or a
+// lost volume, looks like to a client.
+func (s *Server) RestartEmpty() error {
+	s.Kill()
+	entries, err := os.ReadDir(s.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.Name() == "redis.log" {
+			continue
+		}
+		if err := os.RemoveAll(filepath.Join(s.dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return s.start()
+}
 
 // Stop ends the server.
 func (s *Server) Stop() { s.Kill() }
