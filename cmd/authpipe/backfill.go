@@ -234,6 +234,7 @@ func (b *backfiller) Start(_ context.Context, since time.Time) (string, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.cancel, b.done = cancel, make(chan struct{})
 	b.status = admin.BackfillStatus{ID: id, State: "running", Since: since.UTC(), StartedAt: &now}
+	b.log.Info("backfill started", "id", id, "since", since.UTC(), "tenants", len(b.tenants))
 	go b.run(ctx, id, since, b.done)
 	return id, nil
 }
@@ -264,10 +265,11 @@ func (b *backfiller) run(ctx context.Context, id string, since time.Time, done c
 	b.status.State = "done"
 	if err := errors.Join(errs...); err != nil {
 		b.status.State, b.status.Error = "failed", err.Error()
-		b.log.Warn("backfill failed", "id", id, "err", err)
+		b.log.Warn("backfill failed", "id", id, "since", since.UTC(), "events", base.Events, "added", base.Added, "err", err)
 		return
 	}
-	b.log.Info("backfill done", "id", id, "events", base.Events, "added", base.Added)
+	b.log.Info("backfill done", "id", id, "since", since.UTC(), "pages", base.Pages,
+		"events", base.Events, "added", base.Added, "duplicates", base.Events-base.Added, "took", finished.Sub(*b.status.StartedAt).Round(time.Millisecond).String())
 }
 
 // Progress reports the current or last backfill.

@@ -28,6 +28,7 @@ import (
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/forward"
+	"github.com/authpipe/authpipe/internal/logrepeat"
 	"github.com/authpipe/authpipe/internal/metrics"
 	"github.com/authpipe/authpipe/internal/status"
 	"github.com/authpipe/authpipe/internal/thresholds"
@@ -102,6 +103,8 @@ type app struct {
 	bufOK    atomic.Bool
 	draining atomic.Bool
 	ready    prometheus.Gauge
+
+	rep *logrepeat.Summarizer // the maintenance loop's repeated errors
 }
 
 func run(ctx context.Context, cfg *config.Config, logger *slog.Logger, reload <-chan struct{}) error {
@@ -128,6 +131,7 @@ func newApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
 		cfg:    cfg,
 		logger: logger,
 		reg:    reg,
+		rep:    logrepeat.New(logger.With("component", "maintenance"), nil, 0),
 		ready: f.NewGauge(prometheus.GaugeOpts{
 			Name: "authpipe_ready",
 			Help: "1 when Redis and Auth0 have answered and the worker is not shutting down.",
@@ -377,6 +381,7 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 		rulesDone = append(rulesDone, start("thresholds "+t.name, rulesCtx, t.rules.Run))
 	}
 	bgDone := start("maintenance", bgCtx, a.maintain)
+	progressDone := start("progress", bgCtx, status.NewProgress(a.reg, a.logger.With("component", "progress"), nil, 0).Run)
 	go a.drainReload(bgCtx, reload)
 
 	var runErr error
@@ -402,6 +407,7 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 		a.logger.Warn("forwarder did not drain in time; unacknowledged events stay pending and are delivered after restart (Segment drops the duplicates)")
 	}
 	waitUntil(bgDone, deadline)
+	waitUntil(progressDone, deadline)
 	waitAll(rulesDone, deadline)
 	a.backfill.stop()
 	a.close()
@@ -457,8 +463,13 @@ func (a *app) maintain(ctx context.Context) error {
 			for _, t := range a.tenants {
 				n, err := t.buf.Trim(ctx)
 				if err != nil {
-					a.logger.Warn("trim buffer", "tenant", t.name, "err", err)
-				} else if n > 0 {
+					if ctx.Err() == nil {
+						a.rep.Fail(ctx, "trim buffer "+t.name, slog.LevelWarn, "trim buffer", err, "tenant", t.name)
+					}
+					continue
+				}
+				a.rep.OK(ctx, "trim buffer "+t.name)
+				if n > 0 {
 					a.logger.Debug("trimmed buffer", "tenant", t.name, "entries", n)
 				}
 			}
@@ -466,12 +477,26 @@ func (a *app) maintain(ctx context.Context) error {
 	}
 }
 
+// probe pings every tenant's buffer and sets readiness. An unreachable
+// buffer is logged when it starts, summarised while it lasts and followed
+// by one line when the buffer answers again.
 func (a *app) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	ok := true
 	for _, t := range a.tenants {
-		ok = ok && t.buf.Ping(pctx) == nil
+		key := "ping buffer " + t.name
+		if err := t.buf.Ping(pctx); err != nil {
+			ok = false
+			if ctx.Err() == nil {
+				a.rep.Fail(ctx, key, slog.LevelWarn, "buffer unreachable; /-/ready answers 503", err, "tenant", t.name, "buffer", a.bufferKind())
+			}
+			continue
+		}
+		if ep, was := a.rep.Clear(key); was {
+			a.logger.Info("buffer reachable again", "component", "maintenance", "tenant", t.name, "buffer", a.bufferKind(),
+				"failures", ep.Failures, "unreachable_for", ep.Duration.Round(time.Second).String())
+		}
 	}
 	a.bufOK.Store(ok)
 	if a.isReady() {
@@ -479,6 +504,14 @@ func (a *app) probe(ctx context.Context) {
 	} else {
 		a.ready.Set(0)
 	}
+}
+
+// bufferKind names the buffer backend in log lines.
+func (a *app) bufferKind() string {
+	if a.redis != nil {
+		return "redis"
+	}
+	return "embedded"
 }
 
 func (a *app) isReady() bool {

@@ -55,7 +55,7 @@ func (t *tenantPipeline) newPollerLease(b *buffer.Redis) (auth0poll.Buffer, erro
 				return
 			}
 			t.leader.Set(0)
-			t.logger.Info("polling stopped: poller lease lost or released", "token", token)
+			t.logPollerLeaseLost(token)
 		},
 	}, lease.Deps{Logger: t.logger})
 	if err != nil {
@@ -63,6 +63,23 @@ func (t *tenantPipeline) newPollerLease(b *buffer.Redis) (auth0poll.Buffer, erro
 	}
 	t.lease = l
 	return fencedBuffer{Redis: b, lease: l, fenceKey: lease.FenceKey(pollerLeaseName(b))}, nil
+}
+
+// logPollerLeaseLost says why this replica stopped polling the tenant: a
+// fail-over to another replica reads differently from an outage of Redis
+// (polling resumes here once the lease is won again) and from a shutdown.
+func (t *tenantPipeline) logPollerLeaseLost(token int64) {
+	why, holder := t.lease.LostBecause()
+	switch why {
+	case lease.LossReleased:
+		t.logger.Info("polling stopped: poller lease released at shutdown", "token", token)
+	case lease.LossTakenOver:
+		t.logger.Warn("polling stopped: another replica took over this tenant's poller lease", "token", token, "holder", holder)
+	case lease.LossUnreachable:
+		t.logger.Warn("polling paused: the poller lease lapsed while Redis was unreachable; polling resumes when it is acquired again", "token", token)
+	default:
+		t.logger.Warn("polling paused: the poller lease lapsed before it was renewed; polling resumes when it is acquired again", "token", token, "reason", string(why))
+	}
 }
 
 // fencedBuffer is the Redis buffer as the poller of a tenant with replicas

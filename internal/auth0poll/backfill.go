@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/auth0/go-auth0/management"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/logrepeat"
 )
 
 // backfillMaxAttempts bounds the attempts at one page of a backfill: it is
@@ -72,6 +74,8 @@ func (p *Poller) Backfill(ctx context.Context, since, until time.Time, progress 
 	from, stop := auth0log.CheckpointAt(since), auth0log.CheckpointAt(until)
 	log := p.log.With("backfill_since", res.Since, "backfill_until", res.Until)
 	log.Info("auth0 backfill started")
+	started := p.clock.Now()
+	rep := logrepeat.New(log, p.clock, 0)
 	bo := backoff{base: minBackoff, max: p.cfg.MaxBackoff}
 	attempts := 0
 	for {
@@ -97,7 +101,8 @@ func (p *Poller) Backfill(ctx context.Context, since, until time.Time, progress 
 			if attempts >= backfillMaxAttempts {
 				return res, fmt.Errorf("backfill: fetch logs after %s: %d attempts failed: %s", from, attempts, p.redact(err))
 			}
-			log.Warn("auth0 backfill page failed; retrying", "from", from, "attempt", attempts, "retry_in", wait.String(), "err", p.redact(err))
+			rep.Fail(ctx, "page", slog.LevelWarn, "auth0 backfill page failed; retrying", errors.New(p.redact(err)),
+				"from", from, "attempt", attempts, "retry_in", wait.String())
 			if !p.sleep(ctx, wait) {
 				return res, ctx.Err()
 			}
@@ -105,6 +110,7 @@ func (p *Poller) Backfill(ctx context.Context, since, until time.Time, progress 
 		}
 		attempts = 0
 		bo.reset()
+		rep.OK(ctx, "page")
 
 		inWindow := logs
 		for i, l := range logs {
@@ -138,7 +144,8 @@ func (p *Poller) Backfill(ctx context.Context, since, until time.Time, progress 
 			progress(res)
 		}
 		if res.Done {
-			log.Info("auth0 backfill done", "pages", res.Pages, "fetched", res.Fetched, "added", res.Added)
+			log.Info("auth0 backfill done", "pages", res.Pages, "fetched", res.Fetched, "added", res.Added,
+				"duplicates", res.Fetched-res.Added, "took", p.clock.Since(started).Round(time.Millisecond).String())
 			return res, nil
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/logrepeat"
 	"github.com/authpipe/authpipe/internal/metrics"
 )
 
@@ -65,6 +66,7 @@ type Poller struct {
 	insecure bool
 	buf      Buffer
 	log      *slog.Logger
+	rep      *logrepeat.Summarizer // failed attempts, by action
 	clock    clockwork.Clock
 	m        *pollMetrics
 	rl       *rateLimit
@@ -89,6 +91,7 @@ type Poller struct {
 	paused  bool
 	limited int       // 429s in a row
 	pre     *prefetch // the page after the one being appended, asked for early
+	prog    progress  // catch-up state, for the progress lines
 }
 
 // New validates cfg, applies its defaults and builds a Poller. It makes no
@@ -124,6 +127,7 @@ func New(cfg Config, buf Buffer, deps Deps) (*Poller, error) {
 		rl:       newRateLimit(cfg.RateLimitShare, cfg.MaxBackoff),
 		bo:       backoff{base: minBackoff, max: cfg.MaxBackoff},
 	}
+	p.rep = logrepeat.New(p.log, p.clock, 0)
 	p.m, err = newPollMetrics(deps.Registerer, deps.Stages, cfg, p.lagSeconds)
 	if err != nil {
 		return nil, err
@@ -230,17 +234,20 @@ func (p *Poller) start(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if !p.sleep(ctx, p.failed(ctx, reasonBuffer, "read checkpoint", err)) {
+		if !p.sleep(ctx, p.failed(ctx, reasonBuffer, actReadCheckpoint, err)) {
 			return ctx.Err()
 		}
 	}
+	p.recovered(ctx, actReadCheckpoint)
 	p.bo.reset()
 	if cp == "" {
 		since := p.clock.Now().Add(-p.cfg.Retention)
 		cp = auth0log.CheckpointAt(since)
 		p.log.Info("no checkpoint stored; backfilling Auth0's retention window",
 			"since", since.UTC(), "retention", p.cfg.Retention.String())
+		p.startProgress(since)
 	} else {
+		p.startProgress(time.Time{})
 		if err := auth0log.ValidateID(cp); err != nil {
 			return fmt.Errorf("auth0poll: stored checkpoint: %w", err)
 		}
@@ -264,14 +271,16 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 	// the buffer is full or Auth0 fails, and the gap is reported when it
 	// begins.
 	p.checkGap()
+	p.checkBehind()
 	full, err := p.buf.Full(ctx)
 	if err != nil {
 		p.dropPrefetch()
 		if ctx.Err() != nil {
 			return 0
 		}
-		return p.failed(ctx, reasonBuffer, "check buffer fill", err)
+		return p.failed(ctx, reasonBuffer, actCheckFill, err)
 	}
+	p.recovered(ctx, actCheckFill)
 	p.setPaused(full)
 	if full {
 		p.dropPrefetch()
@@ -291,7 +300,7 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 		}
 		if p.api == nil {
 			if p.api, err = p.newAPI(ctx); err != nil {
-				return p.failed(ctx, reasonHTTP, "build management client", err)
+				return p.failed(ctx, reasonHTTP, actBuildClient, err)
 			}
 		}
 		start = p.clock.Now()
@@ -310,13 +319,14 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 		l, err := auth0log.DecodeShared(raw) // raw is a slice of this page's own body
 		if err != nil {
 			p.m.stage.Failed.Add(float64(len(raws)))
-			return p.failed(ctx, reasonDecode, "decode log page", err,
+			return p.failed(ctx, reasonDecode, actDecode, err,
 				"event_index", i, "events_in_page", len(raws), "after_log_id", last)
 		}
 		logs = append(logs, l)
 		last = max(last, l.ID)
 	}
 	p.limited = 0
+	p.recovered(ctx, actBuildClient, actToken, actFetch, actDecode)
 	p.markSuccess()
 	p.m.stage.Received.Add(float64(len(logs)))
 
@@ -326,14 +336,17 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 		if len(raws) >= p.cfg.PageSize && p.bo.attempt == 0 && p.rl.wait(p.clock.Now()) <= 0 {
 			p.startPrefetch(ctx, last)
 		}
-		if _, err := p.buf.Append(ctx, logs, last); err != nil {
+		added, err := p.buf.Append(ctx, logs, last)
+		if err != nil {
 			p.dropPrefetch()
 			if ctx.Err() != nil {
 				return 0
 			}
 			p.m.stage.Failed.Add(float64(len(logs)))
-			return p.failed(ctx, reasonBuffer, "append page to buffer", err, "events_in_page", len(logs))
+			return p.failed(ctx, reasonBuffer, actAppend, err, "events_in_page", len(logs))
 		}
+		p.recovered(ctx, actAppend)
+		p.noteAppended(len(logs), added)
 		n := float64(len(logs))
 		p.m.stage.Written.Add(n)
 		p.m.stage.Acked.Add(n)
@@ -360,6 +373,7 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 		return p.rl.wait(p.clock.Now())
 	}
 	p.setCaughtUp(start)
+	p.reachedHead(start)
 	return p.cfg.PollInterval
 }
 
@@ -369,7 +383,7 @@ func (p *Poller) fetchFailed(ctx context.Context, err error) time.Duration {
 	var apiErr management.Error
 	switch {
 	case isTokenError(err):
-		return p.failed(ctx, reasonToken, "fetch auth0 token", err)
+		return p.failed(ctx, reasonToken, actToken, err)
 	case errors.As(err, &apiErr) && apiErr.Status() == http.StatusTooManyRequests:
 		// Wait for the reset the response named. Should 429s persist
 		// anyway (a bucket shared with other clients, clock skew), back
@@ -387,11 +401,11 @@ func (p *Poller) fetchFailed(ctx context.Context, err error) time.Duration {
 			// a new client fetches a new one.
 			p.api = nil
 		}
-		return p.failed(ctx, reasonHTTP, "fetch log page", err, "status", apiErr.Status())
+		return p.failed(ctx, reasonHTTP, actFetch, err, "status", apiErr.Status())
 	case isJSONError(err):
-		return p.failed(ctx, reasonDecode, "decode log page", err)
+		return p.failed(ctx, reasonDecode, actDecode, err)
 	default:
-		return p.failed(ctx, reasonHTTP, "fetch log page", err)
+		return p.failed(ctx, reasonHTTP, actFetch, err)
 	}
 }
 
@@ -434,10 +448,34 @@ func (p *Poller) failed(ctx context.Context, reason, action string, err error, a
 	}
 	args := append([]any{
 		"reason", reason, "action", action, "from", p.cp,
-		"attempt", p.bo.attempt, "retry_in", d.String(), "err", p.redact(err),
+		"attempt", p.bo.attempt, "retry_in", d.String(),
 	}, attrs...)
-	p.log.Log(ctx, level, "auth0 poll attempt failed; retrying the same page", args...)
+	// An outage of Auth0 or the buffer: its first attempt in full, then a
+	// summary a minute, then one line when the action succeeds again.
+	p.rep.Fail(ctx, action, level, "auth0 poll attempt failed; retrying the same page", errors.New(p.redact(err)), args...)
 	return d
+}
+
+// Actions of the poll loop, as failed logs them (the action attribute) and
+// as the summarised episodes of failure are keyed.
+const (
+	actReadCheckpoint = "read checkpoint"
+	actCheckFill      = "check buffer fill"
+	actBuildClient    = "build management client"
+	actToken          = "fetch auth0 token"
+	actFetch          = "fetch log page"
+	actDecode         = "decode log page"
+	actAppend         = "append page to buffer"
+)
+
+// recovered logs, for each action that was failing, that it succeeded again.
+func (p *Poller) recovered(ctx context.Context, actions ...string) {
+	for _, a := range actions {
+		if ep, ok := p.rep.Clear(a); ok {
+			p.log.InfoContext(ctx, "auth0 polling recovered", "action", a, "from", p.cp,
+				"failures", ep.Failures, "failing_for", ep.Duration.Round(time.Second).String())
+		}
+	}
 }
 
 // redact returns err's text without the client secret (in any of the forms

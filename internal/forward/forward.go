@@ -16,6 +16,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/logrepeat"
 	"github.com/authpipe/authpipe/internal/metrics"
 )
 
@@ -66,6 +67,7 @@ type Forwarder struct {
 	cfg   Config
 	buf   Buffer
 	log   *slog.Logger
+	rep   *logrepeat.Summarizer // the read loop's repeated errors
 	clock clockwork.Clock
 	stage metrics.Stage
 	m     forwardMetrics
@@ -139,6 +141,7 @@ func New(cfg Config, buf Buffer, deps Deps) (*Forwarder, error) {
 		cfg:      cfg,
 		buf:      buf,
 		log:      log,
+		rep:      logrepeat.New(log, deps.Clock, 0),
 		clock:    deps.Clock,
 		stage:    deps.Stages.For(metrics.StageForward, cfg.Tenant),
 		m:        m,
@@ -360,10 +363,11 @@ func (f *Forwarder) readLoop(ctx, bg context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			f.log.Warn("read buffer", "err", err)
+			f.rep.Fail(ctx, "read buffer", slog.LevelWarn, "read buffer", err)
 			f.sleep(ctx, readErrorWait)
 			continue
 		}
+		f.rep.OK(ctx, "read buffer")
 		hand(entries)
 	}
 }
@@ -382,10 +386,11 @@ func (f *Forwarder) recoverPending(ctx, bg context.Context, hand func([]buffer.E
 			if ctx.Err() != nil {
 				return
 			}
-			f.log.Warn("read own pending entries", "err", err)
+			f.rep.Fail(ctx, "read own pending entries", slog.LevelWarn, "read own pending entries", err)
 			f.sleep(ctx, readErrorWait)
 			continue
 		}
+		f.rep.OK(ctx, "read own pending entries")
 		if len(entries) == 0 {
 			break
 		}
@@ -412,10 +417,11 @@ func (f *Forwarder) reclaim(ctx context.Context, hand func([]buffer.Entry)) {
 		entries, err := f.buf.Reclaim(ctx, f.cfg.Group, f.cfg.Consumer, f.cfg.ReclaimIdle, count)
 		if err != nil {
 			if ctx.Err() == nil {
-				f.log.Warn("reclaim idle entries", "err", err)
+				f.rep.Fail(ctx, "reclaim idle entries", slog.LevelWarn, "reclaim idle entries", err)
 			}
 			return
 		}
+		f.rep.OK(ctx, "reclaim idle entries")
 		if len(entries) > 0 {
 			f.log.Info("reclaimed idle pending entries", "entries", len(entries))
 		}
@@ -821,10 +827,11 @@ func (f *Forwarder) ack(bg context.Context, items []*item) {
 		err := f.buf.Ack(ctx, f.cfg.Group, chunk...)
 		cancel()
 		if err != nil {
-			f.log.Error("acknowledge entries Segment accepted: they stay pending and are re-sent (Segment drops the duplicates)",
-				"entries", len(chunk), "err", err)
+			f.rep.Fail(bg, "ack", slog.LevelError, "acknowledge entries Segment accepted: they stay pending and are re-sent (Segment drops the duplicates)",
+				err, "entries", len(chunk))
 			continue
 		}
+		f.rep.OK(bg, "ack")
 		f.m.acked.Add(float64(len(chunk)))
 	}
 	for _, it := range items {
@@ -843,10 +850,11 @@ func (f *Forwarder) ackFiltered(bg context.Context, byReason map[string][]string
 			err := f.buf.Ack(ctx, f.cfg.Group, chunk...)
 			cancel()
 			if err != nil {
-				f.log.Warn("acknowledge filtered entries: they stay pending and are filtered again when redelivered",
-					"entries", len(chunk), "reason", reason, "err", err)
+				f.rep.Fail(bg, "ack filtered", slog.LevelWarn, "acknowledge filtered entries: they stay pending and are filtered again when redelivered",
+					err, "entries", len(chunk), "reason", reason)
 				continue
 			}
+			f.rep.OK(bg, "ack filtered")
 			f.m.filtered[reason].Add(float64(len(chunk)))
 			f.stage.Acked.Add(float64(len(chunk)))
 		}
@@ -861,9 +869,10 @@ func (f *Forwarder) deadLetter(bg context.Context, entries []buffer.Entry, reaso
 		err := f.buf.DeadLetter(ctx, f.cfg.Group, e, reason)
 		cancel()
 		if err != nil {
-			f.log.Error("dead-letter entry: it stays pending and is retried", "entry", e.ID, "log_id", e.LogID, "err", err)
+			f.rep.Fail(bg, "dead-letter", slog.LevelError, "dead-letter entry: it stays pending and is retried", err, "entry", e.ID, "log_id", e.LogID)
 			continue
 		}
+		f.rep.OK(bg, "dead-letter")
 		f.log.Warn("event dead-lettered", "entry", e.ID, "log_id", e.LogID, "reason", reason)
 	}
 }
@@ -919,9 +928,11 @@ func (f *Forwarder) touch(bg context.Context, ids []string) bool {
 		cancel()
 		if err != nil {
 			ok = false
-			f.log.Warn("touch held entries: another replica may reclaim them (duplicates are dropped by messageId)",
-				"entries", len(chunk), "err", err)
+			f.rep.Fail(bg, "touch", slog.LevelWarn, "touch held entries: another replica may reclaim them (duplicates are dropped by messageId)",
+				err, "entries", len(chunk))
+			continue
 		}
+		f.rep.OK(bg, "touch")
 	}
 	return ok
 }

@@ -16,6 +16,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authpipe/authpipe/internal/logrepeat"
 )
 
 // StatusError is a non-2xx answer of Segment, as the transport returns it to
@@ -77,6 +79,7 @@ type transport struct {
 	base       http.RoundTripper
 	clock      clockwork.Clock
 	log        *slog.Logger
+	rep        *logrepeat.Summarizer // Segment outages: one line, then a summary a minute
 	minBackoff time.Duration
 	maxBackoff time.Duration
 	requests   map[string]prometheus.Counter // by code label
@@ -105,6 +108,7 @@ func newTransport(clock clockwork.Clock, log *slog.Logger, minBackoff, maxBackof
 		base:       base,
 		clock:      clock,
 		log:        log,
+		rep:        logrepeat.New(log, clock, 0),
 		minBackoff: minBackoff,
 		maxBackoff: maxBackoff,
 		requests:   map[string]prometheus.Counter{},
@@ -166,11 +170,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(out)
 	if err != nil {
 		t.requests["error"].Inc()
-		t.log.Warn("Segment request failed: retrying the batch after backoff", "err", err, "backoff", t.fail(st))
+		t.rep.Fail(req.Context(), segFailing, slog.LevelWarn, "Segment request failed: retrying the batch after backoff", err, "backoff", t.fail(st))
 		return nil, err
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		t.requests["2xx"].Inc()
+		t.recovered(req.Context())
 		t.mu.Lock()
 		delete(t.bodies, key)
 		t.mu.Unlock()
@@ -190,18 +195,18 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		se.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), t.clock.Now())
 		t.pause(se.RetryAfter)
 		// The body backs off too, so a Retry-After of 0 is no hot loop.
-		t.log.Warn("Segment rate limit: pausing all requests", "retry_after", se.RetryAfter, "backoff", t.fail(st))
+		t.rep.Fail(req.Context(), segLimited, slog.LevelWarn, "Segment rate limit: pausing all requests", se, "retry_after", se.RetryAfter, "backoff", t.fail(st))
 	case code == http.StatusUnauthorized || code == http.StatusForbidden:
 		t.requests[strconv.Itoa(code)].Inc()
 		t.pause(authPause)
-		t.log.Error("Segment rejected the write key: check SEGMENT_WRITE_KEY; pausing all requests",
-			"code", code, "pause", authPause)
+		t.rep.Fail(req.Context(), segRefused, slog.LevelError, "Segment rejected the write key: check SEGMENT_WRITE_KEY; pausing all requests",
+			se, "code", code, "pause", authPause)
 	case code == http.StatusRequestTimeout:
 		t.requests["other4xx"].Inc()
-		t.log.Warn("Segment request failed: retrying the batch after backoff", "code", code, "backoff", t.fail(st))
+		t.rep.Fail(req.Context(), segFailing, slog.LevelWarn, "Segment request failed: retrying the batch after backoff", se, "code", code, "backoff", t.fail(st))
 	case code >= 500:
 		t.requests["5xx"].Inc()
-		t.log.Warn("Segment request failed: retrying the batch after backoff", "code", code, "backoff", t.fail(st))
+		t.rep.Fail(req.Context(), segFailing, slog.LevelWarn, "Segment request failed: retrying the batch after backoff", se, "code", code, "backoff", t.fail(st))
 	case code >= 400:
 		label := "other4xx"
 		if code == http.StatusBadRequest || code == http.StatusRequestEntityTooLarge {
@@ -214,9 +219,26 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		t.mu.Unlock()
 	default: // 1xx, 3xx: Segment never answers these; treat as transient
 		t.requests["error"].Inc()
-		t.log.Warn("Segment request failed: unexpected status; retrying the batch after backoff", "code", code, "backoff", t.fail(st))
+		t.rep.Fail(req.Context(), segFailing, slog.LevelWarn, "Segment request failed: unexpected status; retrying the batch after backoff", se, "code", code, "backoff", t.fail(st))
 	}
 	return nil, se
+}
+
+// Kinds of Segment failure, summarised apart (logrepeat keys).
+const (
+	segFailing = "segment failing"
+	segLimited = "segment rate limit"
+	segRefused = "segment write key refused"
+)
+
+// recovered logs one line when Segment accepts a batch after failures of
+// any kind, with how long and how often it failed.
+func (t *transport) recovered(ctx context.Context) {
+	for _, kind := range []string{segFailing, segLimited, segRefused} {
+		if ep, ok := t.rep.Clear(kind); ok {
+			t.log.InfoContext(ctx, "Segment accepts batches again", "after", kind, "failures", ep.Failures, "failing_for", ep.Duration.Round(time.Second).String())
+		}
+	}
 }
 
 // state returns the retry state of a body, creating it. Callers hold mu.

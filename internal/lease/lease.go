@@ -24,6 +24,12 @@
 //     lease (compare-and-delete), so another replica acquires it at its next
 //     attempt instead of waiting for the TTL.
 //
+// Every loss is logged with what happened (a Loss: taken over by another
+// replica, expired in Redis, not renewed because Redis was unreachable or
+// too slow, released at shutdown) and LostBecause tells OnChange callers;
+// failed renewals are logged once, summarised while they repeat, and
+// followed by one line when Redis answers again.
+//
 // Keys. The lease is the key Config.Name; the fencing counter is Name+":fence"
 // when Name carries a hash tag ("authpipe:{tenant}:lease:thresholds"), else
 // "{Name}:fence": both always hash to one slot, so the scripts also work on
@@ -46,6 +52,8 @@ import (
 	"github.com/go-co-op/gocron/v2"
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/authpipe/authpipe/internal/logrepeat"
 )
 
 // DefaultTTL is the lease period when Config.TTL is zero.
@@ -56,6 +64,32 @@ const MinTTL = 50 * time.Millisecond
 
 // ErrNotHeld is returned by IsLeader when this process does not hold the lease.
 var ErrNotHeld = errors.New("lease not held")
+
+// Loss says why a hold ended: what an operator reads in the log and what
+// OnChange(false) callers may tell apart with LostBecause.
+type Loss string
+
+const (
+	// LossTakenOver: at renewal another replica held the key. Ours had
+	// expired first (renewals failed or came too late), so the other one
+	// acquired it: a fail-over.
+	LossTakenOver Loss = "taken over by another replica"
+	// LossExpired: at renewal the key was gone: it expired before the
+	// renewal reached Redis, or Redis lost it (restart without
+	// persistence, eviction, flush).
+	LossExpired Loss = "expired in Redis before renewal"
+	// LossUnreachable: no renewal succeeded within the lease period,
+	// because Redis could not be reached (or answered too slowly): the
+	// hold ended locally, before the key expires in Redis.
+	LossUnreachable Loss = "not renewed in time: Redis unreachable"
+	// LossLate: no renewal succeeded within the lease period although
+	// none failed: this process was stalled (a pause, CPU starvation) or
+	// Redis answered too late.
+	LossLate Loss = "not renewed in time"
+	// LossReleased: Release gave the lease up (Run's context ended: the
+	// process is stopping).
+	LossReleased Loss = "released"
+)
 
 // Config configures one lease.
 type Config struct {
@@ -152,6 +186,10 @@ type Lease struct {
 	holdCancel context.CancelFunc
 	holdCtx    context.Context
 	changed    chan struct{} // closed and replaced on every gain or loss
+	lost       Loss          // why the last hold ended
+	holder     string        // the owner that took the lease over, for LossTakenOver
+
+	rep *logrepeat.Summarizer // the keeper's failed renewals and acquisitions
 }
 
 // New returns a lease handle. It does not talk to Redis.
@@ -169,10 +207,12 @@ func New(client redis.UniversalClient, cfg Config, deps Deps) (*Lease, error) {
 	if deps.Clock == nil {
 		deps.Clock = clockwork.NewRealClock()
 	}
+	log := deps.Logger.With("component", "lease", "lease", cfg.Name)
 	return &Lease{
 		client:  client,
 		cfg:     cfg,
-		log:     deps.Logger.With("component", "lease", "lease", cfg.Name),
+		log:     log,
+		rep:     logrepeat.New(log, deps.Clock, 0),
 		clock:   deps.Clock,
 		key:     cfg.Name,
 		fence:   FenceKey(cfg.Name),
@@ -265,7 +305,13 @@ func (l *Lease) Renew(ctx context.Context) (bool, error) {
 		return l.Held(), fmt.Errorf("renew lease %s: %w", l.key, err)
 	}
 	if n != 1 {
-		l.lose(value, "lease taken over or expired")
+		// Who holds it now, for the log line only: the key may change
+		// again at any moment, which makes this an observation, not state.
+		why, holder := LossExpired, ""
+		if v, err := l.client.Get(ctx, l.key).Result(); err == nil {
+			why, holder = LossTakenOver, ownerOf(v)
+		}
+		l.loseBecause(value, why, holder)
 		return false, nil
 	}
 	l.mu.Lock()
@@ -286,7 +332,7 @@ func (l *Lease) Release(ctx context.Context) error {
 	if !held {
 		return nil
 	}
-	l.lose(value, "released")
+	l.lose(value, LossReleased)
 	if err := releaseScript.Run(ctx, l.client, []string{l.key}, value).Err(); err != nil {
 		return fmt.Errorf("release lease %s: %w", l.key, err)
 	}
@@ -365,12 +411,16 @@ func (l *Lease) Run(ctx context.Context) error {
 	for {
 		if l.Held() {
 			if _, err := l.Renew(ctx); err != nil && ctx.Err() == nil {
-				l.log.Warn("renew lease", "err", err)
+				l.rep.Fail(ctx, "renew lease", slog.LevelWarn, "renew lease", err, "valid_for", l.validFor().String())
+			} else if err == nil {
+				l.reachable(ctx)
 			}
 		} else {
 			l.expire() // a hold whose validity ran out is lost
 			if _, err := l.Acquire(ctx); err != nil && ctx.Err() == nil {
-				l.log.Warn("acquire lease", "err", err)
+				l.rep.Fail(ctx, "acquire lease", slog.LevelWarn, "acquire lease", err)
+			} else if err == nil {
+				l.reachable(ctx)
 			}
 		}
 		wait := l.cfg.RenewEvery
@@ -403,8 +453,56 @@ func (l *Lease) expire() {
 	held, value, over := l.held, l.value, !l.clock.Now().Before(l.validUntil)
 	l.mu.Unlock()
 	if held && over {
-		l.lose(value, "lease validity ran out without renewal")
+		why := LossLate
+		if l.rep.Failing("renew lease") {
+			why = LossUnreachable
+		}
+		l.lose(value, why)
 	}
+}
+
+// reachable ends the keeper's episodes of failed renewals and acquisitions
+// with one line: Redis answered again.
+func (l *Lease) reachable(ctx context.Context) {
+	var failures int
+	var longest time.Duration
+	for _, key := range []string{"renew lease", "acquire lease"} {
+		if ep, ok := l.rep.Clear(key); ok {
+			failures += ep.Failures
+			longest = max(longest, ep.Duration)
+		}
+	}
+	if failures > 0 {
+		l.log.InfoContext(ctx, "lease keeper reaches Redis again", "held", l.Held(),
+			"failures", failures, "failing_for", longest.Round(time.Second).String())
+	}
+}
+
+// validFor is how long the current hold stays valid without a renewal.
+func (l *Lease) validFor() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.held {
+		return 0
+	}
+	return max(l.validUntil.Sub(l.clock.Now()), 0).Round(time.Millisecond)
+}
+
+// LostBecause says why the last hold ended (empty if none has), and for
+// LossTakenOver the owner that holds the lease now, as far as Redis said at
+// the time. Call it from OnChange(false) to say what happened.
+func (l *Lease) LostBecause() (why Loss, holder string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lost, l.holder
+}
+
+// ownerOf returns the owner part of a lease value "token:owner".
+func ownerOf(value string) string {
+	if _, owner, ok := strings.Cut(value, ":"); ok {
+		return owner
+	}
+	return value
 }
 
 func (l *Lease) gain(token int64, start time.Time) {
@@ -425,7 +523,9 @@ func (l *Lease) gain(token int64, start time.Time) {
 }
 
 // lose ends the hold whose value is value (a newer hold is left alone).
-func (l *Lease) lose(value, why string) {
+func (l *Lease) lose(value string, why Loss) { l.loseBecause(value, why, "") }
+
+func (l *Lease) loseBecause(value string, why Loss, holder string) {
 	l.mu.Lock()
 	if !l.held || l.value != value {
 		l.mu.Unlock()
@@ -435,13 +535,25 @@ func (l *Lease) lose(value, why string) {
 	l.held = false
 	l.token = 0
 	l.value = ""
+	l.lost, l.holder = why, holder
 	if l.holdCancel != nil {
 		l.holdCancel()
 	}
 	close(l.changed)
 	l.changed = make(chan struct{})
 	l.mu.Unlock()
-	l.log.Info("lease lost", "token", token, "reason", why)
+	switch why {
+	case LossReleased:
+		l.log.Info("lease released", "token", token)
+	case LossTakenOver:
+		l.log.Warn("lease lost: taken over by another replica (ours expired before it was renewed)", "token", token, "holder", holder)
+	case LossExpired:
+		l.log.Warn("lease lost: its key expired or vanished from Redis before renewal", "token", token, "ttl", l.cfg.TTL.String())
+	case LossUnreachable:
+		l.log.Warn("lease lost: not renewed within its period because Redis was unreachable", "token", token, "ttl", l.cfg.TTL.String())
+	default:
+		l.log.Warn("lease lost: not renewed within its period (this process or Redis was too slow)", "token", token, "ttl", l.cfg.TTL.String())
+	}
 	if l.cfg.OnChange != nil {
 		l.cfg.OnChange(false, token)
 	}

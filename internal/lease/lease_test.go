@@ -2,6 +2,8 @@ package lease
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/authpipe/authpipe/internal/testlogs"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
 
@@ -244,4 +247,121 @@ func TestWaitBlocksUntilHeld(t *testing.T) {
 	stop()
 	<-done
 	require.Error(t, wctx.Err())
+}
+
+// TestLossReasons: a lost hold says what happened, in LostBecause and in
+// the log: taken over by another replica (naming it), expired in Redis, or
+// released.
+func TestLossReasons(t *testing.T) {
+	c := testredis.Client(t)
+	ctx := context.Background()
+	var logs testlogs.Buffer
+	newLogged := func(name, owner string) *Lease {
+		l, err := New(c, Config{Name: name, Owner: owner, TTL: time.Minute},
+			Deps{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+		require.NoError(t, err)
+		return l
+	}
+
+	name := leaseName(t)
+	a, b := newLogged(name, "a"), newLogged(name, "b")
+	why, _ := a.LostBecause()
+	require.Empty(t, why, "never held, never lost")
+	mustAcquire(t, a)
+	require.NoError(t, c.Del(ctx, name).Err()) // expired while a was paused
+	mustAcquire(t, b)
+	ok, err := a.Renew(ctx)
+	require.NoError(t, err)
+	require.False(t, ok)
+	why, holder := a.LostBecause()
+	require.Equal(t, LossTakenOver, why)
+	require.Equal(t, "b", holder)
+	require.Contains(t, logs.String(), `"msg":"lease lost: taken over by another replica (ours expired before it was renewed)"`)
+	require.Contains(t, logs.String(), `"holder":"b"`)
+
+	name = leaseName(t)
+	a = newLogged(name, "a")
+	mustAcquire(t, a)
+	require.NoError(t, c.Del(ctx, name).Err()) // Redis lost it, nobody took it
+	ok, err = a.Renew(ctx)
+	require.NoError(t, err)
+	require.False(t, ok)
+	why, holder = a.LostBecause()
+	require.Equal(t, LossExpired, why)
+	require.Empty(t, holder)
+	require.Contains(t, logs.String(), `"msg":"lease lost: its key expired or vanished from Redis before renewal"`)
+
+	mustAcquire(t, a)
+	require.NoError(t, a.Release(ctx))
+	why, _ = a.LostBecause()
+	require.Equal(t, LossReleased, why)
+	require.Contains(t, logs.String(), `"msg":"lease released"`)
+}
+
+func mustAcquire(t *testing.T, l *Lease) {
+	t.Helper()
+	ok, err := l.Acquire(context.Background())
+	require.NoError(t, err)
+	require.True(t, ok)
+}
+
+// TestKeeperLogsRedisOutage: while Redis is down the keeper logs its first
+// failed renewal, the loss of the lease as an outage (not a fail-over), its
+// first failed acquisition and then a summary a minute; when Redis is back,
+// one line says so.
+func TestKeeperLogsRedisOutage(t *testing.T) {
+	srv := testredis.Start(t)
+	c := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialerRetries: 1, DialerRetryTimeout: time.Millisecond})
+	t.Cleanup(func() { _ = c.Close() })
+	clock := clockwork.NewFakeClock()
+	var logs testlogs.Buffer
+	var mu sync.Mutex
+	var lost []Loss
+	var l *Lease
+	l, err := New(c, Config{Name: leaseName(t), Owner: "a", TTL: 3 * time.Second, OnChange: func(held bool, _ int64) {
+		if !held {
+			why, _ := l.LostBecause()
+			mu.Lock()
+			lost = append(lost, why)
+			mu.Unlock()
+		}
+	}}, Deps{Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Clock: clock})
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = l.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	tick := func() {
+		t.Helper()
+		bctx, bcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer bcancel()
+		require.NoError(t, clock.BlockUntilContext(bctx, 1))
+		clock.Advance(time.Second)
+	}
+	require.Eventually(t, l.Held, 5*time.Second, time.Millisecond)
+
+	srv.Kill()
+	for range 150 { // two and a half minutes of renewals, then acquisitions
+		tick()
+	}
+	mu.Lock()
+	require.Equal(t, []Loss{LossUnreachable}, lost)
+	mu.Unlock()
+	count := func(msg string) int { return strings.Count(logs.String(), `"msg":"`+msg+`"`) }
+	require.Equal(t, 1, count("renew lease"))
+	require.Equal(t, 1, count("lease lost: not renewed within its period because Redis was unreachable"))
+	require.Equal(t, 1, count("acquire lease"))
+	require.Equal(t, 2, count("acquire lease: still failing"), "a summary a minute")
+	require.Zero(t, count("lease keeper reaches Redis again"))
+
+	require.NoError(t, srv.Restart())
+	require.Eventually(t, func() bool {
+		if count("lease keeper reaches Redis again") > 0 {
+			return true
+		}
+		tick()
+		return false
+	}, 10*time.Second, time.Millisecond)
+	require.Equal(t, 1, count("lease keeper reaches Redis again"))
 }

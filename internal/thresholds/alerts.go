@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+
+	"github.com/authpipe/authpipe/internal/logrepeat"
 )
 
 // Receiver names: the receiver label of authpipe_alerts_sent_total and
@@ -74,6 +76,7 @@ type receiver struct {
 	client  *http.Client
 	clock   clockwork.Clock
 	log     *slog.Logger
+	rep     *logrepeat.Summarizer // failed sends while the endpoint is down
 	m       *engineMetrics
 	retries int
 	backoff time.Duration
@@ -88,13 +91,13 @@ func newAlertmanager(base string, client *http.Client, clock clockwork.Clock, lo
 	if !strings.HasSuffix(u, "/api/v2/alerts") {
 		u += "/api/v2/alerts"
 	}
-	return &receiver{name: ReceiverAlertmanager, url: u, client: client, clock: clock, log: log, m: m,
+	return &receiver{name: ReceiverAlertmanager, url: u, client: client, clock: clock, log: log, m: m, rep: logrepeat.New(log, clock, 0),
 		retries: retries, backoff: backoff, queue: make(chan []Alert, receiverQueue),
 		encode: func(alerts []Alert, _ time.Time) ([]byte, error) { return json.Marshal(alerts) }}
 }
 
 func newWebhook(u string, client *http.Client, clock clockwork.Clock, log *slog.Logger, m *engineMetrics, retries int, backoff time.Duration) *receiver {
-	return &receiver{name: ReceiverWebhook, url: u, client: client, clock: clock, log: log, m: m,
+	return &receiver{name: ReceiverWebhook, url: u, client: client, clock: clock, log: log, m: m, rep: logrepeat.New(log, clock, 0),
 		retries: retries, backoff: backoff, queue: make(chan []Alert, receiverQueue),
 		encode: func(alerts []Alert, now time.Time) ([]byte, error) {
 			p := WebhookPayload{Version: "1", Receiver: "authpipe", Status: "resolved"}
@@ -153,15 +156,17 @@ func (r *receiver) deliver(ctx context.Context, batch []Alert) {
 		err := r.post(ctx, batch)
 		if err == nil {
 			r.m.sent.WithLabelValues(r.name).Add(float64(len(batch)))
+			r.rep.OK(ctx, "send alerts, will retry")
+			r.rep.OK(ctx, "send alerts")
 			return
 		}
 		var perm permanentError
 		if errors.As(err, &perm) || attempt > r.retries || ctx.Err() != nil {
 			r.m.sendErrors.WithLabelValues(r.name).Inc()
-			r.log.Error("send alerts", "receiver", r.name, "attempts", attempt, "alerts", len(batch), "err", err)
+			r.rep.Fail(ctx, "send alerts", slog.LevelError, "send alerts", err, "receiver", r.name, "attempts", attempt, "alerts", len(batch))
 			return
 		}
-		r.log.Warn("send alerts, will retry", "receiver", r.name, "attempt", attempt, "err", err)
+		r.rep.Fail(ctx, "send alerts, will retry", slog.LevelWarn, "send alerts, will retry", err, "receiver", r.name, "attempt", attempt)
 		select {
 		case <-ctx.Done():
 		case <-r.clock.After(wait):

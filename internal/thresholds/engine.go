@@ -23,6 +23,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/lease"
+	"github.com/authpipe/authpipe/internal/logrepeat"
 )
 
 // DefaultGroup is the consumer group the threshold counter reads the
@@ -249,6 +250,7 @@ type Deps struct {
 type Engine struct {
 	cfg   Config
 	log   *slog.Logger
+	rep   *logrepeat.Summarizer // the counting loop's and the checks' repeated errors
 	clock clockwork.Clock
 	m     *engineMetrics
 	ev    *evaluator
@@ -303,7 +305,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		m.addRule(r.Name)
 	}
 
-	e := &Engine{cfg: cfg, log: log, clock: deps.Clock, m: m, sig: sig, jobs: map[string]uuid.UUID{}}
+	e := &Engine{cfg: cfg, log: log, rep: logrepeat.New(log, deps.Clock, 0), clock: deps.Clock, m: m, sig: sig, jobs: map[string]uuid.UUID{}}
 	if cfg.AlertmanagerURL != "" {
 		e.rcv = append(e.rcv, newAlertmanager(cfg.AlertmanagerURL, deps.HTTPClient, deps.Clock, log, m, cfg.SendRetries, cfg.SendBackoff))
 	}
@@ -498,9 +500,10 @@ func (e *Engine) runCheck(ctx context.Context, name string) error {
 	}
 	res, err := e.ev.check(ctx, r, e.clock.Now())
 	if err != nil {
-		e.log.Warn("check rule", "rule", name, "err", err)
+		e.rep.Fail(ctx, "check rule "+name, slog.LevelWarn, "check rule", err, "rule", name)
 		return err
 	}
+	e.rep.OK(ctx, "check rule "+name)
 	if res.Breached {
 		e.log.Debug("rule breached", "rule", name, "value", res.Value, "groups", len(res.Breaching))
 	}
@@ -633,21 +636,23 @@ func (e *Engine) consume(ctx context.Context) {
 			}
 			if err != nil {
 				if ctx.Err() == nil {
-					e.log.Warn("prepare consumer group", "err", err)
+					e.rep.Fail(ctx, "prepare consumer group", slog.LevelWarn, "prepare consumer group", err)
 					backoff()
 				}
 				continue
 			}
+			e.rep.OK(ctx, "prepare consumer group")
 			ready = true
 		}
 		if recover {
 			if err := e.drainPending(ctx, group, consumer); err != nil {
 				if ctx.Err() == nil {
-					e.log.Warn("count pending entries", "err", err)
+					e.rep.Fail(ctx, "count pending entries", slog.LevelWarn, "count pending entries", err)
 					backoff()
 				}
 				continue
 			}
+			e.rep.OK(ctx, "count pending entries")
 			recover = false
 		}
 		if e.mem != nil {
@@ -664,15 +669,18 @@ func (e *Engine) consume(ctx context.Context) {
 			if strings.Contains(err.Error(), "NOGROUP") {
 				ready = false
 			}
-			e.log.Warn("count entries", "err", err)
+			e.rep.Fail(ctx, "count entries", slog.LevelWarn, "count entries", err)
 			recover = true // what was read stays pending with us: count it again
 			backoff()
 			continue
 		}
+		e.rep.OK(ctx, "count entries")
 		if e.clock.Since(lastReclaim) >= e.cfg.ReclaimIdle/2 {
 			lastReclaim = e.clock.Now()
 			if err := e.reclaim(ctx, group, consumer); err != nil && ctx.Err() == nil {
-				e.log.Warn("reclaim entries", "err", err)
+				e.rep.Fail(ctx, "reclaim entries", slog.LevelWarn, "reclaim entries", err)
+			} else if err == nil {
+				e.rep.OK(ctx, "reclaim entries")
 			}
 		}
 	}
