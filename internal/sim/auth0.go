@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -56,7 +57,18 @@ type Auth0Options struct {
 	Tenant string
 	// Hostname is the hostname in events. Default Tenant + ".us.auth0.com".
 	Hostname string
+	// Scopes are the Management API scopes the client's grant holds: a
+	// token's "scope" in the token response, and what GET /api/v2/logs
+	// checks (read:logs or read:logs_users, else 403 insufficient_scope).
+	// Default DefaultScopes.
+	Scopes []string
 }
+
+// DefaultScopes are the scopes the simulated client is granted by default.
+var DefaultScopes = []string{"read:logs", "read:logs_users"}
+
+// logsScopes are the scopes of which GET /api/v2/logs needs one.
+var logsScopes = []string{"read:logs", "read:logs_users"}
 
 // Auth0Stats counts requests seen by the Auth0 simulator.
 type Auth0Stats struct {
@@ -98,10 +110,11 @@ type Auth0 struct {
 	lastIDTime time.Time
 	seq        uint64
 
-	tokens  map[string]time.Time // access token → expiry (real clock)
-	scratch []byte               // encoding buffer, reused under mu
-	arena   []byte               // event bodies are carved from 1 MiB chunks
-	conns   map[string]connInfo  // derived connection fields, by name
+	scopes  []string
+	tokens  map[string]issuedToken // by access token
+	scratch []byte                 // encoding buffer, reused under mu
+	arena   []byte                 // event bodies are carved from 1 MiB chunks
+	conns   map[string]connInfo    // derived connection fields, by name
 
 	burst, perMinute int
 	bucket           float64
@@ -134,7 +147,11 @@ func NewAuth0(opts Auth0Options) *Auth0 {
 	if opts.Hostname == "" {
 		opts.Hostname = opts.Tenant + ".us.auth0.com"
 	}
+	if opts.Scopes == nil {
+		opts.Scopes = DefaultScopes
+	}
 	a := &Auth0{
+		scopes:       slices.Clone(opts.Scopes),
 		clientID:     opts.ClientID,
 		clientSecret: opts.ClientSecret,
 		retention:    opts.Retention,
@@ -142,7 +159,7 @@ func NewAuth0(opts Auth0Options) *Auth0 {
 		clock:        opts.Clock,
 		tenant:       opts.Tenant,
 		hostname:     opts.Hostname,
-		tokens:       map[string]time.Time{},
+		tokens:       map[string]issuedToken{},
 		conns:        map[string]connInfo{},
 		stats:        Auth0Stats{Status: map[int]int{}},
 	}
@@ -373,20 +390,36 @@ func (a *Auth0) serveToken(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	now := time.Now()
 	if len(a.tokens) > 1024 {
-		for t, exp := range a.tokens {
-			if now.After(exp) {
+		for t, it := range a.tokens {
+			if now.After(it.exp) {
 				delete(a.tokens, t)
 			}
 		}
 	}
-	a.tokens[token] = now.Add(a.tokenTTL)
+	scopes := slices.Clone(a.scopes)
+	a.tokens[token] = issuedToken{exp: now.Add(a.tokenTTL), scopes: scopes}
 	a.mu.Unlock()
 	writeJSON(w, http.StatusOK, map[string]any{
 		"access_token": token,
 		"token_type":   "Bearer",
 		"expires_in":   int64(a.tokenTTL / time.Second),
-		"scope":        "read:logs read:logs_users",
+		"scope":        strings.Join(scopes, " "),
 	})
+}
+
+// issuedToken is an access token the simulator issued.
+type issuedToken struct {
+	exp    time.Time // real clock
+	scopes []string
+}
+
+// SetScopes changes the scopes of the client's grant, for tokens issued
+// from now on (as editing the grant in the dashboard does; tokens already
+// issued keep theirs until they expire).
+func (a *Auth0) SetScopes(scopes ...string) {
+	a.mu.Lock()
+	a.scopes = slices.Clone(scopes)
+	a.mu.Unlock()
 }
 
 func tokenParams(r *http.Request) (url.Values, error) {
@@ -449,8 +482,14 @@ func (a *Auth0) serveLogs(w http.ResponseWriter, r *http.Request) {
 		writeAuth0Error(w, http.StatusNotFound, "Not Found", "")
 		return
 	}
-	if msg := a.checkToken(r); msg != "" {
+	scopes, msg := a.checkToken(r)
+	if msg != "" {
 		writeAuth0Error(w, http.StatusUnauthorized, msg, "")
+		return
+	}
+	if !slices.ContainsFunc(logsScopes, func(s string) bool { return slices.Contains(scopes, s) }) {
+		writeAuth0Error(w, http.StatusForbidden,
+			"Insufficient scope, expected any of: "+strings.Join(logsScopes, ","), "insufficient_scope")
 		return
 	}
 	a.mu.Lock()
@@ -520,23 +559,23 @@ func (a *Auth0) rateLimitLocked(h http.Header) bool {
 	return allowed
 }
 
-// checkToken returns "" for a valid token, else the 401 message.
-func (a *Auth0) checkToken(r *http.Request) string {
+// checkToken returns a valid token's scopes, else the 401 message.
+func (a *Auth0) checkToken(r *http.Request) ([]string, string) {
 	auth := r.Header.Get("Authorization")
 	token, ok := strings.CutPrefix(auth, "Bearer ")
 	if !ok || token == "" {
-		return "Invalid token"
+		return nil, "Invalid token"
 	}
 	a.mu.Lock()
-	exp, ok := a.tokens[token]
+	it, ok := a.tokens[token]
 	a.mu.Unlock()
 	if !ok {
-		return "Invalid token"
+		return nil, "Invalid token"
 	}
-	if time.Now().After(exp) {
-		return "Expired token received for JSON Web Token validation"
+	if time.Now().After(it.exp) {
+		return nil, "Expired token received for JSON Web Token validation"
 	}
-	return ""
+	return it.scopes, ""
 }
 
 func (a *Auth0) serveCheckpoint(w http.ResponseWriter, r *http.Request, q url.Values) {

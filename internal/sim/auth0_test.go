@@ -311,6 +311,7 @@ func TestAuth0Token(t *testing.T) {
 				require.Equal(t, "Bearer", tok["token_type"])
 				require.Equal(t, float64(3600), tok["expires_in"])
 				require.NotEmpty(t, tok["access_token"])
+				require.Equal(t, "read:logs read:logs_users", tok["scope"], "the grant's scopes, space-separated")
 			}
 		})
 	}
@@ -327,6 +328,27 @@ func TestAuth0Token(t *testing.T) {
 		a.RevokeTokens()
 		res, _ = get(t, srv, tok, "take=10")
 		require.Equal(t, http.StatusUnauthorized, res.StatusCode)
+	})
+
+	t.Run("grant without read:logs", func(t *testing.T) {
+		a.SetScopes("read:users", "read:clients")
+		defer a.SetScopes(sim.DefaultScopes...)
+		res, body := postToken(t, srv, good(), false)
+		require.Equal(t, http.StatusOK, res.StatusCode)
+		var tok struct {
+			AccessToken string `json:"access_token"`
+			Scope       string `json:"scope"`
+		}
+		require.NoError(t, json.Unmarshal(body, &tok))
+		require.Equal(t, "read:users read:clients", tok.Scope)
+		res, body = get(t, srv, tok.AccessToken, "take=1")
+		require.Equal(t, http.StatusForbidden, res.StatusCode)
+		require.JSONEq(t, `{"statusCode":403,"error":"Forbidden","message":"Insufficient scope, expected any of: read:logs,read:logs_users","errorCode":"insufficient_scope"}`, string(body))
+
+		// read:logs_users alone is enough for GET /api/v2/logs.
+		a.SetScopes("read:logs_users")
+		res, _ = get(t, srv, token(t, srv), "take=1")
+		require.Equal(t, http.StatusOK, res.StatusCode)
 	})
 
 	t.Run("go-auth0 wrong secret", func(t *testing.T) {

@@ -17,11 +17,16 @@
 //   - POST /oauth/token: client_credentials grant with the credentials as
 //     HTTP Basic (query-escaped, as golang.org/x/oauth2 sends them) or form
 //     fields (or a JSON body); audience must be <scheme>://<host>/api/v2/ of
-//     the request. Answers {access_token, token_type, expires_in, scope};
-//     wrong credentials 401 {"error":"access_denied","error_description":"Unauthorized"},
+//     the request. Answers {access_token, token_type, expires_in, scope},
+//     scope being the client grant's scopes, space-separated
+//     (Auth0Options.Scopes, SetScopes); wrong credentials 401
+//     {"error":"access_denied","error_description":"Unauthorized"},
 //     unknown audience 403 "Service not enabled within domain: …".
 //   - GET /api/v2/logs needs a Bearer token this simulator issued (401
-//     {"statusCode":401,"error":"Unauthorized","message":"Invalid token"}).
+//     {"statusCode":401,"error":"Unauthorized","message":"Invalid token"})
+//     whose scopes hold read:logs or read:logs_users (403
+//     {"statusCode":403,"error":"Forbidden","message":"Insufficient scope,
+//     expected any of: read:logs,read:logs_users","errorCode":"insufficient_scope"}).
 //   - Checkpoint mode (from or take present): logs with log_id strictly
 //     greater than from, ascending by log_id (not date), at most take
 //     (default 50, 1–100, else 400), every other parameter ignored, [] when
@@ -45,9 +50,10 @@
 //
 // # Auth0 (simplified)
 //
-//   - One tenant, one client, no scopes or JWTs: tokens are opaque random
-//     strings, valid for TokenTTL on the real clock (oauth2 judges expiry on
-//     the real clock too).
+//   - One tenant, one client, no JWTs: tokens are opaque random strings
+//     (a real tenant's are JWTs carrying the scope claim), valid for
+//     TokenTTL on the real clock (oauth2 judges expiry on the real clock
+//     too). Only the logs endpoints check scopes.
 //   - Page mode sorts by log_id for any sort field and ignores q, fields and
 //     search_engine; only /api/v2/logs and /api/v2/logs/{id} exist.
 //   - Unlimited rate limit (Burst 0) still sends headers (limit 1000).
