@@ -44,6 +44,10 @@ admin API's backfill: the buffer's data dir is locked by the running worker.
 
 // backfillCommand runs `authpipe backfill`.
 func backfillCommand(args []string, stdout, stderr io.Writer) int {
+	if wantsHelp(args) {
+		fmt.Fprint(stdout, backfillUsage)
+		return 0
+	}
 	fs := flag.NewFlagSet("authpipe backfill", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, backfillUsage) }

@@ -56,6 +56,13 @@ type world struct {
 	Rate  float64   `json:"rate"`
 }
 
+const demoUsage = `Usage: authpipe demo [flags]
+
+Runs the whole pipeline on simulators, with no accounts: simulated Auth0
+traffic with attacks, the embedded buffer, the Segment simulator, the
+shipped threshold rules, and the status page on --listen.
+`
+
 func demoCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -63,6 +70,10 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 	rate := fs.Float64("rate", 50, "background auth events per second (first run of a data dir)")
 	listen := fs.String("listen", "127.0.0.1:9464", "address of the status page, /metrics and the probes")
 	dataDir := fs.String("data-dir", "", "buffer and demo state (default: a new temporary directory)")
+	if wantsHelp(args) {
+		printUsage(stdout, demoUsage, fs)
+		return 0
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

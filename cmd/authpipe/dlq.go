@@ -68,11 +68,11 @@ func dlqCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, dlqUsage)
 		return 2
 	}
-	sub := args[0]
-	if sub == "help" || sub == "-h" || sub == "--help" {
+	if wantsHelp(args) {
 		fmt.Fprint(stdout, dlqUsage)
 		return 0
 	}
+	sub := args[0]
 	if sub != "list" && sub != "replay" && sub != "drop" {
 		fmt.Fprintf(stderr, "authpipe dlq: unknown command %q\n\n%s", sub, dlqUsage)
 		return 2

@@ -8,6 +8,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -72,6 +73,7 @@ type harness struct {
 	tenant    string
 	listen    string
 	extraEnv  []string
+	dir       string // working directory of authpipe run; default the repository root
 
 	mu   sync.Mutex
 	logs bytes.Buffer // every process's stderr, for failure reports and secret checks
@@ -171,7 +173,7 @@ func (h *harness) start() *proc {
 func (h *harness) startEnv(env []string) *proc {
 	h.t.Helper()
 	cmd := exec.Command(authpipeBin, "run")
-	cmd.Dir = "../.."
+	cmd.Dir = cmp.Or(h.dir, "../..")
 	cmd.Env = env
 	stderr, err := cmd.StderrPipe()
 	require.NoError(h.t, err)

@@ -15,14 +15,21 @@ import (
 // otherwise: the container image has no shell and no curl, so its
 // HEALTHCHECK runs the binary itself.
 
+const healthcheckUsage = `Usage: authpipe healthcheck [--timeout D] [URL]
+
+Exits 0 if URL answers 2xx, 1 otherwise (the container's HEALTHCHECK). URL
+defaults to http://127.0.0.1:PORT/-/healthy with the port of AUTHPIPE_LISTEN
+(default :9464).
+`
+
 func healthcheckCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("healthcheck", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: authpipe healthcheck [--timeout D] [URL]")
-		fmt.Fprintln(stderr, "URL defaults to http://127.0.0.1:PORT/-/healthy with the port of AUTHPIPE_LISTEN (default :9464).")
-		fs.PrintDefaults()
+	fs.Usage = func() { printUsage(stderr, healthcheckUsage, fs) }
+	if wantsHelp(args) {
+		printUsage(stdout, healthcheckUsage, fs)
+		return 0
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2

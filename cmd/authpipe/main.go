@@ -38,6 +38,7 @@ Usage:
   authpipe rules test FILE…    run threshold rule unit tests
   authpipe version             print the version
 
+authpipe CMD --help (or authpipe help CMD) prints a command's usage.
 See CONFIGURATION.md for every setting.
 `
 
@@ -48,7 +49,7 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "run":
-		return runCommand(args[1:], stderr)
+		return runCommand(args[1:], stdout, stderr)
 	case "demo":
 		return demoCommand(args[1:], stdout, stderr)
 	case "sim":
@@ -62,9 +63,17 @@ func cli(args []string, stdout, stderr io.Writer) int {
 	case "rules":
 		return rulesCommand(args[1:], stdout, stderr)
 	case "version", "--version":
+		if wantsHelp(args[1:]) {
+			fmt.Fprint(stdout, "Usage: authpipe version\n\nPrints the version, the revision it was built from and the Go version.\n")
+			return 0
+		}
 		fmt.Fprintf(stdout, "authpipe %s (revision %s, %s)\n", version, buildRevision(), runtime.Version())
 		return 0
 	case "help", "-h", "--help":
+		if len(args) > 1 && args[0] == "help" {
+			// authpipe help CMD: the command's own usage.
+			return cli([]string{args[1], "--help"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:

@@ -37,7 +37,20 @@ import (
 // forwardGroup is the buffer consumer group of the Segment forwarder.
 const forwardGroup = "forward"
 
-func runCommand(args []string, stderr io.Writer) int {
+const runUsage = `Usage: authpipe run
+
+Runs the worker: polls Auth0's logs into the buffer, forwards them to Segment
+and runs the threshold checks, until SIGINT or SIGTERM (SIGHUP reloads the
+threshold rules). It takes no arguments: configure it with the environment
+and the YAML file named by AUTHPIPE_CONFIG (see CONFIGURATION.md). Check a
+configuration against the live services first with authpipe check.
+`
+
+func runCommand(args []string, stdout, stderr io.Writer) int {
+	if wantsHelp(args) {
+		fmt.Fprint(stdout, runUsage)
+		return 0
+	}
 	if len(args) > 0 {
 		fmt.Fprintf(stderr, "authpipe run: takes no arguments (got %q); configure it with the environment or AUTHPIPE_CONFIG\n", args)
 		return 2
@@ -95,6 +108,7 @@ type app struct {
 	logger *slog.Logger
 	reg    *prometheus.Registry
 
+	rules      rulesSource           // the threshold rules of every tenant
 	redis      redis.UniversalClient // shared by every tenant; nil with the embedded buffer
 	tenants    []*tenantPipeline     // one per configured tenant (config.AllTenants)
 	backfill   *backfiller           // the admin API's Backfiller
@@ -143,6 +157,16 @@ func newApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
 		Help: "1 on the replica that polls the tenant's Auth0 logs (it holds the tenant's poller lease), else 0.",
 	}, []string{"tenant"})
 
+	var err error
+	if a.rules, err = resolveRules(cfg.RulesPath); err != nil {
+		return nil, err
+	}
+	if a.rules.builtIn() {
+		logger.Info("threshold rules: AUTHPIPE_RULES is unset and alerts/thresholds.yml is absent; using the shipped rules built into the binary",
+			"rules", a.rules.path)
+	} else {
+		logger.Info("threshold rules", "rules", a.rules.path)
+	}
 	if err := a.openRedis(); err != nil {
 		return nil, err
 	}
@@ -234,7 +258,8 @@ func pollerConfig(cfg *config.Config) auth0poll.Config {
 func (a *app) buildRules(t *tenantPipeline) error {
 	cfg := thresholds.Config{
 		Tenant:          t.cfg.Tenant,
-		RulesPath:       t.cfg.RulesPath,
+		RulesPath:       a.rules.path,
+		Rules:           a.rules.data,
 		AlertmanagerURL: t.cfg.AlertmanagerURL,
 		WebhookURL:      t.cfg.AlertWebhookURL,
 		Consumer:        t.cfg.Buffer.Consumer,

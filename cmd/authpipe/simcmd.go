@@ -30,6 +30,13 @@ import (
 // running does not grow without bound.
 const simSegmentKeep = 100_000
 
+const simUsage = `Usage: authpipe sim [flags]
+
+Serves the Auth0 and Segment simulators, with background traffic and
+scripted attacks, so that authpipe run works without any account: point
+AUTH0_DOMAIN and SEGMENT_ENDPOINT at them.
+`
+
 func simCommand(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -44,6 +51,10 @@ func simCommand(args []string, stdout, stderr io.Writer) int {
 	burst := fs.Int("auth0-burst", 50, "Auth0 rate-limit bucket size (0: unlimited)")
 	perMinute := fs.Int("auth0-per-minute", 6000, "Auth0 rate-limit refill per minute")
 	report := fs.Duration("report", 30*time.Second, "print a status line this often (0: never)")
+	if wantsHelp(args) {
+		printUsage(stdout, simUsage, fs)
+		return 0
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

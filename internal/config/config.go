@@ -46,7 +46,7 @@ type Config struct {
 	Buffer          Buffer        // buffer limits and consumer identity
 	Listen          string        // AUTHPIPE_LISTEN: address of /metrics and the probes
 	DataDir         string        // AUTHPIPE_DATA_DIR: embedded buffer's directory
-	RulesPath       string        // AUTHPIPE_RULES: threshold rule file
+	RulesPath       string        // AUTHPIPE_RULES: threshold rule file or directory; "": alerts/thresholds.yml if present, else the shipped rules built in
 	AlertmanagerURL string        // ALERTMANAGER_URL: optional, base URL of Alertmanager
 	AlertWebhookURL string        // AUTHPIPE_ALERT_WEBHOOK_URL: optional, generic alert webhook
 	HashKey         Secret        // AUTHPIPE_HASH_KEY: optional key for anonymousId hashing; see AnonymousIDKey
@@ -163,7 +163,6 @@ func Default() Config {
 		},
 		Listen:          ":9464",
 		DataDir:         "./data",
-		RulesPath:       "alerts/thresholds.yml",
 		ShutdownTimeout: 8 * time.Second,
 		LagAlertRatio:   0.5,
 		LogLevel:        "info",

@@ -110,7 +110,6 @@ func TestLoadDefaults(t *testing.T) {
 		PII:             PII{UserName: "hash", Email: "hash", IP: "hash", UserAgent: "hash"},
 		Listen:          ":9464",
 		DataDir:         "./data",
-		RulesPath:       "alerts/thresholds.yml",
 		ShutdownTimeout: 8 * time.Second,
 		LagAlertRatio:   0.5,
 		LogLevel:        "info",

@@ -67,7 +67,7 @@ func settings() []setting {
 		text("AUTHPIPE_TENANT", "tenant", func(c *Config) *string { return &c.Tenant }, checkTenant),
 		text("AUTHPIPE_LISTEN", "listen", func(c *Config) *string { return &c.Listen }, checkListen),
 		text("AUTHPIPE_DATA_DIR", "data_dir", func(c *Config) *string { return &c.DataDir }, nil),
-		text("AUTHPIPE_RULES", "rules", func(c *Config) *string { return &c.RulesPath }, nil),
+		optional(text("AUTHPIPE_RULES", "rules", func(c *Config) *string { return &c.RulesPath }, nil)),
 		duration("AUTHPIPE_SHUTDOWN_TIMEOUT", "shutdown_timeout", func(c *Config) *time.Duration { return &c.ShutdownTimeout }, time.Nanosecond, time.Minute),
 
 		// Auth0

@@ -82,6 +82,11 @@ type Config struct {
 	Tenant string
 	// RulesPath is a rule file or a directory of *.yml rule files (AUTHPIPE_RULES).
 	RulesPath string
+	// Rules, if not nil, is the content of the one rule file, used instead
+	// of reading RulesPath, which then only names it in errors and logs:
+	// the shipped rules, embedded in the binary. Nothing is watched for
+	// changes; Reload parses the same content again.
+	Rules []byte
 	// Buffer is the tenant's Redis buffer; the engine reads it with its own
 	// consumer group. Set it or Local, not both.
 	Buffer Buffer
@@ -293,8 +298,8 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	log := deps.Logger.With("component", "thresholds", "tenant", cfg.Tenant)
 	m := newEngineMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"tenant": cfg.Tenant}, deps.Registerer))
 
-	sig := rulesSignature(cfg.RulesPath)
-	rs, err := LoadRules(cfg.RulesPath)
+	sig := cfg.rulesSignature()
+	rs, err := cfg.loadRules()
 	if err != nil {
 		m.reloadOK.Set(0)
 		return nil, fmt.Errorf("load threshold rules: %w", err)
@@ -435,7 +440,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		goRun(func() { r.run(runCtx, 5*time.Second) })
 	}
 	goRun(func() { e.consume(runCtx) })
-	if e.cfg.ReloadInterval > 0 {
+	if e.cfg.ReloadInterval > 0 && e.cfg.Rules == nil {
 		goRun(func() { e.watch(runCtx) })
 	}
 
@@ -528,8 +533,8 @@ func (e *Engine) Check(ctx context.Context, rule string) (CheckResult, error) {
 func (e *Engine) Reload() error {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
-	e.sig = rulesSignature(e.cfg.RulesPath)
-	rs, err := LoadRules(e.cfg.RulesPath)
+	e.sig = e.cfg.rulesSignature()
+	rs, err := e.cfg.loadRules()
 	if err != nil {
 		e.m.reloadOK.Set(0)
 		e.log.Error("reload threshold rules; keeping the previous rules", "err", err)
@@ -568,12 +573,28 @@ func (e *Engine) watch(ctx context.Context) {
 		case <-t.Chan():
 		}
 		e.reloadMu.Lock()
-		changed := rulesSignature(e.cfg.RulesPath) != e.sig
+		changed := e.cfg.rulesSignature() != e.sig
 		e.reloadMu.Unlock()
 		if changed {
 			_ = e.Reload()
 		}
 	}
+}
+
+// loadRules loads the rules from Rules, or else from RulesPath.
+func (c Config) loadRules() (*RuleSet, error) {
+	if c.Rules != nil {
+		return LoadRuleData(c.RulesPath, c.Rules)
+	}
+	return LoadRules(c.RulesPath)
+}
+
+// rulesSignature is that of the rule files, or a constant for Rules.
+func (c Config) rulesSignature() string {
+	if c.Rules != nil {
+		return "built in"
+	}
+	return rulesSignature(c.RulesPath)
 }
 
 // rulesSignature describes the rule files' names, sizes and modification

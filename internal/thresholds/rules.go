@@ -290,10 +290,21 @@ func LoadRules(path string) (*RuleSet, error) {
 // LoadRuleFiles loads and validates the given rule files as one set: rule
 // names must be unique across them.
 func LoadRuleFiles(files []string) (*RuleSet, error) {
+	return loadRuleSet(files, os.ReadFile)
+}
+
+// LoadRuleData loads and validates one rule file's content; name stands for
+// the file in errors and in RuleSet.Files (the shipped rules, embedded in
+// the binary, have no file).
+func LoadRuleData(name string, data []byte) (*RuleSet, error) {
+	return loadRuleSet([]string{name}, func(string) ([]byte, error) { return data, nil })
+}
+
+func loadRuleSet(files []string, read func(string) ([]byte, error)) (*RuleSet, error) {
 	set := &RuleSet{Files: files, byName: map[string]*Rule{}}
 	var errs Errors
 	for _, f := range files {
-		data, err := os.ReadFile(f)
+		data, err := read(f)
 		if err != nil {
 			return nil, fmt.Errorf("read rules: %w", err)
 		}

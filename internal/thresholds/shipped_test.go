@@ -2,10 +2,13 @@ package thresholds
 
 import (
 	"bytes"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/authpipe/authpipe/internal/testredis"
 )
 
 // Every shipped rule passes its rules test, and every shipped rule has one.
@@ -43,4 +46,26 @@ func TestShippedRules(t *testing.T) {
 		require.NotEmpty(t, r.Annotations["description"], r.Name)
 		require.NotEmpty(t, r.Annotations["runbook_url"], r.Name)
 	}
+}
+
+// TestEngineRulesData: an engine given the rules' content (the shipped
+// rules embedded in the binary) loads them without reading RulesPath, which
+// only names them in errors; Reload parses the same content again, and a
+// bad content is reported under that name.
+func TestEngineRulesData(t *testing.T) {
+	data, err := os.ReadFile("../../alerts/thresholds.yml")
+	require.NoError(t, err)
+	b := newBuffer(t, testredis.Client(t), testredis.Name(t), nil)
+	const name = "built-in:alerts/thresholds.yml" // no such file
+	e, err := New(Config{Tenant: "t", RulesPath: name, Rules: data, Buffer: b}, Deps{})
+	require.NoError(t, err)
+	want, err := LoadRuleData(name, data)
+	require.NoError(t, err)
+	require.Equal(t, want.Names(), e.Rules().Names())
+	require.NotEmpty(t, e.Rules().Names())
+	require.NoError(t, e.Reload())
+	require.Equal(t, want.Names(), e.Rules().Names())
+
+	_, err = New(Config{Tenant: "t", RulesPath: name, Rules: []byte("rules: [{name: x}]\n"), Buffer: b}, Deps{})
+	require.ErrorContains(t, err, name+":1:")
 }
