@@ -28,11 +28,13 @@ func TestE2EHelp(t *testing.T) {
 		want string // in the usage; "" for a usage error (exit 2)
 	}{
 		{[]string{"--help"}, "authpipe run "},
-		{[]string{"-h"}, "authpipe rules check"},
+		{[]string{"-h"}, "authpipe check "},
 		{[]string{"help"}, "authpipe dlq CMD"},
 		{[]string{"run", "--help"}, "Usage: authpipe run"},
 		{[]string{"run", "-h"}, "Usage: authpipe run"},
 		{[]string{"help", "run"}, "Usage: authpipe run"},
+		{[]string{"check", "--help"}, "Usage: authpipe check"},
+		{[]string{"check", "-h"}, "redis persistence"},
 		{[]string{"demo", "--help"}, "-duration"},
 		{[]string{"sim", "--help"}, "-auth0-listen"},
 		{[]string{"healthcheck", "--help"}, "Usage: authpipe healthcheck"},
@@ -50,6 +52,7 @@ func TestE2EHelp(t *testing.T) {
 		{[]string{"run", "extra"}, ""},
 		{[]string{"nonsense"}, ""},
 		{[]string{"rules"}, ""},
+		{[]string{"check", "extra"}, ""},
 	}
 	// All at once: the race-enabled binary takes about a second to start,
 	// mostly idle.

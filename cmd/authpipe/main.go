@@ -29,6 +29,8 @@ and alerts on attack patterns.
 Usage:
   authpipe run                 run the worker (configuration from the environment
                                and the YAML file named by AUTHPIPE_CONFIG)
+  authpipe check               check the configuration against the live services
+                               (Auth0, Segment, Redis, Alertmanager, rule files)
   authpipe demo [flags]        the whole pipeline on simulators, no accounts needed
   authpipe sim [flags]         the Auth0 and Segment simulators as a process, with traffic
   authpipe healthcheck [URL]   exit 0 if /-/healthy answers 2xx (container HEALTHCHECK)
@@ -62,6 +64,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return dlqCommand(args[1:], stdout, stderr)
 	case "rules":
 		return rulesCommand(args[1:], stdout, stderr)
+	case "check":
+		return checkCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		if wantsHelp(args[1:]) {
 			fmt.Fprint(stdout, "Usage: authpipe version\n\nPrints the version, the revision it was built from and the Go version.\n")

@@ -481,10 +481,15 @@ func (p *Poller) recovered(ctx context.Context, actions ...string) {
 // redact returns err's text without the client secret (in any of the forms
 // a token request carries it) and bounded in length.
 func (p *Poller) redact(err error) string {
-	s := err.Error()
-	if sec := p.cfg.ClientSecret; sec != "" {
-		basic := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(p.cfg.ClientID) + ":" + url.QueryEscape(sec)))
-		for _, form := range []string{sec, url.QueryEscape(sec), basic} {
+	return redactSecret(p.cfg.ClientID, p.cfg.ClientSecret, err.Error())
+}
+
+// redactSecret returns s without the client secret, in any of the forms a
+// token request carries it, and bounded in length.
+func redactSecret(clientID, secret, s string) string {
+	if secret != "" {
+		basic := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(clientID) + ":" + url.QueryEscape(secret)))
+		for _, form := range []string{secret, url.QueryEscape(secret), basic} {
 			s = strings.ReplaceAll(s, form, "<secret>")
 		}
 	}
