@@ -326,6 +326,15 @@ func TestE2EDeliversEveryEventOnce(t *testing.T) {
 	require.Zero(t, h.metric("authpipe_dead_letter_events"))
 	h.requireNoSecretsLogged()
 
+	// The first start's backfill ends with its counts, and polling at the
+	// head says so once.
+	h.mu.Lock()
+	logs := h.logs.String()
+	h.mu.Unlock()
+	require.Equal(t, 1, strings.Count(logs, `"msg":"auth0 backfill done"`))
+	require.Contains(t, logs, `"fetched":20000,"added":20000,"duplicates":0`)
+	require.Equal(t, 1, strings.Count(logs, `"msg":"auth0 poller caught up"`))
+
 	// Go's profiles are not served unless AUTHPIPE_PPROF asks for them.
 	resp, err := http.Get("http://" + h.listen + "/debug/pprof/goroutine?debug=1")
 	require.NoError(t, err)
@@ -365,7 +374,7 @@ func TestE2ESurvivesRedisRestart(t *testing.T) {
 	h.waitReady(p, 20*time.Second)
 	require.Eventually(t, func() bool { return h.delivered(ids) > 500 }, 60*time.Second, 50*time.Millisecond)
 	srv.Kill()
-	time.Sleep(2 * time.Second)
+	time.Sleep(4 * time.Second)
 	require.NoError(t, srv.Restart())
 	h.waitDelivered(ids, 120*time.Second)
 	h.requireExactlyOnceByMessageID(ids)
@@ -374,6 +383,16 @@ func TestE2ESurvivesRedisRestart(t *testing.T) {
 		t.Fatalf("authpipe exited while Redis was down: %v", p.err)
 	default:
 	}
+
+	// The outage is in the log once, not once per retry, and so is its end.
+	h.mu.Lock()
+	logs := h.logs.String()
+	h.mu.Unlock()
+	count := func(msg string) int { return strings.Count(logs, `"msg":"`+msg+`"`) }
+	require.Equal(t, 1, count("read buffer"), "the forwarder's failed reads, retried every second, are logged once")
+	require.Equal(t, 1, count("read buffer: recovered"))
+	require.Equal(t, 1, count("buffer unreachable; /-/ready answers 503"))
+	require.Equal(t, 1, count("buffer reachable again"))
 }
 
 func TestE2ESegmentOutageAndRejectedEvent(t *testing.T) {
