@@ -6,7 +6,8 @@
 // (a prometheus.Gatherer), so the page shows exactly what /metrics shows,
 // and nothing else: metrics carry no user id, e-mail address, IP address or
 // URL, so neither does the page. Snapshot gives the same figures as a
-// Summary, for a terminal live view.
+// Summary, for a terminal live view, and Progress writes their growth to
+// the log every few minutes while events flow (silent while idle).
 //
 // Metrics that are not registered are simply absent from the page (no
 // rules loaded, no buffer yet); nothing is invented for them.
