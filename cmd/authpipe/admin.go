@@ -1,30 +1,30 @@
 package main
 
 import (
+	"context"
 	"fmt"
-	"net/http"
+	"time"
 
 	"github.com/authpipe/authpipe/internal/admin"
-	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/thresholds"
 )
 
 // adminHandler builds the admin API (package admin) over the app's tenants
 // when it is configured (AUTHPIPE_ADMIN_AUDIENCE or
-// AUTHPIPE_ADMIN_STATIC_TOKEN), else returns a nil handler. It opens the
-// audit log; the returned function closes it.
-func (a *app) adminHandler() (http.Handler, func() error, error) {
-	noop := func() error { return nil }
+// AUTHPIPE_ADMIN_STATIC_TOKEN), else returns nil. It opens the audit trail
+// (a.trail), which a.closeTrail closes.
+func (a *app) adminHandler() (*admin.API, error) {
 	cfg := a.cfg
 	if !cfg.Admin.Enabled() {
-		return nil, noop, nil
+		return nil, nil
 	}
 	tenants := make([]admin.Tenant, 0, len(a.tenants))
 	var engines []*thresholds.Engine
 	for _, t := range a.tenants {
 		ab, ok := t.buf.(admin.Buffer)
 		if !ok {
-			return nil, noop, fmt.Errorf("admin API: tenant %s: the buffer has no dead-letter operations", t.name)
+			return nil, fmt.Errorf("admin API: tenant %s: the buffer has no dead-letter operations", t.name)
 		}
 		tenants = append(tenants, admin.Tenant{Name: t.name, Buffer: ab})
 		if t.rules != nil {
@@ -32,10 +32,10 @@ func (a *app) adminHandler() (http.Handler, func() error, error) {
 		}
 	}
 	acfg := admin.Config{
-		StaticToken:    cfg.Admin.StaticToken,
-		AuditRetention: cfg.Admin.AuditRetention,
-		Group:          forwardGroup,
-		Retention:      cfg.Auth0.LogRetention,
+		StaticToken: cfg.Admin.StaticToken,
+		Secrets:     cfg.Secrets(),
+		Group:       forwardGroup,
+		Retention:   cfg.Auth0.LogRetention,
 	}
 	if cfg.Admin.Audience != "" {
 		acfg.Audience, acfg.Issuer, acfg.JWKSURL = cfg.Admin.Audience, cfg.AdminIssuer(), cfg.AdminJWKSURL()
@@ -48,24 +48,34 @@ func (a *app) adminHandler() (http.Handler, func() error, error) {
 		src.Backfill = a.backfill
 	}
 
-	sink, closeSink, err := admin.OpenAuditSink(cfg.Admin.AuditLog)
+	trail, err := openTrail(cfg, a.redis, a.logger, a.reg, nil)
 	if err != nil {
-		return nil, noop, fmt.Errorf("AUTHPIPE_ADMIN_AUDIT_LOG: %w", err)
+		return nil, err
 	}
-	deps := admin.Deps{Logger: a.logger, Registerer: a.reg, AuditSink: sink}
-	if rb, ok := a.tenants[0].buf.(*buffer.Redis); ok && a.redis != nil {
-		acfg.AuditStream, deps.Redis = rb.Key("audit"), a.redis
+	api, err := admin.New(acfg, src, admin.Deps{Logger: a.logger, Registerer: a.reg, Trail: trail})
+	if err != nil {
+		return nil, err
+	}
+	a.trail = trail
+	stream := ""
+	if a.redis != nil {
+		stream = audit.DefaultKeys.Stream
 	} else {
 		a.logger.Info("admin audit entries go to the audit log only: the embedded buffer keeps no audit stream")
 	}
-	api, err := admin.New(acfg, src, deps)
-	if err != nil {
-		_ = closeSink()
-		return nil, noop, err
-	}
 	a.logger.Info("admin API enabled", "prefix", admin.Prefix, "jwt", acfg.JWT(),
-		"static_token", cfg.Admin.StaticToken != "", "audit_log", cfg.Admin.AuditLog, "audit_stream", acfg.AuditStream)
-	return api, closeSink, nil
+		"static_token", cfg.Admin.StaticToken != "", "audit_log", cfg.Admin.AuditLog, "audit_stream", stream)
+	return api, nil
+}
+
+// closeTrail writes what the audit trail still holds, if it can.
+func (a *app) closeTrail() {
+	if a.trail == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	a.trail.Close(ctx)
 }
 
 // ruleEngines is the admin API's view of the tenants' threshold engines:

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authpipe/authpipe/internal/admin"
+	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/auth0poll"
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/metrics"
@@ -128,6 +129,37 @@ func backfillCommand(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	defer a.close()
+
+	// The window and tenants are recorded before anything is polled; the
+	// result, with the events added, after.
+	au, err := newCLIAudit(cfg, a.redis, logger, stderr, "authpipe backfill", fs, admin.OpBackfillStart, "backfill")
+	if err != nil {
+		fmt.Fprintf(stderr, "authpipe backfill: %v\n", err)
+		return 1
+	}
+	defer au.close(ctx)
+	au.entry.Window = &audit.Window{Since: since.UTC()}
+	if !until.IsZero() {
+		u := until.UTC()
+		au.entry.Window.Until = &u
+	}
+	for _, t := range tenants {
+		au.entry.Tenants = append(au.entry.Tenants, t.Name)
+	}
+	if err := au.before(ctx); err != nil {
+		fmt.Fprintf(stderr, "authpipe backfill: %v\n", err)
+		return 1
+	}
+	added := 0
+	exit := runBackfill(ctx, a, tenants, since, until, &added, stdout, stderr)
+	au.after(ctx, exit, &added)
+	return exit
+}
+
+// runBackfill backfills each tenant in turn, adding the events new to
+// the buffers to *added, and returns the exit status.
+func runBackfill(ctx context.Context, a *app, tenants []config.Tenant, since, until time.Time, added *int, stdout, stderr io.Writer) int {
+	cfg, logger := a.cfg, a.logger
 	stages := metrics.NewStages(a.reg)
 	failed := false
 	for _, tenant := range tenants {
@@ -152,6 +184,7 @@ func backfillCommand(args []string, stdout, stderr io.Writer) int {
 					tenant.Name, r.Pages, r.Fetched, r.Added, r.Position.Format(time.RFC3339))
 			}
 		})
+		*added += res.Added
 		if err != nil {
 			fmt.Fprintf(stderr, "authpipe backfill: tenant %s: %v (after %d logs fetched, %d new; running it again is safe)\n",
 				tenant.Name, err, res.Fetched, res.Added)

@@ -143,7 +143,7 @@ func dlqCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	b, closeBuf, err := openDLQ(cfg.ForTenant(tenant), stderr)
+	b, a, err := openDLQ(cfg.ForTenant(tenant), stderr)
 	if err != nil {
 		if errors.Is(err, buffer.ErrInUse) {
 			fmt.Fprintf(stderr, "authpipe dlq: the embedded buffer in %s is in use by a running authpipe: stop it first, or use its admin API "+
@@ -153,13 +153,22 @@ func dlqCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "authpipe dlq: %v\n", err)
 		return 1
 	}
-	defer closeBuf()
+	defer a.close()
+	// The same audit entries as the admin API's, with the OS user.
+	op := map[string]string{"list": admin.OpDLQList, "replay": admin.OpDLQReplay, "drop": admin.OpDLQDrop}[sub]
+	au, err := newCLIAudit(cfg, a.redis, a.logger, stderr, "authpipe dlq "+sub, fs, op, "tenants/"+tenant.Name+"/dlq")
+	if err != nil {
+		fmt.Fprintf(stderr, "authpipe dlq: %v\n", err)
+		return 1
+	}
+	defer au.close(ctx)
+	au.entry.Tenants = []string{tenant.Name}
 
 	switch sub {
 	case "list":
-		return dlqList(ctx, b, tenant.Name, *after, *limit, *asJSON, *raw, stdout, stderr)
+		return dlqList(ctx, b, au, tenant.Name, *after, *limit, *asJSON, *raw, stdout, stderr)
 	default:
-		return dlqChange(ctx, b, tenant.Name, sub, ids, stdout, stderr)
+		return dlqChange(ctx, b, au, tenant.Name, sub, ids, *all, stdout, stderr)
 	}
 }
 
@@ -216,9 +225,10 @@ func tenantNames(cfg *config.Config) []string {
 }
 
 // openDLQ opens the tenant's buffer as authpipe run does (cfg is the
-// tenant's view), on a registry of its own. The embedded buffer must exist
-// already: the command never creates one.
-func openDLQ(cfg *config.Config, stderr io.Writer) (dlqBuffer, func(), error) {
+// tenant's view), on a registry of its own; the app holds the Redis client
+// and closes both. The embedded buffer must exist already: the command
+// never creates one.
+func openDLQ(cfg *config.Config, stderr io.Writer) (dlqBuffer, *app, error) {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	a := &app{cfg: cfg, logger: logger, reg: prometheus.NewRegistry()}
 	if cfg.Redis.URL == "" {
@@ -241,10 +251,10 @@ func openDLQ(cfg *config.Config, stderr io.Writer) (dlqBuffer, func(), error) {
 		a.close()
 		return nil, nil, errors.New("the buffer has no dead-letter operations")
 	}
-	return b, a.close, nil
+	return b, a, nil
 }
 
-func dlqList(ctx context.Context, b dlqBuffer, tenant, after string, limit int, asJSON, raw bool, stdout, stderr io.Writer) int {
+func dlqList(ctx context.Context, b dlqBuffer, au *cliAudit, tenant, after string, limit int, asJSON, raw bool, stdout, stderr io.Writer) int {
 	dls, err := b.DeadLettersAfter(ctx, after, limit+1)
 	if err != nil {
 		fmt.Fprintf(stderr, "authpipe dlq list: %v\n", err)
@@ -254,6 +264,12 @@ func dlqList(ctx context.Context, b dlqBuffer, tenant, after string, limit int, 
 	if len(dls) > limit {
 		dls = dls[:limit]
 		next = dls[limit-1].ID
+	}
+	// The entry names every dead letter shown, stored before it is shown.
+	au.entry.Records = admin.Records(dls)
+	if err := au.read(ctx); err != nil {
+		fmt.Fprintf(stderr, "authpipe dlq list: %v\n", err)
+		return 1
 	}
 	if asJSON {
 		resp := admin.DLQResponse{Tenant: tenant, DeadLetters: []admin.DeadLetterView{}, Next: next}
@@ -295,25 +311,50 @@ func oneLine(s string) string {
 	return strings.NewReplacer("\r", " ", "\n", " ", "\t", " ").Replace(s)
 }
 
-func dlqChange(ctx context.Context, b dlqBuffer, tenant, sub string, ids []string, stdout, stderr io.Writer) int {
-	var (
-		n   int
-		err error
-	)
+// dlqChange replays or drops the dead letters ids (every one there is now
+// with all): it names them (ids and log_ids) in the audit trail, then
+// changes exactly those, then records the result.
+func dlqChange(ctx context.Context, b dlqBuffer, au *cliAudit, tenant, sub string, ids []string, all bool, stdout, stderr io.Writer) int {
 	verb := "replayed"
-	if sub == "replay" {
-		n, err = b.ReplayDeadLetters(ctx, ids)
-	} else {
+	if sub == "drop" {
 		verb = "dropped"
-		n, err = b.DropDeadLetters(ctx, ids)
 	}
+	found, missing, err := admin.ResolveDeadLetters(ctx, b, ids, all)
 	if err != nil {
-		fmt.Fprintf(stderr, "authpipe dlq %s: %v (%d %s before the error)\n", sub, err, n, verb)
+		fmt.Fprintf(stderr, "authpipe dlq %s: %v\n", sub, err)
 		return 1
 	}
+	au.entry.Records, au.entry.Missing = admin.Records(found), missing
+	n := 0
+	if len(found) == 0 {
+		au.entry.Affected = &n // nothing to change: one entry
+		if err := au.read(ctx); err != nil {
+			fmt.Fprintf(stderr, "authpipe dlq %s: %v\n", sub, err)
+			return 1
+		}
+	} else {
+		if err := au.before(ctx); err != nil {
+			fmt.Fprintf(stderr, "authpipe dlq %s: %v\n", sub, err)
+			return 1
+		}
+		if sub == "replay" {
+			n, err = b.ReplayDeadLetters(ctx, admin.IDs(found))
+		} else {
+			n, err = b.DropDeadLetters(ctx, admin.IDs(found))
+		}
+		exit := 0
+		if err != nil {
+			exit = 1
+		}
+		au.after(ctx, exit, &n)
+		if err != nil {
+			fmt.Fprintf(stderr, "authpipe dlq %s: %v (%d %s before the error)\n", sub, err, n, verb)
+			return 1
+		}
+	}
 	fmt.Fprintf(stdout, "%s %d dead letters of tenant %s\n", verb, n, tenant)
-	if len(ids) > n {
-		fmt.Fprintf(stderr, "authpipe dlq %s: %d of the ids given were not dead letters (replayed or dropped already?)\n", sub, len(ids)-n)
+	if len(missing) > 0 {
+		fmt.Fprintf(stderr, "authpipe dlq %s: %d of the ids given were not dead letters (replayed or dropped already?)\n", sub, len(missing))
 	}
 	return 0
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -17,7 +18,10 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/authpipe/authpipe/internal/admin"
+	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
@@ -34,7 +38,9 @@ const (
 // writes one audit entry per request to the audit log and the Redis stream,
 // without a token anywhere.
 func TestE2EAdminAPI(t *testing.T) {
-	h := newHarness(t, testredis.Addr(t))
+	// A Redis of its own: the audit stream is one for the deployment.
+	rsrv := testredis.Start(t)
+	h := newHarness(t, rsrv.Addr)
 	jwks := sim.NewJWKS(sim.JWKSOptions{Issuer: e2eAdminIssuer, Audience: e2eAdminAudience})
 	jwksSrv := httptest.NewServer(jwks)
 	t.Cleanup(jwksSrv.Close)
@@ -46,29 +52,17 @@ func TestE2EAdminAPI(t *testing.T) {
 		"AUTHPIPE_ADMIN_STATIC_TOKEN="+e2eStaticToken,
 		"AUTHPIPE_ADMIN_AUDIT_LOG="+auditLog,
 		"AUTHPIPE_LOG_LEVEL=debug",
+		"AUTHPIPE_HTTP_READ_TIMEOUT=1s",
 	)
-	ids := h.addEvents(20)
-	poison := ids[7]
-	h.segment.RejectMessageID(h.tenant + "-" + poison)
-	p := h.start()
-	h.waitReady(p, 20*time.Second)
-	require.Eventually(t, func() bool { return h.metric("authpipe_dead_letter_events") == 1 }, 60*time.Second, 100*time.Millisecond)
+	poison := h.startWithDeadLetter(20, 7)
 
 	var sent []string
 	call := func(method, path, token string, body string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest(method, "http://"+h.listen+path, strings.NewReader(body))
-		require.NoError(t, err)
 		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
 			sent = append(sent, token)
 		}
-		resp, err := http.DefaultClient.Do(req)
-		require.NoError(t, err)
-		defer resp.Body.Close()
-		data, err := io.ReadAll(resp.Body)
-		require.NoError(t, err)
-		return resp.StatusCode, string(data)
+		return adminCall(t, h.listen, method, path, token, body)
 	}
 	scoped := func(scopes ...string) string {
 		return jwks.MintToken(sim.Claims{"scope": strings.Join(scopes, " ")})
@@ -112,51 +106,105 @@ func TestE2EAdminAPI(t *testing.T) {
 
 	code, body = call("GET", "/api/v1/rules", e2eStaticToken, "")
 	require.Equal(t, 200, code, body)
+	// The static token pasted into a URL is masked in the trail.
+	code, body = call("GET", "/api/v1/dlq?tenant="+e2eStaticToken, e2eStaticToken, "")
+	require.Equal(t, 404, code, body)
 	code, body = call("POST", "/api/v1/backfill", scoped(admin.ScopeWriteBackfill), `{"since":"`+time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)+`"}`)
 	require.NotContains(t, []int{401, 403}, code, body)
 
-	const requests = 8
+	// One request entry per request (changes also have a result entry,
+	// with the same id), to the file and the stream, chained.
+	const requests = 9
 	var entries []map[string]any
+	byID := map[any][]map[string]any{}
 	require.Eventually(t, func() bool {
 		data, err := os.ReadFile(auditLog)
 		if err != nil {
 			return false
 		}
-		entries = nil
+		entries, byID = nil, map[any][]map[string]any{}
 		sc := bufio.NewScanner(bytes.NewReader(data))
 		for sc.Scan() {
 			var e map[string]any
 			require.NoError(t, json.Unmarshal(sc.Bytes(), &e))
 			entries = append(entries, e)
+			byID[e["id"]] = append(byID[e["id"]], e)
 		}
-		return len(entries) == requests
+		return len(byID) == requests
 	}, 5*time.Second, 50*time.Millisecond)
 	outcomes := map[string]int{}
-	for _, e := range entries {
-		for _, f := range []string{"time", "jti", "sub", "exp", "token_thumbprint", "method", "operation", "resource", "outcome", "status", "latency_seconds"} {
+	for _, group := range byID {
+		e := group[0]
+		require.Equal(t, "request", e["kind"])
+		for _, f := range []string{"seq", "prev", "id", "time", "host", "remote_addr", "jti", "sub", "exp", "token_thumbprint", "method", "path", "query", "operation", "resource", "outcome", "status", "latency_seconds"} {
 			require.Contains(t, e, f)
 		}
 		outcomes[e["outcome"].(string)]++
 	}
-	require.Equal(t, map[string]int{"denied": 3, "allowed": 5}, outcomes)
+	require.Equal(t, map[string]int{"denied": 3, "allowed": 6}, outcomes)
+	for _, e := range entries {
+		if e["operation"] == admin.OpDLQReplay && e["kind"] == "request" {
+			require.Equal(t, []any{map[string]any{"id": dl.DeadLetters[0].ID, "log_id": poison}}, e["records"])
+		}
+		if e["operation"] == admin.OpDLQList && e["status"] == 404.0 {
+			require.Equal(t, "tenants/<masked>/dlq", e["resource"])
+			require.Equal(t, map[string]any{"tenant": []any{"<masked>"}}, e["query"])
+		}
+	}
 	for series, want := range map[string]float64{
 		`authpipe_admin_requests_total{operation="status",outcome="denied"}`:      2,
 		`authpipe_admin_requests_total{operation="status",outcome="allowed"}`:     1,
 		`authpipe_admin_requests_total{operation="dlq_list",outcome="denied"}`:    1,
 		`authpipe_admin_requests_total{operation="dlq_replay",outcome="allowed"}`: 1,
 		`authpipe_admin_requests_total{operation="dlq_drop",outcome="allowed"}`:   0,
+		`authpipe_admin_audit_errors_total{sink="log"}`:                           0,
+		`authpipe_admin_audit_errors_total{sink="redis"}`:                         0,
 	} {
 		require.Equal(t, want, h.metric(series), series)
 	}
 
-	stream, err := testredis.Client(t).XRange(context.Background(), "authpipe:{"+h.tenant+"}:audit", "-", "+").Result()
+	rdb := redis.NewClient(&redis.Options{Addr: rsrv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	stream, err := rdb.XRange(context.Background(), audit.DefaultKeys.Stream, "-", "+").Result()
 	require.NoError(t, err)
-	require.Len(t, stream, requests)
+	require.Len(t, stream, len(entries))
+	verify := exec.Command(authpipeBin, "audit", "verify")
+	verify.Env = h.env()
+	out, err := verify.CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Contains(t, string(out), auditLog+": ok: ")
+	require.Contains(t, string(out), audit.DefaultKeys.Stream+": ok: ")
+
+	// A client sending its body one byte at a time, with a valid token,
+	// is cut off within AUTHPIPE_HTTP_READ_TIMEOUT (1s).
+	c, err := net.Dial("tcp", h.listen)
+	require.NoError(t, err)
+	defer c.Close()
+	start := time.Now()
+	_, err = io.WriteString(c, "POST /api/v1/dlq/drop HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+e2eStaticToken+"\r\nContent-Length: 100\r\n\r\n{")
+	require.NoError(t, err)
+	cut := make(chan time.Duration, 1)
+	go func() { _, _ = io.Copy(io.Discard, c); cut <- time.Since(start) }()
+	var took time.Duration
+	giveUp := time.NewTimer(15 * time.Second)
+	defer giveUp.Stop()
+slow:
+	for {
+		select {
+		case took = <-cut:
+			break slow
+		case <-time.After(200 * time.Millisecond):
+			_, _ = c.Write([]byte(" "))
+		case <-giveUp.C:
+			t.Fatal("a slow body was not cut off")
+		}
+	}
+	require.Less(t, took, 4*time.Second)
 
 	// The dlq command of the same configuration sees what the API did.
 	cmd := exec.Command(authpipeBin, "dlq", "list")
 	cmd.Env = h.env()
-	out, err := cmd.CombinedOutput()
+	out, err = cmd.CombinedOutput()
 	require.NoError(t, err, string(out))
 	require.Contains(t, string(out), "no dead letters")
 
@@ -179,4 +227,99 @@ func TestE2EAdminAPI(t *testing.T) {
 	}
 	require.Contains(t, logs, "admin API enabled")
 	h.requireNoSecretsLogged()
+}
+
+// TestE2EAuditFailClosed is the issue's fail-open reproduction against the
+// real worker: the audit log on /dev/full and the Redis audit key replaced
+// by a string. GET /api/v1/dlq?raw=true and POST /api/v1/dlq/drop
+// {"all":true} are refused with 503, no data is served and the dead letter
+// stays; once the stream is back the refusals are written to it without
+// another request (the worker retries what a sink kept), and the chain
+// verifies.
+func TestE2EAuditFailClosed(t *testing.T) {
+	rsrv := testredis.Start(t)
+	h := newHarness(t, rsrv.Addr)
+	h.extraEnv = append(h.extraEnv,
+		"AUTHPIPE_ADMIN_STATIC_TOKEN="+e2eStaticToken,
+		"AUTHPIPE_ADMIN_AUDIT_LOG=/dev/full",
+	)
+	poison := h.startWithDeadLetter(10, 3)
+	rdb := redis.NewClient(&redis.Options{Addr: rsrv.Addr})
+	t.Cleanup(func() { _ = rdb.Close() })
+	ctx := context.Background()
+	require.NoError(t, rdb.Set(ctx, audit.DefaultKeys.Stream, "not a stream", 0).Err())
+
+	call := func(method, path, body string) (int, string) {
+		t.Helper()
+		return adminCall(t, h.listen, method, path, e2eStaticToken, body)
+	}
+	code, body := call("GET", "/api/v1/dlq?raw=true", "")
+	require.Equal(t, 503, code, body)
+	require.Contains(t, body, "audit_unavailable")
+	require.NotContains(t, body, poison, "no data served")
+	code, body = call("POST", "/api/v1/dlq/drop", `{"all":true}`)
+	require.Equal(t, 503, code, body)
+	n, err := rdb.XLen(ctx, "authpipe:{"+h.tenant+"}:dlq").Result()
+	require.NoError(t, err)
+	require.EqualValues(t, 1, n, "the dead letter is kept")
+	require.Equal(t, 1.0, h.metric(`authpipe_admin_requests_total{operation="dlq_list",outcome="refused"}`))
+	require.Equal(t, 1.0, h.metric(`authpipe_admin_requests_total{operation="dlq_drop",outcome="refused"}`))
+	require.GreaterOrEqual(t, h.metric(`authpipe_admin_audit_errors_total{sink="log"}`), 2.0)
+	require.GreaterOrEqual(t, h.metric(`authpipe_admin_audit_errors_total{sink="redis"}`), 2.0)
+
+	// The stream is back: the refusals appear with no further request.
+	require.NoError(t, rdb.Del(ctx, audit.DefaultKeys.Stream).Err())
+	var msgs []redis.XMessage
+	require.Eventually(t, func() bool {
+		msgs, err = rdb.XRange(ctx, audit.DefaultKeys.Stream, "-", "+").Result()
+		return err == nil && len(msgs) == 2
+	}, 15*time.Second, 100*time.Millisecond)
+	for i, op := range []string{admin.OpDLQList, admin.OpDLQDrop} {
+		var e map[string]any
+		require.NoError(t, json.Unmarshal([]byte(msgs[i].Values["entry"].(string)), &e))
+		require.Equal(t, op, e["operation"])
+		require.Equal(t, "refused", e["outcome"])
+		require.Equal(t, "audit_unavailable", e["reason"])
+		require.EqualValues(t, 503, e["status"])
+		require.Equal(t, "static", e["auth"])
+	}
+	require.Equal(t, 0.0, h.metric(`authpipe_admin_audit_pending_entries{sink="redis"}`))
+	code, body = call("GET", "/api/v1/dlq", "")
+	require.Equal(t, 200, code, body)
+	require.Contains(t, body, poison)
+	verify := exec.Command(authpipeBin, "audit", "verify", "--redis")
+	verify.Env = h.env()
+	out, err := verify.CombinedOutput()
+	require.NoError(t, err, string(out))
+	require.Contains(t, string(out), "ok: 3 entries")
+}
+
+// startWithDeadLetter starts authpipe on n new events of which the one at
+// index poison Segment rejects, and waits until it is dead-lettered. It
+// returns that event's log_id.
+func (h *harness) startWithDeadLetter(n, poison int) string {
+	h.t.Helper()
+	ids := h.addEvents(n)
+	h.segment.RejectMessageID(h.tenant + "-" + ids[poison])
+	p := h.start()
+	h.waitReady(p, 20*time.Second)
+	require.Eventually(h.t, func() bool { return h.metric("authpipe_dead_letter_events") == 1 }, 60*time.Second, 100*time.Millisecond)
+	return ids[poison]
+}
+
+// adminCall sends an admin API request with the Bearer token ("" for
+// none) and returns the status and body.
+func adminCall(t *testing.T, addr, method, path, token, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+	require.NoError(t, err)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp.StatusCode, string(data)
 }

@@ -36,6 +36,7 @@ Usage:
   authpipe healthcheck [URL]   exit 0 if /-/healthy answers 2xx (container HEALTHCHECK)
   authpipe backfill --since T  poll a window of Auth0's logs again into the buffer
   authpipe dlq CMD             list, replay or drop dead letters (authpipe dlq help)
+  authpipe audit CMD           verify or tail the audit trail (authpipe audit help)
   authpipe rules check FILE…   validate threshold rule files
   authpipe rules test FILE…    run threshold rule unit tests
   authpipe version             print the version
@@ -62,6 +63,8 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		return backfillCommand(args[1:], stdout, stderr)
 	case "dlq":
 		return dlqCommand(args[1:], stdout, stderr)
+	case "audit":
+		return auditCommand(args[1:], stdout, stderr)
 	case "rules":
 		return rulesCommand(args[1:], stdout, stderr)
 	case "check":

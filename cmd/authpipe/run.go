@@ -24,6 +24,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authpipe/authpipe/internal/admin"
+	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/auth0poll"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
@@ -108,11 +109,11 @@ type app struct {
 	logger *slog.Logger
 	reg    *prometheus.Registry
 
-	rules      rulesSource           // the threshold rules of every tenant
-	redis      redis.UniversalClient // shared by every tenant; nil with the embedded buffer
-	tenants    []*tenantPipeline     // one per configured tenant (config.AllTenants)
-	backfill   *backfiller           // the admin API's Backfiller
-	closeAdmin func() error          // closes the admin audit log; set by listen
+	rules    rulesSource           // the threshold rules of every tenant
+	redis    redis.UniversalClient // shared by every tenant; nil with the embedded buffer
+	tenants  []*tenantPipeline     // one per configured tenant (config.AllTenants)
+	backfill *backfiller           // the admin API's Backfiller
+	trail    *audit.Trail          // the admin API's audit trail; nil when the API is off
 
 	bufOK    atomic.Bool
 	draining atomic.Bool
@@ -408,6 +409,9 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 	bgDone := start("maintenance", bgCtx, a.maintain)
 	progressDone := start("progress", bgCtx, status.NewProgress(a.reg, a.logger.With("component", "progress"), nil, 0).Run)
 	go a.drainReload(bgCtx, reload)
+	if a.trail != nil {
+		go func() { _ = a.flushAudit(bgCtx) }()
+	}
 
 	var runErr error
 	select {
@@ -435,13 +439,13 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 	waitUntil(progressDone, deadline)
 	waitAll(rulesDone, deadline)
 	a.backfill.stop()
-	a.close()
+	// The HTTP server stops before Redis closes: an admin request in
+	// flight still has its audit stream, and the trail writes what it kept.
 	shutCtx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	_ = srv.Shutdown(shutCtx)
-	if err := a.closeAdmin(); err != nil {
-		a.logger.Warn("close admin audit log", "err", err)
-	}
+	a.closeTrail()
+	a.close()
 	a.logger.Info("authpipe stopped")
 	return runErr
 }
@@ -571,14 +575,18 @@ func (a *app) drainReload(ctx context.Context, reload <-chan struct{}) {
 	}
 }
 
+// listen builds the HTTP server on AUTHPIPE_LISTEN: the mux (status page,
+// metrics, probes, profiles), behind admin.Front, which routes /api/ to the
+// admin API and audits every refusal before the mux, with the timeouts and
+// bounds of config.HTTP.
 func (a *app) listen() (*http.Server, net.Listener, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/", status.NewHandler(a.reg, status.Options{Retention: a.cfg.Auth0.LogRetention}))
-	mux.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
-	mux.HandleFunc("/-/healthy", func(w http.ResponseWriter, _ *http.Request) {
+	mux.Handle("/metrics", getOnly(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg})))
+	mux.Handle("/-/healthy", getOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "authpipe is healthy")
-	})
-	mux.HandleFunc("/-/ready", func(w http.ResponseWriter, _ *http.Request) {
+	})))
+	mux.Handle("/-/ready", getOnly(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		switch {
 		case a.draining.Load():
 			http.Error(w, "authpipe is shutting down", http.StatusServiceUnavailable)
@@ -589,7 +597,7 @@ func (a *app) listen() (*http.Server, net.Listener, error) {
 		default:
 			fmt.Fprintln(w, "authpipe is ready")
 		}
-	})
+	})))
 	if a.cfg.Pprof {
 		// The handlers net/http/pprof registers on http.DefaultServeMux,
 		// mounted on this mux only when asked for (AUTHPIPE_PPROF).
@@ -599,19 +607,45 @@ func (a *app) listen() (*http.Server, net.Listener, error) {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	api, closeAdmin, err := a.adminHandler()
+	api, err := a.adminHandler()
 	if err != nil {
 		return nil, nil, err
 	}
-	a.closeAdmin = closeAdmin
-	if api != nil {
-		mux.Handle(admin.Prefix, api)
-	}
+	front := admin.NewFront(mux, api, admin.FrontConfig{MaxBodyBytes: a.cfg.HTTP.MaxBodyBytes})
 	ln, err := net.Listen("tcp", a.cfg.Listen)
 	if err != nil {
-		_ = closeAdmin()
+		a.closeTrail()
 		return nil, nil, fmt.Errorf("listen on AUTHPIPE_LISTEN %s: %w", a.cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	return srv, ln, nil
+	return newHTTPServer(a.cfg.HTTP, front, a.logger), front.Listener(ln), nil
+}
+
+// newHTTPServer is the worker's HTTP server: every timeout and bound of
+// config.HTTP set, net/http's own messages in the JSON log, and front's
+// hooks, which audit the answers net/http writes itself (431 …). Serve it
+// on front.Listener.
+func newHTTPServer(c config.HTTP, front *admin.Front, logger *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           front,
+		ReadHeaderTimeout: c.ReadHeaderTimeout,
+		ReadTimeout:       c.ReadTimeout,
+		WriteTimeout:      c.WriteTimeout,
+		IdleTimeout:       c.IdleTimeout,
+		MaxHeaderBytes:    c.MaxHeaderBytes,
+		ConnState:         front.ConnState,
+		ConnContext:       front.ConnContext,
+		ErrorLog:          slog.NewLogLogger(logger.With("component", "http").Handler(), slog.LevelWarn),
+	}
+}
+
+// getOnly serves GET and HEAD; other methods get 405.
+func getOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed: GET or HEAD", http.StatusMethodNotAllowed)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

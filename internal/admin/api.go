@@ -8,11 +8,27 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/authpipe/authpipe/internal/audit"
 )
+
+// Outcomes of the audit entry and of authpipe_admin_requests_total.
+const (
+	OutcomeAllowed = audit.OutcomeAllowed
+	OutcomeDenied  = audit.OutcomeDenied
+	OutcomeRefused = audit.OutcomeRefused
+)
+
+// Outcomes lists every outcome.
+var Outcomes = []string{OutcomeAllowed, OutcomeDenied, OutcomeRefused}
+
+// maxBodyBytes bounds a request body.
+const maxBodyBytes = 1 << 20
 
 // Prefix is where the API is mounted.
 const Prefix = "/api/v1/"
@@ -40,11 +56,37 @@ type route struct {
 	serve                   func(a *API, c *call) (int, any)
 }
 
-// call is one allowed request being served; the handler adds to the audit
-// entry what only it knows (targets, affected).
+// call is one request being served: its audit entry, which the handler
+// completes with what only it knows (the records it returns or changes),
+// and whether the request entry of a change was stored (acted) or could
+// not be (refused).
 type call struct {
-	r     *http.Request
-	entry *AuditEntry
+	api     *API
+	r       *http.Request
+	start   time.Time
+	entry   *audit.Entry
+	acted   bool
+	refused bool
+}
+
+// before stores the request entry of a change, naming what it is about to
+// change, before the change takes effect. An error means no sink took it:
+// the handler must not act and returns unavailable().
+func (c *call) before() error {
+	e := *c.entry
+	e.Kind, e.Status = audit.KindRequest, nil
+	e.LatencySeconds = c.api.clock.Since(c.start).Seconds()
+	if err := c.api.trail.Record(c.r.Context(), audit.Split(e)...); err != nil {
+		c.refused = true
+		return err
+	}
+	c.acted = true
+	return nil
+}
+
+// unavailable is the answer of a change whose request entry no sink took.
+func (c *call) unavailable() (int, any) {
+	return http.StatusServiceUnavailable, unavailableBody
 }
 
 func fixed(s string) func(*API, *http.Request) string {
@@ -52,29 +94,7 @@ func fixed(s string) func(*API, *http.Request) string {
 }
 
 func dlqResource(a *API, r *http.Request) string {
-	return "tenants/" + safeSegment(a.tenantName(r)) + "/dlq"
-}
-
-// maxSegment bounds a path segment or tenant name copied into the audit
-// entry; longer ones (a token pasted into a URL) are replaced.
-const maxSegment = 64
-
-// safeSegment is s, or "…" when it is too long to be a name.
-func safeSegment(s string) string {
-	if len(s) > maxSegment {
-		return "…"
-	}
-	return s
-}
-
-// safePath is the request path for the audit entry, each overlong segment
-// replaced (see safeSegment).
-func safePath(p string) string {
-	segs := strings.Split(p, "/")
-	for i, s := range segs {
-		segs[i] = safeSegment(s)
-	}
-	return clip(strings.Join(segs, "/"))
+	return "tenants/" + a.mask.Value(a.tenantName(r)) + "/dlq"
 }
 
 var routes = []route{
@@ -105,7 +125,9 @@ type API struct {
 	log   *slog.Logger
 	clock clockwork.Clock
 	auth  *authenticator
-	audit *auditor
+	trail *audit.Trail
+	mask  *audit.Masker
+	host  string
 
 	requests *prometheus.CounterVec
 }
@@ -127,33 +149,34 @@ func New(cfg Config, src Sources, deps Deps) (*API, error) {
 	if src.Metrics == nil {
 		return nil, errors.New("admin API: no metrics registry")
 	}
+	if deps.Trail == nil {
+		return nil, errors.New("admin API: no audit trail")
+	}
 	cfg = cfg.withDefaults()
 	deps = deps.withDefaults()
 	log := deps.Logger.With("component", "admin")
 	f := promauto.With(deps.Registerer)
+	names := make([]string, len(src.Tenants))
+	for i, t := range src.Tenants {
+		names[i] = t.Name
+	}
 	a := &API{
 		cfg:   cfg,
 		src:   src,
 		log:   log,
 		clock: deps.Clock,
+		trail: deps.Trail,
+		mask:  audit.NewMasker(cfg.Secrets, names),
+		host:  deps.Host,
 		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "authpipe_admin_requests_total",
-			Help: "Admin API requests, by operation and by whether they were allowed (authenticated and authorised) or denied.",
+			Help: "Admin API requests, by operation and outcome: allowed (authenticated and authorised), denied, or refused (503: no audit sink took the entry).",
 		}, []string{"operation", "outcome"}),
 	}
 	for _, op := range Operations() {
-		a.requests.WithLabelValues(op, OutcomeAllowed)
-		a.requests.WithLabelValues(op, OutcomeDenied)
-	}
-	auditErrors := f.NewCounterVec(prometheus.CounterOpts{
-		Name: "authpipe_admin_audit_errors_total",
-		Help: "Admin audit entries a sink failed to take (sink: the JSON-lines sink or the Redis stream).",
-	}, []string{"sink"})
-	auditErrors.WithLabelValues("sink")
-	auditErrors.WithLabelValues("redis")
-	a.audit = &auditor{
-		log: log, clock: deps.Clock, errors: auditErrors,
-		sink: deps.AuditSink, redis: deps.Redis, stream: cfg.AuditStream, retention: cfg.AuditRetention,
+		for _, o := range Outcomes {
+			a.requests.WithLabelValues(op, o)
+		}
 	}
 	a.auth = &authenticator{cfg: cfg, clock: deps.Clock}
 	if cfg.StaticToken != "" {
@@ -167,7 +190,7 @@ func New(cfg Config, src Sources, deps Deps) (*API, error) {
 		refreshes.WithLabelValues("success")
 		refreshes.WithLabelValues("error")
 		a.auth.keys = &keySet{
-			url: cfg.JWKSURL, client: deps.HTTPClient, clock: deps.Clock,
+			url: cfg.JWKSURL, name: audit.RedactURL(cfg.JWKSURL), client: deps.HTTPClient, clock: deps.Clock,
 			minRefresh: cfg.JWKSMinRefresh, maxAge: cfg.JWKSMaxAge, log: log, refreshes: refreshes,
 		}
 	}
@@ -209,11 +232,15 @@ type errorBody struct {
 	Code  string `json:"code"`
 }
 
-// ServeHTTP authenticates, authorises, serves and audits one request.
+// ServeHTTP authenticates, authorises, serves and audits one request. The
+// request's entry is stored before anything is done (a change) or shown
+// (a read, an error): when no sink takes it the answer is 503
+// audit_unavailable and nothing else happens.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := a.clock.Now()
+	c := &call{api: a, r: r, start: start, entry: a.newEntry(r, start)}
+	e := c.entry
 	rt, pathKnown := match(r.Method, r.URL.Path)
-	e := AuditEntry{Time: start.UTC(), Method: clip(r.Method), Operation: OpUnknown, Resource: safePath(r.URL.Path)}
 	if rt != nil {
 		e.Operation, e.Resource = rt.op, rt.resource(a, r)
 	}
@@ -246,14 +273,55 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		e.Reason = ReasonInsufficientScope
 	default:
 		e.Outcome = OutcomeAllowed
-		status, body = rt.serve(a, &call{r: r, entry: &e})
+		status, body = rt.serve(a, c)
 	}
-	writeJSON(w, status, body)
-	e.Status = status
-	e.LatencySeconds = a.clock.Since(start).Seconds()
-	a.audit.record(r.Context(), e)
+	a.respond(w, c, status, body)
+}
+
+// newEntry is a request's audit entry as far as the request itself says.
+func (a *API) newEntry(r *http.Request, start time.Time) *audit.Entry {
+	return &audit.Entry{
+		ID: audit.NewID(), Kind: audit.KindRequest, Time: start.UTC(), Host: a.host, RemoteAddr: r.RemoteAddr,
+		Auth: AuthNone, Method: clip(r.Method), Path: clip(a.mask.Path(r.URL.Path)), Query: a.mask.Query(r.URL.RawQuery),
+		Operation: OpUnknown, Resource: clip(a.mask.Path(r.URL.Path)),
+	}
+}
+
+// respond stores the entry, then answers. A read's (or a refusal's) entry
+// is stored first and the answer written only if a sink took it; a
+// change's request entry was stored before it acted, so its result entry
+// is stored (or kept for a sink that fails) and the answer written.
+func (a *API) respond(w http.ResponseWriter, c *call, status int, body any) {
+	e := c.entry
+	e.Status = &status
+	e.LatencySeconds = a.clock.Since(c.start).Seconds()
+	switch {
+	case c.refused:
+		a.refuse(w, c)
+	case c.acted:
+		a.trail.Defer(c.r.Context(), result(*e))
+		writeJSON(w, status, body)
+	default:
+		if err := a.trail.Record(c.r.Context(), audit.Split(*e)...); err != nil {
+			a.refuse(w, c)
+			break
+		}
+		writeJSON(w, status, body)
+	}
 	a.requests.WithLabelValues(e.Operation, e.Outcome).Inc()
-	a.log.Debug("admin request", "operation", e.Operation, "outcome", e.Outcome, "status", status, "reason", e.Reason)
+	a.log.Debug("admin request", "operation", e.Operation, "outcome", e.Outcome, "status", *e.Status, "reason", e.Reason)
+}
+
+// refuse answers 503 for want of an audit sink and records the refusal
+// where and when a sink takes it.
+func (a *API) refuse(w http.ResponseWriter, c *call) {
+	ref := refusal(*c.entry)
+	a.trail.Defer(c.r.Context(), ref)
+	*c.entry = ref
+	for _, h := range []string{"WWW-Authenticate", "Allow"} {
+		w.Header().Del(h)
+	}
+	answerUnavailable(w)
 }
 
 func writeJSON(w http.ResponseWriter, status int, body any) {
@@ -271,7 +339,7 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 
 // fail answers an internal error: logged with its cause, answered without.
 func (a *API) fail(c *call, action string, err error) (int, any) {
-	a.log.Error("admin "+action, "operation", c.entry.Operation, "err", err)
+	a.log.Error("admin request failed", "action", action, "operation", c.entry.Operation, "err", err)
 	return http.StatusInternalServerError, errorBody{action + " failed; see the worker's log", "internal"}
 }
 
@@ -282,7 +350,7 @@ func badRequest(msg string) (int, any) {
 // decodeBody reads a JSON request body into v: at most 1 MiB, no unknown
 // fields, one value.
 func decodeBody(c *call, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(nil, c.r.Body, 1<<20))
+	dec := json.NewDecoder(http.MaxBytesReader(nil, c.r.Body, maxBodyBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return fmt.Errorf("request body: %w", err)

@@ -2,145 +2,198 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
-	"log/slog"
+	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 
-	"github.com/jonboulle/clockwork"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
+	"github.com/authpipe/authpipe/internal/audit"
+	"github.com/authpipe/authpipe/internal/buffer"
 )
 
-// Outcomes of the audit entry and of authpipe_admin_requests_total.
-const (
-	OutcomeAllowed = "allowed"
-	OutcomeDenied  = "denied"
-)
+// ReasonAuditUnavailable is the code of the 503 answered when no audit
+// sink takes a request's entry.
+const ReasonAuditUnavailable = audit.ReasonUnavailable
 
-const (
-	// maxTargets bounds the ids an audit entry lists.
-	maxTargets = 100
-	// auditTimeout bounds one write to the audit stream.
-	auditTimeout = 2 * time.Second
-	// StdoutSink names standard output as the audit sink.
-	StdoutSink = "stdout"
-)
-
-// AuditEntry is one admin request's audit record; see the package doc for
-// the fields. Every field is always present in the JSON (null or "" when
-// unknown), except targets and affected, which only dead-letter changes
-// carry.
-type AuditEntry struct {
-	Time            time.Time  `json:"time"`
-	JTI             string     `json:"jti"`
-	Sub             string     `json:"sub"`
-	Exp             *time.Time `json:"exp"`
-	TokenThumbprint string     `json:"token_thumbprint"`
-	ClaimsVerified  bool       `json:"claims_verified"`
-	Auth            string     `json:"auth"`
-	Method          string     `json:"method"`
-	Operation       string     `json:"operation"`
-	Resource        string     `json:"resource"`
-	Outcome         string     `json:"outcome"`
-	Reason          string     `json:"reason"`
-	Status          int        `json:"status"`
-	LatencySeconds  float64    `json:"latency_seconds"`
-	Targets         []string   `json:"targets,omitempty"`
-	Affected        *int       `json:"affected,omitempty"`
+// unavailableBody is the answer of a request refused for want of an audit
+// sink.
+var unavailableBody = errorBody{
+	"the audit trail cannot be written, so nothing was done or shown; try again later",
+	ReasonAuditUnavailable,
 }
 
-// auditor writes audit entries to the sink and the stream.
-type auditor struct {
-	log       *slog.Logger
-	clock     clockwork.Clock
-	errors    *prometheus.CounterVec
-	mu        sync.Mutex
-	sink      io.Writer // nil: none
-	redis     redis.UniversalClient
-	stream    string // "" or with redis nil: none
-	retention time.Duration
+// answerUnavailable writes the 503 of a request refused for want of an
+// audit sink.
+func answerUnavailable(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "30")
+	writeJSON(w, http.StatusServiceUnavailable, unavailableBody)
 }
 
-// record writes e as one JSON line to the sink and as one entry to the
-// stream. Failures are counted and logged (without the entry: it names
-// people), never returned: the request has been answered.
-func (a *auditor) record(ctx context.Context, e AuditEntry) {
-	line, err := json.Marshal(e)
-	if err != nil { // cannot happen: plain fields
-		a.fail("sink", err)
-		return
+// refusal is e as recorded when no sink took it: nothing was done or
+// shown, so it names no records.
+func refusal(e audit.Entry) audit.Entry {
+	e.Kind, e.Part, e.Parts = audit.KindRequest, 1, 1
+	e.Outcome, e.Reason, e.Status = audit.OutcomeRefused, audit.ReasonUnavailable, audit.IntPtr(http.StatusServiceUnavailable)
+	e.Records, e.Missing, e.Affected = nil, nil, nil
+	return e
+}
+
+// result is the entry that follows the request entry of a change: its
+// status and what changed, without the request's lists.
+func result(e audit.Entry) audit.Entry {
+	e.Kind, e.Part, e.Parts = audit.KindResult, 1, 1
+	e.Records, e.Missing = nil, nil
+	return e
+}
+
+// Records are the audit records of dead letters.
+func Records(dls []buffer.DeadLetter) []audit.Record {
+	out := make([]audit.Record, len(dls))
+	for i, d := range dls {
+		out[i] = audit.Record{ID: d.ID, LogID: d.LogID}
 	}
-	if a.sink != nil {
-		a.mu.Lock()
-		_, err := a.sink.Write(append(line, '\n'))
-		a.mu.Unlock()
+	return out
+}
+
+// DeadLetterLister lists dead letters (both buffers are one).
+type DeadLetterLister interface {
+	DeadLettersAfter(ctx context.Context, after string, count int) ([]buffer.DeadLetter, error)
+}
+
+// resolvePage is the page size of ResolveDeadLetters.
+const resolvePage = 1000
+
+// ResolveDeadLetters returns the dead letters a replay or drop is about to
+// change, so that its audit entry can name them (id and log_id) before it
+// acts, and the change can then be made on exactly those ids: with all,
+// every dead letter there is now; else those of ids that exist (sorted,
+// once each), and the ids that are not dead letters.
+func ResolveDeadLetters(ctx context.Context, b DeadLetterLister, ids []string, all bool) (found []buffer.DeadLetter, missing []string, err error) {
+	after, last := "", ""
+	want := map[string]bool{}
+	if !all {
+		sorted := slices.Clone(ids)
+		slices.SortFunc(sorted, compareIDs)
+		sorted = slices.Compact(sorted)
+		if len(sorted) == 0 {
+			return nil, nil, nil
+		}
+		for _, id := range sorted {
+			want[id] = true
+		}
+		after, last = predecessor(sorted[0]), sorted[len(sorted)-1]
+	}
+	for {
+		page, err := b.DeadLettersAfter(ctx, after, resolvePage)
 		if err != nil {
-			a.fail("sink", err)
+			return nil, nil, fmt.Errorf("read the dead letters to change: %w", err)
 		}
+		for _, d := range page {
+			if !all && compareIDs(d.ID, last) > 0 {
+				page = nil
+				break
+			}
+			if all || want[d.ID] {
+				found = append(found, d)
+				delete(want, d.ID)
+			}
+		}
+		if len(page) < resolvePage {
+			break
+		}
+		after = page[len(page)-1].ID
 	}
-	if a.redis != nil && a.stream != "" {
-		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), auditTimeout)
-		defer cancel()
-		if err := a.xadd(wctx, line); err != nil {
-			a.fail("redis", err)
-		}
+	for id := range want {
+		missing = append(missing, id)
+	}
+	slices.SortFunc(missing, compareIDs)
+	return found, missing, nil
+}
+
+// IDs are the ids of dead letters.
+func IDs(dls []buffer.DeadLetter) []string {
+	out := make([]string, len(dls))
+	for i, d := range dls {
+		out[i] = d.ID
+	}
+	return out
+}
+
+// splitID reads "<ms>-<seq>"; ok false for anything else.
+func splitID(id string) (ms, seq uint64, ok bool) {
+	a, b, found := strings.Cut(id, "-")
+	if !found {
+		return 0, 0, false
+	}
+	ms, err1 := strconv.ParseUint(a, 10, 64)
+	seq, err2 := strconv.ParseUint(b, 10, 64)
+	return ms, seq, err1 == nil && err2 == nil
+}
+
+// compareIDs orders stream ids numerically.
+func compareIDs(a, b string) int {
+	am, as, _ := splitID(a)
+	bm, bs, _ := splitID(b)
+	switch {
+	case am != bm:
+		return cmpU(am, bm)
+	default:
+		return cmpU(as, bs)
 	}
 }
 
-// xadd appends line to the stream with an id from the clock, trimming
-// entries older than the retention in the same command (MINID, exact).
-// When the clock is behind the stream's last id, Redis picks the id.
-func (a *auditor) xadd(ctx context.Context, line []byte) error {
-	now := a.clock.Now()
-	minID := strconv.FormatInt(max(now.Add(-a.retention).UnixMilli(), 0), 10)
-	args := &redis.XAddArgs{
-		Stream: a.stream,
-		MinID:  minID,
-		ID:     strconv.FormatInt(max(now.UnixMilli(), 1), 10) + "-*",
-		Values: []any{"entry", line},
+func cmpU(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
 	}
-	err := a.redis.XAdd(ctx, args).Err()
-	if err != nil && strings.Contains(err.Error(), "equal or smaller") {
-		args.ID = "*"
-		err = a.redis.XAdd(ctx, args).Err()
+	return 0
+}
+
+// predecessor is the id just before id ("" for the first possible).
+func predecessor(id string) string {
+	ms, seq, ok := splitID(id)
+	switch {
+	case !ok || (ms == 0 && seq == 0):
+		return ""
+	case seq > 0:
+		return strconv.FormatUint(ms, 10) + "-" + strconv.FormatUint(seq-1, 10)
+	default:
+		return strconv.FormatUint(ms-1, 10) + "-18446744073709551615"
 	}
+}
+
+// Digests are rule files with the SHA-256 of their content as it is now.
+func Digests(files []string) []audit.FileDigest {
+	out := make([]audit.FileDigest, 0, len(files))
+	for _, f := range files {
+		d := audit.FileDigest{Path: f}
+		if sum, err := fileSHA256(f); err != nil {
+			d.Error = "unreadable: " + err.Error()
+		} else {
+			d.SHA256 = sum
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
 	if err != nil {
-		return fmt.Errorf("append audit entry to %s: %w", a.stream, err)
+		return "", err
 	}
-	return nil
-}
-
-func (a *auditor) fail(sink string, err error) {
-	a.errors.WithLabelValues(sink).Inc()
-	a.log.Error("write admin audit entry", "sink", sink, "err", err)
-}
-
-// OpenAuditSink opens the audit sink named by spec: "stdout" (or "") for
-// standard output, else a file path, created with mode 0600 if missing and
-// appended to. The returned close function closes the file (a no-op for
-// stdout).
-func OpenAuditSink(spec string) (io.Writer, func() error, error) {
-	if spec == "" || spec == StdoutSink {
-		return os.Stdout, func() error { return nil }, nil
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
 	}
-	f, err := os.OpenFile(spec, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, nil, fmt.Errorf("open admin audit log: %w", err)
-	}
-	var once sync.Once
-	var cerr error
-	return f, func() error {
-		once.Do(func() { cerr = f.Close() })
-		if cerr != nil && !errors.Is(cerr, os.ErrClosed) {
-			return fmt.Errorf("close admin audit log: %w", cerr)
-		}
-		return nil
-	}, nil
+	return hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -16,6 +16,8 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/jonboulle/clockwork"
+
+	"github.com/authpipe/authpipe/internal/audit"
 )
 
 // Scopes, one per operation (see the package doc).
@@ -47,6 +49,7 @@ const (
 	ReasonBadAudience       = "bad_audience"
 	ReasonMissingClaims     = "missing_claims"
 	ReasonInvalidToken      = "invalid_token"
+	ReasonBadStaticToken    = "bad_static_token"
 	ReasonJWKSUnavailable   = "jwks_unavailable"
 	ReasonInsufficientScope = "insufficient_scope"
 	ReasonNotFound          = "not_found"
@@ -55,9 +58,9 @@ const (
 
 // Authentication methods of the audit entry.
 const (
-	AuthJWT    = "jwt"
-	AuthStatic = "static"
-	AuthNone   = "none"
+	AuthJWT    = audit.AuthJWT
+	AuthStatic = audit.AuthStatic
+	AuthNone   = audit.AuthNone
 )
 
 const (
@@ -101,8 +104,9 @@ var denials = map[string]denial{
 	ReasonNotYetValid:     {ReasonNotYetValid, http.StatusUnauthorized, "the access token is not valid yet"},
 	ReasonBadIssuer:       {ReasonBadIssuer, http.StatusUnauthorized, "the access token is from another issuer"},
 	ReasonBadAudience:     {ReasonBadAudience, http.StatusUnauthorized, "the access token is for another audience"},
-	ReasonMissingClaims:   {ReasonMissingClaims, http.StatusUnauthorized, "the access token lacks the exp claim"},
+	ReasonMissingClaims:   {ReasonMissingClaims, http.StatusUnauthorized, "the access token lacks the jti, sub or exp claim"},
 	ReasonInvalidToken:    {ReasonInvalidToken, http.StatusUnauthorized, "the access token is not valid"},
+	ReasonBadStaticToken:  {ReasonBadStaticToken, http.StatusUnauthorized, "the token is not the static token"},
 	ReasonJWKSUnavailable: {ReasonJWKSUnavailable, http.StatusServiceUnavailable, "the signing keys cannot be fetched; try again later"},
 }
 
@@ -115,14 +119,14 @@ type authenticator struct {
 	hasStatic bool
 }
 
-// thumbprint is the audit's name for a token: base64url SHA-256.
-func thumbprint(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return base64.RawURLEncoding.EncodeToString(sum[:])
-}
-
 // authenticate returns the request's identity, or why it is refused (with
 // as much of the identity as is known, for the audit).
+//
+// A token is checked in one mode, and refused with that mode's reasons:
+// the static token when static-token mode is on and the token is not
+// shaped like a JWT (or JWT mode is off), else a JWT. The thumbprint is
+// taken of Bearer tokens only: another scheme's credentials (Basic: a
+// password) are not hashed into the trail.
 func (a *authenticator) authenticate(ctx context.Context, r *http.Request) (identity, *denial) {
 	id := identity{auth: AuthNone}
 	values := r.Header.Values("Authorization")
@@ -134,18 +138,13 @@ func (a *authenticator) authenticate(ctx context.Context, r *http.Request) (iden
 	}
 	scheme, token, _ := strings.Cut(strings.TrimSpace(values[0]), " ")
 	token = strings.TrimLeft(token, " ")
-	if token != "" {
-		id.thumbprint = thumbprint(token)
-	}
 	if !strings.EqualFold(scheme, "Bearer") {
 		return id, deny(ReasonMalformedToken)
 	}
 	if token == "" {
 		return id, deny(ReasonMissingToken)
 	}
-	if len(token) > maxTokenBytes || !b64token.MatchString(token) {
-		return id, deny(ReasonMalformedToken)
-	}
+	id.thumbprint = audit.Thumbprint(token)
 	if a.hasStatic {
 		sum := sha256.Sum256([]byte(token))
 		if subtle.ConstantTimeCompare(sum[:], a.static[:]) == 1 {
@@ -156,12 +155,27 @@ func (a *authenticator) authenticate(ctx context.Context, r *http.Request) (iden
 			}
 			return id, nil
 		}
-	}
-	if a.keys == nil {
-		return id, deny(ReasonInvalidToken)
+		if a.keys == nil || !jwtShaped(token) {
+			id.auth = AuthStatic
+			return id, deny(ReasonBadStaticToken)
+		}
 	}
 	id.auth = AuthJWT
+	if len(token) > maxTokenBytes || !b64token.MatchString(token) {
+		return id, deny(ReasonMalformedToken)
+	}
 	return a.verifyJWT(ctx, token, id)
+}
+
+// jwtShaped reports whether token looks like a compact JWS: three
+// base64url segments, the first a JSON object.
+func jwtShaped(token string) bool {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 || len(token) > maxTokenBytes {
+		return false
+	}
+	var head map[string]any
+	return decodeSegment(parts[0], &head) == nil
 }
 
 func deny(reason string) *denial {
@@ -228,7 +242,8 @@ func (a *authenticator) verifyJWT(ctx context.Context, token string, id identity
 		t := std.Expiry.Time().UTC()
 		id.exp = &t
 	}
-	if std.Expiry == nil {
+	if std.Expiry == nil || std.Subject == "" || std.ID == "" {
+		// Every action must be traceable to a person and a token.
 		return id, deny(ReasonMissingClaims)
 	}
 	err = std.ValidateWithLeeway(jwt.Expected{

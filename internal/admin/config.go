@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -12,8 +11,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 
+	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/thresholds"
@@ -25,7 +24,6 @@ const (
 	DefaultJWKSMinRefresh = 30 * time.Second
 	DefaultJWKSMaxAge     = 10 * time.Minute
 	DefaultJWKSTimeout    = 5 * time.Second
-	DefaultAuditRetention = 720 * time.Hour
 	DefaultGroup          = "forward"
 	// minStaticToken is the shortest static token accepted.
 	minStaticToken = 32
@@ -54,11 +52,10 @@ type Config struct {
 	// StaticToken, when set, is a token allowed every operation (local
 	// use). At least 32 characters.
 	StaticToken config.Secret
-	// AuditStream is the Redis stream that also receives the audit
-	// entries ("" for none); it needs Deps.Redis.
-	AuditStream string
-	// AuditRetention bounds the audit stream by age (MINID); default 720h.
-	AuditRetention time.Duration
+	// Secrets are the configured secrets (config.Config.Secrets): a path or
+	// query segment equal to one is masked in the audit entries and logs,
+	// as is every segment of audit.MaskLength characters or more.
+	Secrets []string
 	// Group is the consumer group whose backlog status reports; default
 	// "forward".
 	Group string
@@ -91,7 +88,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"leeway", c.Leeway}, {"JWKS minimum refresh", c.JWKSMinRefresh}, {"JWKS max age", c.JWKSMaxAge}, {"audit retention", c.AuditRetention}} {
+	}{{"leeway", c.Leeway}, {"JWKS minimum refresh", c.JWKSMinRefresh}, {"JWKS max age", c.JWKSMaxAge}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("admin API: %s %s must not be negative", d.name, d.v))
 		}
@@ -112,9 +109,6 @@ func (c Config) withDefaults() Config {
 	if c.JWKSMaxAge == 0 {
 		c.JWKSMaxAge = DefaultJWKSMaxAge
 	}
-	if c.AuditRetention == 0 {
-		c.AuditRetention = DefaultAuditRetention
-	}
 	if c.Group == "" {
 		c.Group = DefaultGroup
 	}
@@ -123,17 +117,17 @@ func (c Config) withDefaults() Config {
 
 // Deps are the injected collaborators. Zero values get defaults: a
 // discarding logger, a fresh registry, the real clock, an HTTP client with
-// a 5s timeout for the key set, no audit sink (AuditSink nil writes no
-// lines; cmd always gives one) and no audit stream.
+// a 5s timeout for the key set, and the host name. Trail is required.
 type Deps struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Clock      clockwork.Clock
 	HTTPClient *http.Client
-	// AuditSink takes the audit entries as JSON lines; see OpenAuditSink.
-	AuditSink io.Writer
-	// Redis holds the audit stream (Config.AuditStream).
-	Redis redis.UniversalClient
+	// Trail stores the audit entries (package audit); every request's
+	// entry is stored before anything is done or shown.
+	Trail *audit.Trail
+	// Host names this replica in the entries; default the host name.
+	Host string
 }
 
 func (d Deps) withDefaults() Deps {
@@ -148,6 +142,9 @@ func (d Deps) withDefaults() Deps {
 	}
 	if d.HTTPClient == nil {
 		d.HTTPClient = &http.Client{Timeout: DefaultJWKSTimeout}
+	}
+	if d.Host == "" {
+		d.Host = audit.Hostname()
 	}
 	return d
 }

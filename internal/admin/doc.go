@@ -1,14 +1,26 @@
 // Package admin is authpipe's admin API: JSON endpoints under /api/v1/ on
 // the worker's listener for pipeline status, threshold rules and breaches,
 // dead letters and backfills, behind Bearer-token authentication, with an
-// audit entry for every request.
+// audit entry for every request that is stored before anything is done or
+// shown.
 //
 // Guarantee: every request that reaches the API, allowed or denied, is
 // answered only after it was authenticated and authorised for its
-// operation, and produces exactly one audit entry (written after the
-// response is decided, before the handler returns). No raw token is ever
-// written anywhere: not to the audit entry (it carries the token's SHA-256
-// thumbprint), not to a log line, not to an error or a response body.
+// operation, and only after its audit entry was stored by at least one
+// sink of the audit trail (package audit). A read builds its answer, stores
+// the entry naming the records it returns, then answers; a change stores
+// the entry naming the records it is about to change, acts, then stores a
+// result entry (kept for a sink that fails, never blocking the answer:
+// the change has happened). When no sink takes an entry the request is
+// answered 503 audit_unavailable, nothing is done or shown, and the
+// refusal is recorded as soon as a sink takes it. No raw token is ever
+// written anywhere: not to the audit entry (it carries the SHA-256
+// thumbprint of a Bearer token), not to a log line, an error or a response.
+//
+// Front, in front of the server's mux, routes /api/ here and audits the
+// refusals the mux would never see: paths it would redirect, bodies above
+// the bound, and, through the connection hooks, what net/http answers
+// itself (431 for oversize headers, 400, 501, 505, 417).
 //
 // # Authentication
 //
@@ -44,7 +56,14 @@
 // Static-token mode, for local use, is off unless Config.StaticToken is
 // set: a request whose Bearer token equals it (compared in constant time
 // over SHA-256 digests) is allowed every operation, as sub "static-token".
-// Both modes can be on at once.
+// Both modes can be on at once: a token shaped like a JWT is checked as
+// one, any other as the static token. Refusals are named for the mode the
+// token was checked in: bad_static_token for a wrong static token, the
+// JWT reasons (see Audit) for a JWT.
+//
+// Identity is required: a verified JWT without jti or sub (or exp) is
+// refused 401 missing_claims. Auth0's default access-token profile has no
+// jti: the API registered in Auth0 must use the RFC 9068 profile.
 //
 // A missing, malformed or invalid token is answered 401 with a
 // WWW-Authenticate: Bearer challenge (RFC 6750); a valid token without the
@@ -54,38 +73,40 @@
 //
 // # Audit
 //
-// One JSON object per request, as one line on the sink (stdout or a file)
-// and, with the Redis buffer, as the field "entry" of an entry of the
-// Redis stream Config.AuditStream, trimmed by MINID to Config.AuditRetention
-// on every write. With the embedded buffer only the sink is written. Every
-// entry has every field below (null or "" when unknown):
+// Entries are package audit's (see its doc for every field), written to
+// the trail Deps.Trail. What each operation names:
 //
-//	time              request time, RFC 3339 (UTC)
-//	jti, sub          the token's jti and sub claims
-//	exp               the token's expiry, RFC 3339, or null
-//	token_thumbprint  base64url (no padding) of SHA-256 of the raw token; "" without a token
-//	claims_verified   true when jti, sub and exp come from a verified token;
-//	                  false: read from a refused token, for forensics only
-//	auth              "jwt", "static" or "none"
-//	method            HTTP method
-//	operation         status, rules_list, rules_reload, breaches, dlq_list,
-//	                  dlq_replay, dlq_drop, backfill_start, backfill_progress, unknown
-//	resource          what the operation reads or changes: "status",
-//	                  "rules", "tenants/<tenant>/dlq", "backfill", or the path
-//	outcome           "allowed" (authenticated and authorised) or "denied"
-//	reason            why it was denied (missing_token, malformed_token,
-//	                  bad_algorithm, unknown_kid, bad_signature, expired,
-//	                  not_yet_valid, bad_issuer, bad_audience, missing_claims,
-//	                  invalid_token, jwks_unavailable, insufficient_scope,
-//	                  not_found, method_not_allowed); "" when allowed
-//	status            HTTP status answered
-//	latency_seconds   time from the request to the response
+//	status             tenants: the tenants reported
+//	rules_list         rules: the rule names returned
+//	breaches           rules: the breached rule names returned
+//	rules_reload       rule_files: path and SHA-256 of the files about to be
+//	                   read (request), of the files loaded (result); affected:
+//	                   rules loaded
+//	dlq_list           tenants; records: every dead letter returned (id,
+//	                   log_id); query: tenant, limit, after, raw
+//	dlq_replay, _drop  tenants; records: every dead letter about to change
+//	                   ("all" resolved to the dead letters there are now, and
+//	                   exactly those are changed); missing: ids asked for that
+//	                   are not dead letters; affected (result): how many changed
+//	backfill_start     tenants, window; backfill_id (result)
+//	backfill_progress  backfill_id
 //
-// and, for dead-letter changes, targets (the ids, or ["all"]; at most 100)
-// and affected (how many changed).
+// Reasons of a denial: missing_token, malformed_token, bad_algorithm,
+// unknown_kid, bad_signature, expired, not_yet_valid, bad_issuer,
+// bad_audience, missing_claims, invalid_token, jwks_unavailable (JWT);
+// bad_static_token (static token); insufficient_scope, not_found,
+// method_not_allowed; before the mux (Front): bad_path, body_too_large,
+// header_too_large, bad_request, unsupported_transfer_encoding,
+// http_version_not_supported, expectation_failed. Of a refusal:
+// audit_unavailable.
 //
-// Counters authpipe_admin_requests_total{operation,outcome} exist for every
-// operation and outcome from the start; authpipe_admin_audit_errors_total{sink}
-// counts entries a sink failed to take (logged at error), and
-// authpipe_admin_jwks_refreshes_total{result} the key-set fetches.
+// Lists longer than audit.MaxListPart are split over entries sharing one
+// id (part, parts), never cut. Path and query segments of 32 characters or
+// more, or equal to a configured secret (Config.Secrets), are masked.
+//
+// Counters authpipe_admin_requests_total{operation,outcome} (outcome
+// allowed, denied or refused) exist for every operation and outcome from
+// the start; the trail's own metrics are authpipe_admin_audit_errors_total,
+// _pending_entries and _dropped_total{sink}, and
+// authpipe_admin_jwks_refreshes_total{result} counts key-set fetches.
 package admin

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/status"
@@ -101,6 +102,7 @@ func (a *API) serveStatus(c *call) (int, any) {
 			ts.Backlog, ts.Pending, ts.StreamLength, ts.DeadLetters = st.Backlog, st.Pending, st.Length, st.DeadLetters
 		}
 		resp.Tenants = append(resp.Tenants, ts)
+		c.entry.Tenants = append(c.entry.Tenants, t.Name)
 	}
 	if a.src.Rules != nil {
 		rs := a.src.Rules.Rules()
@@ -183,8 +185,11 @@ func (a *API) rules() (RulesResponse, map[string]status.Rule, error) {
 	return resp, state, err
 }
 
-func (a *API) serveRules(*call) (int, any) {
+func (a *API) serveRules(c *call) (int, any) {
 	resp, _, _ := a.rules()
+	for _, r := range resp.Rules {
+		c.entry.Rules = append(c.entry.Rules, r.Name)
+	}
 	return http.StatusOK, resp
 }
 
@@ -196,7 +201,7 @@ type BreachesResponse struct {
 	Breaches []RuleView `json:"breaches"`
 }
 
-func (a *API) serveBreaches(*call) (int, any) {
+func (a *API) serveBreaches(c *call) (int, any) {
 	all, _, _ := a.rules()
 	resp := BreachesResponse{Enabled: all.Enabled, Leader: all.Leader, Breaches: []RuleView{}}
 	for _, r := range all.Rules {
@@ -205,6 +210,9 @@ func (a *API) serveBreaches(*call) (int, any) {
 		}
 	}
 	sort.SliceStable(resp.Breaches, func(i, j int) bool { return resp.Breaches[i].Value > resp.Breaches[j].Value })
+	for _, r := range resp.Breaches {
+		c.entry.Rules = append(c.entry.Rules, r.Name)
+	}
 	return http.StatusOK, resp
 }
 
@@ -218,15 +226,28 @@ func (a *API) serveReload(c *call) (int, any) {
 	if a.src.Rules == nil {
 		return http.StatusConflict, errorBody{"threshold checks are off on this worker", "rules_off"}
 	}
-	if err := a.src.Rules.Reload(); err != nil {
-		// The rule file's problems, for the operator who changed it; the
-		// previous rules stay in force.
-		return http.StatusUnprocessableEntity, errorBody{err.Error() + "; the previous rules stay in force", "invalid_rules"}
+	// Before: the files of the rules in force, as they are on disk now
+	// (what the reload reads). After: the files of the rules loaded.
+	if rs := a.src.Rules.Rules(); rs != nil {
+		c.entry.RuleFiles = Digests(rs.Files)
 	}
+	if err := c.before(); err != nil {
+		return c.unavailable()
+	}
+	err := a.src.Rules.Reload()
 	n := 0
+	c.entry.RuleFiles = nil
 	if rs := a.src.Rules.Rules(); rs != nil {
 		n = len(rs.Rules)
+		c.entry.RuleFiles = Digests(rs.Files)
 	}
+	if err != nil {
+		// The rule file's problems, for the operator who changed it; the
+		// previous rules stay in force.
+		c.entry.Affected = audit.IntPtr(0)
+		return http.StatusUnprocessableEntity, errorBody{err.Error() + "; the previous rules stay in force", "invalid_rules"}
+	}
+	c.entry.Affected = &n
 	return http.StatusOK, ReloadResponse{Reloaded: true, Rules: n}
 }
 
@@ -315,6 +336,7 @@ func (a *API) serveDLQList(c *call) (int, any) {
 	if after != "" && !validDLQID(after) {
 		return badRequest("after: want a dead-letter id <ms>-<seq>, as listed")
 	}
+	c.entry.Tenants = []string{t.Name}
 	dls, err := t.Buffer.DeadLettersAfter(c.r.Context(), after, limit+1)
 	if err != nil {
 		return a.fail(c, "list dead letters", err)
@@ -327,9 +349,9 @@ func (a *API) serveDLQList(c *call) (int, any) {
 	for _, d := range dls {
 		resp.DeadLetters = append(resp.DeadLetters, NewDeadLetterView(d, withRaw))
 	}
-	if withRaw {
-		c.entry.Targets = []string{"raw"}
-	}
+	// The entry names every dead letter returned; respond stores it before
+	// the answer is written.
+	c.entry.Records = Records(dls)
 	return http.StatusOK, resp
 }
 
@@ -372,21 +394,34 @@ func (a *API) changeDLQ(c *call, replay bool) (int, any) {
 			return badRequest("ids: want dead-letter ids <ms>-<seq>, as listed")
 		}
 	}
-	if req.All {
-		c.entry.Targets = []string{"all"}
-	} else {
-		c.entry.Targets = append([]string(nil), req.IDs[:min(len(req.IDs), maxTargets)]...)
+	c.entry.Tenants = []string{t.Name}
+	// Name what is about to change (every dead letter there is now, for
+	// all), store that, then change exactly those.
+	found, missing, err := ResolveDeadLetters(c.r.Context(), t.Buffer, req.IDs, req.All)
+	if err != nil {
+		return a.fail(c, "read the dead letters to change", err)
 	}
-	var (
-		n   int
-		err error
-	)
-	if replay {
-		n, err = t.Buffer.ReplayDeadLetters(c.r.Context(), req.IDs)
-	} else {
-		n, err = t.Buffer.DropDeadLetters(c.r.Context(), req.IDs)
-	}
+	c.entry.Records, c.entry.Missing = Records(found), missing
+	n := 0
 	c.entry.Affected = &n
+	resp := DLQChangeResponse{Tenant: t.Name}
+	if len(found) == 0 {
+		// Nothing to change: one entry, stored before the answer.
+		if replay {
+			resp.Replayed = &n
+		} else {
+			resp.Dropped = &n
+		}
+		return http.StatusOK, resp
+	}
+	if err := c.before(); err != nil {
+		return c.unavailable()
+	}
+	if replay {
+		n, err = t.Buffer.ReplayDeadLetters(c.r.Context(), IDs(found))
+	} else {
+		n, err = t.Buffer.DropDeadLetters(c.r.Context(), IDs(found))
+	}
 	if err != nil {
 		action := "drop dead letters"
 		if replay {
@@ -394,7 +429,6 @@ func (a *API) changeDLQ(c *call, replay bool) (int, any) {
 		}
 		return a.fail(c, action, err)
 	}
-	resp := DLQChangeResponse{Tenant: t.Name}
 	if replay {
 		resp.Replayed = &n
 	} else {
@@ -448,7 +482,13 @@ func (a *API) serveBackfillStart(c *call) (int, any) {
 	if since.After(a.clock.Now()) {
 		return badRequest("since: in the future")
 	}
-	c.entry.Targets = []string{"since=" + since.UTC().Format(time.RFC3339)}
+	c.entry.Window = &audit.Window{Since: since.UTC()}
+	for _, t := range a.src.Tenants {
+		c.entry.Tenants = append(c.entry.Tenants, t.Name)
+	}
+	if err := c.before(); err != nil {
+		return c.unavailable()
+	}
 	id, err := a.src.Backfill.Start(c.r.Context(), since)
 	switch {
 	case errors.Is(err, ErrBackfillRunning):
@@ -462,12 +502,15 @@ func (a *API) serveBackfillStart(c *call) (int, any) {
 	if p.ID == "" {
 		p.ID = id
 	}
+	c.entry.BackfillID = id
 	return http.StatusAccepted, p
 }
 
-func (a *API) serveBackfillProgress(*call) (int, any) {
+func (a *API) serveBackfillProgress(c *call) (int, any) {
 	if a.src.Backfill == nil {
 		return backfillMissing()
 	}
-	return http.StatusOK, a.src.Backfill.Progress()
+	p := a.src.Backfill.Progress()
+	c.entry.BackfillID = p.ID
+	return http.StatusOK, p
 }

@@ -2,9 +2,13 @@ package admin_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -16,11 +20,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/admin"
+	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/metrics"
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/thresholds"
@@ -126,9 +133,9 @@ func deadLetters(t *testing.T, b interface {
 	for _, e := range es {
 		require.NoError(t, b.DeadLetter(ctx, "forward", e, buffer.Reason(buffer.ReasonSegmentRejected, "400 invalid")))
 	}
-	dls, err := b.DeadLetters(ctx, 100)
+	dls, err := b.DeadLetters(ctx, n+100)
 	require.NoError(t, err)
-	require.Len(t, dls, n)
+	require.Equal(t, n, len(dls))
 	return dls
 }
 
@@ -153,6 +160,8 @@ func TestEndpoints(t *testing.T) {
 	value.WithLabelValues("QuietRule").Set(3)
 
 	tok := func(scope string) string { return w.jwks.MintToken(sim.Claims{"scope": scope}) }
+	sum := sha256.Sum256([]byte(rulesYAML))
+	rulesDigest := hex.EncodeToString(sum[:])
 	sinceOK := time.Now().Add(-time.Hour).UTC().Truncate(time.Second).Format(time.RFC3339)
 	tests := []struct {
 		name       string
@@ -208,9 +217,13 @@ func TestEndpoints(t *testing.T) {
 				require.Equal(t, "FailedLoginsPerIP", br.Breaches[1].Name)
 			}},
 		{name: "reload", method: "POST", path: "/api/v1/rules/reload", scope: admin.ScopeWriteRules, wantStatus: 200, resource: "rules", op: admin.OpRulesReload,
-			check: func(t *testing.T, r response, _ map[string]any) {
+			check: func(t *testing.T, r response, e map[string]any) {
 				require.JSONEq(t, `{"reloaded":true,"rules":3}`, r.body)
 				require.Equal(t, 1, rules.reloads)
+				files := []any{map[string]any{"path": rules.rs.Files[0], "sha256": rulesDigest}}
+				require.Equal(t, files, e["rule_files"], "the files loaded")
+				require.EqualValues(t, 3, e["affected"])
+				require.Equal(t, files, w.requestOf(e)["rule_files"], "the files about to be read")
 			}},
 		{name: "dlq list without raw events", method: "GET", path: "/api/v1/dlq", scope: admin.ScopeReadDLQ, wantStatus: 200, resource: "tenants/" + w.tenant + "/dlq", op: admin.OpDLQList,
 			check: func(t *testing.T, r response, _ map[string]any) {
@@ -233,7 +246,14 @@ func TestEndpoints(t *testing.T) {
 				require.Equal(t, dls[1].ID, d.DeadLetters[0].ID)
 				require.Equal(t, dls[2].ID, d.Next)
 				require.JSONEq(t, string(dls[1].Raw), string(d.DeadLetters[0].Raw))
-				require.Equal(t, []any{"raw"}, e["targets"])
+				// The entry names the dead letters returned, and the query.
+				require.Equal(t, []any{
+					map[string]any{"id": dls[1].ID, "log_id": dls[1].LogID},
+					map[string]any{"id": dls[2].ID, "log_id": dls[2].LogID},
+				}, e["records"])
+				require.Equal(t, map[string]any{"raw": []any{"true"}, "limit": []any{"2"}, "after": []any{dls[0].ID}}, e["query"])
+				require.Equal(t, []any{w.tenant}, e["tenants"])
+				require.Equal(t, admin.OutcomeAllowed, e["outcome"])
 			}},
 		{name: "dlq list of an unknown tenant", method: "GET", path: "/api/v1/dlq?tenant=nobody", scope: admin.ScopeReadDLQ, wantStatus: 404, resource: "tenants/nobody/dlq", op: admin.OpDLQList},
 		{name: "dlq list bad limit", method: "GET", path: "/api/v1/dlq?limit=0", scope: admin.ScopeReadDLQ, wantStatus: 400, resource: "tenants/" + w.tenant + "/dlq", op: admin.OpDLQList},
@@ -241,8 +261,14 @@ func TestEndpoints(t *testing.T) {
 			wantStatus: 200, resource: "tenants/" + w.tenant + "/dlq", op: admin.OpDLQReplay,
 			check: func(t *testing.T, r response, e map[string]any) {
 				require.JSONEq(t, `{"tenant":"`+w.tenant+`","replayed":2}`, r.body)
-				require.Equal(t, []any{dls[0].ID, dls[1].ID}, e["targets"])
+				require.Equal(t, audit.KindResult, e["kind"])
 				require.EqualValues(t, 2, e["affected"])
+				req := w.requestOf(e)
+				require.Nil(t, req["status"], "written before the change: no status yet")
+				require.Equal(t, []any{
+					map[string]any{"id": dls[0].ID, "log_id": dls[0].LogID},
+					map[string]any{"id": dls[1].ID, "log_id": dls[1].LogID},
+				}, req["records"])
 				es, err := w.buf.Read(t.Context(), "forward", "c", 10, -1)
 				require.NoError(t, err)
 				require.Equal(t, []string{dls[0].LogID, dls[1].LogID}, []string{es[0].LogID, es[1].LogID})
@@ -256,12 +282,17 @@ func TestEndpoints(t *testing.T) {
 			check: func(t *testing.T, r response, e map[string]any) {
 				require.JSONEq(t, `{"tenant":"`+w.tenant+`","dropped":1}`, r.body)
 				require.EqualValues(t, 1, e["affected"])
+				require.Equal(t, []any{map[string]any{"id": dls[2].ID, "log_id": dls[2].LogID}}, w.requestOf(e)["records"])
 			}},
 		{name: "dlq replay all", method: "POST", path: "/api/v1/dlq/replay?tenant=" + w.tenant, scope: admin.ScopeWriteDLQ, body: admin.DLQRequest{All: true},
 			wantStatus: 200, resource: "tenants/" + w.tenant + "/dlq", op: admin.OpDLQReplay,
 			check: func(t *testing.T, r response, e map[string]any) {
 				require.JSONEq(t, `{"tenant":"`+w.tenant+`","replayed":2}`, r.body)
-				require.Equal(t, []any{"all"}, e["targets"])
+				// "all" is recorded as the dead letters it meant.
+				require.Equal(t, []any{
+					map[string]any{"id": dls[3].ID, "log_id": dls[3].LogID},
+					map[string]any{"id": dls[4].ID, "log_id": dls[4].LogID},
+				}, w.requestOf(e)["records"])
 				left, err := w.buf.DeadLetters(t.Context(), 10)
 				require.NoError(t, err)
 				require.Empty(t, left)
@@ -280,11 +311,16 @@ func TestEndpoints(t *testing.T) {
 				r.json(t, &st)
 				require.Equal(t, "bf-1", st.ID)
 				require.Equal(t, "running", st.State)
-				require.Equal(t, []any{"since=" + sinceOK}, e["targets"])
+				require.Equal(t, "bf-1", e["backfill_id"])
+				req := w.requestOf(e)
+				require.Equal(t, map[string]any{"since": sinceOK, "until": nil}, req["window"])
+				require.Equal(t, []any{w.tenant}, req["tenants"])
 			}},
 		{name: "backfill start while running", method: "POST", path: "/api/v1/backfill", scope: admin.ScopeWriteBackfill, body: map[string]string{"since": sinceOK},
 			wantStatus: 409, resource: "backfill", op: admin.OpBackfillStart},
 		{name: "unknown path", method: "GET", path: "/api/v1/secrets", scope: admin.ScopeReadStatus, wantStatus: 404, resource: "/api/v1/secrets", op: admin.OpUnknown},
+		{name: "outside the version", method: "GET", path: "/api/v2/dlq", scope: admin.ScopeReadDLQ, wantStatus: 404, resource: "/api/v2/dlq", op: admin.OpUnknown},
+		{name: "the prefix alone", method: "GET", path: "/api/v1", scope: admin.ScopeReadDLQ, wantStatus: 404, resource: "/api/v1", op: admin.OpUnknown},
 		{name: "wrong method", method: "GET", path: "/api/v1/dlq/replay", scope: admin.ScopeWriteDLQ, wantStatus: 405, resource: "/api/v1/dlq/replay", op: admin.OpUnknown,
 			check: func(t *testing.T, r response, _ map[string]any) { require.Equal(t, "POST", r.header.Get("Allow")) }},
 	}
@@ -371,17 +407,23 @@ func TestNotConfigured(t *testing.T) {
 func TestMetricsAtStart(t *testing.T) {
 	w := newWorld(t, worldOpts{static: true})
 	for _, op := range admin.Operations() {
-		for _, o := range []string{admin.OutcomeAllowed, admin.OutcomeDenied} {
+		for _, o := range admin.Outcomes {
 			require.Zero(t, counter(t, w, op, o), "%s %s", op, o)
 		}
 	}
-	require.Zero(t, metricValue(t, w, "authpipe_admin_audit_errors_total", "sink", "sink"))
-	require.Zero(t, metricValue(t, w, "authpipe_admin_audit_errors_total", "sink", "redis"))
+	for _, sink := range []string{audit.LogSinkName, audit.RedisSinkName} {
+		require.Zero(t, metricValue(t, w, "authpipe_admin_audit_errors_total", "sink", sink))
+		require.Zero(t, metricValue(t, w, "authpipe_admin_audit_pending_entries", "sink", sink))
+		require.Zero(t, metricValue(t, w, "authpipe_admin_audit_dropped_total", "sink", sink))
+	}
 	require.Zero(t, metricValue(t, w, "authpipe_admin_jwks_refreshes_total", "result", "success"))
+	problems, err := testutil.GatherAndLint(w.reg)
+	require.NoError(t, err)
+	require.Empty(t, problems)
 }
 
 // TestConcurrentRequests: the audit takes concurrent requests whole, one
-// line each.
+// line each, on one chain per sink.
 func TestConcurrentRequests(t *testing.T) {
 	w := newWorld(t, worldOpts{static: true})
 	var wg sync.WaitGroup
@@ -405,12 +447,14 @@ func TestConcurrentRequests(t *testing.T) {
 	require.Len(t, w.streamAudits(), 20)
 	require.EqualValues(t, 10, counter(t, w, admin.OpStatus, admin.OutcomeAllowed))
 	require.EqualValues(t, 10, counter(t, w, admin.OpStatus, admin.OutcomeDenied))
+	w.requireChainsIntact()
 }
 
-// TestAuditRetention: the audit stream keeps AuditRetention of entries,
-// by the injected clock, and takes entries when the clock is behind.
+// TestAuditRetention: the audit stream keeps the retention's worth of
+// entries, by the injected clock, records where its chain now starts, and
+// takes entries when the clock is behind.
 func TestAuditRetention(t *testing.T) {
-	w := newWorld(t, worldOpts{static: true, cfg: admin.Config{AuditRetention: time.Hour}})
+	w := newWorld(t, worldOpts{static: true, auditRetention: time.Hour})
 	w.do("GET", "/api/v1/status", staticToken, nil)
 	w.clock.Advance(30 * time.Minute)
 	w.do("GET", "/api/v1/status", staticToken, nil)
@@ -419,71 +463,160 @@ func TestAuditRetention(t *testing.T) {
 	w.do("GET", "/api/v1/status", staticToken, nil)
 	got := w.streamAudits()
 	require.Len(t, got, 2, "the first entry is past the retention")
-	require.Len(t, w.audits(), 3, "the sink keeps everything")
-	lines := strings.Split(strings.TrimSpace(w.sink.String()), "\n")
-	require.Equal(t, lines[1:], got)
+	sink := w.audits()
+	require.Len(t, sink, 3, "the file keeps everything")
+	require.Equal(t, sink[1]["id"], decode(t, got[0])["id"])
+	require.Equal(t, sink[2]["id"], decode(t, got[1])["id"])
+	rep, err := audit.VerifyRedis(t.Context(), w.rdb, w.keys)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.String())
+	require.False(t, rep.Genesis, "the head was trimmed")
 
 	w.clock.Advance(-2 * time.Hour)
 	w.do("GET", "/api/v1/status", staticToken, nil)
 	require.Len(t, w.streamAudits(), 3, "a clock behind the stream still appends")
 	require.Zero(t, metricValue(t, w, "authpipe_admin_audit_errors_total", "sink", "redis"))
+	w.requireChainsIntact()
 }
 
-// TestAuditSinkFailure: a failing sink is counted and logged; the request
-// is answered all the same.
+// TestAuditSinkFailure: one failing sink is counted and logged; the other
+// takes the entry, so the request is served; the failing sink gets the
+// entry, in order, once it works again.
 func TestAuditSinkFailure(t *testing.T) {
 	w := newWorld(t, worldOpts{static: true})
 	require.NoError(t, w.rdb.Set(t.Context(), w.stream, "not a stream", 0).Err())
 	resp := w.do("GET", "/api/v1/status", staticToken, nil)
 	require.Equal(t, 200, resp.status)
 	require.EqualValues(t, 1, metricValue(t, w, "authpipe_admin_audit_errors_total", "sink", "redis"))
-	require.Contains(t, w.logs.String(), "write admin audit entry")
-	require.Len(t, w.audits(), 1, "the sink still has it")
+	require.EqualValues(t, 1, metricValue(t, w, "authpipe_admin_audit_pending_entries", "sink", "redis"))
+	require.Contains(t, w.logs.String(), "write audit entry")
+	require.Len(t, w.audits(), 1, "the file has it")
+
+	require.NoError(t, w.rdb.Del(t.Context(), w.stream).Err())
+	w.do("GET", "/api/v1/rules", staticToken, nil)
+	stream := w.streamAudits()
+	require.Len(t, stream, 2)
+	require.Equal(t, admin.OpStatus, decode(t, stream[0])["operation"], "the kept entry first")
+	require.Equal(t, admin.OpRulesList, decode(t, stream[1])["operation"])
+	require.Zero(t, metricValue(t, w, "authpipe_admin_audit_pending_entries", "sink", "redis"))
+	require.Contains(t, w.logs.String(), "audit sink works again")
 }
 
-// TestOpenAuditSink: a file sink is created 0600 and appended to.
-func TestOpenAuditSink(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	require.NoError(t, os.WriteFile(path, []byte("earlier\n"), 0o600))
-	wr, closeFn, err := admin.OpenAuditSink(path)
+// TestFailClosed is the fail-open reproduction: the audit file on
+// /dev/full and the Redis audit key replaced by a string. A raw dead-letter
+// read and a drop of every dead letter are refused with 503: no data is
+// shown, every dead letter stays. Once a sink is back the refusals are
+// recorded, before the next request's entry.
+func TestFailClosed(t *testing.T) {
+	full, err := audit.NewFileSink("/dev/full")
 	require.NoError(t, err)
-	_, err = wr.Write([]byte("{}\n"))
-	require.NoError(t, err)
-	require.NoError(t, closeFn())
-	require.NoError(t, closeFn(), "closing twice is fine")
-	data, err := os.ReadFile(path)
-	require.NoError(t, err)
-	require.Equal(t, "earlier\n{}\n", string(data))
+	w := newWorld(t, worldOpts{static: true, logSink: full})
+	dls := deadLetters(t, w.buf, 3)
+	require.NoError(t, w.rdb.Set(t.Context(), w.stream, "not a stream", 0).Err())
 
-	fresh := filepath.Join(t.TempDir(), "new.jsonl")
-	_, closeFn, err = admin.OpenAuditSink(fresh)
-	require.NoError(t, err)
-	require.NoError(t, closeFn())
-	fi, err := os.Stat(fresh)
-	require.NoError(t, err)
-	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
+	resp := w.do("GET", "/api/v1/dlq?raw=true", staticToken, nil)
+	require.Equal(t, 503, resp.status, resp.body)
+	require.Equal(t, "30", resp.header.Get("Retry-After"))
+	require.JSONEq(t, `{"error":"the audit trail cannot be written, so nothing was done or shown; try again later","code":"audit_unavailable"}`, resp.body)
+	for _, d := range dls {
+		require.NotContains(t, resp.body, d.ID)
+	}
+	require.NotContains(t, resp.body, "example.com")
 
-	wr, closeFn, err = admin.OpenAuditSink("stdout")
+	resp = w.do("POST", "/api/v1/dlq/drop", staticToken, admin.DLQRequest{All: true})
+	require.Equal(t, 503, resp.status, resp.body)
+	left, err := w.buf.DeadLetters(t.Context(), 10)
 	require.NoError(t, err)
-	require.Equal(t, os.Stdout, wr)
-	require.NoError(t, closeFn())
+	require.Len(t, left, 3, "every dead letter is kept")
 
-	_, _, err = admin.OpenAuditSink(filepath.Join(t.TempDir(), "missing", "dir", "a.jsonl"))
-	require.ErrorContains(t, err, "open admin audit log")
+	// Denials too: nothing is answered but 503 while nothing is recorded.
+	resp = w.do("GET", "/api/v1/status", "wrong-token", nil)
+	require.Equal(t, 503, resp.status)
+	require.Empty(t, resp.header.Get("WWW-Authenticate"))
+
+	require.EqualValues(t, 1, counter(t, w, admin.OpDLQList, admin.OutcomeRefused))
+	require.EqualValues(t, 1, counter(t, w, admin.OpDLQDrop, admin.OutcomeRefused))
+	require.EqualValues(t, 1, counter(t, w, admin.OpStatus, admin.OutcomeRefused))
+	require.Zero(t, counter(t, w, admin.OpDLQDrop, admin.OutcomeAllowed))
+	require.GreaterOrEqual(t, metricValue(t, w, "authpipe_admin_audit_errors_total", "sink", "log"), 3.0)
+	require.EqualValues(t, 3, metricValue(t, w, "authpipe_admin_audit_pending_entries", "sink", "redis"))
+	require.Equal(t, "string", w.rdb.Type(t.Context(), w.stream).Val(), "nothing was written")
+
+	// Redis is back: the refusals appear first, then the next request.
+	require.NoError(t, w.rdb.Del(t.Context(), w.stream).Err())
+	resp = w.do("GET", "/api/v1/dlq", staticToken, nil)
+	require.Equal(t, 200, resp.status, resp.body)
+	stream := w.streamAudits()
+	require.Len(t, stream, 4)
+	for i, op := range []string{admin.OpDLQList, admin.OpDLQDrop, admin.OpStatus} {
+		e := decode(t, stream[i])
+		requireAuditFields(t, e)
+		require.Equal(t, op, e["operation"])
+		require.Equal(t, admin.OutcomeRefused, e["outcome"])
+		require.Equal(t, admin.ReasonAuditUnavailable, e["reason"])
+		require.EqualValues(t, 503, e["status"])
+		require.Nil(t, e["records"], "nothing was shown or changed")
+	}
+	require.Equal(t, map[string]any{"raw": []any{"true"}}, decode(t, stream[0])["query"])
+	last := decode(t, stream[3])
+	require.Equal(t, admin.OutcomeAllowed, last["outcome"])
+	require.Len(t, last["records"], 3, "the read names the dead letters it returned")
+	rep, err := audit.VerifyRedis(t.Context(), w.rdb, w.keys)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.String())
+}
+
+// TestLongListsRecordedWhole: a drop of 600 ids is recorded with every id
+// and log_id, over linked entries; ids that are not dead letters are named
+// as missing.
+func TestLongListsRecordedWhole(t *testing.T) {
+	w := newWorld(t, worldOpts{static: true})
+	dls := deadLetters(t, w.buf, 600)
+	ids := []string{"1-1"}
+	for _, d := range dls {
+		ids = append(ids, d.ID)
+	}
+	resp := w.do("POST", "/api/v1/dlq/drop", staticToken, admin.DLQRequest{IDs: ids})
+	require.Equal(t, 200, resp.status, resp.body)
+	require.JSONEq(t, `{"tenant":"`+w.tenant+`","dropped":600}`, resp.body)
+	entries := w.audits()
+	require.Len(t, entries, 4, "three parts, then the result")
+	recorded := map[string]string{}
+	for i, e := range entries[:3] {
+		require.Equal(t, entries[0]["id"], e["id"])
+		require.EqualValues(t, i+1, e["part"])
+		require.EqualValues(t, 3, e["parts"])
+		for _, r := range e["records"].([]any) {
+			rec := r.(map[string]any)
+			recorded[rec["id"].(string)] = rec["log_id"].(string)
+		}
+	}
+	require.Equal(t, []any{"1-1"}, entries[0]["missing"])
+	require.Len(t, recorded, 600)
+	for _, d := range dls {
+		require.Equal(t, d.LogID, recorded[d.ID])
+	}
+	require.Equal(t, audit.KindResult, entries[3]["kind"])
+	require.Equal(t, entries[0]["id"], entries[3]["id"])
+	require.EqualValues(t, 600, entries[3]["affected"])
 }
 
 // TestEmbeddedBuffer: the API over the embedded buffer (no Redis): status
-// and dead letters work, the audit goes to the sink only.
+// and dead letters work, the audit goes to the log sink only.
 func TestEmbeddedBuffer(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	b, err := buffer.OpenBolt(t.TempDir(), buffer.Config{Tenant: "acme"}, buffer.Deps{Registerer: reg, Stages: metrics.NewStages(reg)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Close() })
 	dls := deadLetters(t, b, 3)
-	sink := &syncBuffer{}
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	sink, err := audit.NewFileSink(path)
+	require.NoError(t, err)
+	trail, err := audit.NewTrail([]audit.Sink{sink}, audit.Deps{Registerer: reg})
+	require.NoError(t, err)
 	api, err := admin.New(admin.Config{StaticToken: staticToken}, admin.Sources{
 		Tenants: []admin.Tenant{{Name: "acme", Buffer: b}}, Metrics: reg,
-	}, admin.Deps{Registerer: reg, AuditSink: sink})
+	}, admin.Deps{Registerer: reg, Trail: trail})
 	require.NoError(t, err)
 
 	call := func(method, path, body string) *http.Response {
@@ -508,7 +641,10 @@ func TestEmbeddedBuffer(t *testing.T) {
 	left, err := b.DeadLetters(t.Context(), 10)
 	require.NoError(t, err)
 	require.Empty(t, left)
-	require.Equal(t, 3, strings.Count(sink.String(), "\n"))
+	rep, err := audit.VerifyFile(path)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.String())
+	require.Equal(t, 5, rep.Entries, "status; replay and drop, each a request and a result")
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -540,18 +676,69 @@ func TestConfigValidate(t *testing.T) {
 	}
 }
 
-// TestTokenInURL: a token pasted into the path or the tenant parameter
-// does not reach the audit entry.
+// TestTokenInURL: a token pasted into the path or a query parameter
+// reaches neither the audit trail (file and stream) nor the log: the
+// 64-character static token of `openssl rand -hex 32`, a JWT, and a
+// configured secret of any length.
 func TestTokenInURL(t *testing.T) {
-	w := newWorld(t, worldOpts{static: true})
-	tok := w.jwks.MintToken(sim.Claims{"scope": admin.ScopeReadDLQ})
+	hex64 := strings.Repeat("0123456789abcdef", 4)
+	w := newWorld(t, worldOpts{cfg: admin.Config{StaticToken: config.Secret(hex64), Secrets: []string{hex64, "tiny-secret"}}})
+	jwt := w.jwks.MintToken(sim.Claims{"scope": admin.ScopeReadDLQ})
 	w.mu.Lock()
-	w.sent = append(w.sent, tok)
+	w.sent = append(w.sent, jwt, hex64)
 	w.mu.Unlock()
-	resp := w.do("GET", "/api/v1/"+tok, staticToken, nil)
-	require.Equal(t, 404, resp.status)
-	require.Equal(t, "/api/v1/…", w.lastAudit()["resource"])
-	resp = w.do("GET", "/api/v1/dlq?tenant="+tok, staticToken, nil)
-	require.Equal(t, 404, resp.status)
-	require.Equal(t, "tenants/…/dlq", w.lastAudit()["resource"])
+	paths := []struct{ path, resource string }{
+		{"/api/v1/" + hex64, "/api/v1/<masked>"},
+		{"/api/v1/" + jwt, "/api/v1/<masked>"},
+		{"/api/v1/dlq?tenant=" + hex64, "tenants/<masked>/dlq"},
+		{"/api/v1/dlq?after=" + hex64 + "&" + hex64 + "=1", "tenants/" + w.tenant + "/dlq"},
+		{"/api/v1/tiny-secret", "/api/v1/<masked>"},
+		{"/api/v1//" + hex64, "/api/v1//<masked>"},
+	}
+	for _, p := range paths {
+		resp := w.do("GET", p.path, hex64, nil)
+		require.Contains(t, []int{400, 404}, resp.status, p.path)
+		e := w.lastAudit()
+		require.Equal(t, p.resource, e["resource"], p.path)
+		require.NotContains(t, fmt.Sprint(e), "tiny-secret")
+		if strings.Contains(p.path, "after=") {
+			require.Equal(t, map[string]any{"after": []any{"<masked>"}, "<masked>": []any{"1"}}, e["query"])
+		}
+	}
+	for where, text := range map[string]string{"file": w.sink.String(), "stream": strings.Join(w.streamAudits(), "\n"), "log": w.logs.String()} {
+		require.NotContains(t, text, hex64, where)
+		require.NotContains(t, text, jwt, where)
+		require.NotContains(t, text, "tiny-secret", where)
+	}
+}
+
+// TestJWKSURLCredentials: a JWKS URL with user:password@ is used with its
+// credentials but never logged with them.
+func TestJWKSURLCredentials(t *testing.T) {
+	w := newWorld(t, worldOpts{})
+	u := strings.Replace(w.jwksSrv.URL, "http://", "http://operator:jwks-pa55word-do-not-log@", 1) + "/missing/jwks.json"
+	cfg := admin.Config{Issuer: testIssuer, Audience: testAudience, JWKSURL: u}
+	logs := &syncBuffer{}
+	trail, err := audit.NewTrail([]audit.Sink{audit.NewWriterSink(io.Discard)}, audit.Deps{})
+	require.NoError(t, err)
+	reg := prometheus.NewPedanticRegistry()
+	api, err := admin.New(cfg, admin.Sources{Tenants: []admin.Tenant{{Name: w.tenant, Buffer: w.buf}}, Metrics: reg},
+		admin.Deps{Logger: slog.New(slog.NewJSONHandler(logs, nil)), Registerer: reg, Trail: trail})
+	require.NoError(t, err)
+	req := httptest.NewRequest("GET", "/api/v1/status", nil)
+	req.Header.Set("Authorization", "Bearer "+w.jwks.MintToken(sim.Claims{"scope": admin.ScopeReadStatus}))
+	rec := httptest.NewRecorder()
+	api.ServeHTTP(rec, req)
+	require.Equal(t, 503, rec.Code, "no key could be fetched")
+	require.Contains(t, logs.String(), "fetch admin API signing keys")
+	require.Contains(t, logs.String(), "/missing/jwks.json", "the URL is named")
+	require.NotContains(t, logs.String(), "jwks-pa55word-do-not-log")
+	require.NotContains(t, logs.String(), "operator:")
+}
+
+func decode(t *testing.T, line string) map[string]any {
+	t.Helper()
+	var m map[string]any
+	require.NoError(t, json.Unmarshal([]byte(line), &m), line)
+	return m
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/admin"
+	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/metrics"
@@ -46,7 +47,9 @@ type world struct {
 	rdb     redis.UniversalClient
 	tenant  string
 	buf     *buffer.Redis
+	keys    audit.Keys
 	stream  string
+	trail   *audit.Trail
 	sink    *syncBuffer
 	logs    *syncBuffer
 	api     *admin.API
@@ -63,6 +66,10 @@ type worldOpts struct {
 	static  bool
 	rules   admin.Rules
 	backfil admin.Backfiller
+	// logSink replaces the JSON-lines sink (default: w.sink).
+	logSink audit.Sink
+	// auditRetention of the Redis sink; default 720h.
+	auditRetention time.Duration
 }
 
 func newWorld(t *testing.T, o worldOpts) *world {
@@ -81,7 +88,8 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	var err error
 	w.buf, err = buffer.NewRedis(w.rdb, buffer.Config{Tenant: w.tenant}, buffer.Deps{Registerer: w.reg, Clock: w.clock, Stages: metrics.NewStages(w.reg)})
 	require.NoError(t, err)
-	w.stream = w.buf.Key("audit")
+	w.keys = audit.KeysFor("audit-" + w.tenant)
+	w.stream = w.keys.Stream
 
 	cfg := o.cfg
 	if !o.noJWT {
@@ -90,21 +98,29 @@ func newWorld(t *testing.T, o worldOpts) *world {
 	if o.static {
 		cfg.StaticToken = config.Secret(staticToken)
 	}
-	cfg.AuditStream = w.stream
 	if cfg.Retention == 0 {
 		cfg.Retention = 144 * time.Hour
 	}
 	logger := slog.New(slog.NewJSONHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	logSink := o.logSink
+	if logSink == nil {
+		logSink = audit.NewWriterSink(w.sink)
+	}
+	retention := o.auditRetention
+	if retention == 0 {
+		retention = 720 * time.Hour
+	}
+	w.trail, err = audit.NewTrail([]audit.Sink{logSink, audit.NewRedisSink(w.rdb, w.keys, retention, w.clock)},
+		audit.Deps{Logger: logger, Registerer: w.reg, Clock: w.clock})
+	require.NoError(t, err)
 	w.api, err = admin.New(cfg, admin.Sources{
 		Tenants:  []admin.Tenant{{Name: w.tenant, Buffer: w.buf}},
 		Metrics:  w.reg,
 		Rules:    o.rules,
 		Backfill: o.backfil,
-	}, admin.Deps{Logger: logger, Registerer: w.reg, Clock: w.clock, AuditSink: w.sink, Redis: w.rdb})
+	}, admin.Deps{Logger: logger, Registerer: w.reg, Clock: w.clock, Trail: w.trail})
 	require.NoError(t, err)
-	mux := http.NewServeMux()
-	mux.Handle(admin.Prefix, w.api)
-	w.srv = httptest.NewServer(mux)
+	w.srv = httptest.NewServer(admin.NewFront(http.NotFoundHandler(), w.api, admin.FrontConfig{}))
 	t.Cleanup(w.srv.Close)
 	t.Cleanup(w.checkNoTokenLeaked)
 	return w
@@ -187,6 +203,29 @@ func (w *world) audits() []map[string]any {
 	return out
 }
 
+// requestOf returns the request entry (part 1) of a result entry.
+func (w *world) requestOf(result map[string]any) map[string]any {
+	w.t.Helper()
+	for _, e := range w.audits() {
+		if e["id"] == result["id"] && e["kind"] == audit.KindRequest && e["part"] == float64(1) {
+			return e
+		}
+	}
+	w.t.Fatalf("no request entry for %v", result)
+	return nil
+}
+
+// requireChainsIntact verifies the chain of the file sink and the stream.
+func (w *world) requireChainsIntact() {
+	w.t.Helper()
+	rep, err := audit.VerifyLines(strings.NewReader(w.sink.String()), "sink")
+	require.NoError(w.t, err)
+	require.True(w.t, rep.OK(), rep.String())
+	rep, err = audit.VerifyRedis(w.t.Context(), w.rdb, w.keys)
+	require.NoError(w.t, err)
+	require.True(w.t, rep.OK(), rep.String())
+}
+
 func (w *world) lastAudit() map[string]any {
 	w.t.Helper()
 	a := w.audits()
@@ -208,8 +247,9 @@ func (w *world) streamAudits() []string {
 
 // auditFields are the fields every entry carries.
 var auditFields = []string{
-	"time", "jti", "sub", "exp", "token_thumbprint", "claims_verified", "auth",
-	"method", "operation", "resource", "outcome", "reason", "status", "latency_seconds",
+	"seq", "prev", "id", "kind", "part", "parts", "time", "host", "remote_addr", "auth", "sub", "jti", "exp",
+	"token_thumbprint", "claims_verified", "method", "path", "query", "operation", "resource",
+	"outcome", "reason", "status", "latency_seconds",
 }
 
 func requireAuditFields(t *testing.T, e map[string]any) {
@@ -223,8 +263,11 @@ func requireAuditFields(t *testing.T, e map[string]any) {
 	require.NoError(t, err)
 	_, isNum := e["latency_seconds"].(float64)
 	require.True(t, isNum)
+	if e["kind"] == audit.KindRequest && e["status"] == nil {
+		return // the request entry of a change: its result has the status
+	}
 	_, isNum = e["status"].(float64)
-	require.True(t, isNum)
+	require.True(t, isNum, "status of %v", e)
 }
 
 // checkNoTokenLeaked: no token sent, nor its signature or claims segment,

@@ -36,6 +36,7 @@ var (
 // serialised: concurrent lookups wait for the one in flight.
 type keySet struct {
 	url        string
+	name       string // url without credentials, for messages
 	client     *http.Client
 	clock      clockwork.Clock
 	minRefresh time.Duration
@@ -99,18 +100,18 @@ func (s *keySet) fetch(ctx context.Context) (map[string]*rsa.PublicKey, error) {
 	req.Header.Set("Accept", "application/json")
 	resp, err := s.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("get JWKS %s: %w", s.url, redactURLError(err))
+		return nil, fmt.Errorf("get JWKS %s: %w", s.name, redactURLError(err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("read JWKS %s: %w", s.url, err)
+		return nil, fmt.Errorf("read JWKS %s: %w", s.name, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("get JWKS %s: status %d", s.url, resp.StatusCode)
+		return nil, fmt.Errorf("get JWKS %s: status %d", s.name, resp.StatusCode)
 	}
 	if len(body) > maxJWKSBytes {
-		return nil, fmt.Errorf("JWKS %s: larger than %d bytes", s.url, maxJWKSBytes)
+		return nil, fmt.Errorf("JWKS %s: larger than %d bytes", s.name, maxJWKSBytes)
 	}
 	return parseJWKS(body)
 }

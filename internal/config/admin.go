@@ -79,6 +79,32 @@ func adminAudience() setting {
 	return s
 }
 
+// Secrets returns the value of every secret set (every tenant's client
+// secret and write key, the Redis URL and its password, the hash key, the
+// admin static token), for masking: a path or query segment equal to one
+// is never written to the audit trail or the log.
+func (c *Config) Secrets() []string {
+	var out []string
+	add := func(s Secret) {
+		if v := s.Reveal(); v != "" {
+			out = append(out, v)
+		}
+	}
+	add(c.Auth0.ClientSecret)
+	add(c.Segment.WriteKey)
+	for _, t := range c.Tenants {
+		add(t.Auth0.ClientSecret)
+		add(t.WriteKey)
+	}
+	add(c.Redis.URL)
+	if opts, _, err := RedisOptions(c.Redis.URL.Reveal()); err == nil && opts.Password != "" {
+		out = append(out, opts.Password)
+	}
+	add(c.HashKey)
+	add(c.Admin.StaticToken)
+	return out
+}
+
 // checkStaticToken never quotes the token.
 func checkStaticToken(v string) string {
 	if len(v) < 32 {

@@ -52,3 +52,18 @@ func TestAdminSettings(t *testing.T) {
 		})
 	}
 }
+
+// TestSecrets lists every secret set, the Redis password on its own too,
+// for masking in the audit trail and the log.
+func TestSecrets(t *testing.T) {
+	c := Default()
+	c.Auth0.ClientSecret = "client-secret-value"
+	c.Segment.WriteKey = "write-key-value"
+	c.Redis.URL = "redis://:redis-pass-value@redis:6379/0"
+	c.Admin.StaticToken = "static-token-value-0123456789abcdef"
+	c.Tenants = []Tenant{{Name: "b", Auth0: Auth0{ClientSecret: "tenant-secret"}, WriteKey: "tenant-write-key"}}
+	require.ElementsMatch(t, []string{
+		"client-secret-value", "write-key-value", "tenant-secret", "tenant-write-key",
+		"redis://:redis-pass-value@redis:6379/0", "redis-pass-value", "static-token-value-0123456789abcdef",
+	}, c.Secrets())
+}

@@ -45,6 +45,7 @@ type Config struct {
 	Redis           Redis         // the durable buffer
 	Buffer          Buffer        // buffer limits and consumer identity
 	Listen          string        // AUTHPIPE_LISTEN: address of /metrics and the probes
+	HTTP            HTTP          // the HTTP server on Listen: timeouts and bounds
 	DataDir         string        // AUTHPIPE_DATA_DIR: embedded buffer's directory
 	RulesPath       string        // AUTHPIPE_RULES: threshold rule file or directory; "": alerts/thresholds.yml if present, else the shipped rules built in
 	AlertmanagerURL string        // ALERTMANAGER_URL: optional, base URL of Alertmanager
@@ -114,6 +115,17 @@ type PII struct {
 	UserAgent string // user_agent fields
 }
 
+// HTTP configures the HTTP server on Listen (metrics, probes, status page,
+// admin API): how long a client may take, and how much it may send.
+type HTTP struct {
+	ReadHeaderTimeout time.Duration // to read a request's headers
+	ReadTimeout       time.Duration // to read a whole request, body included
+	WriteTimeout      time.Duration // from the end of the headers to the end of the response
+	IdleTimeout       time.Duration // a kept-alive connection waiting for its next request
+	MaxHeaderBytes    int           // request line and headers; larger: 431
+	MaxBodyBytes      int64         // request body; larger: 413, or cut when read
+}
+
 // Redis configures the Redis Streams buffer.
 type Redis struct {
 	// URL is redis:// or rediss://, possibly with a password. Empty selects
@@ -161,7 +173,15 @@ func Default() Config {
 			Consumer:      host,
 			LeaseTTL:      15 * time.Second,
 		},
-		Listen:          ":9464",
+		Listen: ":9464",
+		HTTP: HTTP{
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      60 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    64 << 10,
+			MaxBodyBytes:      1 << 20,
+		},
 		DataDir:         "./data",
 		ShutdownTimeout: 8 * time.Second,
 		LagAlertRatio:   0.5,

@@ -107,8 +107,12 @@ func TestLoadDefaults(t *testing.T) {
 			Consumer:      host,
 			LeaseTTL:      15 * time.Second,
 		},
-		PII:             PII{UserName: "hash", Email: "hash", IP: "hash", UserAgent: "hash"},
-		Listen:          ":9464",
+		PII:    PII{UserName: "hash", Email: "hash", IP: "hash", UserAgent: "hash"},
+		Listen: ":9464",
+		HTTP: HTTP{
+			ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: time.Minute,
+			IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10, MaxBodyBytes: 1 << 20,
+		},
 		DataDir:         "./data",
 		ShutdownTimeout: 8 * time.Second,
 		LagAlertRatio:   0.5,
@@ -377,6 +381,13 @@ alertmanager_url: http://am:9093
 alert_webhook_url: https://hooks.example.com/x
 hash_key: S3cr3t-file-hash-key-0123456789
 shutdown_timeout: 20s
+http:
+  read_header_timeout: 5s
+  read_timeout: 20s
+  write_timeout: 40s
+  idle_timeout: 90s
+  max_header_bytes: 32768
+  max_body_bytes: 65536
 lag_alert_ratio: 0.4
 log:
   level: debug
@@ -414,11 +425,15 @@ func TestLoadFile(t *testing.T) {
 			WriteKey: "S3cr3t-file-write", Endpoint: "https://events.eu1.segmentapis.com",
 			BatchSize: 100, FlushInterval: 2 * time.Second, MaxInFlight: 500,
 		},
-		Forward:         Forward{IncludeTypes: []string{"s", "f", "fp"}, ExcludeTypes: []string{"fsa", "slo"}},
-		PII:             PII{UserName: "keep", Email: "drop", IP: "keep", UserAgent: "drop"},
-		Redis:           Redis{URL: "redis://file-redis:6379/1"},
-		Buffer:          Buffer{MaxEvents: 1000, MaxDeliveries: 5, ReclaimIdle: 2 * time.Minute, Consumer: "file-consumer", LeaseTTL: 30 * time.Second},
-		Listen:          "127.0.0.1:9000",
+		Forward: Forward{IncludeTypes: []string{"s", "f", "fp"}, ExcludeTypes: []string{"fsa", "slo"}},
+		PII:     PII{UserName: "keep", Email: "drop", IP: "keep", UserAgent: "drop"},
+		Redis:   Redis{URL: "redis://file-redis:6379/1"},
+		Buffer:  Buffer{MaxEvents: 1000, MaxDeliveries: 5, ReclaimIdle: 2 * time.Minute, Consumer: "file-consumer", LeaseTTL: 30 * time.Second},
+		Listen:  "127.0.0.1:9000",
+		HTTP: HTTP{
+			ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 20 * time.Second, WriteTimeout: 40 * time.Second,
+			IdleTimeout: 90 * time.Second, MaxHeaderBytes: 32 << 10, MaxBodyBytes: 64 << 10,
+		},
 		DataDir:         "/var/lib/authpipe",
 		RulesPath:       "/etc/authpipe/rules.yml",
 		AlertmanagerURL: "http://am:9093",

@@ -70,6 +70,14 @@ func settings() []setting {
 		optional(text("AUTHPIPE_RULES", "rules", func(c *Config) *string { return &c.RulesPath }, nil)),
 		duration("AUTHPIPE_SHUTDOWN_TIMEOUT", "shutdown_timeout", func(c *Config) *time.Duration { return &c.ShutdownTimeout }, time.Nanosecond, time.Minute),
 
+		// HTTP server (AUTHPIPE_LISTEN)
+		duration("AUTHPIPE_HTTP_READ_HEADER_TIMEOUT", "http.read_header_timeout", func(c *Config) *time.Duration { return &c.HTTP.ReadHeaderTimeout }, 100*time.Millisecond, 5*time.Minute),
+		duration("AUTHPIPE_HTTP_READ_TIMEOUT", "http.read_timeout", func(c *Config) *time.Duration { return &c.HTTP.ReadTimeout }, 100*time.Millisecond, time.Hour),
+		duration("AUTHPIPE_HTTP_WRITE_TIMEOUT", "http.write_timeout", func(c *Config) *time.Duration { return &c.HTTP.WriteTimeout }, 100*time.Millisecond, time.Hour),
+		duration("AUTHPIPE_HTTP_IDLE_TIMEOUT", "http.idle_timeout", func(c *Config) *time.Duration { return &c.HTTP.IdleTimeout }, 100*time.Millisecond, time.Hour),
+		integer("AUTHPIPE_HTTP_MAX_HEADER_BYTES", "http.max_header_bytes", func(c *Config) *int { return &c.HTTP.MaxHeaderBytes }, 4096, 16<<20),
+		integer("AUTHPIPE_HTTP_MAX_BODY_BYTES", "http.max_body_bytes", func(c *Config) *int64 { return &c.HTTP.MaxBodyBytes }, 1024, 1<<30),
+
 		// Auth0
 		text("AUTH0_DOMAIN", "auth0.domain", func(c *Config) *string { return &c.Auth0.Domain }, checkDomain),
 		text("AUTH0_CLIENT_ID", "auth0.client_id", func(c *Config) *string { return &c.Auth0.ClientID }, checkNoSpace),
