@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -322,4 +323,57 @@ func adminCall(t *testing.T, addr, method, path, token, body string) (int, strin
 	data, err := io.ReadAll(resp.Body)
 	require.NoError(t, err)
 	return resp.StatusCode, string(data)
+}
+
+// TestE2EPrometheusFiresAuditWriteFailing: a real Prometheus scraping a
+// real worker whose audit log is on /dev/full fires the shipped
+// AuthpipeAuditWriteFailing (its for: set to 0s) with the labels the
+// metric really carries, for the log sink only.
+func TestE2EPrometheusFiresAuditWriteFailing(t *testing.T) {
+	needTool(t, "prometheus")
+	h := newHarness(t, testredis.Addr(t))
+	h.extraEnv = append(h.extraEnv,
+		"AUTHPIPE_ADMIN_STATIC_TOKEN="+e2eStaticToken,
+		"AUTHPIPE_ADMIN_AUDIT_LOG=/dev/full",
+	)
+	h.addEvents(5)
+	p := h.start()
+	h.waitReady(p, 20*time.Second)
+	prom, _ := startPrometheus(t, h.listen)
+	// The Redis stream takes the entry: served. The log keeps failing.
+	code, body := adminCall(t, h.listen, "GET", "/api/v1/status", e2eStaticToken, "")
+	require.Equal(t, 200, code, body)
+
+	type alert struct {
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
+		State       string            `json:"state"`
+	}
+	var alerts []alert
+	var got *alert
+	waitFor(t, 60*time.Second, func() bool {
+		var data struct {
+			Alerts []alert `json:"alerts"`
+		}
+		prom.api(t, "/api/v1/alerts", &data)
+		alerts, got = data.Alerts, nil
+		for i, a := range alerts {
+			if a.Labels["alertname"] == "AuthpipeAuditWriteFailing" && a.State == "firing" {
+				got = &alerts[i]
+			}
+		}
+		return got != nil
+	}, func() string {
+		return fmt.Sprintf("AuthpipeAuditWriteFailing firing; alerts %+v; errors %v", alerts, h.metric(`authpipe_admin_audit_errors_total{sink="log"}`))
+	})
+	require.Equal(t, map[string]string{
+		"alertname": "AuthpipeAuditWriteFailing", "severity": "critical", "sink": "log", "job": "authpipe", "instance": h.listen,
+	}, got.Labels)
+	require.Contains(t, got.Annotations["description"], "audit log (AUTHPIPE_ADMIN_AUDIT_LOG)")
+	require.Equal(t, "https://github.com/authpipe/authpipe/blob/main/docs/runbook.md#authpipeauditwritefailing", got.Annotations["runbook_url"])
+	for _, a := range alerts {
+		if a.Labels["alertname"] == "AuthpipeAuditWriteFailing" {
+			require.Equal(t, "log", a.Labels["sink"], "the Redis stream works")
+		}
+	}
 }

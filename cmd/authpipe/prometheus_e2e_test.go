@@ -25,14 +25,15 @@ import (
 )
 
 // testRules copies the shipped Prometheus rule files into dir, with the
-// `for:` of AuthpipeThresholdBreached set to 0s (shipped: 1m) so the test
-// does not wait a minute. Every other rule is as shipped.
+// `for:` of AuthpipeThresholdBreached (shipped: 1m) and of
+// AuthpipeAuditWriteFailing (shipped: 3m) set to 0s so the tests do not
+// wait minutes. Every other rule is as shipped.
 func testRules(t *testing.T, dir string) (rules int) {
 	t.Helper()
 	files, err := filepath.Glob(repoRoot + "/alerts/prometheus/*.yml")
 	require.NoError(t, err)
 	require.NotEmpty(t, files)
-	patched := false
+	patched := map[string]bool{"AuthpipeThresholdBreached": false, "AuthpipeAuditWriteFailing": false}
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		require.NoError(t, err)
@@ -48,19 +49,25 @@ func testRules(t *testing.T, dir string) (rules int) {
 			rules += len(g.Rules)
 		}
 		walkMappings(&doc, func(m *yaml.Node) {
-			if mapValue(m, "alert") == nil || mapValue(m, "alert").Value != "AuthpipeThresholdBreached" {
+			a := mapValue(m, "alert")
+			if a == nil {
+				return
+			}
+			if _, ok := patched[a.Value]; !ok {
 				return
 			}
 			v := mapValue(m, "for")
-			require.NotNil(t, v, "AuthpipeThresholdBreached has a for:")
+			require.NotNil(t, v, "%s has a for:", a.Value)
 			v.Value = "0s"
-			patched = true
+			patched[a.Value] = true
 		})
 		out, err := yaml.Marshal(&doc)
 		require.NoError(t, err)
 		require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.Base(f)), out, 0o644))
 	}
-	require.True(t, patched, "AuthpipeThresholdBreached found in the shipped rules")
+	for name, ok := range patched {
+		require.True(t, ok, "%s found in the shipped rules", name)
+	}
 	return rules
 }
 
