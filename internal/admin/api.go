@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -166,7 +167,7 @@ func New(cfg Config, src Sources, deps Deps) (*API, error) {
 		log:   log,
 		clock: deps.Clock,
 		trail: deps.Trail,
-		mask:  audit.NewMasker(cfg.Secrets, names),
+		mask:  audit.NewMasker(append(slices.Clone(cfg.Secrets), cfg.StaticToken.Reveal()), names),
 		host:  deps.Host,
 		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "authpipe_admin_requests_total",

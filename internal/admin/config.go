@@ -53,8 +53,8 @@ type Config struct {
 	// use). At least 32 characters.
 	StaticToken config.Secret
 	// Secrets are the configured secrets (config.Config.Secrets): a path or
-	// query segment equal to one is masked in the audit entries and logs,
-	// as is every segment of audit.MaskLength characters or more.
+	// query segment equal to one (or to StaticToken) is masked in the audit
+	// entries, as is every segment of audit.MaskLength characters or more.
 	Secrets []string
 	// Group is the consumer group whose backlog status reports; default
 	// "forward".

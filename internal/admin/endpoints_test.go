@@ -682,12 +682,16 @@ func TestConfigValidate(t *testing.T) {
 // configured secret of any length.
 func TestTokenInURL(t *testing.T) {
 	hex64 := strings.Repeat("0123456789abcdef", 4)
-	w := newWorld(t, worldOpts{cfg: admin.Config{StaticToken: config.Secret(hex64), Secrets: []string{hex64, "tiny-secret"}}})
+	// Not a configured secret: masked for its length alone (32+).
+	other := strings.Repeat("fedcba98", 4)
+	w := newWorld(t, worldOpts{cfg: admin.Config{StaticToken: config.Secret(hex64), Secrets: []string{"tiny-secret"}}})
 	jwt := w.jwks.MintToken(sim.Claims{"scope": admin.ScopeReadDLQ})
 	w.mu.Lock()
-	w.sent = append(w.sent, jwt, hex64)
+	w.sent = append(w.sent, jwt, hex64, other)
 	w.mu.Unlock()
 	paths := []struct{ path, resource string }{
+		{"/api/v1/" + other, "/api/v1/<masked>"},
+		{"/api/v1/dlq?tenant=" + other, "tenants/<masked>/dlq"},
 		{"/api/v1/" + hex64, "/api/v1/<masked>"},
 		{"/api/v1/" + jwt, "/api/v1/<masked>"},
 		{"/api/v1/dlq?tenant=" + hex64, "tenants/<masked>/dlq"},
@@ -708,6 +712,7 @@ func TestTokenInURL(t *testing.T) {
 	for where, text := range map[string]string{"file": w.sink.String(), "stream": strings.Join(w.streamAudits(), "\n"), "log": w.logs.String()} {
 		require.NotContains(t, text, hex64, where)
 		require.NotContains(t, text, jwt, where)
+		require.NotContains(t, text, other, where)
 		require.NotContains(t, text, "tiny-secret", where)
 	}
 }

@@ -461,3 +461,21 @@ func TestRedisWrongType(t *testing.T) {
 	require.NoError(t, rdb.Set(ctx, keys.Stream, "not a stream", 0).Err())
 	require.ErrorContains(t, s.Append(ctx, entry("two")), "WRONGTYPE")
 }
+
+// TestRedisCluster: the stream and its chain record share a hash slot, so
+// appends, trims and verification work on Redis Cluster.
+func TestRedisCluster(t *testing.T) {
+	c := testredis.StartCluster(t)
+	rdb := c.Client(t)
+	keys := audit.DefaultKeys
+	for w := range 2 {
+		s := audit.NewRedisSink(rdb, keys, time.Hour, nil)
+		for i := range 5 {
+			require.NoError(t, s.Append(t.Context(), entry(fmt.Sprintf("w%d-%d", w, i))))
+		}
+	}
+	rep, err := audit.VerifyRedis(t.Context(), rdb, keys)
+	require.NoError(t, err)
+	require.True(t, rep.OK(), rep.String())
+	require.Equal(t, 10, rep.Entries)
+}
