@@ -14,6 +14,9 @@
 //     works again (next Record, Defer or Flush). Beyond MaxPending the
 //     oldest are dropped and a "gap" entry in their place says how many.
 //     What a sink still holds when the process exits is lost (logged).
+//     Writing is at least once: a Redis append whose reply is lost is
+//     retried, so an entry may appear twice in the stream (same id, both
+//     on the chain).
 //   - Each sink is one hash chain: every entry carries seq (its position,
 //     from 1) and prev (the hash of the entry before it in that sink:
 //     base64url, unpadded, SHA-256 of that entry's line exactly as stored).

@@ -2,8 +2,8 @@ package audit
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strconv"
 	"sync"
 	"time"
@@ -29,10 +29,11 @@ func KeysFor(tag string) Keys {
 var DefaultKeys = KeysFor("audit")
 
 const (
-	// redisTimeout bounds one append.
+	// redisTimeout bounds one append, retries included.
 	redisTimeout = 2 * time.Second
-	// casAttempts bounds the appends lost to other writers in a row.
-	casAttempts = 20
+	// casBackoff caps the random wait after an append lost to another
+	// writer, so that writers in a race spread out.
+	casBackoff = 20 * time.Millisecond
 )
 
 // appendScript appends one entry to the stream if the chain's last entry
@@ -122,7 +123,16 @@ func (s *RedisSink) Append(ctx context.Context, e Entry) error {
 	now := s.clock.Now()
 	ms := strconv.FormatInt(max(now.UnixMilli(), 1), 10)
 	minID := strconv.FormatInt(max(now.Add(-s.retention).UnixMilli(), 0), 10)
-	for range casAttempts {
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			// Lost to another writer: wait a random while, growing.
+			wait := time.Duration(rand.Int64N(int64(min(time.Millisecond<<min(attempt, 10), casBackoff)) + 1))
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("append to the audit stream %s: other writers kept appending first: %w", s.keys.Stream, ctx.Err())
+			case <-time.After(wait):
+			}
+		}
 		e.Seq, e.Prev = s.last.seq+1, s.last.hash
 		line, err := Marshal(e)
 		if err != nil {
@@ -148,5 +158,4 @@ func (s *RedisSink) Append(ctx context.Context, e Entry) error {
 		}
 		s.last = link{seq, h} // another writer appended: chain to its entry
 	}
-	return errors.New("append to the audit stream: other writers kept appending first")
 }
