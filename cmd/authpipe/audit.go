@@ -126,7 +126,7 @@ func (c *cliAudit) read(ctx context.Context) error {
 // nothing may be done.
 func (c *cliAudit) before(ctx context.Context) error {
 	e := c.entry
-	e.Status = nil
+	e.Status, e.Affected = nil, nil // the result says
 	e.LatencySeconds = time.Since(c.start).Seconds()
 	if err := c.trail.Record(ctx, audit.Split(e)...); err != nil {
 		c.refused(ctx)

@@ -107,6 +107,10 @@ func TestDeployReferencedMetricsAreExportedAndLintClean(t *testing.T) {
 	require.Contains(t, referenced, "authpipe_auth0_events_by_outcome_total")
 
 	h := newHarness(t, testredis.Addr(t))
+	// The admin API on: the audit trail's metrics (AuthpipeAuditWriteFailing)
+	// exist only with it.
+	h.extraEnv = append(h.extraEnv, "AUTHPIPE_ADMIN_STATIC_TOKEN="+e2eStaticToken,
+		"AUTHPIPE_ADMIN_AUDIT_LOG="+filepath.Join(t.TempDir(), "audit.jsonl"))
 	ids := h.addEvents(300)
 	p := h.start()
 	h.waitReady(p, 20*time.Second)

@@ -75,7 +75,7 @@ type call struct {
 // the handler must not act and returns unavailable().
 func (c *call) before() error {
 	e := *c.entry
-	e.Kind, e.Status = audit.KindRequest, nil
+	e.Kind, e.Status, e.Affected = audit.KindRequest, nil, nil // the result says
 	e.LatencySeconds = c.api.clock.Since(c.start).Seconds()
 	if err := c.api.trail.Record(c.r.Context(), audit.Split(e)...); err != nil {
 		c.refused = true

@@ -265,6 +265,7 @@ func TestEndpoints(t *testing.T) {
 				require.EqualValues(t, 2, e["affected"])
 				req := w.requestOf(e)
 				require.Nil(t, req["status"], "written before the change: no status yet")
+				require.Nil(t, req["affected"])
 				require.Equal(t, []any{
 					map[string]any{"id": dls[0].ID, "log_id": dls[0].LogID},
 					map[string]any{"id": dls[1].ID, "log_id": dls[1].LogID},
