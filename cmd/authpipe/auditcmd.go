@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -47,11 +46,11 @@ func auditCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, auditUsage)
 		return 2
 	}
-	sub := args[0]
-	if sub == "help" || sub == "-h" || sub == "--help" {
+	if wantsHelp(args) {
 		fmt.Fprint(stdout, auditUsage)
 		return 0
 	}
+	sub := args[0]
 	if sub != "verify" && sub != "tail" {
 		fmt.Fprintf(stderr, "authpipe audit: unknown command %q\n\n%s", sub, auditUsage)
 		return 2
@@ -64,9 +63,6 @@ func auditCommand(args []string, stdout, stderr io.Writer) int {
 	n := fs.Int("n", 20, "entries to print (tail)")
 	follow := fs.Bool("follow", false, "keep printing new entries (tail)")
 	if err := fs.Parse(args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
 		return 2
 	}
 	if fs.NArg() > 0 {
@@ -112,12 +108,12 @@ func auditCommand(args []string, stdout, stderr io.Writer) int {
 	}
 
 	if sub == "tail" {
-		print := func(line []byte) { fmt.Fprintf(stdout, "%s\n", line) }
+		emit := func(line []byte) { fmt.Fprintf(stdout, "%s\n", line) }
 		var err error
 		if *file != "" {
-			err = audit.Tail(ctx, *file, *n, *follow, print)
+			err = audit.Tail(ctx, *file, *n, *follow, emit)
 		} else {
-			err = audit.TailRedis(ctx, rdb, audit.DefaultKeys, *n, *follow, print)
+			err = audit.TailRedis(ctx, rdb, audit.DefaultKeys, *n, *follow, emit)
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "authpipe audit tail: %v\n", err)

@@ -500,7 +500,7 @@ func TestAuditSinkFailure(t *testing.T) {
 	require.Equal(t, admin.OpStatus, decode(t, stream[0])["operation"], "the kept entry first")
 	require.Equal(t, admin.OpRulesList, decode(t, stream[1])["operation"])
 	require.Zero(t, metricValue(t, w, "authpipe_admin_audit_pending_entries", "sink", "redis"))
-	require.Contains(t, w.logs.String(), "audit sink works again")
+	require.Contains(t, w.logs.String(), "write audit entry: recovered")
 }
 
 // TestFailClosed is the fail-open reproduction: the audit file on

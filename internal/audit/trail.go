@@ -10,6 +10,8 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/authpipe/authpipe/internal/logrepeat"
 )
 
 // ErrUnavailable is what Record's error matches when no sink took the
@@ -46,6 +48,7 @@ type Deps struct {
 // next Record, Defer or Flush), so its trail ends up complete.
 type Trail struct {
 	log   *slog.Logger
+	rep   *logrepeat.Summarizer // a failing sink's errors: the first logged, the rest summarised
 	clock clockwork.Clock
 	host  string
 	sinks []*sinkState
@@ -57,11 +60,10 @@ type Trail struct {
 
 // sinkState is a sink and the entries it still has to write.
 type sinkState struct {
-	sink    Sink
-	mu      sync.Mutex
-	queue   []Entry
-	lost    int // entries dropped from the queue since the last gap entry
-	failing int // failures in a row, for the log
+	sink  Sink
+	mu    sync.Mutex
+	queue []Entry
+	lost  int // entries dropped from the queue since the last gap entry
 }
 
 // NewTrail returns a trail over sinks (at least one). Its metrics:
@@ -83,6 +85,7 @@ func NewTrail(sinks []Sink, deps Deps) (*Trail, error) {
 	f := promauto.With(deps.Registerer)
 	t := &Trail{
 		log:   deps.Logger,
+		rep:   logrepeat.New(deps.Logger, deps.Clock, 0),
 		clock: deps.Clock,
 		host:  deps.Host,
 		errors: f.NewCounterVec(prometheus.CounterOpts{
@@ -189,7 +192,7 @@ func (t *Trail) write(ctx context.Context, s *sinkState, entries []Entry, keep b
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	fail := func(err error, rest []Entry) (int, error) {
-		t.failed(s, err)
+		t.failed(ctx, s, err)
 		if keep {
 			t.enqueue(s, rest)
 		}
@@ -215,21 +218,16 @@ func (t *Trail) write(ctx context.Context, s *sinkState, entries []Entry, keep b
 			return fail(err, entries[i:])
 		}
 	}
-	if s.failing > 0 {
-		t.log.Info("audit sink works again; the entries it kept are written", "sink", s.sink.Name(), "failures", s.failing)
-		s.failing = 0
-	}
+	t.rep.OK(ctx, "write audit entry "+s.sink.Name())
 	return len(entries), nil
 }
 
 // failed counts a failure; the first of a series is logged (without the
-// entry: it names people), the rest only counted.
-func (t *Trail) failed(s *sinkState, err error) {
+// entry: it names people), the rest summarised once a minute, the
+// recovery logged once.
+func (t *Trail) failed(ctx context.Context, s *sinkState, err error) {
 	t.errors.WithLabelValues(s.sink.Name()).Inc()
-	if s.failing == 0 {
-		t.log.Error("write audit entry", "sink", s.sink.Name(), "err", err)
-	}
-	s.failing++
+	t.rep.Fail(ctx, "write audit entry "+s.sink.Name(), slog.LevelError, "write audit entry", err, "sink", s.sink.Name())
 }
 
 // enqueue keeps entries for a later write (s.mu held), dropping the
