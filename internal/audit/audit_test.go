@@ -326,7 +326,7 @@ func TestWriterSinkChain(t *testing.T) {
 }
 
 // redisWorld is a Redis audit trail under keys of its own.
-func redisWorld(t *testing.T) (*redis.Client, audit.Keys) {
+func redisWorld(t testing.TB) (*redis.Client, audit.Keys) {
 	return testredis.Client(t), audit.KeysFor("audit-" + testredis.Name(t))
 }
 
