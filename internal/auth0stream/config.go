@@ -1,0 +1,162 @@
+package auth0stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authpipe/authpipe/internal/auth0log"
+)
+
+// Defaults applied by New to zero Config fields.
+const (
+	// DefaultMaxBodyBytes bounds a request body. Auth0 does not document
+	// the size of a stream's batches; they are small (a few logs, each a
+	// few KB: a log event is at most tens of KB, and Auth0's own log
+	// export extensions sent at most 100 logs per request). 10 MiB is room
+	// for a hundred logs of 100 KB, while MaxInFlight bodies of that size
+	// stay well within memory.
+	DefaultMaxBodyBytes = 10 << 20
+	// DefaultCommitTimeout bounds the wait for the buffer per request.
+	DefaultCommitTimeout = 10 * time.Second
+	// DefaultMaxInFlight bounds the requests whose records are being
+	// committed at once.
+	DefaultMaxInFlight = 16
+)
+
+// Buffer is what the receiver needs of a tenant's durable buffer; both
+// backends of package buffer (Redis and Bolt) implement it.
+type Buffer interface {
+	// Append stores logs, skipping log_ids stored before (by any writer),
+	// atomically, and returns how many were new. The receiver passes the
+	// checkpoint "": the poller's checkpoint never moves for pushed logs.
+	Append(ctx context.Context, logs []auth0log.Log, checkpoint string) (int, error)
+	// Full reports back-pressure: the buffer takes no more until it drains.
+	Full(ctx context.Context) (bool, error)
+	// Seen reports which log_ids the dedupe record holds.
+	Seen(ctx context.Context, ids []string) ([]bool, error)
+}
+
+// Tenant is one tenant whose stream the receiver accepts.
+type Tenant struct {
+	// Name is the tenant: the path /auth0/logs/{Name} and the metric label.
+	Name string
+	// Token is the value the stream's Authorization header must have,
+	// verbatim (what was typed as the Authorization Token in Auth0, e.g.
+	// "Bearer …"). Required. Never logged.
+	Token string
+	// Buffer is where the tenant's pushed logs go, deduplicated with the
+	// polled ones.
+	Buffer Buffer
+}
+
+// Config bounds the receiver. Zero fields get the defaults.
+type Config struct {
+	// MaxBodyBytes: a larger body is refused with 413 (DefaultMaxBodyBytes).
+	MaxBodyBytes int64
+	// CommitTimeout bounds the wait for the buffer (its fill, the dedupe
+	// read and the append) of one request; past it the answer is 503
+	// (DefaultCommitTimeout).
+	CommitTimeout time.Duration
+	// MaxInFlight bounds the requests being committed at once: each holds
+	// its body in memory. A request that finds no free slot within
+	// CommitTimeout is answered 503 (DefaultMaxInFlight).
+	MaxInFlight int
+}
+
+func (c Config) withDefaults() Config {
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.CommitTimeout == 0 {
+		c.CommitTimeout = DefaultCommitTimeout
+	}
+	if c.MaxInFlight == 0 {
+		c.MaxInFlight = DefaultMaxInFlight
+	}
+	return c
+}
+
+// Validate checks the configuration; zero fields are valid (defaults).
+func (c Config) Validate() error {
+	var errs []error
+	if c.MaxBodyBytes < 0 {
+		errs = append(errs, fmt.Errorf("stream max body bytes %d: want more than 0 (0 for the default %d)", c.MaxBodyBytes, DefaultMaxBodyBytes))
+	}
+	if c.CommitTimeout < 0 {
+		errs = append(errs, fmt.Errorf("stream commit timeout %s: want more than 0 (0 for the default %s)", c.CommitTimeout, DefaultCommitTimeout))
+	}
+	if c.MaxInFlight < 0 {
+		errs = append(errs, fmt.Errorf("stream max in flight %d: want more than 0 (0 for the default %d)", c.MaxInFlight, DefaultMaxInFlight))
+	}
+	return errors.Join(errs...)
+}
+
+// tenantPattern is package buffer's: a tenant name is also a URL segment.
+var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+func validateTenants(tenants []Tenant) error {
+	if len(tenants) == 0 {
+		return errors.New("stream receiver: no tenant")
+	}
+	var errs []error
+	names := map[string]bool{}
+	tokens := map[string]string{}
+	for i, t := range tenants {
+		switch {
+		case !tenantPattern.MatchString(t.Name):
+			errs = append(errs, fmt.Errorf("stream tenant %d: name %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", i, t.Name))
+		case names[t.Name]:
+			errs = append(errs, fmt.Errorf("stream tenant %q is listed twice", t.Name))
+		}
+		names[t.Name] = true
+		switch other, dup := tokens[t.Token]; {
+		case t.Token == "":
+			errs = append(errs, fmt.Errorf("stream tenant %q: no token: the Authorization header is required", t.Name))
+		case dup:
+			// One tenant's stream could then write into the other's buffer.
+			errs = append(errs, fmt.Errorf("stream tenants %q and %q have the same token: give each its own", other, t.Name))
+		default:
+			tokens[t.Token] = t.Name
+		}
+		if t.Buffer == nil {
+			errs = append(errs, fmt.Errorf("stream tenant %q: no buffer", t.Name))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Deps are the receiver's injected collaborators. Zero values get
+// defaults: a discarding logger, a fresh registry, the real clock, no
+// callback.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Clock      clockwork.Clock
+	// OnCommit, when set, is called once per request whose records were
+	// committed to the buffer, right after the commit and before the
+	// answer, from the goroutine that committed. It is called also when the
+	// commit finished only after the request had been answered 503 (timed
+	// out): the records are stored, and Auth0's retry will find them all
+	// duplicates. It must return quickly: the answer waits for it.
+	OnCommit func(Commit)
+}
+
+func (d Deps) withDefaults() Deps {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Registerer == nil {
+		d.Registerer = prometheus.NewRegistry()
+	}
+	if d.Clock == nil {
+		d.Clock = clockwork.NewRealClock()
+	}
+	return d
+}
