@@ -125,6 +125,8 @@ type Auth0 struct {
 	malformed             int
 	failToken             int
 
+	subs []func([]RawLog) // see Subscribe
+
 	stats Auth0Stats
 }
 
@@ -177,6 +179,10 @@ func (a *Auth0) Add(events ...Event) []string {
 	ids := make([]string, len(events))
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	var added []RawLog
+	if len(a.subs) > 0 {
+		added = make([]RawLog, 0, len(events))
+	}
 	now := a.clock.Now()
 	for i, ev := range events {
 		if ev.Date.IsZero() {
@@ -192,9 +198,30 @@ func (a *Auth0) Add(events ...Event) []string {
 		id := formatLogID(idTime, a.seq)
 		ids[i] = id
 		a.scratch = a.encode(a.scratch[:0], ev, id, date)
-		a.entries = append(a.entries, entry{body: a.store(a.scratch), date: date.UnixMilli()})
+		body := a.store(a.scratch)
+		a.entries = append(a.entries, entry{body: body, date: date.UnixMilli()})
+		if added != nil {
+			added = append(added, RawLog{ID: id, JSON: body})
+		}
+	}
+	if len(added) > 0 {
+		for _, fn := range a.subs {
+			fn(added)
+		}
 	}
 	return ids
+}
+
+// Subscribe makes fn receive every event Add stores from now on, as Auth0
+// hands each new log to its Log Streams: once per Add call, in ingest
+// (log_id) order, with the JSON the logs API serves. fn runs with the
+// simulator's lock held, so calls never interleave or reorder: it must
+// return quickly, must not call the simulator, and must not modify the
+// JSON (it is the stored event).
+func (a *Auth0) Subscribe(fn func([]RawLog)) {
+	a.mu.Lock()
+	a.subs = append(a.subs, fn)
+	a.mu.Unlock()
 }
 
 // store copies b into the arena: one allocation per MiB of events instead

@@ -1,7 +1,9 @@
 // Package sim provides in-process simulators of the two HTTP APIs authpipe
 // talks to, each an http.Handler to serve with httptest.NewServer: Auth0's
 // Management API logs endpoint (NewAuth0) and Segment's HTTP Tracking API
-// batch endpoint (NewSegment). Tests of every package, the benchmarks and
+// batch endpoint (NewSegment); and of the one service that calls authpipe,
+// an Auth0 custom webhook Log Stream (NewStream), which pushes the Auth0
+// simulator's logs to a URL. Tests of every package, the benchmarks and
 // `authpipe demo` run against them through the real clients (go-auth0,
 // analytics-go) over real HTTP.
 //
@@ -84,6 +86,44 @@
 //     {"success":false,"message":…} is inferred.
 //   - No per-field validation beyond the above, no 24 h dedupe window (every
 //     copy is counted forever), no regional endpoints.
+//
+// # Auth0 Log Streams, custom webhook (faithful)
+//
+//   - Stream.Follow(auth0) offers the stream every log the Auth0 simulator
+//     stores (Auth0.Subscribe), in ingest order, with the JSON the logs API
+//     serves: the stream and the poller see the same logs.
+//   - Each delivery is one POST to the Payload URL with Content-Type
+//     application/json, the Authorization Token verbatim as the
+//     Authorization header (none when empty), and a body in the Content
+//     Format: JSONLINES (one record per line), JSONARRAY ([record, …]) or
+//     JSONOBJECT; each record {"log_id": …, "data": {…the log…}}.
+//   - Delivery is at least once: a delivery is tried up to three times; any
+//     answer but 2xx, and no answer, is a failure. After the third it is
+//     errored (Stats.Errored, Auth0's Health tab) and the process starts
+//     again later, until a try succeeds; newer logs go on meanwhile, so an
+//     errored batch arrives after newer ones (Auth0 does not promise
+//     order). A stream with no success for PauseAfter (7 days) while
+//     failing pauses; Resume restarts it.
+//
+// # Auth0 Log Streams (simplified)
+//
+//   - The JSONOBJECT body {"logs":[…]} is inferred from handlers written
+//     against real streams (Auth0 does not document it).
+//   - Batching: a delivery takes up to BatchSize (default 100) of the logs
+//     waiting, at once; Auth0 does not document its batch sizes. One
+//     delivery at a time, in log_id order apart from errored retries.
+//   - The wait between tries (RetryDelay, 1 s) and before an errored
+//     delivery starts again (ErroredRetry, 1 min) are not documented by
+//     Auth0; they are options, on an injected clock.
+//   - DropRate drops a share of deliveries for good, never sent (their
+//     log_ids in Dropped), to model the stream losing logs; a real stream
+//     shows no such thing but its Health tab. Logs offered while paused
+//     are delivered after Resume (whether a real stream delivers the logs
+//     of its paused days is not documented; it can be recreated with a
+//     Starting Cursor inside the retention). No event-category filters,
+//     PII masking, custom headers or Starting Cursor; no TLS (real streams
+//     require HTTPS with a valid certificate); the request timeout
+//     (Timeout, 10 s) is a guess.
 //
 // # Auth0 tokens for an API (NewJWKS)
 //
