@@ -6,8 +6,8 @@
 // the file, by file:line and YAML key) in one line that starts "config: ".
 // Nothing is silently ignored: unknown YAML keys, duplicate keys and values
 // that do not parse are errors. Secret values (Auth0 client secret, Segment
-// write key, Redis URL, hash key) are of type Secret, which never prints, and
-// no error message quotes them.
+// write key, Redis URL, hash key, Log Streams token) are of type Secret,
+// which never prints, and no error message quotes them.
 //
 // Precedence, lowest first: Default(), the YAML file named by AUTHPIPE_CONFIG,
 // environment variables. An empty value counts as unset. A secret may also be
@@ -39,6 +39,7 @@ type Config struct {
 	Tenant          string        // AUTHPIPE_TENANT: names the tenant's Redis keys and metric labels
 	Tenants         []Tenant      // the file's tenants list; empty: the one tenant above (see AllTenants)
 	Auth0           Auth0         // where the logs come from
+	Stream          Stream        // the Log Streams receiver: logs pushed by Auth0; off unless Stream.Listen is set
 	Segment         Segment       // where they go
 	Forward         Forward       // which events are forwarded to Segment
 	PII             PII           // what personal data leaves for Segment
@@ -73,6 +74,7 @@ type Auth0 struct {
 	RequestTimeout time.Duration // per HTTP request
 	PageSize       int           // logs per request (take), 1..100
 	RateLimitShare float64       // largest share of the tenant's logs rate limit to use, (0, 1]
+	StreamToken    Secret        // the Authorization header of the tenant's Log Stream (see Stream)
 }
 
 // Insecure reports whether Domain asks for plain HTTP (a local simulator).
@@ -159,6 +161,7 @@ func Default() Config {
 			PageSize:       100,
 			RateLimitShare: 0.8,
 		},
+		Stream: Stream{HealthyWindow: 2 * time.Minute, PollInterval: 5 * time.Minute},
 		Segment: Segment{
 			Endpoint:      "https://api.segment.io",
 			BatchSize:     250,
@@ -233,6 +236,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	problems = append(problems, c.validateTenants()...)
+	problems = append(problems, c.streamProblems()...)
 	if len(problems) > 0 {
 		return &Error{Problems: problems}
 	}

@@ -93,6 +93,7 @@ func TestLoadDefaults(t *testing.T) {
 			PageSize:       100,
 			RateLimitShare: 0.8,
 		},
+		Stream: Stream{HealthyWindow: 2 * time.Minute, PollInterval: 5 * time.Minute},
 		Segment: Segment{
 			WriteKey:      "S3cr3t-write",
 			Endpoint:      "https://api.segment.io",
@@ -360,6 +361,11 @@ auth0:
   request_timeout: 15s
   page_size: 50
   rate_limit_share: 0.6
+  stream_token: Bearer S3cr3t-file-stream-token-0123456789
+stream:
+  listen: 127.0.0.1:9465
+  healthy_window: 3m
+  poll_interval: 10m
 segment:
   write_key: S3cr3t-file-write
   endpoint: https://events.eu1.segmentapis.com
@@ -419,8 +425,9 @@ func TestLoadFile(t *testing.T) {
 		Auth0: Auth0{
 			Domain: "file.auth0.com", ClientID: "file-client", ClientSecret: "S3cr3t-file-client",
 			LogRetention: 240 * time.Hour, PollInterval: 20 * time.Second, RequestTimeout: 15 * time.Second, PageSize: 50,
-			RateLimitShare: 0.6,
+			RateLimitShare: 0.6, StreamToken: "Bearer S3cr3t-file-stream-token-0123456789",
 		},
+		Stream: Stream{Listen: "127.0.0.1:9465", HealthyWindow: 3 * time.Minute, PollInterval: 10 * time.Minute},
 		Segment: Segment{
 			WriteKey: "S3cr3t-file-write", Endpoint: "https://events.eu1.segmentapis.com",
 			BatchSize: 100, FlushInterval: 2 * time.Second, MaxInFlight: 500,

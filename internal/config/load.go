@@ -85,6 +85,7 @@ func load(getenv func(string) (string, bool), readFile func(string) ([]byte, err
 		}
 	}
 	l.buildTenants(getenv, readFile)
+	l.problems = append(l.problems, c.streamProblems()...) // across settings and tenants
 	if len(l.problems) > 0 {
 		return nil, &Error{Problems: l.problems}
 	}

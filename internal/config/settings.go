@@ -88,6 +88,12 @@ func settings() []setting {
 		integer("AUTH0_PAGE_SIZE", "auth0.page_size", func(c *Config) *int { return &c.Auth0.PageSize }, 1, 100),
 		ratio("AUTH0_RATE_LIMIT_SHARE", "auth0.rate_limit_share", func(c *Config) *float64 { return &c.Auth0.RateLimitShare }, true),
 
+		// Log Streams (see stream.go)
+		optional(text("AUTHPIPE_STREAM_LISTEN", "stream.listen", func(c *Config) *string { return &c.Stream.Listen }, checkListen)),
+		secret("AUTH0_STREAM_TOKEN", "auth0.stream_token", false, func(c *Config) *Secret { return &c.Auth0.StreamToken }, checkStreamToken),
+		duration("AUTHPIPE_STREAM_HEALTHY_WINDOW", "stream.healthy_window", func(c *Config) *time.Duration { return &c.Stream.HealthyWindow }, 10*time.Second, 24*time.Hour),
+		duration("AUTHPIPE_STREAM_POLL_INTERVAL", "stream.poll_interval", func(c *Config) *time.Duration { return &c.Stream.PollInterval }, 100*time.Millisecond, time.Hour),
+
 		// Segment
 		secret("SEGMENT_WRITE_KEY", "segment.write_key", true, func(c *Config) *Secret { return &c.Segment.WriteKey }, nil),
 		text("SEGMENT_ENDPOINT", "segment.endpoint", func(c *Config) *string { return &c.Segment.Endpoint }, httpURL("https://events.eu1.segmentapis.com")),

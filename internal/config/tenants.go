@@ -48,6 +48,7 @@ var topLevelOnly = map[string]bool{
 	"AUTH0_DOMAIN":        true,
 	"AUTH0_CLIENT_ID":     true,
 	"AUTH0_CLIENT_SECRET": true,
+	"AUTH0_STREAM_TOKEN":  true, // each stream has its own token
 }
 
 // perTenant reports whether a tenant of the list may set s: every Auth0
@@ -249,6 +250,7 @@ func (l *loader) buildTenants(getenv func(string) (string, bool), readFile func(
 		itemWhere := fmt.Sprintf("%s:%d: %s", path, rt.line, label)
 		base := *l.cfg
 		base.Auth0.Domain, base.Auth0.ClientID, base.Auth0.ClientSecret = "", "", ""
+		base.Auth0.StreamToken = ""
 		tc := &base
 		origin := map[string]string{}
 		bad := map[string]bool{}
