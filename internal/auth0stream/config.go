@@ -139,8 +139,8 @@ type Deps struct {
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 	Clock      clockwork.Clock
-	// OnCommit, when set, is called once per request whose records were
-	// committed to the buffer, right after the commit and before the
+	// OnCommit, when set, is called once per request whose records (one
+	// or more) were committed to the buffer, right after the commit and before the
 	// answer, from the goroutine that committed. It is called also when the
 	// commit finished only after the request had been answered 503 (timed
 	// out): the records are stored, and Auth0's retry will find them all

@@ -63,7 +63,8 @@
 // the same logs between the read and the append makes Added smaller than
 // the marked count; Commit.Uncertain says by how much.
 //
-// Bounds. Bodies are read through http.MaxBytesReader; the server
+// Bounds. Bodies are read through http.MaxBytesReader (a Content-Length
+// over the bound is refused without reading); the server
 // (NewServer) bounds headers (64 KiB), reading a request (30 s), answering
 // it (60 s) and idle connections (2 m). Each commit runs in a goroutine of
 // its own, at most MaxInFlight (default 16) at once, so a hung buffer

@@ -145,13 +145,17 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			err: errors.New("wrong or missing Authorization header")})
 		return
 	}
+	tooLarge := answer{outcome: OutcomeTooLarge,
+		msg: fmt.Sprintf("request body over %d bytes: nothing stored", r.cfg.MaxBodyBytes),
+		err: fmt.Errorf("body over %d bytes", r.cfg.MaxBodyBytes)}
+	if req.ContentLength > r.cfg.MaxBodyBytes {
+		r.finish(w, req, t, tooLarge) // known from the header: not read at all
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.cfg.MaxBodyBytes))
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			r.finish(w, req, t, answer{outcome: OutcomeTooLarge,
-				msg: fmt.Sprintf("request body over %d bytes: nothing stored", r.cfg.MaxBodyBytes),
-				err: fmt.Errorf("body over %d bytes", r.cfg.MaxBodyBytes)})
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			r.finish(w, req, t, tooLarge)
 			return
 		}
 		r.finish(w, req, t, answer{outcome: OutcomeBadRequest, msg: "read request body: nothing stored",
@@ -296,7 +300,7 @@ func (r *Receiver) store(ctx context.Context, t *tenant, logs []auth0log.Log) (C
 		t.lastNS.Store(c.At.UnixNano())
 		r.m.lastEvent.WithLabelValues(t.name).Set(float64(c.At.UnixNano()) / 1e9)
 	}
-	if r.onCommit != nil {
+	if r.onCommit != nil && c.Records > 0 {
 		r.onCommit(c)
 	}
 	return c, nil

@@ -1,7 +1,9 @@
 package auth0stream_test
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -252,8 +254,20 @@ func TestOversizeBody(t *testing.T) {
 			status, msg := f.post(auth0stream.PathPrefix, token, over)
 			require.Equal(t, http.StatusRequestEntityTooLarge, status, msg)
 			require.Contains(t, msg, "request body over 4096 bytes: nothing stored")
+
+			// Without a Content-Length (chunked) the bound is found reading.
+			req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, f.srv.URL+auth0stream.PathPrefix,
+				io.MultiReader(bytes.NewReader(over)))
+			require.NoError(t, err)
+			req.Header.Set("Authorization", token)
+			resp, err := f.srv.Client().Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+			require.Zero(t, req.ContentLength) // unknown: sent chunked
+
 			requireNothingStored(t, b, logs)
-			require.Equal(t, 1.0, f.requests("acme", auth0stream.OutcomeTooLarge, 413))
+			require.Equal(t, 2.0, f.requests("acme", auth0stream.OutcomeTooLarge, 413))
 
 			status, msg = f.post(auth0stream.PathPrefix, token, over[:limit])
 			require.Equal(t, http.StatusOK, status, msg)
