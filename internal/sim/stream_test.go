@@ -16,6 +16,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/auth0stream"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/sim"
@@ -368,5 +369,76 @@ func TestNewStreamValidates(t *testing.T) {
 	} {
 		_, err := sim.NewStream(tc.opts)
 		require.ErrorContains(t, err, tc.want, fmt.Sprint(tc.opts))
+	}
+}
+
+// TestStreamDroppedLogsArePolled: with a share of deliveries dropped for
+// good, the receiver stores what the stream delivered, and a poller's
+// append of every log the Auth0 simulator serves adds exactly the dropped
+// ones: the stream's loss is measurable by log_id (part 2 counts it).
+func TestStreamDroppedLogsArePolled(t *testing.T) {
+	ctx := t.Context()
+	rdb := redis.NewClient(&redis.Options{Addr: testredis.Addr(t), ContextTimeoutEnabled: true})
+	t.Cleanup(func() { _ = rdb.Close() })
+	buf, err := buffer.NewRedis(rdb, buffer.Config{Tenant: testredis.Name(t)}, buffer.Deps{})
+	require.NoError(t, err)
+	const tok = "Bearer sim-stream-drops-0123456789"
+	var mu sync.Mutex
+	delivered := map[string]bool{}
+	recv, err := auth0stream.New([]auth0stream.Tenant{{Name: "acme", Token: tok, Buffer: buf}}, auth0stream.Config{},
+		auth0stream.Deps{OnCommit: func(c auth0stream.Commit) {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, l := range c.Logs {
+				delivered[l.ID] = true
+			}
+		}})
+	require.NoError(t, err)
+	srv := httptest.NewServer(recv)
+	t.Cleanup(srv.Close)
+
+	s, err := sim.NewStream(sim.StreamOptions{URL: srv.URL + "/auth0/logs", Authorization: tok,
+		Format: sim.StreamJSONArray, BatchSize: 20, DropRate: 0.05, Seed: 5})
+	require.NoError(t, err)
+	a := followed(s)
+	runStream(t, s)
+	for range 10 {
+		addEvents(a, 200)
+	}
+	require.Eventually(t, func() bool { return s.Stats().Pending == 0 }, 20*time.Second, 10*time.Millisecond)
+	dropped := s.Dropped()
+	require.NotEmpty(t, dropped)
+
+	// The poller's view: every log the logs API serves, in pages.
+	ids := a.LogIDs()
+	var polled []string
+	for from := 0; from < len(ids); from += 100 {
+		page := ids[from:min(from+100, len(ids))]
+		logs := make([]auth0log.Log, len(page))
+		for i, id := range page {
+			raw, ok := a.Log(id)
+			require.True(t, ok)
+			logs[i], err = auth0log.Decode(raw)
+			require.NoError(t, err)
+		}
+		seen, err := buf.Seen(ctx, page)
+		require.NoError(t, err)
+		added, err := buf.Append(ctx, logs, page[len(page)-1])
+		require.NoError(t, err)
+		n := 0
+		for i, id := range page {
+			if !seen[i] {
+				polled = append(polled, id)
+				n++
+			}
+		}
+		require.Equal(t, n, added)
+	}
+	require.ElementsMatch(t, dropped, polled, "the poller found exactly what the stream dropped")
+	mu.Lock()
+	defer mu.Unlock()
+	require.Len(t, delivered, len(ids)-len(dropped))
+	for _, id := range dropped {
+		require.False(t, delivered[id])
 	}
 }
