@@ -145,17 +145,14 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			err: errors.New("wrong or missing Authorization header")})
 		return
 	}
-	tooLarge := answer{outcome: OutcomeTooLarge,
-		msg: fmt.Sprintf("request body over %d bytes: nothing stored", r.cfg.MaxBodyBytes),
-		err: fmt.Errorf("body over %d bytes", r.cfg.MaxBodyBytes)}
 	if req.ContentLength > r.cfg.MaxBodyBytes {
-		r.finish(w, req, t, tooLarge) // known from the header: not read at all
+		r.finish(w, req, t, r.tooLarge()) // known from the header: not read at all
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.cfg.MaxBodyBytes))
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
-			r.finish(w, req, t, tooLarge)
+			r.finish(w, req, t, r.tooLarge())
 			return
 		}
 		r.finish(w, req, t, answer{outcome: OutcomeBadRequest, msg: "read request body: nothing stored",
@@ -172,6 +169,12 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		a.msg = fmt.Sprintf(`{"records":%d,"new":%d}`, c.Records, c.Added)
 	}
 	r.finish(w, req, t, a)
+}
+
+func (r *Receiver) tooLarge() answer {
+	return answer{outcome: OutcomeTooLarge,
+		msg: fmt.Sprintf("request body over %d bytes: nothing stored", r.cfg.MaxBodyBytes),
+		err: fmt.Errorf("body over %d bytes", r.cfg.MaxBodyBytes)}
 }
 
 // singleHint tells where a single tenant's stream may also post.
