@@ -107,7 +107,7 @@ func OpenBolt(dir string, cfg Config, deps Deps) (*Bolt, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open buffer file %s: %w", path, err)
 	}
-	if err := registerGauges(deps.Registerer, cfg.Tenant, b.log, b.gauges); err != nil {
+	if err := registerGauges(deps.Registerer, cfg.Tenant, b.log, b.clock, b.gauges); err != nil {
 		_ = db.Close()
 		return nil, err
 	}

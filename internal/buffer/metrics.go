@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -107,20 +109,34 @@ type gauges struct {
 type gaugeSource func(ctx context.Context) (gauges, error)
 
 // statsCollector reports the buffer's gauges, queried from the backend at
-// scrape time (bounded by statsTimeout), so they are never stale and need no
-// loop. A failed query is logged and its series are left out of that scrape.
-// Both backends share it, so their gauges have the same names and labels.
+// scrape time (bounded by statsTimeout), so they need no loop. When the
+// query fails (Redis unreachable) the gauges keep the values of the last
+// query that succeeded, never a 0 and never a gap: a panel keeps its line
+// and AuthpipeBacklogGrowing and AuthpipeDeadLetters keep evaluating.
+// authpipe_buffer_up says whether this scrape's query succeeded and
+// authpipe_buffer_stats_last_success_timestamp_seconds how old the kept
+// values are (0 and 0 until a query has succeeded; the gauges are then 0).
+// A failure is logged once, when it starts, and the recovery once. Both
+// backends share it, so their gauges have the same names and labels.
 type statsCollector struct {
 	source                                gaugeSource
 	log                                   *slog.Logger
+	clock                                 clockwork.Clock
 	backlog, pending, stream, deadLetters *prometheus.Desc
+	up, lastSuccess                       *prometheus.Desc
+
+	mu     sync.Mutex // concurrent scrapes
+	last   gauges     // values of the last successful query
+	lastOK time.Time  // when it ran; zero: never
+	failed bool       // the last query failed
 }
 
-func newStatsCollector(tenant string, log *slog.Logger, source gaugeSource) *statsCollector {
+func newStatsCollector(tenant string, log *slog.Logger, clock clockwork.Clock, source gaugeSource) *statsCollector {
 	tl := prometheus.Labels{"tenant": tenant}
 	return &statsCollector{
 		source: source,
 		log:    log,
+		clock:  clock,
 		backlog: prometheus.NewDesc("authpipe_buffer_backlog_events",
 			"Entries not yet acknowledged by the slowest consumer group (undelivered + pending); the stream length while no group exists.", nil, tl),
 		pending: prometheus.NewDesc("authpipe_buffer_pending_events",
@@ -129,6 +145,11 @@ func newStatsCollector(tenant string, log *slog.Logger, source gaugeSource) *sta
 			"Entries in the stream (acknowledged ones included, until trimmed).", nil, tl),
 		deadLetters: prometheus.NewDesc("authpipe_dead_letter_events",
 			"Entries in the dead-letter stream.", nil, tl),
+		up: prometheus.NewDesc("authpipe_buffer_up",
+			"1 if the buffer (Redis) answered this scrape's statistics query, 0 if it did not.", nil, tl),
+		lastSuccess: prometheus.NewDesc("authpipe_buffer_stats_last_success_timestamp_seconds",
+			"When the buffer last answered the statistics query behind the buffer gauges (0: never). While it does not answer, "+
+				"authpipe_buffer_backlog_events, _pending_events, _stream_events and authpipe_dead_letter_events keep the values read then.", nil, tl),
 	}
 }
 
@@ -137,34 +158,60 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.pending
 	ch <- c.stream
 	ch <- c.deadLetters
+	ch <- c.up
+	ch <- c.lastSuccess
 }
 
 func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), statsTimeout)
 	defer cancel()
 	g, err := c.source(ctx)
-	if err != nil {
-		c.log.Warn("buffer stats for metrics", "err", err)
-		return
+
+	c.mu.Lock()
+	switch {
+	case err == nil:
+		if c.failed {
+			c.log.Info("buffer answers the statistics query again", "unanswered_for", c.clock.Since(c.lastOK).Round(time.Second).String())
+		}
+		c.last, c.lastOK, c.failed = g, c.clock.Now(), false
+	case !c.failed:
+		c.failed = true
+		c.log.Warn("buffer stats for metrics; keeping the last values until the buffer answers", "err", err)
+	}
+	g, lastOK, up := c.last, c.lastOK, !c.failed
+	c.mu.Unlock()
+
+	var since float64
+	if !lastOK.IsZero() {
+		since = float64(lastOK.UnixNano()) / 1e9
 	}
 	ch <- prometheus.MustNewConstMetric(c.backlog, prometheus.GaugeValue, float64(g.backlog))
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(g.pending))
 	ch <- prometheus.MustNewConstMetric(c.stream, prometheus.GaugeValue, float64(g.length))
 	ch <- prometheus.MustNewConstMetric(c.deadLetters, prometheus.GaugeValue, float64(g.deadLetters))
+	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, boolGauge(up))
+	ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, since)
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // registerGauges registers a backend's gauges. It fails (rather than
 // panics, as the counters of newMetrics would) when this tenant's buffer
 // metrics exist on the registry already, so call it first.
-func registerGauges(reg prometheus.Registerer, tenant string, log *slog.Logger, source gaugeSource) error {
-	if err := reg.Register(newStatsCollector(tenant, log, source)); err != nil {
+func registerGauges(reg prometheus.Registerer, tenant string, log *slog.Logger, clock clockwork.Clock, source gaugeSource) error {
+	if err := reg.Register(newStatsCollector(tenant, log, clock, source)); err != nil {
 		return fmt.Errorf("register buffer gauges for tenant %s: %w", tenant, err)
 	}
 	return nil
 }
 
 func registerStats(reg prometheus.Registerer, b *Redis) error {
-	return registerGauges(reg, b.cfg.Tenant, b.log, b.gauges)
+	return registerGauges(reg, b.cfg.Tenant, b.log, b.clock, b.gauges)
 }
 
 // gauges reads the Redis backend's gauges in one transaction.
