@@ -11,6 +11,8 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/redis/go-redis/v9"
 )
 
 // Set at build time: -ldflags "-X main.version=1.2.3 -X main.revision=abc".
@@ -20,6 +22,9 @@ var (
 )
 
 func main() {
+	// go-redis logs through one process-wide logger of its own, not through
+	// the clients authpipe builds: route it into slog once, here.
+	redis.SetLogger(goRedisLogger{})
 	os.Exit(cli(os.Args[1:], os.Stdout, os.Stderr))
 }
 

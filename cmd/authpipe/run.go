@@ -66,6 +66,10 @@ func runCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
+	// Libraries that log through the process' default logger, go-redis
+	// (through the adapter main installs) and net/http's servers (through
+	// the log package), log through this one too.
+	slog.SetDefault(logger)
 	tuneGC(os.LookupEnv)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
