@@ -169,6 +169,7 @@ rules:
 	require.Equal(t, "10.0.0.1", out.alerts[0].Labels["ip"])
 	require.Equal(t, "10.0.0.2", out.alerts[1].Labels["ip"])
 	require.Equal(t, "10.0.0.1=5, 10.0.0.2=4, 10.0.0.3=3", out.alerts[0].Annotations["top_offenders"])
+	require.Equal(t, "10.0.0.2=4, 10.0.0.1=5, 10.0.0.3=3", out.alerts[1].Annotations["top_offenders"], "the alert's own group first")
 	require.Equal(t, "acme", out.alerts[0].Labels["tenant"])
 }
 

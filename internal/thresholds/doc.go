@@ -136,11 +136,13 @@
 // process runs them.
 // A check computes every group's value (candidates at or over the
 // threshold, up to 200, plus the top offenders, plus the groups with active
-// alerts), sets authpipe_threshold_value{rule} (the highest value) and
-// authpipe_threshold_breached{rule}, raises alerts for newly breaching groups
-// (at most Config.MaxAlertsPerRule per rule), refreshes the active ones and
-// resolves those below the threshold. Group values never become metric
-// labels; they appear only in alerts.
+// alerts), sets authpipe_threshold_value{rule} (the highest value),
+// authpipe_threshold_breached{rule} and
+// authpipe_threshold_last_check_timestamp_seconds{rule}, raises alerts for
+// newly breaching groups (at most Config.MaxAlertsPerRule per rule),
+// refreshes the active ones and resolves those below the threshold, on live
+// counts only (see Outages). Group values never become metric labels; they
+// appear only in alerts.
 //
 // Real time: count and distinct rules are also evaluated, for the groups a
 // batch touched, right after the batch is counted, so a breach raises its
@@ -155,13 +157,50 @@
 // real-time path and the scheduled check, on any replica, raise an alert once. Alerts carry the labels alertname (the
 // rule), severity, tenant, the rule's labels and the group value under the
 // group_by field's name (ip="203.0.113.7"), and the annotations value,
-// threshold, window, top_offenders (groups_cut when the cap dropped groups)
-// plus the rule's own. They are pushed to Alertmanager (POST /api/v2/alerts)
-// and/or the webhook (WebhookPayload) with endsAt four re-send intervals
-// ahead, re-sent every Config.ResendInterval while active, and resolved with
+// threshold, window, top_offenders (the alert's own group first, then the
+// highest others; groups_cut when the cap dropped groups) plus the rule's
+// own. They are pushed to Alertmanager (POST /api/v2/alerts) and/or the
+// webhook (WebhookPayload) with endsAt four re-send intervals ahead,
+// re-sent every Config.ResendInterval while active, and resolved with
 // endsAt = now. Sending is asynchronous and retried with exponential backoff
 // (429, 5xx, network errors; other 4xx are permanent); a batch that still
-// fails is dropped and counted (it is re-sent with the next round).
+// fails is dropped and counted in authpipe_alerts_send_errors_total (it is
+// re-sent with the next round). This is the only path a breach takes to
+// Alertmanager: the shipped Prometheus rules watch authpipe's health, not
+// authpipe_threshold_breached (docs/runbook.md, "Alert paths").
+//
+// # Outages
+//
+// A buffer outage (Redis unreachable) is never read as an all-clear:
+//
+//   - Alerts stay firing. Every replica keeps a copy of the active alerts
+//     as it last saw them in Redis. While Redis does not answer, the replica
+//     that held the lease last re-sends them from that copy every
+//     re-send interval, same startsAt, so Alertmanager never times them out.
+//     Once Redis answers, the lease holder re-sends from Redis as before:
+//     the same alerts, the same startsAt, no second notification.
+//   - Breach gauges keep their value. Losing the lease (it runs out when
+//     Redis does not answer) changes authpipe_threshold_leader only;
+//     authpipe_threshold_breached and _value keep the last check's values,
+//     and authpipe_threshold_last_check_timestamp_seconds says how old they
+//     are. A replica zeroes them, and forgets its copy, only when Redis
+//     shows that another replica took the lease (its fencing counter grew).
+//   - Resolving waits for live counts. After a buffer error, and at start,
+//     the counts lack what reached Auth0 meanwhile until the poller has
+//     caught up, so a window can only look smaller than it is. A check then
+//     raises new alerts but resolves none (they count as breached and as
+//     held in CheckResult) until the counts are live: an event dated at or
+//     after the last error has been counted (the poller appends in log_id
+//     order, so everything before it is in), or Config.ResolveHold (5m)
+//     has passed without one (a quiet tenant). authpipe_threshold_counts_live
+//     says which, authpipe_threshold_newest_event_timestamp_seconds how far
+//     counting has got.
+//
+// A replica cut off from Redis while another still reaches it (a network
+// partition) keeps re-sending its copy: an alert the other replica resolved
+// may fire again at Alertmanager until the partition heals, never the
+// reverse. On the embedded buffer there is no outage of this kind: one
+// process keeps counts and alerts in memory, and the counts start live.
 //
 // # Reload
 //

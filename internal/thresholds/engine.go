@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
@@ -117,6 +118,10 @@ type Config struct {
 	ReloadInterval time.Duration
 	// ResendInterval is how often active alerts are re-sent. Default 1m.
 	ResendInterval time.Duration
+	// ResolveHold bounds how long alerts stay unresolved after a buffer
+	// error (or a start) while no event dated after it has been counted:
+	// how long a quiet tenant's breach outlives an outage. Default 5m.
+	ResolveHold time.Duration
 	// MaxGroups caps the groups kept per rule and bucket. Default 1000.
 	MaxGroups int
 	// MaxAlertsPerRule caps the alerts (groups) active at once per rule;
@@ -172,7 +177,7 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"resend interval", c.ResendInterval}, {"read block", c.ReadBlock}, {"reclaim idle", c.ReclaimIdle}, {"send backoff", c.SendBackoff}} {
+	}{{"resend interval", c.ResendInterval}, {"resolve hold", c.ResolveHold}, {"read block", c.ReadBlock}, {"reclaim idle", c.ReclaimIdle}, {"send backoff", c.SendBackoff}} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("thresholds %s %s: want more than 0 (0 for the default)", d.name, d.v))
 		}
@@ -212,6 +217,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ResendInterval == 0 {
 		c.ResendInterval = DefaultResendInterval
+	}
+	if c.ResolveHold == 0 {
+		c.ResolveHold = DefaultResolveHold
 	}
 	if c.MaxGroups == 0 {
 		c.MaxGroups = DefaultMaxGroups
@@ -262,6 +270,16 @@ type Engine struct {
 	lease *lease.Lease // nil on the embedded buffer: always the leader
 	mem   *memStore    // the store on the embedded buffer, else nil
 	rcv   fanout
+
+	// Outages (outage.go). On Redis: the copy of the active alerts, the
+	// lease key, and whether this replica held the lease last (ledLast),
+	// with its last fencing token.
+	mirror     *mirrorStore
+	fresh      *freshness
+	leaseName  string
+	ledLast    atomic.Bool
+	lastToken  atomic.Int64
+	fromMemory atomic.Bool // re-sending from the copy: logged once per outage
 
 	reloadMu sync.Mutex // serializes Reload
 	sig      string     // rule files' signature at the last load attempt
@@ -322,9 +340,13 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		e.mem = newLocalStore(deps.Clock)
 		st = e.mem
 		checkRetention(cfg.Local, rs, log)
+		// One process, alert state in memory: nothing survives a restart to
+		// be resolved wrongly, so the counts start live.
+		e.fresh = newFreshness(deps.Clock, log, m, cfg.ResolveHold, true)
 	} else {
+		e.leaseName = cfg.Buffer.Key("lease:thresholds")
 		e.lease, err = lease.New(cfg.Redis, lease.Config{
-			Name:     cfg.Buffer.Key("lease:thresholds"),
+			Name:     e.leaseName,
 			Owner:    cfg.Consumer,
 			TTL:      cfg.LeaseTTL,
 			OnChange: e.leaderChanged,
@@ -332,7 +354,11 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		if err != nil {
 			return nil, err
 		}
-		st = &redisStore{client: cfg.Redis, ks: keyspace{prefix: cfg.Buffer.Key("")}, stream: cfg.Buffer.StreamKey(), group: cfg.Group}
+		e.mirror = newMirrorStore(&redisStore{client: cfg.Redis, ks: keyspace{prefix: cfg.Buffer.Key("")}, stream: cfg.Buffer.StreamKey(), group: cfg.Group})
+		st = e.mirror
+		// Alerts raised before this start are still active in Redis, and
+		// the poller has yet to catch up on what happened meanwhile.
+		e.fresh = newFreshness(deps.Clock, log, m, cfg.ResolveHold, false)
 	}
 	e.ev = &evaluator{
 		tenant:    cfg.Tenant,
@@ -348,6 +374,8 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		maxCand:   DefaultMaxCandidates,
 		resend:    cfg.ResendInterval,
 		realtime:  !cfg.DisableRealtime,
+		live:      e.fresh.isLive,
+		counted:   e.fresh.counted,
 	}
 	e.ev.rules.Store(rs)
 	return e, nil
@@ -360,17 +388,19 @@ func (e *Engine) Rules() *RuleSet { return e.ev.rules.Load() }
 // true on the embedded buffer.
 func (e *Engine) Leader() bool { return e.lease == nil || e.lease.Held() }
 
-func (e *Engine) leaderChanged(held bool, _ int64) {
+// leaderChanged follows the lease. Losing it leaves the breach gauges and
+// the copy of the alerts as they are: a lease that ran out because Redis
+// does not answer is no news about the breaches, and nobody else can have
+// checked meanwhile. They are handed over (stepDown) only once Redis shows
+// that another replica took the lease.
+func (e *Engine) leaderChanged(held bool, token int64) {
 	if held {
+		e.lastToken.Store(token)
+		e.ledLast.Store(true)
 		e.m.leader.Set(1)
 		return
 	}
-	// Only the evaluating replica reports breach state.
 	e.m.leader.Set(0)
-	for _, r := range e.ev.rules.Load().Rules {
-		e.m.breached.WithLabelValues(r.Name).Set(0)
-		e.m.value.WithLabelValues(r.Name).Set(0)
-	}
 }
 
 // Run counts, evaluates and alerts until ctx ends. On the embedded buffer
@@ -426,20 +456,13 @@ func (e *Engine) Run(ctx context.Context) error {
 		_ = sched.Shutdown()
 		return err
 	}
-	if _, err := sched.NewJob(gocron.DurationJob(e.cfg.ResendInterval),
-		gocron.NewTask(func(ctx context.Context) error { return e.ev.resendActive(ctx, e.clock.Now()) }),
-		gocron.WithName(resendJob), gocron.WithSingletonMode(gocron.LimitModeReschedule)); err != nil {
-		cancel()
-		<-leaseDone
-		_ = sched.Shutdown()
-		return fmt.Errorf("schedule alert re-send: %w", err)
-	}
 	sched.Start()
 
 	for _, r := range e.rcv {
 		goRun(func() { r.run(runCtx, 5*time.Second) })
 	}
 	goRun(func() { e.consume(runCtx) })
+	goRun(func() { e.keepAlerts(runCtx) })
 	if e.cfg.ReloadInterval > 0 && e.cfg.Rules == nil {
 		goRun(func() { e.watch(runCtx) })
 	}
@@ -456,8 +479,6 @@ func (e *Engine) Run(ctx context.Context) error {
 	<-leaseDone
 	return nil
 }
-
-const resendJob = "authpipe_alert_resend"
 
 func (e *Engine) knownRule(name string) bool {
 	_, ok := e.ev.rules.Load().Get(name)
@@ -505,6 +526,9 @@ func (e *Engine) runCheck(ctx context.Context, name string) error {
 	}
 	res, err := e.ev.check(ctx, r, e.clock.Now())
 	if err != nil {
+		if ctx.Err() == nil {
+			e.bufferFailed()
+		}
 		e.rep.Fail(ctx, "check rule "+name, slog.LevelWarn, "check rule", err, "rule", name)
 		return err
 	}
@@ -564,7 +588,19 @@ func (e *Engine) Reload() error {
 
 // watch polls the rule files and reloads when they change.
 func (e *Engine) watch(ctx context.Context) {
-	t := e.clock.NewTicker(e.cfg.ReloadInterval)
+	e.every(ctx, e.cfg.ReloadInterval, func() {
+		e.reloadMu.Lock()
+		changed := e.cfg.rulesSignature() != e.sig
+		e.reloadMu.Unlock()
+		if changed {
+			_ = e.Reload()
+		}
+	})
+}
+
+// every calls fn every d, on the engine's clock, until ctx ends.
+func (e *Engine) every(ctx context.Context, d time.Duration, fn func()) {
+	t := e.clock.NewTicker(d)
 	defer t.Stop()
 	for {
 		select {
@@ -572,12 +608,7 @@ func (e *Engine) watch(ctx context.Context) {
 			return
 		case <-t.Chan():
 		}
-		e.reloadMu.Lock()
-		changed := e.cfg.rulesSignature() != e.sig
-		e.reloadMu.Unlock()
-		if changed {
-			_ = e.Reload()
-		}
+		fn()
 	}
 }
 
@@ -657,6 +688,7 @@ func (e *Engine) consume(ctx context.Context) {
 			}
 			if err != nil {
 				if ctx.Err() == nil {
+					e.bufferFailed()
 					e.rep.Fail(ctx, "prepare consumer group", slog.LevelWarn, "prepare consumer group", err)
 					backoff()
 				}
@@ -668,6 +700,7 @@ func (e *Engine) consume(ctx context.Context) {
 		if recover {
 			if err := e.drainPending(ctx, group, consumer); err != nil {
 				if ctx.Err() == nil {
+					e.bufferFailed()
 					e.rep.Fail(ctx, "count pending entries", slog.LevelWarn, "count pending entries", err)
 					backoff()
 				}
@@ -690,6 +723,7 @@ func (e *Engine) consume(ctx context.Context) {
 			if strings.Contains(err.Error(), "NOGROUP") {
 				ready = false
 			}
+			e.bufferFailed()
 			e.rep.Fail(ctx, "count entries", slog.LevelWarn, "count entries", err)
 			recover = true // what was read stays pending with us: count it again
 			backoff()

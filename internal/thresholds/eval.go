@@ -31,6 +31,11 @@ type evaluator struct {
 	maxCand   int
 	resend    time.Duration
 	realtime  bool
+	// live reports whether the counts are complete up to about now (see
+	// freshness); nil: always. counted is told the newest event date of
+	// each counted batch; nil: nobody asks.
+	live    func(now time.Time) bool
+	counted func(newest time.Time)
 }
 
 // firingFor is how long a firing alert stays valid at Alertmanager without
@@ -53,8 +58,12 @@ func (ev *evaluator) countBatch(ctx context.Context, events []event, invalid []s
 	batch := make([]countEntry, 0, len(events)+len(invalid))
 	cutRule := map[string]string{}
 	touched := map[string]map[string]bool{}
+	var newest time.Time
 	for i := range events {
 		e := &events[i]
+		if e.date.After(newest) {
+			newest = e.date
+		}
 		if rs.countsType(e.typ) {
 			if err := e.readFields(); err != nil {
 				invalid = append(invalid, e.id)
@@ -84,6 +93,9 @@ func (ev *evaluator) countBatch(ctx context.Context, events []event, invalid []s
 	res, err := ev.store.count(ctx, batch, ev.maxGroups)
 	if err != nil {
 		return err
+	}
+	if ev.counted != nil && !newest.IsZero() {
+		ev.counted(newest)
 	}
 	ev.m.events.WithLabelValues(resultCounted).Add(float64(max(res.counted-len(invalid), 0)))
 	ev.m.events.WithLabelValues(resultDuplicate).Add(float64(res.duplicates))
@@ -154,10 +166,11 @@ func gaugeValue(ev *evaluator, rule string) float64 {
 // CheckResult is the outcome of one scheduled check of a rule.
 type CheckResult struct {
 	Rule      string
-	Value     float64 // highest value among the groups evaluated
-	Breached  bool
+	Value     float64      // highest value among the groups evaluated
+	Breached  bool         // a group breaches, or an alert is held (Held > 0)
 	Breaching []GroupValue // groups at or over the threshold, highest first
 	Firing    int          // alerts active for the rule after the check
+	Held      int          // of them, alerts below the threshold kept active: the counts are not live
 }
 
 // GroupValue is one group's value.
@@ -216,20 +229,28 @@ func (ev *evaluator) check(ctx context.Context, r *Rule, now time.Time) (CheckRe
 	if len(values) > 0 {
 		out.Value = values[0].value
 	}
-	out.Breached = len(breaching) > 0
 	for _, gv := range breaching {
 		out.Breaching = append(out.Breaching, GroupValue{gv.group, gv.value})
 	}
 	if !ev.leader() {
+		out.Breached = len(breaching) > 0
 		return out, nil // lost the lease while checking: leave state to the new holder
 	}
-	ev.m.value.WithLabelValues(r.Name).Set(out.Value)
-	ev.m.breached.WithLabelValues(r.Name).Set(boolFloat(out.Breached))
 
+	// A group below the threshold is resolved only on live counts: after a
+	// buffer error the counts may lack what happened meanwhile, and an
+	// alert resolved now would fire again, with a new start, once they
+	// have caught up.
+	live := ev.live == nil || ev.live(now)
 	firing := 0
 	for _, a := range active {
 		gv, still := byGroup[a.Group]
 		if !still || gv.value < r.Threshold {
+			if !live {
+				firing++
+				out.Held++
+				continue
+			}
 			ev.resolve(ctx, a, now)
 			continue
 		}
@@ -240,6 +261,14 @@ func (ev *evaluator) check(ctx context.Context, r *Rule, now time.Time) (CheckRe
 			ev.log.Warn("update alert state", "rule", r.Name, "err", err)
 		}
 	}
+	if out.Held > 0 {
+		ev.log.Debug("alerts held active until the counts are live", "rule", r.Name, "alerts", out.Held)
+	}
+	out.Breached = len(breaching) > 0 || out.Held > 0
+	ev.m.value.WithLabelValues(r.Name).Set(out.Value)
+	ev.m.breached.WithLabelValues(r.Name).Set(boolFloat(out.Breached))
+	ev.m.lastCheck.WithLabelValues(r.Name).Set(float64(now.UnixNano()) / 1e9)
+
 	raised := ev.raise(ctx, r, breaching, active, values, res, now)
 	ev.out.notify(raised)
 	out.Firing = firing + len(raised)
@@ -350,7 +379,7 @@ func (ev *evaluator) render(r *Rule, gv groupValue, all []groupValue, res evalRe
 		AnnotationValue:        formatValue(gv.value),
 		AnnotationThreshold:    formatValue(r.Threshold),
 		AnnotationWindow:       formatDuration(r.Window),
-		AnnotationTopOffenders: topOffenders(r, all, ev.top),
+		AnnotationTopOffenders: topOffenders(r, gv, all, ev.top),
 	}
 	if res.cutGroups > 0 {
 		ann[AnnotationGroupsCut] = fmt.Sprintf("%d groups (%d events) dropped from full buckets in this window", res.cutGroups, res.cutEvents)
@@ -369,20 +398,20 @@ func (ev *evaluator) render(r *Rule, gv groupValue, all []groupValue, res evalRe
 	return labels, ann
 }
 
-// topOffenders lists the groups with the highest values: "a=40, b=12".
-func topOffenders(r *Rule, values []groupValue, n int) string {
+// topOffenders lists the alert's own group first, then the other groups
+// with the highest values, n in all: "a=40, b=12".
+func topOffenders(r *Rule, own groupValue, values []groupValue, n int) string {
 	if r.GroupBy == "" {
-		if len(values) == 0 {
-			return ""
-		}
-		return formatValue(values[0].value)
+		return formatValue(own.value)
 	}
-	var parts []string
-	for i, gv := range values {
-		if i == n {
+	parts := []string{own.group + "=" + formatValue(own.value)}
+	for _, gv := range values {
+		if len(parts) >= n {
 			break
 		}
-		parts = append(parts, gv.group+"="+formatValue(gv.value))
+		if gv.group != own.group {
+			parts = append(parts, gv.group+"="+formatValue(gv.value))
+		}
 	}
 	return strings.Join(parts, ", ")
 }

@@ -41,6 +41,9 @@ type engineMetrics struct {
 	leader      prometheus.Gauge
 	events      *prometheus.CounterVec
 	realtime    prometheus.Counter
+	lastCheck   *prometheus.GaugeVec
+	countsLive  prometheus.Gauge
+	newest      prometheus.Gauge
 }
 
 func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
@@ -48,9 +51,18 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 	rule := []string{"rule"}
 	m := &engineMetrics{
 		breached: f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_threshold_breached",
-			Help: "1 while a threshold rule is breached for at least one group, per the last check (0 on replicas that do not evaluate)."}, rule),
+			Help: "1 while a threshold rule is breached for at least one group (or has alerts held active while the counts are not live), " +
+				"per this replica's last check; kept while the buffer does not answer (see authpipe_threshold_last_check_timestamp_seconds), " +
+				"0 on replicas that never evaluated or handed over to another."}, rule),
 		value: f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_threshold_value",
-			Help: "Highest value of a threshold rule among its groups at the last check."}, rule),
+			Help: "Highest value of a threshold rule among its groups at this replica's last check."}, rule),
+		lastCheck: f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_threshold_last_check_timestamp_seconds",
+			Help: "When this replica last completed a check of the rule (0: never): how old authpipe_threshold_breached and _value are."}, rule),
+		countsLive: f.NewGauge(prometheus.GaugeOpts{Name: "authpipe_threshold_counts_live",
+			Help: "1 when the threshold counts are complete up to about now; 0 after a buffer error or a start, until an event dated after it " +
+				"has been counted (or the resolve hold passed). Alerts are not resolved while it is 0."}),
+		newest: f.NewGauge(prometheus.GaugeOpts{Name: "authpipe_threshold_newest_event_timestamp_seconds",
+			Help: "Date of the newest event this replica has counted (0: none yet)."}),
 		checks: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_threshold_checks_total",
 			Help: "Scheduled checks of a threshold rule run on this replica."}, rule),
 		checkErrors: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_threshold_check_errors_total",
@@ -92,6 +104,7 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 func (m *engineMetrics) addRule(name string) {
 	m.breached.WithLabelValues(name)
 	m.value.WithLabelValues(name)
+	m.lastCheck.WithLabelValues(name)
 	m.checks.WithLabelValues(name)
 	m.checkErrors.WithLabelValues(name)
 	m.duration.WithLabelValues(name)
@@ -105,6 +118,7 @@ func (m *engineMetrics) addRule(name string) {
 func (m *engineMetrics) removeRule(name string) {
 	m.breached.DeleteLabelValues(name)
 	m.value.DeleteLabelValues(name)
+	m.lastCheck.DeleteLabelValues(name)
 	m.checks.DeleteLabelValues(name)
 	m.checkErrors.DeleteLabelValues(name)
 	m.duration.DeleteLabelValues(name)
