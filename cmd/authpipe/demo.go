@@ -170,7 +170,7 @@ func (d *demo) run(ctx context.Context) error {
 	fmt.Fprintf(d.out, "  buffer       %s; threshold rules: the shipped alerts/thresholds.yml\n", buffer)
 	fmt.Fprintf(d.out, "  status page  http://%s/   metrics http://%s/metrics\n", d.listen, d.listen)
 	fmt.Fprintf(d.out, "  data dir     %s (logs in %s)\n", d.dir, demoLogFile)
-	fmt.Fprintf(d.out, "  traffic      %.0f events/s; attacks every %s: brute force, credential stuffing, password spray\n", d.world.Rate, attackCycle)
+	fmt.Fprintf(d.out, "  traffic      %.0f events/s; attacks every %s: brute force (and Auth0 blocking it), credential stuffing, password spray\n", d.world.Rate, attackCycle)
 	if d.duration > 0 {
 		fmt.Fprintf(d.out, "  stops after  %s, once every generated event is in Segment (Ctrl-C stops early)\n\n", d.duration)
 	} else {

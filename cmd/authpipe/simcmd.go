@@ -205,7 +205,7 @@ func (s *simProcess) run(ctx context.Context, auth0Listen, segmentListen, client
 	fmt.Fprintf(s.out, "authpipe sim: Auth0 and Segment simulators\n")
 	fmt.Fprintf(s.out, "  Auth0    http://%s   (AUTH0_DOMAIN; client id %s)\n", aln.Addr(), clientID)
 	fmt.Fprintf(s.out, "  Segment  http://%s   (SEGMENT_ENDPOINT)\n", sln.Addr())
-	fmt.Fprintf(s.out, "  traffic  %g events/s from %s; attacks every %s from +%s: brute force, credential stuffing, password spray\n",
+	fmt.Fprintf(s.out, "  traffic  %g events/s from %s; attacks every %s from +%s: brute force (and Auth0 blocking it), credential stuffing, password spray\n",
 		s.world.Rate, s.world.Start.Format(time.RFC3339), attackCycle, attacks[0].offset)
 	fmt.Fprintf(s.out, "  probes   /-/healthy and /-/stats on both; SIGTERM stops it\n")
 

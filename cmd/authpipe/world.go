@@ -38,6 +38,17 @@ var attacks = []attack{
 		},
 	},
 	{
+		// Auth0's brute-force protection answering the password guessing:
+		// after 10 failures into one account from one IP it blocks that IP
+		// for the account and logs limit_wc.
+		rule: "AttackProtectionTriggered", offset: 3*time.Second + 10*100*time.Millisecond, last: 3*time.Second + 10*100*time.Millisecond,
+		events: func(cycle int) []sim.Event {
+			return []sim.Event{{Type: "limit_wc", UserID: "auth0|ceo", UserName: "ceo@example.com",
+				IP: fmt.Sprintf("192.0.2.%d", 10+cycle%200), UserAgent: "python-requests/2.31",
+				Connection: "Username-Password-Authentication"}}
+		},
+	},
+	{
 		// Credential stuffing: a leaked list tried from one IP.
 		rule: "CredentialStuffing", offset: 7 * time.Second, last: 7*time.Second + 24*150*time.Millisecond,
 		events: func(cycle int) []sim.Event {
@@ -82,8 +93,18 @@ func (w world) background(i int) time.Time {
 }
 
 // eventsBetween returns the world's events dated in [from, to), in the
-// order they are added to the simulator.
+// order they are added to the simulator: the background traffic and the
+// scripted attacks.
 func (w world) eventsBetween(from, to time.Time) []sim.Event {
+	out := append(w.backgroundBetween(from, to), w.attacksBetween(from, to)...)
+	sort.SliceStable(out, func(a, b int) bool { return out[a].Date.Before(out[b].Date) })
+	return out
+}
+
+// backgroundBetween returns the background events dated in [from, to):
+// sign-ons of a population sized for the world's rate (sim.UsersFor), which
+// stay under every shipped rule.
+func (w world) backgroundBetween(from, to time.Time) []sim.Event {
 	if !to.After(from) {
 		return nil
 	}
@@ -95,10 +116,20 @@ func (w world) eventsBetween(from, to time.Time) []sim.Event {
 	}
 	for ; w.background(i).Before(from); i++ {
 	}
+	users := sim.UsersFor(w.Rate)
 	for ; w.background(i).Before(to); i++ {
 		rng := rand.New(rand.NewPCG(w.Seed, uint64(i)))
-		out = append(out, sim.GenerateEvents(rng, 1, w.background(i), 0)[0])
+		out = append(out, sim.GenerateTraffic(rng, 1, w.background(i), 0, users)[0])
 	}
+	return out
+}
+
+// attacksBetween returns the attack events dated in [from, to).
+func (w world) attacksBetween(from, to time.Time) []sim.Event {
+	if !to.After(from) {
+		return nil
+	}
+	var out []sim.Event
 	first := max(int(from.Sub(w.Start)/attackCycle)-1, 0)
 	for c := first; ; c++ {
 		cycleStart := w.Start.Add(time.Duration(c) * attackCycle)
@@ -116,7 +147,6 @@ func (w world) eventsBetween(from, to time.Time) []sim.Event {
 			}
 		}
 	}
-	sort.SliceStable(out, func(a, b int) bool { return out[a].Date.Before(out[b].Date) })
 	return out
 }
 

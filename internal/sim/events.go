@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strconv"
@@ -233,13 +234,29 @@ type weighted struct {
 }
 
 // trafficMix approximates a consumer tenant: mostly logins and token
-// exchanges, some wrong passwords and unknown users, a few signups, logouts,
-// silent-auth failures and attack-protection events.
+// exchanges, some wrong passwords and unknown users, a few signups, logouts
+// and silent-auth failures. What only an attack produces (Auth0's attack
+// protection blocks limit_wc, limit_mu, limit_sul and pwd_leak, refresh-token
+// reuse ferrt, MFA challenges sent in bulk) is left to the scripted attacks
+// of `authpipe sim` and the demo: background traffic alone must stay under
+// every shipped threshold rule (alerts/thresholds.yml).
 var trafficMix = []weighted{
 	{"s", 300}, {"seacft", 150}, {"sertft", 80}, {"sepft", 20}, {"seccft", 20},
 	{"fp", 90}, {"fu", 40}, {"f", 15}, {"fsa", 40}, {"slo", 60}, {"ss", 25},
 	{"fs", 5}, {"scp", 5}, {"sv", 10}, {"sapi", 10}, {"gd_auth_succeed", 10},
-	{"gd_auth_failed", 3}, {"ferrt", 2}, {"limit_wc", 2}, {"limit_mu", 1}, {"pwd_leak", 1},
+	{"gd_auth_failed", 3},
+}
+
+// MinUsers is the smallest user population of the generated traffic.
+const MinUsers = 1000
+
+// UsersFor returns the user population for generated traffic of rate
+// events per second: 20 users per event a second, at least MinUsers. Each
+// user signs in from an address of their own, so a user, and an IP, fails
+// about twice in 5 minutes on average whatever the rate: far below every
+// shipped threshold rule.
+func UsersFor(rate float64) int {
+	return max(MinUsers, int(math.Ceil(rate*20)))
 }
 
 var userAgents = []string{
@@ -270,22 +287,36 @@ var failureDescriptions = map[string]string{
 	"fs":       "The user already exists.",
 }
 
-// GenerateEvents returns n realistic events dated start, start+spacing, …:
-// a weighted mix of success logins, token exchanges, failed logins (fp, fu,
-// f), silent-auth failures, signups, logouts and occasional attack-protection
-// events, over 500 users, 200 IPs (documentation ranges), 3 applications and 2
-// connections. fu events have user_id "". The same rng seed gives the same
-// events.
+// GenerateEvents returns n realistic events dated start, start+spacing, …
+// (GenerateTraffic over UsersFor(1s/spacing) users; MinUsers when spacing
+// is 0). The same rng seed gives the same events.
 func GenerateEvents(rng *rand.Rand, n int, start time.Time, spacing time.Duration) []Event {
+	var rate float64
+	if spacing > 0 {
+		rate = float64(time.Second) / float64(spacing)
+	}
+	return GenerateTraffic(rng, n, start, spacing, UsersFor(rate))
+}
+
+// GenerateTraffic returns n realistic events dated start, start+spacing, …:
+// a weighted mix of success logins, token exchanges, failed logins (fp, fu,
+// f), silent-auth failures, signups and logouts (no attack: see
+// trafficMix), by users of a population of the given size, over 3
+// applications and 2 connections. Each user signs in from an address of
+// their own (documentation ranges: 203.0.113.0/24 and 198.51.100.0/24 for
+// the first 508 users, 2001:db8::/32 for the others), and mistypes their
+// own user name when the user is unknown (fu, user_id ""). The same rng
+// seed and population give the same events.
+func GenerateTraffic(rng *rand.Rand, n int, start time.Time, spacing time.Duration, users int) []Event {
 	total := 0
 	for _, w := range trafficMix {
 		total += w.weight
 	}
+	users = max(users, 1)
 	events := make([]Event, n)
 	for i := range events {
 		code := pickType(rng, total)
-		user := rng.IntN(500)
-		ip := rng.IntN(200)
+		user := rng.IntN(users)
 		c := clients[rng.IntN(len(clients))]
 		conn := "Username-Password-Authentication"
 		userID := fmt.Sprintf("auth0|%024x", uint64(user)*0x9E3779B97F4A7C15)
@@ -297,7 +328,7 @@ func GenerateEvents(rng *rand.Rand, n int, start time.Time, spacing time.Duratio
 			Type:       code,
 			UserID:     userID,
 			UserName:   fmt.Sprintf("user%03d@example.com", user),
-			IP:         fmt.Sprintf("%s.%d", []string{"203.0.113", "198.51.100"}[ip%2], ip/2+1),
+			IP:         homeIP(user),
 			UserAgent:  userAgents[rng.IntN(len(userAgents))],
 			ClientID:   c.id,
 			ClientName: c.name,
@@ -313,13 +344,22 @@ func GenerateEvents(rng *rand.Rand, n int, start time.Time, spacing time.Duratio
 		switch code {
 		case "fu":
 			ev.UserID = ""
-			ev.UserName = fmt.Sprintf("unknown%03d@example.com", rng.IntN(1000))
+			ev.UserName = fmt.Sprintf("user%03d@exmaple.com", user) // a typo: no such user
 		case "seccft", "sapi":
 			ev.UserID, ev.UserName, ev.Connection, ev.UserAgent = "", "", "", ""
 		}
 		events[i] = ev
 	}
 	return events
+}
+
+// homeIP is the address user signs in from: the documentation IPv4 ranges
+// while they last, then IPv6 documentation addresses.
+func homeIP(user int) string {
+	if user < 2*254 {
+		return fmt.Sprintf("%s.%d", []string{"203.0.113", "198.51.100"}[user%2], user/2+1)
+	}
+	return fmt.Sprintf("2001:db8:%x:%x::1", user>>16, user&0xffff)
 }
 
 func pickType(rng *rand.Rand, total int) string {

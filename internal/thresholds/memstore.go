@@ -348,18 +348,23 @@ func (s *memStore) eval(_ context.Context, q evalQuery) (evalResult, error) {
 		for _, g := range q.groups {
 			add(g)
 		}
-		dkeys := keysOf(kindKeyDistinct)
+		// One pass over the window's members, not one per candidate:
+		// cleanValue keeps groupSep out of groups, so a member's group is
+		// what precedes its first groupSep.
+		vals := make(map[string]map[string]bool, len(cands))
 		for _, g := range cands {
-			vals := map[string]bool{}
-			prefix := g + groupSep
-			for _, dk := range dkeys {
-				for m := range s.sets[dk] {
-					if strings.HasPrefix(m, prefix) {
-						vals[m] = true
-					}
+			vals[g] = map[string]bool{}
+		}
+		for _, dk := range keysOf(kindKeyDistinct) {
+			for m := range s.sets[dk] {
+				g, v, _ := strings.Cut(m, groupSep)
+				if set, ok := vals[g]; ok {
+					set[v] = true
 				}
 			}
-			res.values = append(res.values, groupValue{group: g, value: float64(len(vals))})
+		}
+		for _, g := range cands {
+			res.values = append(res.values, groupValue{group: g, value: float64(len(vals[g]))})
 		}
 	case kindRatio:
 		num, den := s.union(keysOf(kindKeyCount)), s.union(keysOf(kindKeyOf))
