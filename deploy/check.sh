@@ -10,7 +10,7 @@
 #      deploy/prometheus/rules link);
 #   4. amtool check-config on deploy/alertmanager/alertmanager.yml, and its
 #      routing: authpipe's health alerts to "operations", threshold alerts
-#      to "security".
+#      to "security" (docs/runbook.md, "Alert paths").
 # The dashboard and the metric names it uses are checked by Go tests
 # (cmd/authpipe/deploy_test.go). Needs docker-compose (Debian 1.29, no
 # engine), promtool (prometheus) and amtool (prometheus-alertmanager).
@@ -74,9 +74,12 @@ route() { # want labels...
 		fail "$am routes {$*} to $(amtool config routes test --config.file="$am" "$@" 2>/dev/null), want $want"
 }
 route operations alertname=AuthpipeDown job=authpipe severity=critical
-route operations alertname=AuthpipeThresholdBreached job=authpipe rule=FailedLoginsPerIP severity=warning
-route security alertname=FailedLoginsPerIP tenant=default severity=warning ip=192.0.2.1
-route security alertname=CredentialStuffing tenant=default severity=critical
+route operations alertname=AuthpipeBufferUnreachable job=authpipe instance=authpipe:9464 tenant=default severity=critical
+route operations alertname=AuthpipeThresholdAlertsFailing job=authpipe tenant=default receiver=alertmanager severity=critical
+route operations alertname=AuthpipeNotReady job=authpipe instance=authpipe:9464 severity=warning
+route security alertname=FailedLoginsPerIP tenant=default severity=warning category=brute_force ip=192.0.2.1
+route security alertname=CredentialStuffing tenant=default severity=critical category=credential_stuffing ip=198.18.0.20
+route security alertname=MFABombing tenant=default severity=critical category=mfa_fatigue user_id=auth0-x
 
 [ "$status" -eq 0 ] && echo "deploy/check.sh: compose file, Prometheus and Alertmanager configs are valid"
 exit "$status"

@@ -331,9 +331,11 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	e := &Engine{cfg: cfg, log: log, rep: logrepeat.New(log, deps.Clock, 0), clock: deps.Clock, m: m, sig: sig, jobs: map[string]uuid.UUID{}}
 	if cfg.AlertmanagerURL != "" {
 		e.rcv = append(e.rcv, newAlertmanager(cfg.AlertmanagerURL, deps.HTTPClient, deps.Clock, log, m, cfg.SendRetries, cfg.SendBackoff))
+		m.receiverSet.WithLabelValues(ReceiverAlertmanager).Set(1)
 	}
 	if cfg.WebhookURL != "" {
 		e.rcv = append(e.rcv, newWebhook(cfg.WebhookURL, deps.HTTPClient, deps.Clock, log, m, cfg.SendRetries, cfg.SendBackoff))
+		m.receiverSet.WithLabelValues(ReceiverWebhook).Set(1)
 	}
 	var st store
 	if cfg.Local != nil {

@@ -208,6 +208,8 @@ func TestFailedLoginsAlertAndResolve(t *testing.T) {
 	require.Eventually(t, func() bool { return h.counter("checks", rule) >= 1 }, 5*time.Second, 5*time.Millisecond, "first check at start")
 	require.Equal(t, 1.0, h.counter("leader"))
 	require.Equal(t, 0.0, h.counter("breached", rule))
+	require.Equal(t, 1.0, testutil.ToFloat64(h.eng.m.receiverSet.WithLabelValues(ReceiverAlertmanager)))
+	require.Equal(t, 0.0, testutil.ToFloat64(h.eng.m.receiverSet.WithLabelValues(ReceiverWebhook)))
 
 	burstAt := clock.Now()
 	_, err := h.buf.Append(ctx, burst(t, 40, "fp", "203.0.113.7", burstAt), "")

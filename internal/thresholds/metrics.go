@@ -38,6 +38,7 @@ type engineMetrics struct {
 	reloadTime  prometheus.Gauge
 	sent        *prometheus.CounterVec
 	sendErrors  *prometheus.CounterVec
+	receiverSet *prometheus.GaugeVec
 	leader      prometheus.Gauge
 	events      *prometheus.CounterVec
 	realtime    prometheus.Counter
@@ -83,6 +84,9 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 			Help: "Alerts (firing, re-sent or resolved) delivered to a receiver."}, []string{"receiver"}),
 		sendErrors: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_alerts_send_errors_total",
 			Help: "Alert batches a receiver did not take after all retries, or that were dropped."}, []string{"receiver"}),
+		receiverSet: f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_alerts_receiver_configured",
+			Help: "1 if alerts go to this receiver (ALERTMANAGER_URL, AUTHPIPE_ALERT_WEBHOOK_URL), else 0: with neither, breaches show only in metrics."},
+			[]string{"receiver"}),
 		leader: f.NewGauge(prometheus.GaugeOpts{Name: "authpipe_threshold_leader",
 			Help: "1 on the replica that holds the threshold lease and runs the scheduled checks."}),
 		events: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_threshold_events_total",
@@ -93,6 +97,7 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 	for _, r := range receivers {
 		m.sent.WithLabelValues(r)
 		m.sendErrors.WithLabelValues(r)
+		m.receiverSet.WithLabelValues(r)
 	}
 	for _, r := range eventResults {
 		m.events.WithLabelValues(r)

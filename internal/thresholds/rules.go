@@ -74,6 +74,10 @@ var reservedAnnotations = []string{AnnotationValue, AnnotationThreshold, Annotat
 // Labels that authpipe sets on every alert; a rule's labels may not set them.
 var reservedLabels = []string{"alertname", "severity", "tenant"}
 
+// ReservedNamePrefix starts the names of authpipe's own health alerts
+// (alerts/prometheus/); a threshold rule's name, its alertname, may not.
+const ReservedNamePrefix = "Authpipe"
+
 var (
 	ruleNamePattern  = regexp.MustCompile(`^[A-Za-z0-9_]+$`)
 	labelNamePattern = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
@@ -576,8 +580,13 @@ func (p *parser) rule(i int, n *yaml.Node) (*Rule, bool) {
 		switch key {
 		case "name":
 			s, ok := p.str(v, id, key)
-			if ok && !ruleNamePattern.MatchString(s) {
+			switch {
+			case ok && !ruleNamePattern.MatchString(s):
 				p.errf(v.Line, id, key, "invalid name %q (want [A-Za-z0-9_]+)", s)
+			case ok && strings.HasPrefix(s, ReservedNamePrefix):
+				// Alertmanager routes Authpipe… alerts to the operations
+				// receiver (deploy/alertmanager): a breach must not go there.
+				p.errf(v.Line, id, key, "reserved name %q: names starting with %q are authpipe's own health alerts", s, ReservedNamePrefix)
 			}
 		case "types":
 			r.Types, _ = p.types(v, id, key)

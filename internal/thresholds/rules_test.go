@@ -34,6 +34,7 @@ func TestBadRuleFiles(t *testing.T) {
 		"bad_template.bad.yml":   `testdata/bad_template.bad.yml:7: rule "BruteForce": field "annotations.summary": invalid template: no field .Valeu (want .Rule, .Tenant, .Severity, .GroupBy, .Group, .Value, .Threshold, .Window or .Labels)`,
 		"bad_severity.bad.yml":   `testdata/bad_severity.bad.yml:6: rule "BruteForce": field "severity": unknown severity "page" (want critical, warning or info)`,
 		"bad_name.bad.yml":       `testdata/bad_name.bad.yml:2: rule #1: field "name": invalid name "Brute Force" (want [A-Za-z0-9_]+)`,
+		"reserved_name.bad.yml":  `testdata/reserved_name.bad.yml:2: rule "AuthpipeBruteForce": field "name": reserved name "AuthpipeBruteForce": names starting with "Authpipe" are authpipe's own health alerts`,
 		"yaml_syntax.bad.yml":    `testdata/yaml_syntax.bad.yml:2: yaml: did not find expected ',' or ']'`,
 		"top_level.bad.yml":      `testdata/top_level.bad.yml:1: field "groups": unknown field (want "rules")`,
 		"empty.bad.yml":          `testdata/empty.bad.yml:1: empty file (want a mapping with a "rules" list)`,
@@ -48,7 +49,7 @@ func TestBadRuleFiles(t *testing.T) {
 	// Every *.bad.yml is in the table.
 	files, err := filepath.Glob("testdata/*.bad.yml")
 	require.NoError(t, err)
-	require.Len(t, files, 20)
+	require.Len(t, files, 21)
 }
 
 func TestGoodRuleFile(t *testing.T) {
