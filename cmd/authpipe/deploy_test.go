@@ -10,7 +10,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -21,7 +20,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -30,6 +28,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/e2etest"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
 
@@ -38,20 +37,7 @@ const (
 	dashboardPath = repoRoot + "/deploy/grafana/dashboards/authpipe.json"
 )
 
-// needTool returns the path of an external tool, skipping the test when it
-// is missing unless AUTHPIPE_TEST_REQUIRE_TOOLS is set (make test sets it
-// after installing the tools).
-func needTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("AUTHPIPE_TEST_REQUIRE_TOOLS") != "" {
-			t.Fatalf("%s not found: make test installs it (Debian package prometheus)", name)
-		}
-		t.Skipf("%s not found; `make test` installs it", name)
-	}
-	return p
-}
+func needTool(t *testing.T, name string) string { return e2etest.NeedTool(t, name) }
 
 var metricNameRE = regexp.MustCompile(`authpipe_[a-z0-9_]+`)
 
@@ -86,17 +72,6 @@ func exportedFamilies(scrape string) map[string]string {
 	return out
 }
 
-func scrapeMetrics(t *testing.T, addr string) string {
-	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	body, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return string(body)
-}
-
 func TestDeployReferencedMetricsAreExportedAndLintClean(t *testing.T) {
 	promtool := needTool(t, "promtool")
 	rules, err := filepath.Glob(repoRoot + "/alerts/prometheus/*.yml")
@@ -115,7 +90,7 @@ func TestDeployReferencedMetricsAreExportedAndLintClean(t *testing.T) {
 	p := h.start()
 	h.waitReady(p, 20*time.Second)
 	h.waitDelivered(ids, 60*time.Second)
-	scrape := scrapeMetrics(t, h.listen)
+	scrape := e2etest.Scrape(t, h.listen)
 
 	require.Contains(t, scrape, `authpipe_build_info{goversion="`, "build info")
 	require.Regexp(t, `authpipe_build_info\{[^}]*revision="`+e2eRevision+`",version="`+e2eVersion+`"\} 1`, scrape)
@@ -136,6 +111,9 @@ func TestDeployReferencedMetricsAreExportedAndLintClean(t *testing.T) {
 	out, err := cmd.CombinedOutput()
 	require.NoError(t, err, "promtool check metrics:\n%s", out)
 	require.Empty(t, strings.TrimSpace(string(out)), "promtool check metrics reports problems")
+
+	// The rules' promtool tests feed series of the shapes this scrape has.
+	requireRuleTestSeriesMatch(t, scrape)
 }
 
 // dashboard is the part of a Grafana dashboard the checks read.
@@ -247,9 +225,13 @@ func TestDeployDashboardIsWellFormed(t *testing.T) {
 		}
 	}), "\n")
 	for _, want := range []string{`authpipe_auth0_requests_total{job=~".+",tenant=~".+"}`, "authpipe_auth0_events_by_outcome_total",
-		"authpipe_auth0_log_retention_seconds", "authpipe_stage_events_received_total", "authpipe_threshold_breached"} {
+		"authpipe_auth0_log_retention_seconds", "authpipe_stage_events_received_total", "authpipe_threshold_breached",
+		"authpipe_auth0_lag_alert_ratio"} {
 		require.Contains(t, exprs, want)
 	}
+	// The lag warning is where AuthpipeCheckpointLagHigh fires
+	// (AUTHPIPE_LAG_ALERT_RATIO), not at a fixed share.
+	require.NotRegexp(t, `(^|[^.0-9])0\.5 \*`, exprs)
 }
 
 func TestHealthcheckCommand(t *testing.T) {
@@ -304,76 +286,22 @@ func TestHealthURL(t *testing.T) {
 	require.ErrorContains(t, err, "AUTHPIPE_LISTEN")
 }
 
+// syncBuf is a bytes.Buffer safe for concurrent writers and a reader.
+type syncBuf = e2etest.SyncBuf
+
 // simProc is a running `authpipe sim`.
 type simProc struct {
-	cmd              *exec.Cmd
+	*e2etest.Sim
 	auth0URL, segURL string
-	done             chan struct{}
 	out              *syncBuf
-	exitErr          error
 }
-
-// syncBuf is a bytes.Buffer safe for a process' output and a reader.
-type syncBuf struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuf) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuf) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-var simAddrRE = regexp.MustCompile(`(?m)^  (Auth0|Segment) +(http://\S+)`)
 
 // startSim runs `authpipe sim` on loopback ports with the e2e credentials
 // and waits until it prints where it listens.
 func startSim(t *testing.T, args ...string) *simProc {
 	t.Helper()
-	cmd := exec.Command(authpipeBin, append([]string{"sim", "--auth0-listen", "127.0.0.1:0",
-		"--segment-listen", "127.0.0.1:0", "--report", "1s"}, args...)...)
-	cmd.Env = []string{"PATH=/usr/bin:/bin", "AUTH0_CLIENT_ID=" + e2eClientID,
-		"AUTH0_CLIENT_SECRET=" + e2eClientSecret, "SEGMENT_WRITE_KEY=" + e2eWriteKey}
-	s := &simProc{cmd: cmd, done: make(chan struct{}), out: &syncBuf{}}
-	cmd.Stdout, cmd.Stderr = s.out, s.out
-	require.NoError(t, cmd.Start())
-	go func() {
-		s.exitErr = cmd.Wait()
-		close(s.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-s.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-s.done
-		}
-		if t.Failed() {
-			t.Logf("authpipe sim output:\n%s", tail(s.out.String(), 4000))
-		}
-	})
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		m := simAddrRE.FindAllStringSubmatch(s.out.String(), -1)
-		if len(m) == 2 {
-			s.auth0URL, s.segURL = m[0][2], m[1][2]
-			return s
-		}
-		select {
-		case <-s.done:
-			t.Fatalf("authpipe sim exited: %v\n%s", s.exitErr, s.out.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	t.Fatalf("authpipe sim did not print its addresses:\n%s", s.out.String())
-	return nil
+	s := e2etest.StartSim(t, authpipeBin, args...)
+	return &simProc{Sim: s, auth0URL: s.Auth0URL, segURL: s.SegmentURL, out: s.Out}
 }
 
 func (s *simProc) stats(t *testing.T) simStats {
@@ -444,13 +372,13 @@ func TestSimCommandServesTrafficAndStopsOnSIGTERM(t *testing.T) {
 	}
 	require.Equal(t, 30, bruteForce, "the scripted brute force is in the Auth0 logs")
 
-	require.NoError(t, s.cmd.Process.Signal(syscall.SIGTERM))
+	require.NoError(t, s.Cmd.Process.Signal(syscall.SIGTERM))
 	select {
-	case <-s.done:
+	case <-s.Done():
 	case <-time.After(5 * time.Second):
 		t.Fatal("authpipe sim did not stop within 5 s of SIGTERM")
 	}
-	require.NoError(t, s.exitErr)
+	require.NoError(t, s.Err())
 	out := s.out.String()
 	require.Contains(t, out, "authpipe sim stopped: generated")
 	require.NotContains(t, out, e2eClientSecret)

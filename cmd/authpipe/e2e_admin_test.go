@@ -355,7 +355,7 @@ func TestE2EPrometheusFiresAuditWriteFailing(t *testing.T) {
 		var data struct {
 			Alerts []alert `json:"alerts"`
 		}
-		prom.api(t, "/api/v1/alerts", &data)
+		prom.API(t, "/api/v1/alerts", &data)
 		alerts, got = data.Alerts, nil
 		for i, a := range alerts {
 			if a.Labels["alertname"] == "AuthpipeAuditWriteFailing" && a.State == "firing" {

@@ -6,7 +6,6 @@ package main
 // the worker is killed, Redis is killed, Segment and Auth0 misbehave.
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -14,15 +13,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,6 +27,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/authpipe/authpipe/internal/e2etest"
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
@@ -43,12 +40,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	authpipeBin = filepath.Join(dir, "authpipe")
 	// The version and revision are injected as the Dockerfile does.
-	build := exec.Command("go", "build", "-race", "-ldflags", "-X main.version="+e2eVersion+" -X main.revision="+e2eRevision, "-o", authpipeBin, ".")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "build authpipe:", err)
+	authpipeBin, err = e2etest.Build(dir, "-X main.version="+e2eVersion+" -X main.revision="+e2eRevision)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -57,9 +52,9 @@ func TestMain(m *testing.M) {
 }
 
 const (
-	e2eClientID     = "e2e-client"
-	e2eClientSecret = "e2e-client-secret-DO-NOT-LOG"
-	e2eWriteKey     = "e2e-write-key-DO-NOT-LOG"
+	e2eClientID     = e2etest.ClientID
+	e2eClientSecret = e2etest.ClientSecret
+	e2eWriteKey     = e2etest.WriteKey
 )
 
 // harness is one tenant's world: the simulators, a Redis, the env of authpipe.
@@ -115,19 +110,9 @@ func newHarness(t *testing.T, redisAddr string) *harness {
 	return h
 }
 
-func freeAddr(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return s[len(s)-n:]
-	}
-	return s
-}
+// Short names for the shared helpers (internal/e2etest).
+func freeAddr(t *testing.T) string { return e2etest.FreeAddr(t) }
+func tail(s string, n int) string  { return e2etest.Tail(s, n) }
 
 // addEvents puts n events, dated over the last hour, into the Auth0 simulator.
 func (h *harness) addEvents(n int) []string {
@@ -159,9 +144,9 @@ func (h *harness) env() []string {
 
 // proc is one running authpipe.
 type proc struct {
+	*e2etest.Proc
 	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	done <-chan struct{}
 }
 
 func (h *harness) start() *proc {
@@ -169,42 +154,27 @@ func (h *harness) start() *proc {
 	return h.startEnv(h.env())
 }
 
-// startEnv starts authpipe run with the environment env.
+// startEnv starts authpipe run with the environment env; its output goes
+// to the harness' log.
 func (h *harness) startEnv(env []string) *proc {
 	h.t.Helper()
 	cmd := exec.Command(authpipeBin, "run")
 	cmd.Dir = cmp.Or(h.dir, "../..")
 	cmd.Env = env
-	stderr, err := cmd.StderrPipe()
-	require.NoError(h.t, err)
-	cmd.Stdout = cmd.Stderr
-	require.NoError(h.t, cmd.Start())
-	p := &proc{cmd: cmd, done: make(chan struct{})}
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			h.mu.Lock()
-			h.logs.Write(sc.Bytes())
-			h.logs.WriteByte('\n')
-			h.mu.Unlock()
-		}
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	h.t.Cleanup(func() { p.kill() })
-	return p
+	p := e2etest.Start(h.t, cmd, harnessLog{h})
+	return &proc{Proc: p, cmd: cmd, done: p.Done()}
 }
 
-func (p *proc) kill() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
-	<-p.done
+// harnessLog writes to the harness' log under its lock.
+type harnessLog struct{ h *harness }
+
+func (l harnessLog) Write(b []byte) (int, error) {
+	l.h.mu.Lock()
+	defer l.h.mu.Unlock()
+	return l.h.logs.Write(b)
 }
+
+func (p *proc) kill() { p.Kill() }
 
 // waitReady waits until /-/ready answers 200.
 func (h *harness) waitReady(p *proc, timeout time.Duration) {
@@ -213,7 +183,7 @@ func (h *harness) waitReady(p *proc, timeout time.Duration) {
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:
-			h.t.Fatalf("authpipe exited before it was ready: %v", p.err)
+			h.t.Fatalf("authpipe exited before it was ready: %v", p.Err())
 		default:
 		}
 		resp, err := http.Get("http://" + h.listen + "/-/ready")
@@ -292,24 +262,7 @@ func (h *harness) requireNoSecretsLogged() {
 
 func (h *harness) metric(name string) float64 {
 	h.t.Helper()
-	resp, err := http.Get("http://" + h.listen + "/metrics")
-	require.NoError(h.t, err)
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	total := 0.0
-	for sc.Scan() {
-		line := sc.Text()
-		// name is a metric name, or a name and the start of its labels.
-		if strings.HasPrefix(line, name+"{") || strings.HasPrefix(line, name+" ") ||
-			(strings.Contains(name, "{") && strings.HasPrefix(line, name)) {
-			f := strings.Fields(line)
-			v, err := strconv.ParseFloat(f[len(f)-1], 64)
-			require.NoError(h.t, err)
-			total += v
-		}
-	}
-	return total
+	return e2etest.MetricSum(h.t, h.listen, name)
 }
 
 func TestE2EDeliversEveryEventOnce(t *testing.T) {
@@ -380,7 +333,7 @@ func TestE2ESurvivesRedisRestart(t *testing.T) {
 	h.requireExactlyOnceByMessageID(ids)
 	select {
 	case <-p.done:
-		t.Fatalf("authpipe exited while Redis was down: %v", p.err)
+		t.Fatalf("authpipe exited while Redis was down: %v", p.Err())
 	default:
 	}
 
@@ -499,7 +452,7 @@ func TestE2ESIGTERMDrainsAndRestartDeliversTheRest(t *testing.T) {
 		t.Fatal("authpipe did not exit within 10 s of SIGTERM")
 	}
 	t.Logf("exited %s after SIGTERM", time.Since(start).Round(time.Millisecond))
-	require.NoError(t, p.err, "clean exit status")
+	require.NoError(t, p.Err(), "clean exit status")
 	h.start()
 	h.waitDelivered(ids, 120*time.Second)
 	h.requireExactlyOnceByMessageID(ids)

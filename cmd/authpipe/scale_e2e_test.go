@@ -330,7 +330,7 @@ func TestE2ETwoTenants(t *testing.T) {
 			require.NotContains(t, logs, `"level":"ERROR"`)
 			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
 			<-p.done
-			require.NoError(t, p.err, "clean exit")
+			require.NoError(t, p.Err(), "clean exit")
 		})
 	}
 }

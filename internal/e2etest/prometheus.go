@@ -1,0 +1,179 @@
+package e2etest
+
+import (
+	"encoding/json"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// Prometheus is a running Prometheus (Debian package prometheus, 2.42).
+type Prometheus struct {
+	*Proc
+	URL string
+}
+
+// StartPrometheus runs Prometheus with the configuration config (YAML; a
+// relative rule_files path is relative to a temporary directory, so give
+// absolute ones) on a free port and waits until it is ready.
+func StartPrometheus(t *testing.T, config string) *Prometheus {
+	t.Helper()
+	p, url := startDaemon(t, "prometheus", config, func(cfg, data, listen string) []string {
+		return []string{"--config.file=" + cfg, "--storage.tsdb.path=" + data, "--web.listen-address=" + listen, "--log.level=warn"}
+	})
+	return &Prometheus{Proc: p, URL: url}
+}
+
+// startDaemon writes config to a temporary directory, runs the tool with
+// the arguments args gives for that file, a data directory and a free
+// listen address, and waits until its /-/ready answers. It returns the
+// process and its base URL.
+func startDaemon(t *testing.T, tool, config string, args func(cfg, data, listen string) []string) (*Proc, string) {
+	t.Helper()
+	bin := NeedTool(t, tool)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yml")
+	require.NoError(t, os.WriteFile(cfg, []byte(config), 0o644))
+	listen := FreeAddr(t)
+	p := Start(t, exec.Command(bin, args(cfg, filepath.Join(dir, "data"), listen)...), nil)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s output:\n%s", tool, Tail(p.Out.String(), 6000))
+		}
+	})
+	url := "http://" + listen
+	p.WaitHTTP(t, url+"/-/ready", 30*time.Second)
+	return p, url
+}
+
+// API GETs a Prometheus API path and decodes its data into v.
+func (p *Prometheus) API(t *testing.T, path string, v any) {
+	t.Helper()
+	resp, err := http.Get(p.URL + path)
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var body struct {
+		Status string          `json:"status"`
+		Error  string          `json:"error"`
+		Data   json.RawMessage `json:"data"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&body))
+	require.Equal(t, "success", body.Status, "%s: %s", path, body.Error)
+	require.NoError(t, json.Unmarshal(body.Data, v))
+}
+
+// PromAlert is an alert as /api/v1/alerts lists it.
+type PromAlert struct {
+	Labels map[string]string `json:"labels"`
+	State  string            `json:"state"`
+}
+
+// Alerts returns the pending and firing alerts.
+func (p *Prometheus) Alerts(t *testing.T) []PromAlert {
+	t.Helper()
+	var data struct {
+		Alerts []PromAlert `json:"alerts"`
+	}
+	p.API(t, "/api/v1/alerts", &data)
+	return data.Alerts
+}
+
+// TargetHealth returns the health and last scrape error of job's target.
+func (p *Prometheus) TargetHealth(t *testing.T, job string) (health, lastError string) {
+	t.Helper()
+	var data struct {
+		ActiveTargets []struct {
+			Labels    map[string]string `json:"labels"`
+			Health    string            `json:"health"`
+			LastError string            `json:"lastError"`
+		} `json:"activeTargets"`
+	}
+	p.API(t, "/api/v1/targets?state=active", &data)
+	for _, tg := range data.ActiveTargets {
+		if tg.Labels["job"] == job {
+			return tg.Health, tg.LastError
+		}
+	}
+	return "absent", ""
+}
+
+// Query runs an instant query and returns its result vector.
+func (p *Prometheus) Query(t *testing.T, expr string) []json.RawMessage {
+	t.Helper()
+	var data struct {
+		Result []json.RawMessage `json:"result"`
+	}
+	p.API(t, "/api/v1/query?query="+url.QueryEscape(expr), &data)
+	return data.Result
+}
+
+// RuleHealth is one rule's state as /api/v1/rules reports it.
+type RuleHealth struct {
+	Name      string `json:"name"`
+	Health    string `json:"health"`
+	LastError string `json:"lastError"`
+}
+
+// Rules returns every loaded rule.
+func (p *Prometheus) Rules(t *testing.T) []RuleHealth {
+	t.Helper()
+	var data struct {
+		Groups []struct {
+			Rules []RuleHealth `json:"rules"`
+		} `json:"groups"`
+	}
+	p.API(t, "/api/v1/rules", &data)
+	var out []RuleHealth
+	for _, g := range data.Groups {
+		out = append(out, g.Rules...)
+	}
+	return out
+}
+
+// Alertmanager is a running Alertmanager (Debian package
+// prometheus-alertmanager, 0.25), alone (no cluster).
+type Alertmanager struct {
+	*Proc
+	URL string
+}
+
+// StartAlertmanager runs Alertmanager with the configuration config (YAML)
+// on a free port and waits until it is ready.
+func StartAlertmanager(t *testing.T, config string) *Alertmanager {
+	t.Helper()
+	p, url := startDaemon(t, "prometheus-alertmanager", config, func(cfg, data, listen string) []string {
+		return []string{"--config.file=" + cfg, "--storage.path=" + data, "--web.listen-address=" + listen,
+			"--cluster.listen-address=", "--log.level=warn"}
+	})
+	return &Alertmanager{Proc: p, URL: url}
+}
+
+// AMAlert is an alert as Alertmanager's /api/v2/alerts lists it.
+type AMAlert struct {
+	Labels      map[string]string `json:"labels"`
+	Annotations map[string]string `json:"annotations"`
+	StartsAt    time.Time         `json:"startsAt"`
+	EndsAt      time.Time         `json:"endsAt"`
+	Status      struct {
+		State string `json:"state"`
+	} `json:"status"`
+}
+
+// Alerts returns the alerts Alertmanager holds (active, silenced,
+// inhibited; not the resolved ones).
+func (a *Alertmanager) Alerts(t *testing.T) []AMAlert {
+	t.Helper()
+	resp, err := http.Get(a.URL + "/api/v2/alerts")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var out []AMAlert
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	return out
+}
