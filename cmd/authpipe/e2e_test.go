@@ -35,20 +35,8 @@ import (
 var authpipeBin string
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "authpipe-e2e-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
 	// The version and revision are injected as the Dockerfile does.
-	authpipeBin, err = e2etest.Build(dir, "-X main.version="+e2eVersion+" -X main.revision="+e2eRevision)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	os.Exit(e2etest.Main(m, "-X main.version="+e2eVersion+" -X main.revision="+e2eRevision, &authpipeBin))
 }
 
 const (

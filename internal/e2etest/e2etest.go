@@ -39,17 +39,25 @@ const (
 	WriteKey     = "e2e-write-key-DO-NOT-LOG"
 )
 
-// Build compiles authpipe (race detector on, as the tests run) into dir
-// with the given -ldflags and returns the binary's path. Call it from
-// TestMain.
-func Build(dir, ldflags string) (string, error) {
-	bin := filepath.Join(dir, "authpipe")
-	build := exec.Command("go", "build", "-race", "-ldflags", ldflags, "-o", bin, "github.com/authpipe/authpipe/cmd/authpipe")
+// Main is a test package's TestMain: it builds authpipe (race detector on,
+// as the tests run) with the given -ldflags into a temporary directory,
+// sets *bin to the binary's path, runs the tests and removes the directory.
+// It returns the exit code for os.Exit.
+func Main(m *testing.M, ldflags string, bin *string) int {
+	dir, err := os.MkdirTemp("", "authpipe-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	*bin = filepath.Join(dir, "authpipe")
+	build := exec.Command("go", "build", "-race", "-ldflags", ldflags, "-o", *bin, "github.com/authpipe/authpipe/cmd/authpipe")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
-		return "", fmt.Errorf("build authpipe: %w", err)
+		fmt.Fprintln(os.Stderr, "build authpipe:", err)
+		return 1
 	}
-	return bin, nil
+	return m.Run()
 }
 
 // NeedTool returns the path of an external tool, skipping the test when it

@@ -24,23 +24,29 @@ type Prometheus struct {
 // absolute ones) on a free port and waits until it is ready.
 func StartPrometheus(t *testing.T, config string) *Prometheus {
 	t.Helper()
-	p, url := startDaemon(t, "prometheus", config, func(cfg, data, listen string) []string {
+	return StartPrometheusOn(t, FreeAddr(t), config)
+}
+
+// StartPrometheusOn is StartPrometheus listening on listen (a free address
+// the configuration names, e.g. as the target of its own scrape job).
+func StartPrometheusOn(t *testing.T, listen, config string) *Prometheus {
+	t.Helper()
+	p, url := startDaemon(t, "prometheus", listen, config, func(cfg, data, listen string) []string {
 		return []string{"--config.file=" + cfg, "--storage.tsdb.path=" + data, "--web.listen-address=" + listen, "--log.level=warn"}
 	})
 	return &Prometheus{Proc: p, URL: url}
 }
 
 // startDaemon writes config to a temporary directory, runs the tool with
-// the arguments args gives for that file, a data directory and a free
-// listen address, and waits until its /-/ready answers. It returns the
-// process and its base URL.
-func startDaemon(t *testing.T, tool, config string, args func(cfg, data, listen string) []string) (*Proc, string) {
+// the arguments args gives for that file, a data directory and listen,
+// and waits until its /-/ready answers. It returns the process and its
+// base URL.
+func startDaemon(t *testing.T, tool, listen, config string, args func(cfg, data, listen string) []string) (*Proc, string) {
 	t.Helper()
 	bin := NeedTool(t, tool)
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "config.yml")
 	require.NoError(t, os.WriteFile(cfg, []byte(config), 0o644))
-	listen := FreeAddr(t)
 	p := Start(t, exec.Command(bin, args(cfg, filepath.Join(dir, "data"), listen)...), nil)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -147,7 +153,13 @@ type Alertmanager struct {
 // on a free port and waits until it is ready.
 func StartAlertmanager(t *testing.T, config string) *Alertmanager {
 	t.Helper()
-	p, url := startDaemon(t, "prometheus-alertmanager", config, func(cfg, data, listen string) []string {
+	return StartAlertmanagerOn(t, FreeAddr(t), config)
+}
+
+// StartAlertmanagerOn is StartAlertmanager listening on listen.
+func StartAlertmanagerOn(t *testing.T, listen, config string) *Alertmanager {
+	t.Helper()
+	p, url := startDaemon(t, "prometheus-alertmanager", listen, config, func(cfg, data, listen string) []string {
 		return []string{"--config.file=" + cfg, "--storage.path=" + data, "--web.listen-address=" + listen,
 			"--cluster.listen-address=", "--log.level=warn"}
 	})
