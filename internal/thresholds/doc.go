@@ -24,7 +24,7 @@
 // errors, and every error names file, line, rule and field. The format:
 //
 //	rules:
-//	  - name: FailedLoginsPerIP   # alertname; [A-Za-z0-9_]+, unique
+//	  - name: FailedLoginsPerIP   # alertname; [A-Za-z0-9_]+, unique, not Authpipe…
 //	    types: [f, fp, fu]        # Auth0 log type codes counted (required)
 //	    group_by: ip              # optional: ip | user_id | user_name | client_id | connection
 //	    distinct: user_name       # optional: count distinct values of this field instead of events
