@@ -184,10 +184,16 @@ func TestBoltReadEnds(t *testing.T) {
 	require.ErrorContains(t, f.b.NoteFailure(f.ctx, "1-0", "x"), "buffer closed")
 	_, err = f.b.Stats(f.ctx, "fwd")
 	require.Error(t, err)
-	// A scrape after Close leaves the gauges out instead of failing.
+	// A scrape after Close does not fail: the gauges keep their last
+	// values and authpipe_buffer_up says the buffer did not answer.
 	n, err := testutil.GatherAndCount(f.reg, "authpipe_buffer_stream_events", "authpipe_buffer_lost_total")
 	require.NoError(t, err)
-	require.Equal(t, 1, n, "only the counter is left")
+	require.Equal(t, 2, n, "the gauge is kept, beside the counter")
+	require.NoError(t, testutil.GatherAndCompare(f.reg, strings.NewReader(`
+# HELP authpipe_buffer_up 1 if the buffer (Redis, or the embedded buffer's file) answered this scrape's statistics query, 0 if it did not.
+# TYPE authpipe_buffer_up gauge
+authpipe_buffer_up{tenant="`+f.b.Config().Tenant+`"} 0
+`), "authpipe_buffer_up"))
 }
 
 // TestBoltIDs: entry ids are "<ms>-<seq>" from the buffer's clock, and keep

@@ -146,7 +146,7 @@ func newStatsCollector(tenant string, log *slog.Logger, clock clockwork.Clock, s
 		deadLetters: prometheus.NewDesc("authpipe_dead_letter_events",
 			"Entries in the dead-letter stream.", nil, tl),
 		up: prometheus.NewDesc("authpipe_buffer_up",
-			"1 if the buffer (Redis) answered this scrape's statistics query, 0 if it did not.", nil, tl),
+			"1 if the buffer (Redis, or the embedded buffer's file) answered this scrape's statistics query, 0 if it did not.", nil, tl),
 		lastSuccess: prometheus.NewDesc("authpipe_buffer_stats_last_success_timestamp_seconds",
 			"When the buffer last answered the statistics query behind the buffer gauges (0: never). While it does not answer, "+
 				"authpipe_buffer_backlog_events, _pending_events, _stream_events and authpipe_dead_letter_events keep the values read then.", nil, tl),

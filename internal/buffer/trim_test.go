@@ -83,7 +83,7 @@ authpipe_buffer_stats_last_success_timestamp_seconds{tenant="down"} %d
 # HELP authpipe_buffer_stream_events Entries in the stream (acknowledged ones included, until trimmed).
 # TYPE authpipe_buffer_stream_events gauge
 authpipe_buffer_stream_events{tenant="down"} 3
-# HELP authpipe_buffer_up 1 if the buffer (Redis) answered this scrape's statistics query, 0 if it did not.
+# HELP authpipe_buffer_up 1 if the buffer (Redis, or the embedded buffer's file) answered this scrape's statistics query, 0 if it did not.
 # TYPE authpipe_buffer_up gauge
 authpipe_buffer_up{tenant="down"} %d
 # HELP authpipe_dead_letter_events Entries in the dead-letter stream.
