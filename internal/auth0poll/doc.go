@@ -34,6 +34,17 @@
 //     stored checkpoint is known, so on a tenant that was silent for longer
 //     than the retention the gap reported is an upper bound. The alert is
 //     the Prometheus rule AuthpipeRetentionGap on the counter.
+//   - A buffer that lost data is polled into again from the last point known
+//     delivered. With a buffer that detects its own lost data (Recovering:
+//     the Redis and embedded buffers), the poller asks it where to continue
+//     (Resume) instead of reading the checkpoint — at start, and whenever
+//     its loss generation changes. After lost data the answer is the point
+//     up to which every event was known acknowledged by every consumer
+//     group (the start of Auth0's retention when nothing was known), so the
+//     events that were buffered but not yet delivered are fetched again,
+//     and not the whole retention (Segment dedupes messageIds for 24 hours
+//     only). A page fetched from the old position is dropped; an append the
+//     buffer refused because it found the loss is not counted as a failure.
 //   - While the buffer reports Full, polling pauses (authpipe_auth0_paused 1)
 //     and is re-checked every Config.PollInterval: Auth0 keeps the logs
 //     meanwhile, and the lag metric shows how close that comes to retention.

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/logrepeat"
 	"github.com/authpipe/authpipe/internal/metrics"
 )
@@ -48,6 +49,19 @@ type Buffer interface {
 	Full(ctx context.Context) (bool, error)
 }
 
+// Recovering is implemented by a buffer that detects its own lost data
+// (*buffer.Redis, *buffer.Bolt). The poller then asks it where to continue
+// — at start, and whenever its loss generation changes — instead of
+// reading the checkpoint: after lost data that is the point up to which
+// every event was known delivered, so the lost window is polled again.
+type Recovering interface {
+	// Resume returns where to poll from; since is the Generation of the
+	// last Position taken (0 at first).
+	Resume(ctx context.Context, since uint64) (buffer.Position, error)
+	// LossGeneration changes each time the buffer finds it lost data.
+	LossGeneration() uint64
+}
+
 // Deps are the injected collaborators of a Poller. Zero values get defaults:
 // a discarding logger, a fresh registry, the real clock, and stage counters
 // registered nowhere.
@@ -65,6 +79,7 @@ type Poller struct {
 	base     string // "scheme://host"
 	insecure bool
 	buf      Buffer
+	rec      Recovering // buf, when it detects its own lost data; else nil
 	log      *slog.Logger
 	rep      *logrepeat.Summarizer // failed attempts, by action
 	clock    clockwork.Clock
@@ -92,6 +107,7 @@ type Poller struct {
 	limited int       // 429s in a row
 	pre     *prefetch // the page after the one being appended, asked for early
 	prog    progress  // catch-up state, for the progress lines
+	gen     uint64    // the buffer's loss generation of the position polled from
 }
 
 // New validates cfg, applies its defaults and builds a Poller. It makes no
@@ -117,7 +133,9 @@ func New(cfg Config, buf Buffer, deps Deps) (*Poller, error) {
 	if deps.Clock == nil {
 		deps.Clock = clockwork.NewRealClock()
 	}
+	rec, _ := buf.(Recovering)
 	p := &Poller{
+		rec:      rec,
 		cfg:      cfg,
 		base:     base,
 		insecure: insecure,
@@ -224,10 +242,13 @@ func (p *Poller) Run(ctx context.Context) error {
 // start reads the checkpoint (retrying while the buffer fails) and builds
 // the management client.
 func (p *Poller) start(ctx context.Context) error {
-	var cp string
+	var (
+		cp     string
+		repoll *buffer.Incident
+	)
 	for {
 		var err error
-		cp, err = p.buf.Checkpoint(ctx)
+		cp, repoll, err = p.locate(ctx)
 		if err == nil {
 			break
 		}
@@ -240,21 +261,8 @@ func (p *Poller) start(ctx context.Context) error {
 	}
 	p.recovered(ctx, actReadCheckpoint)
 	p.bo.reset()
-	if cp == "" {
-		since := p.clock.Now().Add(-p.cfg.Retention)
-		cp = auth0log.CheckpointAt(since)
-		p.log.Info("no checkpoint stored; backfilling Auth0's retention window",
-			"since", since.UTC(), "retention", p.cfg.Retention.String())
-		p.startProgress(since)
-	} else {
-		p.startProgress(time.Time{})
-		if err := auth0log.ValidateID(cp); err != nil {
-			return fmt.Errorf("auth0poll: stored checkpoint: %w", err)
-		}
-		p.log.Info("resuming from stored checkpoint", "checkpoint", cp)
-	}
-	if err := p.setCheckpoint(cp); err != nil {
-		return fmt.Errorf("auth0poll: checkpoint: %w", err)
+	if err := p.moveTo(cp, repoll); err != nil {
+		return err
 	}
 	api, err := p.newAPI(ctx)
 	if err != nil {
@@ -264,9 +272,75 @@ func (p *Poller) start(ctx context.Context) error {
 	return nil
 }
 
+// locate asks the buffer where to poll from: the stored checkpoint, or
+// after lost data the re-poll point (repoll not nil). "" means nothing is
+// known: the start of Auth0's retention.
+func (p *Poller) locate(ctx context.Context) (string, *buffer.Incident, error) {
+	if p.rec == nil {
+		cp, err := p.buf.Checkpoint(ctx)
+		return cp, nil, err
+	}
+	pos, err := p.rec.Resume(ctx, p.gen)
+	if err != nil {
+		return "", nil, err
+	}
+	p.gen = pos.Generation
+	return pos.From, pos.Repoll, nil
+}
+
+// moveTo makes cp (see locate) the position polled from.
+func (p *Poller) moveTo(cp string, repoll *buffer.Incident) error {
+	if cp == "" {
+		since := p.clock.Now().Add(-p.cfg.Retention)
+		cp = auth0log.CheckpointAt(since)
+		p.startProgress(since)
+		if repoll != nil {
+			p.log.Warn("the buffer lost data and nothing was known delivered: polling Auth0's whole retention window again",
+				"since", since.UTC(), "retention", p.cfg.Retention.String(), "incident", repoll.Generation)
+		} else {
+			p.log.Info("no checkpoint stored; backfilling Auth0's retention window",
+				"since", since.UTC(), "retention", p.cfg.Retention.String())
+		}
+	} else {
+		p.startProgress(time.Time{})
+		if err := auth0log.ValidateID(cp); err != nil {
+			return fmt.Errorf("auth0poll: stored checkpoint: %w", err)
+		}
+		if repoll != nil {
+			p.log.Warn("the buffer lost data: polling Auth0 again from the last point known delivered",
+				"from", cp, "until", repoll.RepollUntil, "incident", repoll.Generation)
+		} else {
+			p.log.Info("resuming from stored checkpoint", "checkpoint", cp)
+		}
+	}
+	if err := p.setCheckpoint(cp); err != nil {
+		return fmt.Errorf("auth0poll: checkpoint: %w", err)
+	}
+	// Whatever was polled up to before is not known buffered any more.
+	p.setCaughtUp(time.Time{})
+	return nil
+}
+
 // step makes one attempt at the page after the checkpoint and returns how
 // long to wait before the next attempt.
 func (p *Poller) step(ctx context.Context) time.Duration {
+	if p.rec != nil && p.rec.LossGeneration() != p.gen {
+		// The buffer lost data: continue where it says, dropping a page
+		// asked for from the old position.
+		p.dropPrefetch()
+		cp, repoll, err := p.locate(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return 0
+			}
+			return p.failed(ctx, reasonBuffer, actResume, err)
+		}
+		if err := p.moveTo(cp, repoll); err != nil {
+			return p.failed(ctx, reasonBuffer, actResume, err)
+		}
+		p.recovered(ctx, actResume)
+		p.bo.reset()
+	}
 	// Before anything that can fail or pause: logs age out of Auth0 while
 	// the buffer is full or Auth0 fails, and the gap is reported when it
 	// begins.
@@ -341,6 +415,9 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 			p.dropPrefetch()
 			if ctx.Err() != nil {
 				return 0
+			}
+			if p.rec != nil && p.rec.LossGeneration() != p.gen {
+				return 0 // the buffer lost data: the next step resumes where it says
 			}
 			p.m.stage.Failed.Add(float64(len(logs)))
 			return p.failed(ctx, reasonBuffer, actAppend, err, "events_in_page", len(logs))
@@ -466,6 +543,7 @@ const (
 	actFetch          = "fetch log page"
 	actDecode         = "decode log page"
 	actAppend         = "append page to buffer"
+	actResume         = "resume after lost buffer data"
 )
 
 // recovered logs, for each action that was failing, that it succeeded again.

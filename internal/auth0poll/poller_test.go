@@ -793,3 +793,46 @@ func TestPrefetchOverlapsAppend(t *testing.T) {
 	require.Equal(t, 10, buf.overlapped)
 	require.Equal(t, 1, buf.alone)
 }
+
+func TestRepollsAfterTheBufferLostData(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	ctx := context.Background()
+	ids := h.addEvents(300, h.clock.Now().Add(-3*day), time.Minute)
+	p, _ := h.newPoller(nil)
+	h.run(p)
+	h.drive("first poll", func() bool { return polled(p) >= float64(len(ids)) })
+	h.idle()
+
+	// A consumer has acknowledged the first 200; the buffer learns it.
+	require.NoError(t, h.buf.EnsureGroup(ctx, "fwd"))
+	got, err := h.buf.Read(ctx, "fwd", "c1", 300, 0)
+	require.NoError(t, err)
+	acked := make([]string, 200)
+	for i := range acked {
+		acked[i] = got[i].ID
+	}
+	require.NoError(t, h.buf.Ack(ctx, "fwd", acked...))
+	require.NoError(t, h.buf.CheckLoss(ctx))
+
+	// Redis loses the tenant's data (FLUSHALL, a restart on an empty data
+	// dir); new logs arrive and the poller's next page finds the
+	// checkpoint gone.
+	keys, err := h.rdb.Keys(ctx, "authpipe:{"+h.tenant+"}:*").Result()
+	require.NoError(t, err)
+	require.NoError(t, h.rdb.Del(ctx, keys...).Err())
+	nFroms := len(h.requestedFroms())
+	more := h.addEvents(5, h.clock.Now(), time.Second)
+	want := append(append([]string(nil), ids[200:]...), more...)
+	h.drive("re-poll", func() bool { return len(h.streamIDs()) >= len(want) })
+	h.idle()
+
+	require.Equal(t, want, h.streamIDs(), "everything not known delivered is buffered again, once")
+	at, err := auth0log.IDTime(ids[200])
+	require.NoError(t, err)
+	require.Contains(t, h.requestedFroms()[nFroms:], auth0log.CheckpointAt(at), "re-polled from the last point known delivered")
+	require.Len(t, h.logRecords("the buffer lost data: polling Auth0 again from the last point known delivered"), 1)
+	require.Equal(t, more[len(more)-1], h.checkpoint())
+	// The page that found the loss was not an Auth0 failure.
+	require.Zero(t, testutil.ToFloat64(p.m.pageErrors[reasonBuffer]))
+	require.Zero(t, testutil.ToFloat64(p.m.gaps))
+}

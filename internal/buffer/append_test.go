@@ -96,7 +96,7 @@ func TestAppendAtomic(t *testing.T) {
 		{
 			name: "invalid log id mid-page (checked by the script itself)",
 			run: func(f *fixture) error {
-				args := []any{good[3].ID, 4}
+				args := []any{"", good[3].ID, 4}
 				for i, l := range good {
 					id := l.ID
 					if i == 2 {
@@ -104,15 +104,15 @@ func TestAppendAtomic(t *testing.T) {
 					}
 					args = append(args, id, 1, string(l.Raw))
 				}
-				return appendScript.Run(f.ctx, f.rdb, []string{f.b.StreamKey(), f.b.Key("seen"), f.b.Key("checkpoint")}, args...).Err()
+				return appendScript.Run(f.ctx, f.rdb, []string{f.b.StreamKey(), f.b.Key("seen"), f.b.Key("checkpoint"), f.b.Key("behind")}, args...).Err()
 			},
 			wantErr: "log 2: log_id is not valid",
 		},
 		{
 			name: "argument count mismatch (checked by the script)",
 			run: func(f *fixture) error {
-				return appendScript.Run(f.ctx, f.rdb, []string{f.b.StreamKey(), f.b.Key("seen"), f.b.Key("checkpoint")},
-					good[0].ID, 2, good[0].ID, 1, string(good[0].Raw)).Err()
+				return appendScript.Run(f.ctx, f.rdb, []string{f.b.StreamKey(), f.b.Key("seen"), f.b.Key("checkpoint"), f.b.Key("behind")},
+					"", good[0].ID, 2, good[0].ID, 1, string(good[0].Raw)).Err()
 			},
 			wantErr: "do not match",
 		},

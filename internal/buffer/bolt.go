@@ -56,6 +56,9 @@ type Bolt struct {
 	wake    chan struct{}       // closed (and replaced) when entries are added
 
 	resident residentFile // bounds the mapped file pages kept resident
+
+	loss     *lossWatch
+	recorded *boltState // the state file as last written (under loss.checkMu)
 }
 
 // boltFileName is the tenant's buffer file in the data dir.
@@ -79,6 +82,12 @@ func OpenBolt(dir string, cfg Config, deps Deps) (*Bolt, error) {
 		return nil, fmt.Errorf("open buffer: create data dir: %w", err)
 	}
 	path := filepath.Join(dir, boltFileName(cfg.Tenant))
+	state, err := readBoltState(path)
+	if err != nil {
+		return nil, fmt.Errorf("open buffer: %w", err)
+	}
+	_, statErr := os.Stat(path)
+	existed := statErr == nil
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
 		Timeout: BoltLockTimeout,
 		// The freelist is rebuilt on open instead of written on every
@@ -112,11 +121,16 @@ func OpenBolt(dir string, cfg Config, deps Deps) (*Bolt, error) {
 		return nil, err
 	}
 	b.m = newMetrics(deps.Registerer, deps.Stages, cfg.Tenant)
+	b.loss = newLossWatch(deps.Registerer, cfg.Tenant, b.log, b.clock)
+	if err := b.openLoss(existed, state); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open buffer file %s: %w", path, err)
+	}
 	return b, nil
 }
 
 func (b *Bolt) initFile(tx *bbolt.Tx) error {
-	for _, name := range [][]byte{bktMeta, bktStream, bktSeen, bktGroups, bktDLQ, bktReasons} {
+	for _, name := range [][]byte{bktMeta, bktStream, bktSeen, bktGroups, bktDLQ, bktReasons, bktBehind} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}
@@ -140,14 +154,17 @@ func (b *Bolt) initFile(tx *bbolt.Tx) error {
 	return nil
 }
 
-// Close writes failure reasons noted since the last write, wakes blocked
-// reads (they return an error) and releases the file. Later calls return
-// errors.
+// Close writes failure reasons noted since the last write, records the
+// file's state beside it (see CheckLoss), wakes blocked reads (they return
+// an error) and releases the file. Later calls return errors.
 func (b *Bolt) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
 		if ferr := b.update(context.Background(), func(*bbolt.Tx) error { return errNoChange }); ferr != nil {
 			b.log.Warn("write noted failure reasons on close", "err", ferr)
+		}
+		if _, ferr := b.check(); ferr != nil {
+			b.log.Warn("record buffer state on close", "err", ferr)
 		}
 		close(b.closed)
 		if cerr := b.db.Close(); cerr != nil {
@@ -247,6 +264,7 @@ func (b *Bolt) Checkpoint(context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read checkpoint: %w", err)
 	}
+	b.loss.noteCheckpoint(cp)
 	return cp, nil
 }
 
@@ -263,6 +281,7 @@ func (b *Bolt) Append(ctx context.Context, logs []auth0log.Log, checkpoint strin
 			return 0, fmt.Errorf("append page: checkpoint: %w", err)
 		}
 	}
+	ids := make([]string, len(logs))
 	for i, l := range logs {
 		if err := auth0log.ValidateID(l.ID); err != nil {
 			return 0, fmt.Errorf("append page: log %d: %w", i, err)
@@ -270,6 +289,13 @@ func (b *Bolt) Append(ctx context.Context, logs []auth0log.Log, checkpoint strin
 		if len(l.Raw) == 0 {
 			return 0, fmt.Errorf("append page: log %d (%s): empty raw event", i, l.ID)
 		}
+		ids[i] = l.ID
+	}
+	if checkpoint != "" && !b.loss.mayAdvance() {
+		return 0, fmt.Errorf("append page of %d logs: %w: the poller has not yet taken the re-poll", len(logs), ErrDataLoss)
+	}
+	if checkpoint == "" {
+		b.loss.noteBehind(behindFrom(ids)) // see Redis.Append
 	}
 	var added, moved int
 	err := b.update(ctx, func(tx *bbolt.Tx) error {
@@ -299,6 +325,11 @@ func (b *Bolt) Append(ctx context.Context, logs []auth0log.Log, checkpoint strin
 			}
 			if err := seen.Put(logID, []byte{}); err != nil {
 				return err
+			}
+			if checkpoint == "" || (cur != "" && l.ID <= cur) {
+				if err := putBehind(tx, l.ID, last); err != nil {
+					return err
+				}
 			}
 			added++
 		}
@@ -336,6 +367,8 @@ func (b *Bolt) Append(ctx context.Context, logs []auth0log.Log, checkpoint strin
 	b.m.duplicates.Add(float64(len(logs) - added))
 	if moved < 0 {
 		b.log.Warn("checkpoint older than the stored one kept unchanged", "checkpoint", checkpoint)
+	} else {
+		b.loss.noteCheckpoint(checkpoint)
 	}
 	if added > 0 {
 		b.notify()
@@ -383,6 +416,7 @@ func (b *Bolt) EnsureGroup(ctx context.Context, name string) error {
 	if err != nil {
 		return fmt.Errorf("create group %s: %w", name, err)
 	}
+	b.loss.noteGroup(name)
 	return nil
 }
 

@@ -27,6 +27,9 @@ import (
 //	         id → deliveries | last delivery (Unix ms) | consumer
 //	dlq      id → JSON boltDeadLetter
 //	reasons  id → the consumer's last failure reason
+//	behind   second | id → "": entries appended behind the checkpoint
+//	         (backfill, replayed dead letters), oldest log first, until
+//	         every group has acknowledged them (see lossWatch)
 //
 // An id is 16 bytes, milliseconds and sequence big-endian, so keys sort as
 // the ids do; callers see it as "<ms>-<seq>", like a Redis stream id.
@@ -38,6 +41,7 @@ var (
 	bktDLQ     = []byte("dlq")
 	bktReasons = []byte("reasons")
 	bktPEL     = []byte("pel")
+	bktBehind  = []byte("behind")
 
 	bkeyTenant     = []byte("tenant")
 	bkeyVersion    = []byte("version")

@@ -83,13 +83,15 @@ func chunks(ids []string, n int) [][]string {
 
 // dlqMoveScript replays or drops dead letters.
 //
-// KEYS: stream, dlq.
+// KEYS: stream, dlq, behind.
 // ARGV: op ("replay" | "drop"), sel ("ids" | "range"), then for "ids" the
 // dead-letter ids, for "range" start (exclusive, "" for the first), end
 // (inclusive) and count.
 // A replayed dead letter is added to the stream (fields id, raw) and
 // deleted from the dead letters; one without a log_id or raw event is left
-// where it is. Returns {done, last scanned id or ""}.
+// where it is. A replayed entry lies behind the checkpoint: it is recorded
+// in behind (stream id → its log_id's second), as appendScript does.
+// Returns {done, last scanned id or ""}.
 var dlqMoveScript = redis.NewScript(`#!lua
 local function wrongtype(key, want)
   local t = redis.call('TYPE', key)['ok']
@@ -97,6 +99,7 @@ local function wrongtype(key, want)
 end
 if wrongtype(KEYS[1], 'stream') then return redis.error_reply('WRONGTYPE stream key does not hold a stream') end
 if wrongtype(KEYS[2], 'stream') then return redis.error_reply('WRONGTYPE dead-letter key does not hold a stream') end
+if wrongtype(KEYS[3], 'zset') then return redis.error_reply('WRONGTYPE behind key does not hold a sorted set') end
 local op, sel = ARGV[1], ARGV[2]
 local entries = {}
 if sel == 'range' then
@@ -122,7 +125,9 @@ for _, e in ipairs(entries) do
     end
     -- XDEL first: an id given twice is replayed once.
     if logid and raw and #logid > 0 and #raw > 0 and redis.call('XDEL', KEYS[2], e[1]) == 1 then
-      redis.call('XADD', KEYS[1], '*', 'id', logid, 'raw', raw)
+      local sid = redis.call('XADD', KEYS[1], '*', 'id', logid, 'raw', raw)
+      local sec = tonumber(logid:sub(4, 17))
+      if #logid == 56 and sec then redis.call('ZADD', KEYS[3], sec, sid) end
       done = done + 1
     end
   end
@@ -186,7 +191,7 @@ func (b *Redis) DropDeadLetters(ctx context.Context, ids []string) (int, error) 
 }
 
 func (b *Redis) moveDeadLetters(ctx context.Context, op string, ids []string, batch int) (int, error) {
-	keys := []string{b.stream, b.dlq}
+	keys := []string{b.stream, b.dlq, b.behind}
 	if len(ids) > 0 {
 		if err := checkDLQIDs(ids); err != nil {
 			return 0, err
@@ -403,6 +408,9 @@ func (b *Bolt) moveTx(ctx context.Context, replay bool, pick func(*bbolt.Cursor)
 				}
 				last = last.next(now)
 				if err := stream.Put(last.key(), encodeEntry(d.LogID, d.Raw)); err != nil {
+					return err
+				}
+				if err := putBehind(tx, d.LogID, last); err != nil {
 					return err
 				}
 			}

@@ -44,6 +44,35 @@
 //     (the backlog only grows by appends); an append error or a group it
 //     created makes it read again. Writers in other processes are seen
 //     within that second.
+//   - Lost data is detected, counted once and recovered (DESIGN.md,
+//     delivery contract 7). A buffer remembers, in process memory, what it
+//     has seen stored: the highest checkpoint, the stream, the consumer
+//     groups its consumers read with (EnsureGroup), the poller lease's
+//     highest fencing token, and the delivered watermark — the point up to
+//     which every log has been acknowledged by every group (the second of
+//     the first entry some group has not acknowledged, lowered for entries
+//     appended behind the checkpoint: backfill, replayed dead letters;
+//     the checkpoint when everything is acknowledged). CheckLoss (every two
+//     seconds in authpipe run), a read that meets NOGROUP, an append that
+//     finds the stored checkpoint gone or older than expected (it writes
+//     nothing: ErrDataLoss) and a lease that finds its fencing counter gone
+//     backwards compare what Redis holds with that memory. Whatever they
+//     find at once is one incident, however many components meet it:
+//     authpipe_buffer_data_loss_total{tenant} is incremented, one ERROR
+//     line names what was found and the window polled again, the
+//     authpipe_buffer_data_loss_* gauges describe it (status page, admin
+//     API). Recovery: the groups are recreated where delivery stood (at the
+//     first unacknowledged entry when the stream still holds it, else at
+//     the start of what it holds); when more than groups or the fencing
+//     counter was lost, Resume hands the poller the watermark to poll from
+//     again (the start of Auth0's retention if nothing was known), and
+//     appends that carry a checkpoint are refused until it has taken it.
+//     Redis that is slow or cannot be reached is never a sign of loss: a
+//     check that gets no answer changes nothing. A fresh install (nothing
+//     stored, nothing remembered) is not either. The memory is the
+//     process's: a loss while no authpipe runs is noticed only as far as
+//     what is left shows it (the dedupe record without the newest entry's
+//     log_id).
 //   - Dead letters keep their reason. An entry delivered more than
 //     MaxDeliveries times, or given up by its consumer (DeadLetter), moves to
 //     the tenant's dead-letter stream with its log_id, raw event, reason,
@@ -64,6 +93,9 @@
 //	authpipe:{t}:dlq         dead letters; fields id, raw, reason, deliveries,
 //	                         failed_at (Unix ms), stream_id
 //	authpipe:{t}:reasons     hash stream entry id → the consumer's last failure
+//	authpipe:{t}:behind      zset stream entry id → its log_id's second
+//	                         (YYYYMMDDhhmmss), for entries appended behind the
+//	                         checkpoint until every group acknowledged them
 //	authpipe:{t}:lease:poller(:fence)  the poller lease and its fencing
 //	                         counter (package lease), read by AppendFenced
 //
@@ -90,6 +122,18 @@
 //     a second OpenBolt of the same tenant) fails after BoltLockTimeout with
 //     "data dir … is in use by another authpipe". No replicas, no scale-out:
 //     for those, use Redis.
+//   - A file replaced while authpipe is stopped is noticed. Nothing inside
+//     the file can tell that it is an older copy, so every CheckLoss and
+//     Close records, in buffer-<tenant>.db.state beside it, the file's last
+//     bbolt transaction id (which only grows), its checkpoint and the
+//     delivered watermark. OpenBolt compares: a file gone, or with an older
+//     transaction id or checkpoint, is lost data, handled as on Redis
+//     (counted, logged, re-polled from the recorded watermark; a re-poll
+//     interrupted by a restart goes on). Limits: a copy taken after the
+//     last record (after a crash, the last two seconds or so) or a data dir
+//     restored as a whole (file and record together) is not noticed; the
+//     restored checkpoint still makes the poller fetch everything after it
+//     again. See loss_bolt.go.
 //   - Same ids and figures. Entry ids are "<ms>-<seq>" from the buffer's
 //     clock, strictly ascending (also when the clock goes back), as Redis
 //     stream ids read. Idle times for Reclaim follow the injected clock.

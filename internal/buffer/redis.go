@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -24,6 +25,7 @@ const (
 	keySeen       = "seen"
 	keyDLQ        = "dlq"
 	keyReasons    = "reasons"
+	keyBehind     = "behind"
 )
 
 const (
@@ -70,8 +72,9 @@ type Redis struct {
 	clock  clockwork.Clock
 	m      *bufferMetrics
 	fenced prometheus.Counter // appends refused by the fencing token
+	loss   *lossWatch
 
-	stream, checkpoint, seen, dlq, reasons string
+	stream, checkpoint, seen, dlq, reasons, behind string
 
 	mu      sync.Mutex
 	cursors map[string]string // group → XAUTOCLAIM cursor
@@ -103,7 +106,7 @@ func NewRedis(client redis.UniversalClient, cfg Config, deps Deps) (*Redis, erro
 		cursors: make(map[string]string),
 	}
 	b.stream, b.checkpoint, b.seen = b.Key(keyStream), b.Key(keyCheckpoint), b.Key(keySeen)
-	b.dlq, b.reasons = b.Key(keyDLQ), b.Key(keyReasons)
+	b.dlq, b.reasons, b.behind = b.Key(keyDLQ), b.Key(keyReasons), b.Key(keyBehind)
 	// The gauges first: registering them fails (rather than panics) when
 	// this tenant's buffer metrics exist on the registry already.
 	if err := registerStats(deps.Registerer, b); err != nil {
@@ -111,6 +114,7 @@ func NewRedis(client redis.UniversalClient, cfg Config, deps Deps) (*Redis, erro
 	}
 	b.m = newMetrics(deps.Registerer, deps.Stages, cfg.Tenant)
 	b.fenced = newFenceCounter(deps.Registerer, cfg.Tenant)
+	b.loss = newLossWatch(deps.Registerer, cfg.Tenant, b.log, b.clock)
 	return b, nil
 }
 
@@ -144,6 +148,7 @@ func (b *Redis) Checkpoint(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("read checkpoint: %w", err)
 	}
+	b.loss.noteCheckpoint(cp)
 	return cp, nil
 }
 
@@ -152,6 +157,12 @@ func (b *Redis) Checkpoint(ctx context.Context) (string, error) {
 // new ones are added to the stream in page order, and the checkpoint is set
 // unless it would move backwards ("" leaves it as is). On error nothing was
 // written. It returns how many logs were new.
+//
+// Append refuses (ErrDataLoss, nothing written) when the stored checkpoint
+// is gone or older than one this process saw stored: Redis lost data, and
+// the incident is handled (see CheckLoss) before the caller retries; and,
+// for a page with a checkpoint, while a re-poll after lost data waits for
+// the poller to take it (Resume).
 func (b *Redis) Append(ctx context.Context, logs []auth0log.Log, checkpoint string) (int, error) {
 	return b.appendPage(ctx, logs, checkpoint, nil)
 }
@@ -164,8 +175,11 @@ func (b *Redis) appendPage(ctx context.Context, logs []auth0log.Log, checkpoint 
 			return 0, fmt.Errorf("append page: checkpoint: %w", err)
 		}
 	}
-	script, keys := appendScript, []string{b.stream, b.seen, b.checkpoint}
-	args := make([]any, 0, 3+3*len(logs))
+	if checkpoint != "" && !b.loss.mayAdvance() {
+		return 0, fmt.Errorf("append page of %d logs: %w: the poller has not yet taken the re-poll", len(logs), ErrDataLoss)
+	}
+	script, keys := appendScript, []string{b.stream, b.seen, b.checkpoint, b.behind}
+	args := make([]any, 0, 4+3*len(logs))
 	if fence != nil {
 		if err := b.checkFence(*fence); err != nil {
 			return 0, err
@@ -173,7 +187,8 @@ func (b *Redis) appendPage(ctx context.Context, logs []auth0log.Log, checkpoint 
 		script, keys = fencedAppendScript, append(keys, fence.Key)
 		args = append(args, fence.Token)
 	}
-	args = append(args, checkpoint, len(logs))
+	args = append(args, b.loss.expected(), checkpoint, len(logs))
+	ids := make([]string, len(logs))
 	for i, l := range logs {
 		if err := auth0log.ValidateID(l.ID); err != nil {
 			return 0, fmt.Errorf("append page: log %d: %w", i, err)
@@ -186,15 +201,30 @@ func (b *Redis) appendPage(ctx context.Context, logs []auth0log.Log, checkpoint 
 			return 0, fmt.Errorf("append page: log %d (%s): empty raw event", i, l.ID)
 		}
 		args = append(args, l.ID, t.UnixMilli(), []byte(l.Raw))
+		ids[i] = l.ID
+	}
+	if checkpoint == "" {
+		// Behind the checkpoint (backfill): lower the delivered watermark
+		// before the write, so a loss right after it polls them again.
+		b.loss.noteBehind(behindFrom(ids))
 	}
 	res, err := script.Run(ctx, b.client, keys, args...).Int64Slice()
 	if err != nil {
 		b.forgetRoom() // Full asks Redis again: no page is fetched while it is down
-		if fence != nil && strings.HasPrefix(err.Error(), "FENCED ") {
+		msg := err.Error()
+		if fence != nil && strings.HasPrefix(msg, "FENCED ") {
 			b.fenced.Inc()
 			b.log.Warn("append refused: the writer's lease was taken over; nothing written",
 				"token", fence.Token, "checkpoint", checkpoint)
-			return 0, fmt.Errorf("append page of %d logs: %w: %s", len(logs), ErrFenced, strings.TrimPrefix(err.Error(), "FENCED "))
+			if cur, ok := fenceFound(msg); ok && cur < fence.Token {
+				// The counter went backwards: lost with Redis' data.
+				_, _, _ = b.check(ctx, observation{fence: cur})
+			}
+			return 0, fmt.Errorf("append page of %d logs: %w: %s", len(logs), ErrFenced, strings.TrimPrefix(msg, "FENCED "))
+		}
+		if strings.HasPrefix(msg, "LOST ") {
+			_, _, cerr := b.check(ctx)
+			return 0, errors.Join(fmt.Errorf("append page of %d logs: %w: %s", len(logs), ErrDataLoss, strings.TrimPrefix(msg, "LOST ")), cerr)
 		}
 		return 0, fmt.Errorf("append page of %d logs: %w", len(logs), err)
 	}
@@ -207,23 +237,51 @@ func (b *Redis) appendPage(ctx context.Context, logs []auth0log.Log, checkpoint 
 	b.mu.Unlock()
 	b.m.stage.Written.Add(float64(added))
 	b.m.duplicates.Add(float64(len(logs) - added))
-	if res[1] < 0 {
+	if fence != nil {
+		b.loss.noteFence(fence.Key, fence.Token)
+	}
+	if res[1] >= 0 {
+		b.loss.noteCheckpoint(checkpoint)
+	} else {
 		b.log.Warn("checkpoint older than the stored one kept unchanged", "checkpoint", checkpoint)
 	}
 	return added, nil
 }
 
+// fenceFound reads the current fencing counter from a FENCED error: 0 when
+// the counter is gone.
+func fenceFound(msg string) (int64, bool) {
+	i := strings.LastIndex(msg, ": ")
+	if i < 0 {
+		return 0, false
+	}
+	v := msg[i+2:]
+	if v == "none" {
+		return 0, true
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	return n, err == nil
+}
+
 // EnsureGroup creates the consumer group (and the stream) if missing. A new
 // group starts at the beginning of the stream, so it sees every entry still
-// buffered.
+// buffered. The buffer remembers the group as one its consumers read with:
+// should it go missing later, that is lost data (see CheckLoss), and the
+// group is recreated where delivery stood.
 func (b *Redis) EnsureGroup(ctx context.Context, group string) error {
 	if group == "" {
 		return errors.New("ensure group: empty group name")
+	}
+	if b.loss.knowsGroup(group) {
+		if _, _, err := b.check(ctx); err != nil {
+			return fmt.Errorf("create group %s: %w", group, err)
+		}
 	}
 	err := b.client.XGroupCreateMkStream(ctx, b.stream, group, "0").Err()
 	if err != nil && !strings.HasPrefix(err.Error(), "BUSYGROUP") {
 		return fmt.Errorf("create group %s: %w", group, err)
 	}
+	b.loss.noteGroup(group)
 	b.forgetRoom() // a new group starts with the whole stream as its backlog
 	return nil
 }
@@ -241,10 +299,14 @@ func (b *Redis) Read(ctx context.Context, group, consumer string, count int, blo
 	} else if block < time.Millisecond {
 		block = time.Millisecond
 	}
-	res, err := b.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+	args := &redis.XReadGroupArgs{
 		Group: group, Consumer: consumer, Streams: []string{b.stream, ">"},
 		Count: int64(count), Block: block,
-	}).Result()
+	}
+	res, err := b.client.XReadGroup(ctx, args).Result()
+	if b.regroup(ctx, group, err) {
+		res, err = b.client.XReadGroup(ctx, args).Result()
+	}
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
@@ -280,10 +342,14 @@ func (b *Redis) ReadPending(ctx context.Context, group, consumer, after string, 
 	// Keep reading while a whole page was dead-lettered or lost, so that an
 	// empty result always means the end of the list.
 	for {
-		res, err := b.client.XReadGroup(ctx, &redis.XReadGroupArgs{
+		args := &redis.XReadGroupArgs{
 			Group: group, Consumer: consumer, Streams: []string{b.stream, after},
 			Count: int64(count), Block: -1,
-		}).Result()
+		}
+		res, err := b.client.XReadGroup(ctx, args).Result()
+		if b.regroup(ctx, group, err) {
+			res, err = b.client.XReadGroup(ctx, args).Result()
+		}
 		if errors.Is(err, redis.Nil) {
 			return nil, nil
 		}
@@ -355,9 +421,11 @@ func (b *Redis) Touch(ctx context.Context, group, consumer string, ids ...string
 	if len(ids) == 0 {
 		return nil
 	}
-	err := b.client.XClaimJustID(ctx, &redis.XClaimArgs{
-		Stream: b.stream, Group: group, Consumer: consumer, MinIdle: 0, Messages: ids,
-	}).Err()
+	args := &redis.XClaimArgs{Stream: b.stream, Group: group, Consumer: consumer, MinIdle: 0, Messages: ids}
+	err := b.client.XClaimJustID(ctx, args).Err()
+	if b.regroup(ctx, group, err) {
+		err = b.client.XClaimJustID(ctx, args).Err()
+	}
 	if err != nil {
 		return fmt.Errorf("touch %d entries of group %s: %w", len(ids), group, err)
 	}
@@ -382,10 +450,15 @@ func (b *Redis) Reclaim(ctx context.Context, group, consumer string, minIdle tim
 	if start == "" {
 		start = "0-0"
 	}
-	msgs, next, deleted, err := b.client.XAutoClaimWithDeleted(ctx, &redis.XAutoClaimArgs{
+	args := &redis.XAutoClaimArgs{
 		Stream: b.stream, Group: group, Consumer: consumer,
 		MinIdle: minIdle, Start: start, Count: int64(count),
-	}).Result()
+	}
+	msgs, next, deleted, err := b.client.XAutoClaimWithDeleted(ctx, args).Result()
+	if b.regroup(ctx, group, err) {
+		args.Start = "0-0"
+		msgs, next, deleted, err = b.client.XAutoClaimWithDeleted(ctx, args).Result()
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reclaim entries of group %s: %w", group, err)
 	}
@@ -479,8 +552,14 @@ func (b *Redis) DeadLetter(ctx context.Context, group string, e Entry, reason st
 }
 
 func (b *Redis) deadLetter(ctx context.Context, group string, e Entry, reason, mode string) (bool, error) {
-	res, err := deadLetterScript.Run(ctx, b.client, []string{b.stream, b.dlq, b.reasons},
-		group, e.ID, e.LogID, e.Raw, reason, b.clock.Now().UnixMilli(), mode).Slice()
+	run := func() ([]any, error) {
+		return deadLetterScript.Run(ctx, b.client, []string{b.stream, b.dlq, b.reasons},
+			group, e.ID, e.LogID, e.Raw, reason, b.clock.Now().UnixMilli(), mode).Slice()
+	}
+	res, err := run()
+	if b.regroup(ctx, group, err) {
+		res, err = run()
+	}
 	if err != nil {
 		return false, fmt.Errorf("dead-letter entry %s of group %s: %w", e.ID, group, err)
 	}

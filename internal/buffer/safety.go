@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -199,4 +202,96 @@ func infoField(info, name string) string {
 		}
 	}
 	return ""
+}
+
+// SafetyWatch checks a Redis' settings (InspectRedis) over time and says
+// so: authpipe_buffer_unsafe_config{reason} is 1 while a setting makes the
+// buffer losable, authpipe_buffer_redis_config_info names the persistence
+// and eviction policy found ("unknown" where Redis refused to tell), and
+// each unsafe setting is logged at error when it is first found (at info
+// when it is gone). It is safe for concurrent use.
+type SafetyWatch struct {
+	client redis.UniversalClient
+	log    *slog.Logger
+	unsafe *prometheus.GaugeVec
+	info   *prometheus.GaugeVec
+
+	mu       sync.Mutex
+	reported map[string]bool // reasons logged as present
+	checked  bool
+	last     Safety
+}
+
+// NewSafetyWatch registers the metrics on reg (series at 0) and checks
+// nothing yet.
+func NewSafetyWatch(client redis.UniversalClient, log *slog.Logger, reg prometheus.Registerer) *SafetyWatch {
+	f := promauto.With(reg)
+	w := &SafetyWatch{
+		client: client,
+		log:    log.With("component", "buffer"),
+		unsafe: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "authpipe_buffer_unsafe_config",
+			Help: "1 while a Redis setting can lose the buffer's data: reason no_persistence (appendonly no and no RDB save points) or eviction_policy (maxmemory-policy other than noeviction).",
+		}, []string{"reason"}),
+		info: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "authpipe_buffer_redis_config_info",
+			Help: "Redis' persistence (aof, rdb, aof+rdb, none) and maxmemory-policy as last read; unknown where Redis refused CONFIG or INFO. The value is always 1.",
+		}, []string{"persistence", "eviction_policy"}),
+		reported: map[string]bool{},
+	}
+	for _, r := range SafetyReasons {
+		w.unsafe.WithLabelValues(r)
+	}
+	return w
+}
+
+// Check reads the settings and updates the metrics and logs. An error means
+// Redis could not be reached; the metrics keep their last values.
+func (w *SafetyWatch) Check(ctx context.Context) (Safety, error) {
+	s, err := InspectRedis(ctx, w.client)
+	if err != nil {
+		return Safety{}, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	first := !w.checked
+	w.checked, w.last = true, s
+	present := map[string]bool{}
+	for _, p := range s.Problems {
+		present[p.Reason] = true
+		if !w.reported[p.Reason] {
+			w.log.Error("unsafe Redis setting: the buffer can lose data", "setting", p.Setting, "why", p.Why, "reason", p.Reason)
+		}
+	}
+	for _, r := range SafetyReasons {
+		v := 0.0
+		if present[r] {
+			v = 1
+		} else if w.reported[r] {
+			w.log.Info("Redis setting no longer unsafe", "reason", r,
+				"persistence", s.Persistence, "eviction_policy", s.EvictionPolicy)
+		}
+		w.unsafe.WithLabelValues(r).Set(v)
+	}
+	w.reported = present
+	w.info.Reset()
+	w.info.WithLabelValues(s.Persistence, s.EvictionPolicy).Set(1)
+	if first {
+		switch {
+		case s.Persistence == SafetyUnknown || s.EvictionPolicy == SafetyUnknown:
+			w.log.Warn("Redis refused to show some of its settings (managed Redis?): persistence and eviction reported as unknown; make sure of them with your provider",
+				"persistence", s.Persistence, "eviction_policy", s.EvictionPolicy)
+		case len(s.Problems) == 0:
+			w.log.Info("Redis persistence and eviction settings keep the buffer",
+				"persistence", s.Persistence, "eviction_policy", s.EvictionPolicy)
+		}
+	}
+	return s, nil
+}
+
+// Checked reports whether a Check has succeeded yet.
+func (w *SafetyWatch) Checked() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.checked
 }

@@ -4,10 +4,19 @@ import "github.com/redis/go-redis/v9"
 
 // appendScript stores a page of logs and its checkpoint in one step.
 //
-// KEYS: stream, seen, checkpoint.
-// ARGV: checkpoint ("" leaves it), n, then n triples log_id, score (ms), raw.
+// KEYS: stream, seen, checkpoint, behind.
+// ARGV: expected checkpoint ("" expects nothing), checkpoint ("" leaves it),
+// n, then n triples log_id, score (ms), raw.
 // Returns {added, checkpoint}: checkpoint 1 = moved forward, 0 = unchanged,
 // -1 = refused because it would have moved backwards.
+//
+// The expected checkpoint is the highest this process has seen stored: a
+// stored checkpoint that is gone or older means Redis lost data, and the
+// script fails with a LOST error before writing anything (the page would
+// otherwise hide the loss behind a new checkpoint). Logs added behind the
+// stored checkpoint (pages without a checkpoint: backfill; or a log_id not
+// after the stored checkpoint) are also recorded in behind (stream id →
+// their log_id's second), so the delivered watermark can account for them.
 //
 // Everything that could fail is checked before the first write: a Lua script
 // is not rolled back when a command fails halfway.
@@ -16,16 +25,17 @@ var appendScript = redis.NewScript("#!lua\nlocal o = 0\n" + appendBody)
 // fencedAppendScript is appendScript for the holder of a lease: it writes
 // only while the holder's fencing token is still the lease's current one.
 //
-// KEYS: stream, seen, checkpoint, the lease's fencing-token key.
+// KEYS: stream, seen, checkpoint, behind, the lease's fencing-token key.
 // ARGV: the holder's token, then appendScript's ARGV.
 // A token that is not the current one (a newer holder acquired the lease)
-// fails with a FENCED error before anything is written.
+// fails with a FENCED error before anything is written; the error ends with
+// the current counter ("none" when it is gone).
 var fencedAppendScript = redis.NewScript(`#!lua
 local o = 1
-local fence = redis.call('GET', KEYS[4])
+local fence = redis.call('GET', KEYS[5])
 if fence ~= ARGV[1] then
   if not fence then fence = 'none' end
-  return redis.error_reply('FENCED lease token ' .. ARGV[1] .. ' is not the current one (' .. fence .. ')')
+  return redis.error_reply('FENCED lease token ' .. ARGV[1] .. ' is not the current one: ' .. fence)
 end
 ` + appendBody)
 
@@ -48,19 +58,24 @@ end
 if wrongtype(KEYS[1], 'stream') then return redis.error_reply('WRONGTYPE stream key does not hold a stream') end
 if wrongtype(KEYS[2], 'zset') then return redis.error_reply('WRONGTYPE seen key does not hold a sorted set') end
 if wrongtype(KEYS[3], 'string') then return redis.error_reply('WRONGTYPE checkpoint key does not hold a string') end
+if wrongtype(KEYS[4], 'zset') then return redis.error_reply('WRONGTYPE behind key does not hold a sorted set') end
 
-local cp = ARGV[o + 1]
+local exp, cp = ARGV[o + 1], ARGV[o + 2]
+if exp ~= '' and not isid(exp) then return redis.error_reply('ERR expected checkpoint is not a log_id') end
 if cp ~= '' and not isid(cp) then return redis.error_reply('ERR checkpoint is not a log_id') end
-local n = tonumber(ARGV[o + 2])
-if not n or #ARGV ~= o + 2 + 3 * n then return redis.error_reply('ERR page arguments do not match the log count') end
+local n = tonumber(ARGV[o + 3])
+if not n or #ARGV ~= o + 3 + 3 * n then return redis.error_reply('ERR page arguments do not match the log count') end
 for i = 0, n - 1 do
-  local base = o + 3 + 3 * i
+  local base = o + 4 + 3 * i
   if not isid(ARGV[base]) then return redis.error_reply('ERR log ' .. i .. ': log_id is not valid') end
   if not tonumber(ARGV[base + 1]) then return redis.error_reply('ERR log ' .. i .. ': score is not a number') end
   if #ARGV[base + 2] == 0 then return redis.error_reply('ERR log ' .. i .. ': raw event is empty') end
 end
 local cur = redis.call('GET', KEYS[3])
 if cur and not isid(cur) then return redis.error_reply('ERR stored checkpoint is not a log_id') end
+if exp ~= '' and (not cur or less(cur, exp)) then
+  return redis.error_reply('LOST checkpoint ' .. (cur or 'none') .. ' is older than ' .. exp .. ', seen stored before')
+end
 
 -- No command below can fail on its inputs or key types.
 -- The new log_ids (not in seen, first of their page), found with one
@@ -71,7 +86,7 @@ local chunk = 500
 local new, taken = {}, {}
 for c = 0, n - 1, chunk do
   local ids = {}
-  for i = c, math.min(c + chunk, n) - 1 do ids[#ids + 1] = ARGV[o + 3 + 3 * i] end
+  for i = c, math.min(c + chunk, n) - 1 do ids[#ids + 1] = ARGV[o + 4 + 3 * i] end
   local scores = redis.call('ZMSCORE', KEYS[2], unpack(ids))
   for j = 1, #ids do
     if not scores[j] and not taken[ids[j]] then
@@ -83,15 +98,23 @@ end
 for c = 1, #new, chunk do
   local members = {}
   for j = c, math.min(c + chunk - 1, #new) do
-    local base = o + 3 + 3 * new[j]
+    local base = o + 4 + 3 * new[j]
     members[#members + 1] = ARGV[base + 1]
     members[#members + 1] = ARGV[base]
   end
   redis.call('ZADD', KEYS[2], unpack(members))
 end
+local behind = {}
 for _, i in ipairs(new) do
-  local base = o + 3 + 3 * i
-  redis.call('XADD', KEYS[1], '*', 'id', ARGV[base], 'raw', ARGV[base + 2])
+  local base = o + 4 + 3 * i
+  local sid = redis.call('XADD', KEYS[1], '*', 'id', ARGV[base], 'raw', ARGV[base + 2])
+  if cp == '' or (cur and not less(cur, ARGV[base])) then
+    behind[#behind + 1] = ARGV[base]:sub(4, 17)
+    behind[#behind + 1] = sid
+  end
+end
+for c = 1, #behind, 2 * chunk do
+  redis.call('ZADD', KEYS[4], unpack(behind, c, math.min(c + 2 * chunk - 1, #behind)))
 end
 local added = #new
 local moved = 0

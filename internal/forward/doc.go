@@ -25,6 +25,11 @@
 //     sending. Transient failures (5xx, 408, 429, network, bad write key) are
 //     never dead-lettered by this package: they are retried with backoff,
 //     noting the reason on the entry for the buffer's max-deliveries policy.
+//   - A consumer group lost with Redis' data (NOGROUP) is recreated by the
+//     buffer where delivery stood, and the read goes on (see
+//     buffer.Redis.CheckLoss); entries in flight then are acknowledged to a
+//     group that no longer holds them (a no-op) and delivered again, under
+//     the same messageId.
 //
 // Segment traffic goes through a classifying http.RoundTripper that owns retry
 // timing (analytics-go itself retries every status, ignores Retry-After and

@@ -12,6 +12,13 @@
 //     script and stores it in the lease's value: tokens grow strictly from one
 //     holder to the next, so a store that remembers the highest token it has
 //     seen can refuse a write from a holder that lost the lease (Token).
+//   - Tokens never go backwards, even when Redis loses the counter (a
+//     restart without persistence, a promoted replica that had not synced,
+//     eviction). Each acquisition passes the highest token this process has
+//     held; a counter found below it is set to it before the increment, so a
+//     holder that lost its lease to such a loss can never meet its own token
+//     again. The acquisition then logs the regression and calls
+//     Config.OnRegress, which lets the buffer count it as lost data.
 //   - A lost lease stops work within one lease period. Held reports true only
 //     until TTL after the start of the last successful acquire or renew,
 //     measured on the injected clock (minus a small drift margin), whether or
@@ -109,6 +116,10 @@ type Config struct {
 	// time the lease is gained (held true, with its fencing token) or lost.
 	// It must not block.
 	OnChange func(held bool, token int64)
+	// OnRegress, if set, is called when an acquisition found the fencing
+	// counter below the highest token this process held (found < held):
+	// Redis lost it. Tokens continue above held. It must not block.
+	OnRegress func(found, held int64)
 }
 
 // Validate checks the configuration; zero TTL, RenewEvery and Owner mean
@@ -181,6 +192,7 @@ type Lease struct {
 	mu         sync.Mutex
 	held       bool
 	token      int64
+	highest    int64  // the highest token this process has held: the counter's floor
 	value      string // token:owner, what the key holds while we hold it
 	validUntil time.Time
 	holdCancel context.CancelFunc
@@ -239,15 +251,21 @@ func (l *Lease) Owner() string { return l.cfg.Owner }
 func (l *Lease) TTL() time.Duration { return l.cfg.TTL }
 
 // acquireScript: SET NX PX, and on success INCR the fence and store
-// "token:owner" as the value. KEYS: lease, fence. ARGV: owner, ttl ms.
-// Returns the token, or nil when the lease is held by someone.
+// "token:owner" as the value. A fence below the floor (the highest token
+// the caller has held: Redis lost the counter) is raised to it first.
+// KEYS: lease, fence. ARGV: owner, ttl ms, floor.
+// Returns {token, the fence as found}, or nil when the lease is held by
+// someone.
 var acquireScript = redis.NewScript(`#!lua
 if not redis.call('SET', KEYS[1], 'acquiring', 'NX', 'PX', ARGV[2]) then
   return false
 end
+local found = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local floor = tonumber(ARGV[3])
+if found < floor then redis.call('SET', KEYS[2], floor) end
 local tok = redis.call('INCR', KEYS[2])
 redis.call('SET', KEYS[1], tok .. ':' .. ARGV[1], 'PX', ARGV[2])
-return tok
+return {tok, found}
 `)
 
 // renewScript: compare-and-renew. KEYS: lease. ARGV: value, ttl ms.
@@ -276,13 +294,27 @@ func (l *Lease) Acquire(ctx context.Context) (bool, error) {
 		return l.Renew(ctx)
 	}
 	start := l.clock.Now()
-	tok, err := acquireScript.Run(ctx, l.client, []string{l.key, l.fence},
-		l.cfg.Owner, l.cfg.TTL.Milliseconds()).Int64()
+	l.mu.Lock()
+	floor := l.highest
+	l.mu.Unlock()
+	res, err := acquireScript.Run(ctx, l.client, []string{l.key, l.fence},
+		l.cfg.Owner, l.cfg.TTL.Milliseconds(), floor).Int64Slice()
 	if errors.Is(err, redis.Nil) {
 		return false, nil
 	}
 	if err != nil {
 		return false, fmt.Errorf("acquire lease %s: %w", l.key, err)
+	}
+	if len(res) != 2 {
+		return false, fmt.Errorf("acquire lease %s: unexpected script reply %v", l.key, res)
+	}
+	tok, found := res[0], res[1]
+	if found < floor {
+		l.log.Warn("lease fencing counter went backwards: Redis lost it; tokens continue above the highest one held",
+			"found", found, "held", floor, "token", tok)
+		if l.cfg.OnRegress != nil {
+			l.cfg.OnRegress(found, floor)
+		}
 	}
 	l.gain(tok, start)
 	return true, nil
@@ -510,6 +542,7 @@ func (l *Lease) gain(token int64, start time.Time) {
 	l.mu.Lock()
 	l.held = true
 	l.token = token
+	l.highest = max(l.highest, token)
 	l.value = strconv.FormatInt(token, 10) + ":" + l.cfg.Owner
 	l.validUntil = start.Add(l.cfg.TTL - l.margin)
 	l.holdCtx, l.holdCancel = ctx, cancel

@@ -365,3 +365,51 @@ func TestKeeperLogsRedisOutage(t *testing.T) {
 	}, 10*time.Second, time.Millisecond)
 	require.Equal(t, 1, count("lease keeper reaches Redis again"))
 }
+
+func TestTokensNeverGoBackwardsWhenRedisLosesTheCounter(t *testing.T) {
+	c := testredis.Client(t)
+	ctx := context.Background()
+	name := leaseName(t)
+	var mu sync.Mutex
+	var regress [][2]int64
+	a, err := New(c, Config{Name: name, Owner: "a", TTL: time.Minute, OnRegress: func(found, held int64) {
+		mu.Lock()
+		regress = append(regress, [2]int64{found, held})
+		mu.Unlock()
+	}}, Deps{})
+	require.NoError(t, err)
+	for range 3 {
+		ok, err := a.Acquire(ctx)
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.NoError(t, a.Release(ctx))
+	}
+	ok, err := a.Acquire(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	held := a.Token()
+	require.Empty(t, regress, "no loss, no report")
+
+	// Redis loses the lease and its counter (restart without persistence,
+	// FLUSHALL): the holder finds out at its next renewal.
+	require.NoError(t, c.Del(ctx, name, FenceKey(name)).Err())
+	ok, err = a.Renew(ctx)
+	require.NoError(t, err)
+	require.False(t, ok)
+	ok, err = a.Acquire(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Greater(t, a.Token(), held, "never a token this process held before")
+	mu.Lock()
+	require.Equal(t, [][2]int64{{0, held}}, regress)
+	mu.Unlock()
+
+	// A process that never held the lease starts wherever the counter is.
+	require.NoError(t, a.Release(ctx))
+	require.NoError(t, c.Del(ctx, FenceKey(name)).Err())
+	b := newLease(t, c, name, "b", time.Minute, nil)
+	ok, err = b.Acquire(ctx)
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.EqualValues(t, 1, b.Token())
+}
