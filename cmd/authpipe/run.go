@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -115,6 +116,7 @@ type app struct {
 
 	rules    rulesSource           // the threshold rules of every tenant
 	redis    redis.UniversalClient // shared by every tenant; nil with the embedded buffer
+	safety   *buffer.SafetyWatch   // Redis' persistence and eviction settings; nil with the embedded buffer
 	tenants  []*tenantPipeline     // one per configured tenant (config.AllTenants)
 	backfill *backfiller           // the admin API's Backfiller
 	trail    *audit.Trail          // the admin API's audit trail; nil when the API is off
@@ -131,7 +133,47 @@ func run(ctx context.Context, cfg *config.Config, logger *slog.Logger, reload <-
 	if err != nil {
 		return err
 	}
+	if err := a.requireSafeRedis(ctx); err != nil {
+		a.close()
+		return err
+	}
 	return a.run(ctx, reload)
+}
+
+// safetyEvery is how often Redis' settings are checked again: a fail-over
+// or a CONFIG SET can change them while authpipe runs.
+const safetyEvery = 5 * time.Minute
+
+// requireSafeRedis refuses to start, when AUTHPIPE_REQUIRE_SAFE_REDIS is
+// set, on a Redis whose settings can lose the buffer. It waits for Redis to
+// answer (the check must be made before anything starts); a Redis that
+// refuses CONFIG is unknown, not unsafe, and is accepted.
+func (a *app) requireSafeRedis(ctx context.Context) error {
+	if a.safety == nil || !a.cfg.Redis.RequireSafe {
+		return nil
+	}
+	for {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := a.safety.Check(cctx)
+		cancel()
+		if err == nil {
+			a.rep.OK(ctx, actCheckSafety)
+			if len(s.Problems) == 0 {
+				return nil
+			}
+			problems := make([]string, len(s.Problems))
+			for i, p := range s.Problems {
+				problems[i] = p.String()
+			}
+			return fmt.Errorf("refusing to start (AUTHPIPE_REQUIRE_SAFE_REDIS=true): Redis can lose the buffer: %s", strings.Join(problems, "; "))
+		}
+		a.rep.Fail(ctx, actCheckSafety, slog.LevelWarn, "waiting for Redis to check its persistence and eviction settings (AUTHPIPE_REQUIRE_SAFE_REDIS=true)", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("check Redis settings: %w", ctx.Err())
+		case <-time.After(2 * time.Second):
+		}
+	}
 }
 
 func newApp(cfg *config.Config, logger *slog.Logger) (*app, error) {
@@ -292,6 +334,7 @@ type pipelineBuffer interface {
 	forward.Buffer
 	Ping(ctx context.Context) error
 	Trim(ctx context.Context) (int64, error)
+	CheckLoss(ctx context.Context) error
 }
 
 // openRedis connects the client all tenants share when REDIS_URL is set:
@@ -305,6 +348,7 @@ func (a *app) openRedis() error {
 		return fmt.Errorf("config: REDIS_URL: %w", err) // never quotes the URL
 	}
 	a.redis = redis.NewUniversalClient(opts)
+	a.safety = buffer.NewSafetyWatch(a.redis, a.logger, a.reg)
 	a.logger.Info("using the Redis buffer", "redis", string(mode), "addrs", len(opts.Addrs))
 	return nil
 }
@@ -474,7 +518,8 @@ func waitUntil(done <-chan struct{}, deadline time.Time) bool {
 	}
 }
 
-// maintain keeps readiness current and trims the buffers.
+// maintain keeps readiness current, looks for lost buffer data, checks
+// Redis' settings and trims the buffers.
 func (a *app) maintain(ctx context.Context) error {
 	for _, t := range a.tenants {
 		if err := t.buf.EnsureGroup(ctx, forwardGroup); err != nil && ctx.Err() == nil {
@@ -485,13 +530,23 @@ func (a *app) maintain(ctx context.Context) error {
 	defer probe.Stop()
 	trim := time.NewTicker(time.Minute)
 	defer trim.Stop()
+	safety := time.NewTicker(safetyEvery)
+	defer safety.Stop()
 	a.probe(ctx)
+	a.checkLoss(ctx)
+	a.checkSafety(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-probe.C:
 			a.probe(ctx)
+			a.checkLoss(ctx)
+			if a.safety != nil && !a.safety.Checked() {
+				a.checkSafety(ctx) // Redis did not answer before
+			}
+		case <-safety.C:
+			a.checkSafety(ctx)
 		case <-trim.C:
 			for _, t := range a.tenants {
 				n, err := t.buf.Trim(ctx)
@@ -509,6 +564,38 @@ func (a *app) maintain(ctx context.Context) error {
 		}
 	}
 }
+
+// checkLoss looks for lost data in every tenant's buffer (CheckLoss). A
+// failure is Redis not answering, which the probe reports.
+func (a *app) checkLoss(ctx context.Context) {
+	for _, t := range a.tenants {
+		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := t.buf.CheckLoss(cctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			a.logger.Debug("look for lost buffer data", "tenant", t.name, "err", err)
+		}
+	}
+}
+
+// checkSafety checks Redis' persistence and eviction settings.
+func (a *app) checkSafety(ctx context.Context) {
+	if a.safety == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := a.safety.Check(cctx); err != nil {
+		if ctx.Err() == nil {
+			a.rep.Fail(ctx, actCheckSafety, slog.LevelWarn, "check Redis persistence and eviction settings", err)
+		}
+		return
+	}
+	a.rep.OK(ctx, actCheckSafety)
+}
+
+// actCheckSafety keys the summarised failures of checkSafety.
+const actCheckSafety = "check Redis settings"
 
 // probe pings every tenant's buffer and sets readiness. An unreachable
 // buffer is logged when it starts, summarised while it lasts and followed

@@ -57,6 +57,8 @@ func (t *tenantPipeline) newPollerLease(b *buffer.Redis) (auth0poll.Buffer, erro
 			t.leader.Set(0)
 			t.logPollerLeaseLost(token)
 		},
+		// Redis lost the fencing counter: lost data, counted by the buffer.
+		OnRegress: func(found, _ int64) { b.ObserveFence(found) },
 	}, lease.Deps{Logger: t.logger})
 	if err != nil {
 		return nil, fmt.Errorf("poller lease: %w", err)

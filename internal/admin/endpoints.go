@@ -46,7 +46,23 @@ type TenantStatus struct {
 	Gaps                 float64    `json:"gaps"`
 	EventsPolled         float64    `json:"events_polled"`
 	EventsAcked          float64    `json:"events_acked"`
-	Errors               []string   `json:"errors,omitempty"`
+	// DataLosses counts the times this worker found the buffer had lost
+	// data; LastDataLoss is the last of them (null when none).
+	DataLosses   float64         `json:"data_losses"`
+	LastDataLoss *DataLossStatus `json:"last_data_loss"`
+	Errors       []string        `json:"errors,omitempty"`
+}
+
+// DataLossStatus is the buffer's last data-loss incident: when, what was
+// found missing or gone backwards, and the window polled again from Auth0
+// (repoll_until null when nothing had to be; repoll_from null with a
+// repoll_until: from the start of Auth0's retention, nothing was known
+// delivered).
+type DataLossStatus struct {
+	At          time.Time  `json:"at"`
+	Found       []string   `json:"found"`
+	RepollFrom  *time.Time `json:"repoll_from"`
+	RepollUntil *time.Time `json:"repoll_until"`
 }
 
 // RulesSummary is the threshold engine at a glance.
@@ -78,7 +94,16 @@ func (a *API) serveStatus(c *call) (int, any) {
 		ts := TenantStatus{
 			Name: t.Name, RetentionSeconds: a.cfg.Retention.Seconds(),
 			Gaps: m.Gaps, EventsPolled: m.Polled, EventsAcked: m.Acked,
-			CheckpointLagSeconds: m.CheckpointLagSeconds,
+			CheckpointLagSeconds: m.CheckpointLagSeconds, DataLosses: m.DataLosses,
+		}
+		if d := m.DataLoss; d != nil {
+			ts.LastDataLoss = &DataLossStatus{At: d.At, Found: d.Found}
+			if !d.RepollUntil.IsZero() {
+				ts.LastDataLoss.RepollUntil = &d.RepollUntil
+				if !d.RepollFrom.IsZero() {
+					ts.LastDataLoss.RepollFrom = &d.RepollFrom
+				}
+			}
 		}
 		cp, err := t.Buffer.Checkpoint(ctx)
 		if err != nil {

@@ -296,7 +296,7 @@ func (p *Poller) moveTo(cp string, repoll *buffer.Incident) error {
 		p.startProgress(since)
 		if repoll != nil {
 			p.log.Warn("the buffer lost data and nothing was known delivered: polling Auth0's whole retention window again",
-				"since", since.UTC(), "retention", p.cfg.Retention.String(), "incident", repoll.Generation)
+				"since", since.UTC(), "retention", p.cfg.Retention.String(), "incident", repoll.Number)
 		} else {
 			p.log.Info("no checkpoint stored; backfilling Auth0's retention window",
 				"since", since.UTC(), "retention", p.cfg.Retention.String())
@@ -308,7 +308,7 @@ func (p *Poller) moveTo(cp string, repoll *buffer.Incident) error {
 		}
 		if repoll != nil {
 			p.log.Warn("the buffer lost data: polling Auth0 again from the last point known delivered",
-				"from", cp, "until", repoll.RepollUntil, "incident", repoll.Generation)
+				"from", cp, "until", repoll.RepollUntil, "incident", repoll.Number)
 		} else {
 			p.log.Info("resuming from stored checkpoint", "checkpoint", cp)
 		}

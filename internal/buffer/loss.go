@@ -57,9 +57,13 @@ type Finding struct {
 }
 
 // Incident is one occurrence of "the buffer lost data" as this process saw
-// it: every sign found at once counts as one incident.
+// it: every sign found at once, or within foldWindow of the last one,
+// counts as one incident.
 type Incident struct {
-	Generation uint64 // 1 for the first incident of this process, and so on
+	Number uint64 // 1 for the first incident of this process, and so on
+	// Generation is the buffer's loss generation (LossGeneration) when the
+	// incident last changed what the poller must do.
+	Generation uint64
 	At         time.Time
 	Found      []Finding
 	// Repoll says that what may have been lost is polled again from
@@ -129,6 +133,12 @@ type survey struct {
 	fenceRead bool  // fence was read (the buffer knows the key)
 }
 
+// foldWindow: signs found within it of the last sign of an incident are
+// part of that incident. A loss is seldom one atomic step as authpipe sees
+// it: an operator destroys the groups one XGROUP DESTROY at a time, a
+// restarting Redis is met by one component and then another.
+const foldWindow = 10 * time.Second
+
 // Group states in a lossWatch's memory.
 const (
 	groupKnown     = 1 // used by a consumer of this process, seen to exist
@@ -173,8 +183,11 @@ type lossWatch struct {
 	mu        sync.Mutex
 	mem       memory
 	behindLow string // lowest from-position appended behind since the last survey began
-	gen       uint64
+	gen       uint64 // loss generation: each incident, and each change to its recovery
+	count     uint64 // incidents
 	last      *Incident
+	lastSnap  memory    // the memory before the last incident
+	lastSign  time.Time // when the last incident last found a sign
 	repoll    *Incident // the last incident that asked for a re-poll
 	consumed  uint64    // generation up to which the poller has taken its Position
 	obs       []observation
@@ -186,6 +199,7 @@ type lossMetrics struct {
 	found      *prometheus.GaugeVec
 	repollFrom prometheus.Gauge
 	repollTo   prometheus.Gauge
+	delivered  prometheus.Gauge
 }
 
 func newLossWatch(reg prometheus.Registerer, tenant string, log *slog.Logger, clock clockwork.Clock) *lossWatch {
@@ -216,6 +230,10 @@ func newLossWatch(reg prometheus.Registerer, tenant string, log *slog.Logger, cl
 			repollTo: f.NewGauge(prometheus.GaugeOpts{
 				Name: "authpipe_buffer_data_loss_repoll_until_timestamp_seconds", ConstLabels: tl,
 				Help: "End of the window polled again from Auth0 after the last data-loss incident (Unix time of the checkpoint known before the loss); 0 if none.",
+			}),
+			delivered: f.NewGauge(prometheus.GaugeOpts{
+				Name: "authpipe_buffer_delivered_watermark_timestamp_seconds", ConstLabels: tl,
+				Help: "The delivered watermark (Unix time): every Auth0 log up to it has been acknowledged by every consumer group, as this process last found. After lost data, polling starts again here. 0 while unknown.",
 			}),
 		},
 	}
@@ -333,6 +351,9 @@ func (w *lossWatch) absorb(snap memory, sv survey) {
 		m.dedupeSeen = sv.newest
 	}
 	m.delivered = w.watermark(sv)
+	if t, err := auth0log.IDTime(m.delivered); err == nil {
+		w.m.delivered.Set(float64(t.Unix()))
+	}
 }
 
 // watermark is the delivered watermark after sv (mu held): the from-position
@@ -371,75 +392,106 @@ func repollDone(r *Incident, stored string) bool {
 }
 
 // open counts and logs an incident; snap is the memory before the loss.
+// Signs found within foldWindow of the last incident's are folded into it.
 func (w *lossWatch) open(snap memory, found []Finding) *Incident {
+	now := w.clock.Now()
 	w.mu.Lock()
-	w.gen++
-	inc := &Incident{Generation: w.gen, At: w.clock.Now(), Found: found}
-	if needsRepoll(found) {
-		inc.Repoll = true
-		inc.RepollFrom, inc.RepollUntil = snap.delivered, snap.checkpoint
-		if r := w.repoll; r != nil && !repollDone(r, snap.checkpoint) && r.RepollFrom < inc.RepollFrom {
-			inc.RepollFrom = r.RepollFrom // the last re-poll had not got through yet
+	if inc := w.last; inc != nil && now.Sub(w.lastSign) < foldWindow {
+		inc.Found = append(inc.Found, found...)
+		w.lastSign = now
+		rearmed := false
+		if needsRepoll(found) && !inc.Repoll {
+			w.gen++ // the poller must look again
+			w.arm(inc, w.lastSnap)
+			rearmed = true
 		}
-		w.repoll = inc
+		w.mu.Unlock()
+		w.log.Warn("more lost buffer data found: part of the same incident", append(describe(found),
+			"incident", inc.Number, "repoll_now", rearmed)...)
+		w.setFound(inc)
+		return inc
 	}
-	w.last = inc
+	w.count++
+	w.gen++
+	inc := &Incident{Number: w.count, Generation: w.gen, At: now, Found: found}
+	w.last, w.lastSnap, w.lastSign = inc, snap, now
+	if needsRepoll(found) {
+		w.arm(inc, snap)
+	}
 	w.mu.Unlock()
 
-	details := make([]string, len(found))
-	for i, f := range found {
-		details[i] = f.Detail
-	}
-	args := []any{"found", details, "incident", inc.Generation}
+	args := append(describe(found), "incident", inc.Number)
 	action := "consumer groups recreated; nothing to poll again: the stream still holds every event"
 	if inc.Repoll {
 		action = "consumer groups recreated; the window that may be lost is polled again from Auth0"
-		from := "the start of Auth0's retention (nothing was known delivered)"
-		if t, err := auth0log.IDTime(inc.RepollFrom); err == nil {
-			from = t.UTC().Format(time.RFC3339)
-		}
-		until := "now"
-		if t, err := auth0log.IDTime(inc.RepollUntil); err == nil {
-			until = t.UTC().Format(time.RFC3339)
-		}
-		args = append(args, "repoll_from", from, "repoll_until", until,
-			"repoll_from_log_id", inc.RepollFrom, "repoll_until_log_id", inc.RepollUntil)
+		args = append(args, repollArgs(inc)...)
 	}
 	args = append(args, "action", action)
 	// Log before counting: whoever sees the counter move finds the incident logged.
 	w.log.Error("buffer lost data", args...)
-	w.count(inc)
+	w.m.total.Inc()
+	w.m.lastAt.Set(float64(inc.At.UnixNano()) / 1e9)
+	w.setFound(inc)
 	return inc
 }
 
-// count sets the incident's metrics.
-func (w *lossWatch) count(inc *Incident) {
-	w.m.total.Inc()
-	w.m.lastAt.Set(float64(inc.At.UnixNano()) / 1e9)
-	w.m.found.Reset()
+// arm makes inc ask for a re-poll from what snap (the memory before the
+// loss) knew delivered (mu held), in the current generation.
+func (w *lossWatch) arm(inc *Incident, snap memory) {
+	inc.Generation = w.gen
+	inc.Repoll = true
+	inc.RepollFrom, inc.RepollUntil = snap.delivered, snap.checkpoint
+	if r := w.repoll; r != nil && r != inc && !repollDone(r, snap.checkpoint) && r.RepollFrom < inc.RepollFrom {
+		inc.RepollFrom = r.RepollFrom // the last re-poll had not got through yet
+	}
+	w.repoll = inc
+}
+
+func describe(found []Finding) []any {
+	details := make([]string, len(found))
+	for i, f := range found {
+		details[i] = f.Detail
+	}
+	return []any{"found", details}
+}
+
+func repollArgs(inc *Incident) []any {
+	from := "the start of Auth0's retention (nothing was known delivered)"
+	if t, err := auth0log.IDTime(inc.RepollFrom); err == nil {
+		from = t.UTC().Format(time.RFC3339)
+	}
+	until := "now"
+	if t, err := auth0log.IDTime(inc.RepollUntil); err == nil {
+		until = t.UTC().Format(time.RFC3339)
+	}
+	return []any{"repoll_from", from, "repoll_until", until,
+		"repoll_from_log_id", inc.RepollFrom, "repoll_until_log_id", inc.RepollUntil}
+}
+
+// setFound sets the gauges that describe the last incident.
+func (w *lossWatch) setFound(inc *Incident) {
+	w.mu.Lock()
 	kinds := inc.Kinds()
+	repoll, from, until, at := inc.Repoll, inc.RepollFrom, inc.RepollUntil, inc.At
+	w.mu.Unlock()
 	for _, k := range LostKinds {
-		v := 0.0
-		for _, got := range kinds {
-			if got == k {
-				v = 1
-			}
-		}
-		w.m.found.WithLabelValues(k).Set(v)
+		w.m.found.WithLabelValues(k).Set(0)
 	}
-	from, until := 0.0, 0.0
-	if inc.Repoll {
-		if t, err := auth0log.IDTime(inc.RepollUntil); err == nil {
-			until = float64(t.Unix())
-		} else {
-			until = float64(inc.At.Unix())
+	for _, k := range kinds {
+		w.m.found.WithLabelValues(k).Set(1)
+	}
+	fromTS, untilTS := 0.0, 0.0
+	if repoll {
+		untilTS = float64(at.Unix())
+		if t, err := auth0log.IDTime(until); err == nil {
+			untilTS = float64(t.Unix())
 		}
-		if t, err := auth0log.IDTime(inc.RepollFrom); err == nil {
-			from = float64(t.Unix())
+		if t, err := auth0log.IDTime(from); err == nil {
+			fromTS = float64(t.Unix())
 		}
 	}
-	w.m.repollFrom.Set(from)
-	w.m.repollTo.Set(until)
+	w.m.repollFrom.Set(fromTS)
+	w.m.repollTo.Set(untilTS)
 }
 
 // position answers Resume: the stored checkpoint, or the start of a re-poll

@@ -130,6 +130,7 @@ func (b *Bolt) openLoss(existed bool, st *boltState) error {
 			// Counted by the process that found it; continued here.
 			w.gen = 1
 			w.repoll = &Incident{Generation: 1, At: r.At, Repoll: true, RepollFrom: r.From, RepollUntil: r.Until}
+			w.lastSign = time.Time{} // not this process's: nothing to fold into
 		}
 		var found []Finding
 		switch {

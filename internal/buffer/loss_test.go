@@ -305,7 +305,9 @@ func TestLossFencingCounter(t *testing.T) {
 	require.Equal(t, []string{LostFence}, inc.Kinds())
 	require.False(t, inc.Repoll)
 
-	// Gone while the buffer looks; then the lease reports the same loss.
+	// Gone while the buffer looks (a later loss); then the lease reports
+	// the same loss.
+	f.clock.Advance(foldWindow)
 	_, err = f.b.AppendFenced(f.ctx, page(f.clock.Now(), 3, 1), page(f.clock.Now(), 3, 1)[0].ID, Fence{Key: fence.Key, Token: 6})
 	require.NoError(t, err)
 	require.NoError(t, f.rdb.Del(f.ctx, fence.Key).Err())
@@ -316,6 +318,7 @@ func TestLossFencingCounter(t *testing.T) {
 	require.Equal(t, 2.0, f.incidents(), "one loss, counted once")
 
 	// A fenced append that finds the counter gone reports it too.
+	f.clock.Advance(foldWindow)
 	require.NoError(t, f.rdb.Set(f.ctx, fence.Key, 7, 0).Err())
 	q := page(f.clock.Now(), 4, 1)
 	_, err = f.b.AppendFenced(f.ctx, q, q[0].ID, Fence{Key: fence.Key, Token: 7})
@@ -421,4 +424,48 @@ func entryLogIDs(es []Entry) []string {
 		out[i] = e.LogID
 	}
 	return out
+}
+
+func TestLossFoundInStepsIsOneIncident(t *testing.T) {
+	f := newLossFixture(t, testredis.Client(t))
+	f.deliver(t)
+	gen0 := f.b.LossGeneration()
+
+	// An operator destroys the groups one command at a time, and deletes
+	// the checkpoint a moment later.
+	require.NoError(t, f.rdb.XGroupDestroy(f.ctx, f.b.StreamKey(), "fwd").Err())
+	_, err := f.b.Read(f.ctx, "fwd", "c1", 100, 0)
+	require.NoError(t, err)
+	inc, _ := f.b.LastIncident()
+	require.False(t, inc.Repoll)
+	f.clock.Advance(time.Second)
+	require.NoError(t, f.rdb.XGroupDestroy(f.ctx, f.b.StreamKey(), "thr").Err())
+	_, err = f.b.Read(f.ctx, "thr", "c1", 100, 0)
+	require.NoError(t, err)
+	f.clock.Advance(time.Second)
+	require.NoError(t, f.rdb.Del(f.ctx, f.b.Key("checkpoint")).Err())
+	require.NoError(t, f.b.CheckLoss(f.ctx))
+
+	require.Equal(t, 1.0, f.incidents())
+	require.Len(t, f.errorLines(), 1)
+	inc, _ = f.b.LastIncident()
+	require.EqualValues(t, 1, inc.Number)
+	require.Equal(t, []string{LostCheckpoint, LostGroup}, inc.Kinds())
+	require.True(t, inc.Repoll, "the checkpoint found gone later asks for a re-poll")
+	require.Equal(t, f.wantDelivered(15), inc.RepollFrom, "from what was known before the first sign")
+	require.Greater(t, f.b.LossGeneration(), gen0+1, "the poller is told again")
+	pos, err := f.b.Resume(f.ctx, gen0+1)
+	require.NoError(t, err)
+	require.Equal(t, inc.RepollFrom, pos.From)
+	require.Equal(t, 1.0, testutil.ToFloat64(f.b.loss.m.found.WithLabelValues(LostCheckpoint)))
+
+	// Later, a new loss is a new incident.
+	f.clock.Advance(foldWindow)
+	require.NoError(t, f.rdb.XGroupDestroy(f.ctx, f.b.StreamKey(), "fwd").Err())
+	require.NoError(t, f.b.CheckLoss(f.ctx))
+	require.Equal(t, 2.0, f.incidents())
+	inc, _ = f.b.LastIncident()
+	require.EqualValues(t, 2, inc.Number)
+	require.Equal(t, []string{LostGroup}, inc.Kinds())
+	require.Zero(t, testutil.ToFloat64(f.b.loss.m.found.WithLabelValues(LostCheckpoint)))
 }

@@ -133,6 +133,9 @@ type Redis struct {
 	// URL is redis:// or rediss://, possibly with a password. Empty selects
 	// the embedded buffer in DataDir.
 	URL Secret
+	// RequireSafe refuses to start on a Redis without persistence or with
+	// an eviction policy other than noeviction (see buffer.InspectRedis).
+	RequireSafe bool
 }
 
 // Buffer configures the durable buffer's limits.

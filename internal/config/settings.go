@@ -107,6 +107,7 @@ func settings() []setting {
 
 		// Redis
 		secret("REDIS_URL", "redis.url", false, func(c *Config) *Secret { return &c.Redis.URL }, checkRedisURL),
+		boolean("AUTHPIPE_REQUIRE_SAFE_REDIS", "redis.require_safe", func(c *Config) *bool { return &c.Redis.RequireSafe }),
 
 		// Buffer
 		integer("AUTHPIPE_BUFFER_MAX_EVENTS", "buffer.max_events", func(c *Config) *int64 { return &c.Buffer.MaxEvents }, 1, math.MaxInt64),

@@ -49,6 +49,11 @@ type tenantView struct {
 	Polled    string
 	Acked     string
 	Figures   []figureView
+	DataLoss  *dataLossView
+}
+
+type dataLossView struct {
+	At, Found, From, Until string
 }
 
 type stageView struct {
@@ -114,6 +119,19 @@ func newTenantView(t Tenant, ratesKnown bool) tenantView {
 			{Label: "gaps", Help: "times polling fell behind Auth0's retention and logs were lost", Value: formatNumber(t.Gaps), Bad: t.Gaps > 0},
 		},
 	}
+	tv.Figures = append(tv.Figures, figureView{Label: "buffer data loss",
+		Help:  "times the buffer was found to have lost data (recovered: groups recreated, lost window polled again)",
+		Value: formatNumber(t.DataLosses), Bad: t.DataLosses > 0})
+	if d := t.DataLoss; d != nil {
+		v := &dataLossView{At: d.At.Format(timeLayout), Found: strings.Join(d.Found, ", ")}
+		if !d.RepollUntil.IsZero() {
+			v.From, v.Until = "the start of Auth0's retention", d.RepollUntil.Format(timeLayout)
+			if !d.RepollFrom.IsZero() {
+				v.From = d.RepollFrom.Format(timeLayout)
+			}
+		}
+		tv.DataLoss = v
+	}
 	if tv.Name == "" {
 		tv.Name = "(no tenant label)"
 	}
@@ -149,6 +167,9 @@ func newTenantView(t Tenant, ratesKnown bool) tenantView {
 	}
 	return tv
 }
+
+// timeLayout is how the page writes a point in time.
+const timeLayout = "2006-01-02 15:04:05 UTC"
 
 // formatNumber writes a whole number with thousands separators
 // (12,345), anything else with up to four significant digits.
@@ -309,6 +330,11 @@ dl.legend dd { margin-left: 1.25rem; }
 <div><dt>{{.Label}}</dt><dd{{if .Bad}} class="red"{{end}}>{{.Value}}</dd><dd class="help note">{{.Help}}</dd></div>
 {{- end}}
 </dl>
+{{- with .DataLoss}}
+<p class="error" role="alert">The buffer lost data at {{.At}}: found missing or gone backwards: {{.Found}}.
+{{- if .Until}} Polled again from Auth0: from {{.From}} to {{.Until}}, and on from there.{{else}} Nothing had to be polled again (the stream still held every event); consumer groups were recreated.{{end}}
+See the runbook, AuthpipeBufferDataLoss.</p>
+{{- end}}
 </section>
 {{- else}}
 <section><h2>Tenants</h2><p class="help">No tenant metrics yet.</p></section>

@@ -47,6 +47,11 @@ const (
 	metricReloadOK       = "authpipe_rules_last_reload_successful"
 	metricReady          = "authpipe_ready"
 	metricBuildInfo      = "authpipe_build_info"
+	metricDataLoss       = "authpipe_buffer_data_loss_total"
+	metricDataLossAt     = "authpipe_buffer_data_loss_last_timestamp_seconds"
+	metricDataLossFound  = "authpipe_buffer_data_loss_found"
+	metricRepollFrom     = "authpipe_buffer_data_loss_repoll_from_timestamp_seconds"
+	metricRepollUntil    = "authpipe_buffer_data_loss_repoll_until_timestamp_seconds"
 )
 
 // stageRank orders the known stages as the pipeline runs them.
@@ -88,6 +93,26 @@ type Tenant struct {
 	// Polled is authpipe_auth0_events_polled_total, Acked is
 	// authpipe_forward_events_acked_total.
 	Polled, Acked float64
+	// DataLosses is authpipe_buffer_data_loss_total: times this process
+	// found the buffer had lost data.
+	DataLosses float64
+	// DataLoss is the last of them; nil when there was none
+	// (authpipe_buffer_data_loss_* gauges).
+	DataLoss *DataLoss
+}
+
+// DataLoss is the last time the tenant's buffer was found to have lost
+// data, and what was done about it.
+type DataLoss struct {
+	// At is when the last incident was found.
+	At time.Time
+	// Found are the kinds of data found missing or gone backwards
+	// (checkpoint, stream, consumer_group, dedupe_record, fencing_token,
+	// buffer_file).
+	Found []string
+	// RepollFrom and RepollUntil are the window polled again from Auth0;
+	// zero when nothing had to be polled again.
+	RepollFrom, RepollUntil time.Time
 }
 
 // LagPercent returns the checkpoint lag as a percentage of the retention,
@@ -244,6 +269,25 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 				s.ReadyKnown, s.Ready = true, v == 1
 			case metricBuildInfo:
 				s.Version, s.Revision, s.GoVersion = label(m, "version"), label(m, "revision"), label(m, "goversion")
+			case metricDataLoss:
+				tenant(m).DataLosses += v
+			case metricDataLossAt:
+				if d := dataLoss(tenant(m)); v > 0 && unix(v).After(d.At) {
+					d.At = unix(v)
+				}
+			case metricDataLossFound:
+				if v == 1 {
+					d := dataLoss(tenant(m))
+					d.Found = append(d.Found, label(m, "what"))
+				}
+			case metricRepollFrom:
+				if v > 0 {
+					dataLoss(tenant(m)).RepollFrom = unix(v)
+				}
+			case metricRepollUntil:
+				if v > 0 {
+					dataLoss(tenant(m)).RepollUntil = unix(v)
+				}
 			}
 		}
 	}
@@ -253,6 +297,9 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 		t.Stages = append(t.Stages, *st)
 	}
 	for _, t := range tenants {
+		if d := t.DataLoss; d != nil && d.At.IsZero() {
+			t.DataLoss = nil // the series exist at 0: nothing happened
+		}
 		sort.Slice(t.Stages, func(i, j int) bool { return stageLess(t.Stages[i].Name, t.Stages[j].Name) })
 		s.Tenants = append(s.Tenants, *t)
 	}
@@ -262,6 +309,18 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 	}
 	sort.Slice(s.Rules, func(i, j int) bool { return s.Rules[i].Name < s.Rules[j].Name })
 	return s
+}
+
+// dataLoss returns t's DataLoss, creating it.
+func dataLoss(t *Tenant) *DataLoss {
+	if t.DataLoss == nil {
+		t.DataLoss = &DataLoss{}
+	}
+	return t.DataLoss
+}
+
+func unix(secs float64) time.Time {
+	return time.Unix(0, int64(secs*1e9)).UTC()
 }
 
 // stageLess orders poll, buffer, forward, then unknown stages by name.

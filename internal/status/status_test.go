@@ -515,3 +515,80 @@ func TestFormat(t *testing.T) {
 		require.Equal(t, tt.want, formatSeconds(tt.in, tt.fine), tt.in)
 	}
 }
+
+// dataLossMetrics registers the buffer's data-loss families for tenant as
+// package buffer does (constant tenant label, series at 0).
+type dataLossMetrics struct {
+	total           prometheus.Counter
+	at, from, until prometheus.Gauge
+	found           *prometheus.GaugeVec
+}
+
+func newDataLossMetrics(reg prometheus.Registerer, tenant string) dataLossMetrics {
+	f := promauto.With(reg)
+	tl := prometheus.Labels{"tenant": tenant}
+	m := dataLossMetrics{
+		total: f.NewCounter(prometheus.CounterOpts{Name: "authpipe_buffer_data_loss_total", Help: "h", ConstLabels: tl}),
+		at:    f.NewGauge(prometheus.GaugeOpts{Name: "authpipe_buffer_data_loss_last_timestamp_seconds", Help: "h", ConstLabels: tl}),
+		found: f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_buffer_data_loss_found", Help: "h", ConstLabels: tl}, []string{"what"}),
+		from:  f.NewGauge(prometheus.GaugeOpts{Name: "authpipe_buffer_data_loss_repoll_from_timestamp_seconds", Help: "h", ConstLabels: tl}),
+		until: f.NewGauge(prometheus.GaugeOpts{Name: "authpipe_buffer_data_loss_repoll_until_timestamp_seconds", Help: "h", ConstLabels: tl}),
+	}
+	for _, k := range []string{"checkpoint", "stream", "consumer_group", "dedupe_record", "fencing_token", "buffer_file"} {
+		m.found.WithLabelValues(k)
+	}
+	return m
+}
+
+func TestPageShowsTheLastDataLoss(t *testing.T) {
+	x := newFixture(t, "acme", "quiet")
+	x.populate()
+	acme := newDataLossMetrics(x.reg, "acme")
+	newDataLossMetrics(x.reg, "quiet")
+	srv := httptest.NewServer(NewHandler(x.reg, Options{Retention: retention, Clock: newClock().Now}))
+	t.Cleanup(srv.Close)
+
+	_, page := get(t, srv, http.MethodGet, "/")
+	require.Contains(t, page, `<dt>buffer data loss</dt><dd>0</dd>`)
+	require.NotContains(t, page, "The buffer lost data")
+	s, err := Snapshot(x.reg)
+	require.NoError(t, err)
+	for _, tn := range s.Tenants {
+		require.Nil(t, tn.DataLoss, "tenant %s: series at 0 are no incident", tn.Name)
+	}
+
+	at := time.Date(2025, 3, 1, 11, 58, 0, 0, time.UTC)
+	acme.total.Inc()
+	acme.at.Set(float64(at.Unix()))
+	acme.found.WithLabelValues("checkpoint").Set(1)
+	acme.found.WithLabelValues("stream").Set(1)
+	acme.found.WithLabelValues("consumer_group").Set(1)
+	acme.from.Set(float64(at.Add(-5 * time.Minute).Unix()))
+	acme.until.Set(float64(at.Add(-10 * time.Second).Unix()))
+
+	_, page = get(t, srv, http.MethodGet, "/")
+	require.Contains(t, page, `<dt>buffer data loss</dt><dd class="red">1</dd>`)
+	require.Contains(t, page, "The buffer lost data at 2025-03-01 11:58:00 UTC: found missing or gone backwards: checkpoint, consumer_group, stream.")
+	require.Contains(t, page, "Polled again from Auth0: from 2025-03-01 11:53:00 UTC to 2025-03-01 11:57:50 UTC")
+	require.Equal(t, 1, strings.Count(page, "The buffer lost data"), "only the tenant that lost data")
+
+	s, err = Snapshot(x.reg)
+	require.NoError(t, err)
+	var got *DataLoss
+	for _, tn := range s.Tenants {
+		if tn.Name == "acme" {
+			got = tn.DataLoss
+		}
+	}
+	require.Equal(t, &DataLoss{At: at, Found: []string{"checkpoint", "consumer_group", "stream"},
+		RepollFrom: at.Add(-5 * time.Minute), RepollUntil: at.Add(-10 * time.Second)}, got)
+
+	// Groups only: nothing polled again.
+	acme.total.Inc()
+	acme.found.Reset()
+	acme.found.WithLabelValues("consumer_group").Set(1)
+	acme.from.Set(0)
+	acme.until.Set(0)
+	_, page = get(t, srv, http.MethodGet, "/")
+	require.Contains(t, page, "Nothing had to be polled again")
+}
