@@ -77,23 +77,10 @@ func newHarness(t *testing.T, redisAddr string) *harness {
 	t.Cleanup(a.Close)
 	t.Cleanup(s.Close)
 	h.auth0URL, h.segURL = a.URL, s.URL
-	t.Cleanup(func() {
-		if t.Failed() {
-			if resp, err := http.Get("http://" + h.listen + "/metrics"); err == nil {
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				var keep []string
-				for _, line := range strings.Split(string(body), "\n") {
-					if strings.HasPrefix(line, "authpipe_") {
-						keep = append(keep, line)
-					}
-				}
-				t.Logf("authpipe metrics at failure:\n%s", strings.Join(keep, "\n"))
-			}
-			h.mu.Lock()
-			t.Logf("authpipe output:\n%s", tail(h.logs.String(), 12000))
-			h.mu.Unlock()
-		}
+	e2etest.ReportOnFailure(t, h.listen, func() string {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return h.logs.String()
 	})
 	return h
 }
@@ -103,31 +90,11 @@ func freeAddr(t *testing.T) string { return e2etest.FreeAddr(t) }
 func tail(s string, n int) string  { return e2etest.Tail(s, n) }
 
 // addEvents puts n events, dated over the last hour, into the Auth0 simulator.
-func (h *harness) addEvents(n int) []string {
-	rng := rand.New(rand.NewPCG(uint64(n), 7))
-	return h.auth0.Add(sim.GenerateEvents(rng, n, time.Now().Add(-time.Hour), time.Hour/time.Duration(n+1))...)
-}
+func (h *harness) addEvents(n int) []string { return e2etest.AddEvents(h.auth0, n) }
 
 func (h *harness) env() []string {
-	env := []string{
-		"PATH=" + os.Getenv("PATH"),
-		"HOME=" + os.Getenv("HOME"),
-		"AUTH0_DOMAIN=" + h.auth0URL,
-		"AUTH0_CLIENT_ID=" + e2eClientID,
-		"AUTH0_CLIENT_SECRET=" + e2eClientSecret,
-		"AUTH0_POLL_INTERVAL=200ms",
-		"SEGMENT_WRITE_KEY=" + e2eWriteKey,
-		"SEGMENT_ENDPOINT=" + h.segURL,
-		"SEGMENT_FLUSH_INTERVAL=100ms",
-		"REDIS_URL=redis://" + h.redisAddr + "/0",
-		"AUTHPIPE_TENANT=" + h.tenant,
-		"AUTHPIPE_CONSUMER=e2e-worker",
-		"AUTHPIPE_RECLAIM_IDLE=3s",
-		"AUTHPIPE_LEASE_TTL=2s", // a killed poller's lease frees up quickly
-		"AUTHPIPE_LISTEN=" + h.listen,
-		"AUTHPIPE_LOG_LEVEL=info",
-	}
-	return append(env, h.extraEnv...)
+	env := e2etest.RunEnv{Auth0URL: h.auth0URL, SegmentURL: h.segURL, RedisAddr: h.redisAddr, Tenant: h.tenant, Listen: h.listen}
+	return append(env.List(), h.extraEnv...)
 }
 
 // proc is one running authpipe.
@@ -187,65 +154,26 @@ func (h *harness) waitReady(p *proc, timeout time.Duration) {
 }
 
 // delivered counts the expected log_ids Segment has received at least once.
-func (h *harness) delivered(ids []string) int {
-	got := h.segment.MessageIDs()
-	n := 0
-	for _, id := range ids {
-		if got[h.tenant+"-"+id] > 0 {
-			n++
-		}
-	}
-	return n
-}
+func (h *harness) delivered(ids []string) int { return e2etest.Delivered(h.segment, h.tenant, ids) }
 
 func (h *harness) waitDelivered(ids []string, timeout time.Duration) {
 	h.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if h.delivered(ids) == len(ids) {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	h.t.Fatalf("delivered %d of %d events within %s", h.delivered(ids), len(ids), timeout)
+	e2etest.WaitDelivered(h.t, h.segment, h.tenant, ids, timeout)
 }
 
 // requireExactlyOnceByMessageID checks that Segment saw every expected event
-// under its deterministic messageId and nothing else: redeliveries, if any,
-// reuse the messageId, so Segment's dedupe absorbs them.
+// under its deterministic messageId and nothing else (see
+// e2etest.RequireExactlyOnceByMessageID).
 func (h *harness) requireExactlyOnceByMessageID(ids []string) (duplicates int) {
 	h.t.Helper()
-	got := h.segment.MessageIDs()
-	want := make(map[string]bool, len(ids))
-	for _, id := range ids {
-		want[h.tenant+"-"+id] = true
-	}
-	for mid, n := range got {
-		require.True(h.t, want[mid], "unexpected messageId %s", mid)
-		duplicates += n - 1
-	}
-	require.Len(h.t, got, len(ids), "every event under exactly one messageId")
-	for _, raw := range h.segment.Messages() {
-		var m struct {
-			MessageID  string `json:"messageId"`
-			Properties struct {
-				LogID string `json:"log_id"`
-			} `json:"properties"`
-		}
-		require.NoError(h.t, json.Unmarshal(raw, &m))
-		require.Equal(h.t, h.tenant+"-"+m.Properties.LogID, m.MessageID)
-	}
-	return duplicates
+	return e2etest.RequireExactlyOnceByMessageID(h.t, h.segment, h.tenant, ids)
 }
 
 func (h *harness) requireNoSecretsLogged() {
 	h.t.Helper()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	out := h.logs.String()
-	for _, s := range []string{e2eClientSecret, e2eWriteKey} {
-		require.NotContains(h.t, out, s, "a secret reached the logs")
-	}
+	e2etest.RequireNoSecrets(h.t, h.logs.String())
 }
 
 func (h *harness) metric(name string) float64 {
