@@ -57,8 +57,9 @@ type Bolt struct {
 
 	resident residentFile // bounds the mapped file pages kept resident
 
-	loss     *lossWatch
-	recorded *boltState // the state file as last written (under loss.checkMu)
+	loss          *lossWatch
+	recorded      *boltState // the state file as last written (under loss.checkMu)
+	recordFailing bool       // the last write of the state file failed (under loss.checkMu)
 }
 
 // boltFileName is the tenant's buffer file in the data dir.

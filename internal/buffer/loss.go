@@ -173,10 +173,9 @@ func (m memory) clone() memory {
 // metrics. It is safe for concurrent use; checks (survey, compare, recover)
 // are serialised by checkMu, which the backend holds.
 type lossWatch struct {
-	tenant string
-	log    *slog.Logger
-	clock  clockwork.Clock
-	m      lossMetrics
+	log   *slog.Logger
+	clock clockwork.Clock
+	m     lossMetrics
 
 	checkMu sync.Mutex
 
@@ -206,10 +205,9 @@ func newLossWatch(reg prometheus.Registerer, tenant string, log *slog.Logger, cl
 	f := promauto.With(reg)
 	tl := prometheus.Labels{"tenant": tenant}
 	w := &lossWatch{
-		tenant: tenant,
-		log:    log,
-		clock:  clock,
-		mem:    memory{groups: map[string]int{}},
+		log:   log,
+		clock: clock,
+		mem:   memory{groups: map[string]int{}},
 		m: lossMetrics{
 			total: f.NewCounter(prometheus.CounterOpts{
 				Name: "authpipe_buffer_data_loss_total", ConstLabels: tl,
@@ -551,6 +549,12 @@ func (w *lossWatch) noteCheckpoint(cp string) {
 		w.mem.checkpoint = cp
 		w.mem.writes++
 	}
+}
+
+// noteStream remembers that the stream exists (an append added to it).
+func (w *lossWatch) noteStream() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	w.mem.stream = true
 }
 
@@ -569,7 +573,6 @@ func (w *lossWatch) noteBehind(from string) {
 	if w.mem.delivered == "" || from < w.mem.delivered {
 		w.mem.delivered = from
 	}
-	w.mem.stream = true
 }
 
 // noteFence remembers a fencing token this process wrote with.
@@ -581,12 +584,6 @@ func (w *lossWatch) noteFence(key string, token int64) {
 		w.mem.fence = token
 		w.mem.writes++
 	}
-}
-
-func (w *lossWatch) fenceKey() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.mem.fenceKey
 }
 
 // noteGroup remembers a group a consumer of this process reads with.

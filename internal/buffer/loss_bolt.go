@@ -175,7 +175,15 @@ func (b *Bolt) record(txid int) error {
 	}
 	st.Written = b.clock.Now().UTC()
 	if err := writeBoltState(b.path, st); err != nil {
+		if !b.recordFailing {
+			b.recordFailing = true
+			b.log.Warn("cannot record the buffer file's state beside it: a file replaced by an older copy would go unnoticed", "err", err)
+		}
 		return err
+	}
+	if b.recordFailing {
+		b.recordFailing = false
+		b.log.Info("buffer file's state recorded again")
 	}
 	b.recorded = &st
 	return nil

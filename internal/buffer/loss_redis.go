@@ -206,6 +206,9 @@ func (b *Redis) restoreGroups(ctx context.Context, snap memory, sv *survey) erro
 			continue
 		}
 		sv.groups[g], sv.stream = true, true
+		b.mu.Lock()
+		delete(b.cursors, g) // Reclaim walks the new pending list from its start
+		b.mu.Unlock()
 		b.forgetRoom()
 		b.log.Warn("consumer group recreated after lost data", "group", g, "after_entry", at)
 	}

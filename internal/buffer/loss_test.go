@@ -106,6 +106,12 @@ func TestLossNotOnAFreshInstall(t *testing.T) {
 	f := newLossFixture(t, testredis.Client(t))
 	ctx := f.ctx
 	require.NoError(t, f.b.CheckLoss(ctx))
+	// A backfill whose append fails writes nothing: nothing to have lost.
+	require.NoError(t, f.rdb.Set(ctx, f.b.Key("seen"), "not a zset", 0).Err())
+	_, err := f.b.Append(ctx, page(f.clock.Now().Add(-time.Hour), 0, 2), "")
+	require.Error(t, err)
+	require.NoError(t, f.rdb.Del(ctx, f.b.Key("seen")).Err())
+	require.NoError(t, f.b.CheckLoss(ctx))
 	pos, err := f.b.Resume(ctx, 0)
 	require.NoError(t, err)
 	require.Equal(t, Position{}, pos, "nothing stored, nothing known: Auth0's retention from its start")

@@ -240,6 +240,9 @@ func (b *Redis) appendPage(ctx context.Context, logs []auth0log.Log, checkpoint 
 	if fence != nil {
 		b.loss.noteFence(fence.Key, fence.Token)
 	}
+	if added > 0 {
+		b.loss.noteStream()
+	}
 	if res[1] >= 0 {
 		b.loss.noteCheckpoint(checkpoint)
 	} else {
