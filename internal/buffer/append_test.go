@@ -104,14 +104,14 @@ func TestAppendAtomic(t *testing.T) {
 					}
 					args = append(args, id, 1, string(l.Raw))
 				}
-				return appendScript.Run(f.ctx, f.rdb, []string{f.b.StreamKey(), f.b.Key("seen"), f.b.Key("checkpoint"), f.b.Key("behind")}, args...).Err()
+				return appendScript.Run(f.ctx, f.rdb, []string{f.b.StreamKey(), f.b.Key("seen"), f.b.Key("checkpoint"), f.b.Key("behind"), f.b.Key("head")}, args...).Err()
 			},
 			wantErr: "log 2: log_id is not valid",
 		},
 		{
 			name: "argument count mismatch (checked by the script)",
 			run: func(f *fixture) error {
-				return appendScript.Run(f.ctx, f.rdb, []string{f.b.StreamKey(), f.b.Key("seen"), f.b.Key("checkpoint"), f.b.Key("behind")},
+				return appendScript.Run(f.ctx, f.rdb, []string{f.b.StreamKey(), f.b.Key("seen"), f.b.Key("checkpoint"), f.b.Key("behind"), f.b.Key("head")},
 					"", good[0].ID, 2, good[0].ID, 1, string(good[0].Raw)).Err()
 			},
 			wantErr: "do not match",

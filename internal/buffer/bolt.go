@@ -315,6 +315,8 @@ func (b *Bolt) Append(ctx context.Context, logs []auth0log.Log, checkpoint strin
 			}
 		}
 		now := uint64(max(b.nowMS(), 0))
+		head := string(meta.Get(bkeyHead))
+		top := head // the highest log_id in the stream: below it is behind (see appendScript)
 		for _, l := range logs {
 			logID := []byte(l.ID)
 			if seen.Get(logID) != nil {
@@ -327,12 +329,19 @@ func (b *Bolt) Append(ctx context.Context, logs []auth0log.Log, checkpoint strin
 			if err := seen.Put(logID, []byte{}); err != nil {
 				return err
 			}
-			if checkpoint == "" || (cur != "" && l.ID <= cur) {
+			if top != "" && l.ID < top {
 				if err := putBehind(tx, l.ID, last); err != nil {
 					return err
 				}
+			} else {
+				top = l.ID
 			}
 			added++
+		}
+		if top != head {
+			if err := meta.Put(bkeyHead, []byte(top)); err != nil {
+				return err
+			}
 		}
 		if added > 0 {
 			if err := meta.Put(bkeyLast, last.key()); err != nil {

@@ -18,7 +18,8 @@ import (
 //
 //	meta     tenant, version, checkpoint; last (id of the newest stream
 //	         entry), dlqlast (id of the newest dead letter); added (entries
-//	         ever added), length (entries in the stream), dlqlen
+//	         ever added), length (entries in the stream), dlqlen; head (the
+//	         highest log_id ever added)
 //	stream   id → len(log_id) | log_id | raw
 //	seen     log_id → "" (dedupe; log_ids sort by their embedded time)
 //	groups   group → bucket: last (id of the last entry delivered, absent
@@ -27,9 +28,9 @@ import (
 //	         id → deliveries | last delivery (Unix ms) | consumer
 //	dlq      id → JSON boltDeadLetter
 //	reasons  id → the consumer's last failure reason
-//	behind   second | id → "": entries appended behind the checkpoint
-//	         (backfill, replayed dead letters), oldest log first, until
-//	         every group has acknowledged them (see lossWatch)
+//	behind   second | id → "": entries added below head (backfill,
+//	         replayed dead letters, pages after a push went ahead), oldest
+//	         log first, until every group has acknowledged them (lossWatch)
 //
 // An id is 16 bytes, milliseconds and sequence big-endian, so keys sort as
 // the ids do; callers see it as "<ms>-<seq>", like a Redis stream id.
@@ -46,6 +47,7 @@ var (
 	bkeyTenant     = []byte("tenant")
 	bkeyVersion    = []byte("version")
 	bkeyCheckpoint = []byte("checkpoint")
+	bkeyHead       = []byte("head")
 	bkeyLast       = []byte("last")
 	bkeyDLQLast    = []byte("dlqlast")
 	bkeyAdded      = []byte("added")

@@ -51,8 +51,9 @@
 //     highest fencing token, and the delivered watermark — the point up to
 //     which every log has been acknowledged by every group (the second of
 //     the first entry some group has not acknowledged, lowered for entries
-//     appended behind the checkpoint: backfill, replayed dead letters;
-//     the checkpoint when everything is acknowledged). CheckLoss (every two
+//     added out of log_id order: backfill, replayed dead letters, a page
+//     polled after a pushed log went ahead; the checkpoint when everything
+//     is acknowledged). CheckLoss (every two
 //     seconds in authpipe run), a read that meets NOGROUP, an append that
 //     finds the stored checkpoint gone or older than expected (it writes
 //     nothing: ErrDataLoss) and a lease that finds its fencing counter gone
@@ -93,9 +94,11 @@
 //	authpipe:{t}:dlq         dead letters; fields id, raw, reason, deliveries,
 //	                         failed_at (Unix ms), stream_id
 //	authpipe:{t}:reasons     hash stream entry id → the consumer's last failure
+//	authpipe:{t}:head        the highest log_id ever added to the stream
 //	authpipe:{t}:behind      zset stream entry id → its log_id's second
-//	                         (YYYYMMDDhhmmss), for entries appended behind the
-//	                         checkpoint until every group acknowledged them
+//	                         (YYYYMMDDhhmmss), for entries added below head
+//	                         (out of log_id order), until every group has
+//	                         acknowledged them
 //	authpipe:{t}:lease:poller(:fence)  the poller lease and its fencing
 //	                         counter (package lease), read by AppendFenced
 //

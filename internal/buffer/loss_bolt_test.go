@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/bbolt"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 )
@@ -151,4 +152,32 @@ func TestBoltLossBackfillWatermark(t *testing.T) {
 	require.NoError(t, f.b.Ack(f.ctx, "fwd", entryIDs(got)...))
 	require.NoError(t, f.b.CheckLoss(f.ctx))
 	require.Equal(t, cur[4].ID, f.b.loss.mem.delivered)
+}
+
+func TestBoltLossWatermarkWithLogsPushedAhead(t *testing.T) {
+	f := newBoltFixture(t, Config{})
+	require.NoError(t, f.b.EnsureGroup(f.ctx, "fwd"))
+	now := f.clock.Now()
+	behind := func() int {
+		n := 0
+		require.NoError(t, f.b.db.View(func(tx *bbolt.Tx) error {
+			n = tx.Bucket(bktBehind).Stats().KeyN
+			return nil
+		}))
+		return n
+	}
+	for _, l := range page(now.Add(-time.Minute), 10, 3) {
+		_, err := f.b.Append(f.ctx, []auth0log.Log{l}, "")
+		require.NoError(t, err)
+	}
+	require.Zero(t, behind(), "in order: nothing behind")
+	polled := page(now.Add(-2*time.Minute), 0, 5)
+	f.appendAll(t, polled)
+	require.Equal(t, 5, behind())
+	got, err := f.b.Read(f.ctx, "fwd", "c1", 10, 0)
+	require.NoError(t, err)
+	require.NoError(t, f.b.Ack(f.ctx, "fwd", entryIDs(got[:3])...))
+	require.NoError(t, f.b.CheckLoss(f.ctx))
+	at, _ := auth0log.IDTime(polled[0].ID)
+	require.Equal(t, auth0log.CheckpointAt(at), f.b.loss.mem.delivered)
 }

@@ -475,3 +475,42 @@ func TestLossFoundInStepsIsOneIncident(t *testing.T) {
 	require.Equal(t, []string{LostGroup}, inc.Kinds())
 	require.Zero(t, testutil.ToFloat64(f.b.loss.m.found.WithLabelValues(LostCheckpoint)))
 }
+
+func TestLossWatermarkWithLogsPushedAhead(t *testing.T) {
+	f := newLossFixture(t, testredis.Client(t))
+	ctx := f.ctx
+	require.NoError(t, f.b.EnsureGroup(ctx, "fwd"))
+	now := f.clock.Now()
+	behind := func() int64 {
+		n, err := f.rdb.ZCard(ctx, f.b.Key("behind")).Result()
+		require.NoError(t, err)
+		return n
+	}
+
+	// Logs pushed in order without a checkpoint (Log Streams) keep the
+	// stream in log_id order: nothing behind.
+	pushed := page(now.Add(-time.Minute), 10, 3)
+	for _, l := range pushed {
+		_, err := f.b.Append(ctx, []auth0log.Log{l}, "")
+		require.NoError(t, err)
+	}
+	require.Zero(t, behind())
+
+	// The poller then fetches the logs before them: added after them in
+	// the stream, so behind, and the watermark covers them.
+	polled := page(now.Add(-2*time.Minute), 0, 5)
+	f.appendAll(t, polled)
+	require.EqualValues(t, 5, behind())
+	at, _ := auth0log.IDTime(polled[0].ID)
+	require.NoError(t, f.b.CheckLoss(ctx))
+	require.Equal(t, auth0log.CheckpointAt(at), f.delivered(), "not the first entry's (pushed) second")
+	got, err := f.b.Read(ctx, "fwd", "c1", 10, 0)
+	require.NoError(t, err)
+	require.NoError(t, f.b.Ack(ctx, "fwd", entryIDs(got[:3])...)) // the pushed ones
+	require.NoError(t, f.b.CheckLoss(ctx))
+	require.Equal(t, auth0log.CheckpointAt(at), f.delivered())
+	require.NoError(t, f.b.Ack(ctx, "fwd", entryIDs(got[3:])...))
+	require.NoError(t, f.b.CheckLoss(ctx))
+	require.Equal(t, polled[4].ID, f.delivered(), "all acknowledged: the checkpoint")
+	require.Zero(t, behind())
+}

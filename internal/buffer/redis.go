@@ -26,6 +26,7 @@ const (
 	keyDLQ        = "dlq"
 	keyReasons    = "reasons"
 	keyBehind     = "behind"
+	keyHead       = "head"
 )
 
 const (
@@ -74,7 +75,7 @@ type Redis struct {
 	fenced prometheus.Counter // appends refused by the fencing token
 	loss   *lossWatch
 
-	stream, checkpoint, seen, dlq, reasons, behind string
+	stream, checkpoint, seen, dlq, reasons, behind, head string
 
 	mu      sync.Mutex
 	cursors map[string]string // group → XAUTOCLAIM cursor
@@ -106,7 +107,7 @@ func NewRedis(client redis.UniversalClient, cfg Config, deps Deps) (*Redis, erro
 		cursors: make(map[string]string),
 	}
 	b.stream, b.checkpoint, b.seen = b.Key(keyStream), b.Key(keyCheckpoint), b.Key(keySeen)
-	b.dlq, b.reasons, b.behind = b.Key(keyDLQ), b.Key(keyReasons), b.Key(keyBehind)
+	b.dlq, b.reasons, b.behind, b.head = b.Key(keyDLQ), b.Key(keyReasons), b.Key(keyBehind), b.Key(keyHead)
 	// The gauges first: registering them fails (rather than panics) when
 	// this tenant's buffer metrics exist on the registry already.
 	if err := registerStats(deps.Registerer, b); err != nil {
@@ -178,7 +179,7 @@ func (b *Redis) appendPage(ctx context.Context, logs []auth0log.Log, checkpoint 
 	if checkpoint != "" && !b.loss.mayAdvance() {
 		return 0, fmt.Errorf("append page of %d logs: %w: the poller has not yet taken the re-poll", len(logs), ErrDataLoss)
 	}
-	script, keys := appendScript, []string{b.stream, b.seen, b.checkpoint, b.behind}
+	script, keys := appendScript, []string{b.stream, b.seen, b.checkpoint, b.behind, b.head}
 	args := make([]any, 0, 4+3*len(logs))
 	if fence != nil {
 		if err := b.checkFence(*fence); err != nil {

@@ -4,7 +4,7 @@ import "github.com/redis/go-redis/v9"
 
 // appendScript stores a page of logs and its checkpoint in one step.
 //
-// KEYS: stream, seen, checkpoint, behind.
+// KEYS: stream, seen, checkpoint, behind, head.
 // ARGV: expected checkpoint ("" expects nothing), checkpoint ("" leaves it),
 // n, then n triples log_id, score (ms), raw.
 // Returns {added, checkpoint}: checkpoint 1 = moved forward, 0 = unchanged,
@@ -13,10 +13,11 @@ import "github.com/redis/go-redis/v9"
 // The expected checkpoint is the highest this process has seen stored: a
 // stored checkpoint that is gone or older means Redis lost data, and the
 // script fails with a LOST error before writing anything (the page would
-// otherwise hide the loss behind a new checkpoint). Logs added behind the
-// stored checkpoint (pages without a checkpoint: backfill; or a log_id not
-// after the stored checkpoint) are also recorded in behind (stream id →
-// their log_id's second), so the delivered watermark can account for them.
+// otherwise hide the loss behind a new checkpoint). head holds the highest
+// log_id ever added to the stream: a log added below it (a backfill, a page
+// the poller fetched after a Log Streams push went ahead, a re-poll) breaks
+// the stream's log_id order, so it is also recorded in behind (stream id →
+// its log_id's second) for the delivered watermark to account for it.
 //
 // Everything that could fail is checked before the first write: a Lua script
 // is not rolled back when a command fails halfway.
@@ -25,14 +26,14 @@ var appendScript = redis.NewScript("#!lua\nlocal o = 0\n" + appendBody)
 // fencedAppendScript is appendScript for the holder of a lease: it writes
 // only while the holder's fencing token is still the lease's current one.
 //
-// KEYS: stream, seen, checkpoint, behind, the lease's fencing-token key.
+// KEYS: stream, seen, checkpoint, behind, head, the lease's fencing-token key.
 // ARGV: the holder's token, then appendScript's ARGV.
 // A token that is not the current one (a newer holder acquired the lease)
 // fails with a FENCED error before anything is written; the error ends with
 // the current counter ("none" when it is gone).
 var fencedAppendScript = redis.NewScript(`#!lua
 local o = 1
-local fence = redis.call('GET', KEYS[5])
+local fence = redis.call('GET', KEYS[6])
 if fence ~= ARGV[1] then
   if not fence then fence = 'none' end
   return redis.error_reply('FENCED lease token ' .. ARGV[1] .. ' is not the current one: ' .. fence)
@@ -59,6 +60,7 @@ if wrongtype(KEYS[1], 'stream') then return redis.error_reply('WRONGTYPE stream 
 if wrongtype(KEYS[2], 'zset') then return redis.error_reply('WRONGTYPE seen key does not hold a sorted set') end
 if wrongtype(KEYS[3], 'string') then return redis.error_reply('WRONGTYPE checkpoint key does not hold a string') end
 if wrongtype(KEYS[4], 'zset') then return redis.error_reply('WRONGTYPE behind key does not hold a sorted set') end
+if wrongtype(KEYS[5], 'string') then return redis.error_reply('WRONGTYPE head key does not hold a string') end
 
 local exp, cp = ARGV[o + 1], ARGV[o + 2]
 if exp ~= '' and not isid(exp) then return redis.error_reply('ERR expected checkpoint is not a log_id') end
@@ -73,6 +75,8 @@ for i = 0, n - 1 do
 end
 local cur = redis.call('GET', KEYS[3])
 if cur and not isid(cur) then return redis.error_reply('ERR stored checkpoint is not a log_id') end
+local head = redis.call('GET', KEYS[5])
+if head and not isid(head) then return redis.error_reply('ERR stored head is not a log_id') end
 if exp ~= '' and (not cur or less(cur, exp)) then
   return redis.error_reply('LOST checkpoint ' .. (cur or 'none') .. ' is older than ' .. exp .. ', seen stored before')
 end
@@ -104,18 +108,22 @@ for c = 1, #new, chunk do
   end
   redis.call('ZADD', KEYS[2], unpack(members))
 end
-local behind = {}
+local behind, top = {}, head
 for _, i in ipairs(new) do
   local base = o + 4 + 3 * i
-  local sid = redis.call('XADD', KEYS[1], '*', 'id', ARGV[base], 'raw', ARGV[base + 2])
-  if cp == '' or (cur and not less(cur, ARGV[base])) then
-    behind[#behind + 1] = ARGV[base]:sub(4, 17)
+  local id = ARGV[base]
+  local sid = redis.call('XADD', KEYS[1], '*', 'id', id, 'raw', ARGV[base + 2])
+  if top and less(id, top) then
+    behind[#behind + 1] = id:sub(4, 17)
     behind[#behind + 1] = sid
+  else
+    top = id
   end
 end
 for c = 1, #behind, 2 * chunk do
   redis.call('ZADD', KEYS[4], unpack(behind, c, math.min(c + 2 * chunk - 1, #behind)))
 end
+if top ~= head then redis.call('SET', KEYS[5], top) end
 local added = #new
 local moved = 0
 if cp ~= '' then
