@@ -89,8 +89,8 @@ func chunks(ids []string, n int) [][]string {
 // (inclusive) and count.
 // A replayed dead letter is added to the stream (fields id, raw) and
 // deleted from the dead letters; one without a log_id or raw event is left
-// where it is. A replayed entry lies behind the checkpoint: it is recorded
-// in behind (stream id → its log_id's second), as appendScript does.
+// where it is. A replayed entry is out of log_id order: it is recorded in
+// behind (stream id → its log_id's second), as appendScript does.
 // Returns {done, last scanned id or ""}.
 var dlqMoveScript = redis.NewScript(`#!lua
 local function wrongtype(key, want)

@@ -126,7 +126,7 @@ type survey struct {
 	newest, newestLog string
 	dedupeMissing     bool
 	// behindLow is the lowest from-position (auth0log.CheckpointAt of its
-	// second) of entries appended behind the checkpoint (backfill, dead
+	// second) of entries added out of log_id order (backfill, dead
 	// letters replayed) that may not be acknowledged yet; "" when none.
 	behindLow string
 	fence     int64 // the poller lease's fencing counter
@@ -558,7 +558,7 @@ func (w *lossWatch) noteStream() {
 	w.mem.stream = true
 }
 
-// noteBehind lowers the watermark for logs appended behind the
+// noteBehind lowers the watermark for logs appended without a
 // checkpoint (from is the from-position of the oldest), at once: a loss
 // before the next survey must poll them again.
 func (w *lossWatch) noteBehind(from string) {

@@ -292,8 +292,8 @@ func (b *Bolt) survey() (survey, int, error) {
 // behindSecond is the length of a behind key's leading second.
 const behindSecond = 14
 
-// putBehind records an entry appended behind the checkpoint: key its
-// log_id's second then its id, so the oldest comes first.
+// putBehind records an entry added out of log_id order (below head): key
+// its log_id's second then its id, so the oldest comes first.
 func putBehind(tx *bbolt.Tx, logID string, id streamID) error {
 	sec := secondOf(logID)
 	if len(sec) != behindSecond {
