@@ -57,10 +57,11 @@ func (c *simClient) get() (int, http.Header) {
 }
 
 // neighbour is another client of the tenant's Management API, asking at a
-// steady rate from start on.
+// steady rate from start on: one request (or burst of them) every so often.
 type neighbour struct {
 	c        *simClient
 	every    time.Duration
+	burst    int // requests at once; 0 means 1
 	next     time.Time
 	requests int
 	limited  int
@@ -72,9 +73,11 @@ func (n *neighbour) catchUp(now time.Time) {
 		return
 	}
 	for !n.next.After(now) {
-		n.requests++
-		if code, _ := n.c.get(); code == http.StatusTooManyRequests {
-			n.limited++
+		for range max(n.burst, 1) {
+			n.requests++
+			if code, _ := n.c.get(); code == http.StatusTooManyRequests {
+				n.limited++
+			}
 		}
 		n.next = n.next.Add(n.every)
 	}

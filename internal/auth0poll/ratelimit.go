@@ -9,6 +9,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 )
 
 const (
@@ -46,9 +47,11 @@ const (
 //     last response, one more token once x-ratelimit-reset has passed, and
 //     remaining + refill × elapsed once the refill rate is measured.
 //  2. Share: once the refill rate is measured, requests are spaced by a
-//     bucket of our own holding share × limit tokens and refilled at
-//     share × the refill rate, so that over any longer stretch the poller
-//     uses at most that share of the refill.
+//     golang.org/x/time/rate limiter of share × the refill rate and bursts
+//     of share × limit, so that over any longer stretch the poller uses at
+//     most that share of the refill and the rest fills the bucket up for
+//     the others' bursts (TestRefillMeasurementLeavesNeighboursTheirShare:
+//     with the floor alone a neighbour's bursts meet 429s).
 //
 // The refill rate is measured, never configured. Let N be the tokens in the
 // bucket plus every token our own requests took: N grows by the refill, and
@@ -61,14 +64,13 @@ const (
 // (N_low(B) − N_high(A)) divided by the time from sending A to receiving B
 // is a lower bound of the refill rate, whatever other clients did. The
 // estimate is the best such bound resting on at least minMeasuredTokens
-// tokens. Bounds are taken only where the bucket ran low (B's remaining in
-// the lower half of what lies above the floor): a bucket that stays near
-// full shows only that the refill keeps up with the demand, and then there
-// is nothing to pace. Until the rate is measured only the floor applies;
-// draining a backlog measures it within about minMeasuredTokens tokens'
-// refill (some 20 s at 100 requests a minute). As the estimate is a lower
-// bound, the poller errs towards leaving more to the others: with other
-// clients busy while it measures, it measures what they leave. A change of
+// tokens, taken only where the bucket ran low (B's remaining in the lower
+// half of what lies above the floor): a bucket that stays near full shows
+// only that the refill keeps up with the demand, and then there is nothing
+// to pace. Until the rate is measured only the floor applies; draining a
+// backlog measures it within about minMeasuredTokens tokens' refill (some
+// 20 s at 100 requests a minute). As the estimate is a lower bound, the
+// poller errs towards leaving more to the others. A change of
 // x-ratelimit-limit (another plan) starts the measurement over.
 type rateLimit struct {
 	share   float64
@@ -83,15 +85,11 @@ type rateLimit struct {
 	retryAt   time.Time // Retry-After of that 429 (zero if none)
 	at        time.Time // when the last response arrived
 
-	taken    int64   // our answered requests that took a token, ever
-	inflight int64   // our requests sent and not answered yet
-	marks    []mark  // recent responses, oldest first, at most maxMarks
-	refill   float64 // measured refill rate (tokens/s, a lower bound); 0 = not yet
-
-	// Our share, once refill is measured: a bucket of share × limit
-	// tokens refilled at share × refill.
-	allowance   float64
-	allowanceAt time.Time
+	taken    int64         // our answered requests that took a token, ever
+	inflight int64         // our requests sent and not answered yet
+	marks    []mark        // recent responses, oldest first, at most maxMarks
+	refill   float64       // measured refill rate (tokens/s, a lower bound); 0 = not yet
+	ours     *rate.Limiter // our share of the refill; nil until refill is measured
 }
 
 // mark is one response as the start of a measurement window.
@@ -132,15 +130,14 @@ func (r *rateLimit) observe(h http.Header, status int, sent, now time.Time, take
 	took := status != http.StatusTooManyRequests
 	if took {
 		r.taken++
-		if r.refill > 0 {
-			r.settleAllowance(now)
-			r.allowance--
+		if r.ours != nil {
+			r.ours.ReserveN(now, 1) // spent, even below zero: the next waits
 		}
 	}
 	if v, err := strconv.ParseInt(h.Get("X-RateLimit-Limit"), 10, 64); err == nil && v > 0 {
 		if r.limit != 0 && v != r.limit {
 			// Another bucket: measure it afresh.
-			r.marks, r.refill = nil, 0
+			r.marks, r.refill, r.ours = nil, 0, nil
 		}
 		r.limit = v
 	}
@@ -181,38 +178,28 @@ func (r *rateLimit) measure(took bool, sent, now time.Time, takenBefore int64) {
 		high++
 	}
 	if floor := r.floor(); 2*(r.remaining-floor) < r.limit-floor {
+		best := r.refill
 		for _, m := range r.marks {
-			dt := now.Sub(m.sent).Seconds()
-			tokens := low - m.high
-			if dt <= 0 || tokens < minMeasuredTokens {
-				continue
-			}
-			if rate := tokens / dt; rate > r.refill {
-				if r.refill == 0 {
-					// Pacing starts now, with nothing saved up.
-					r.allowance, r.allowanceAt = 0, now
-				}
-				r.settleAllowance(now)
-				r.refill = rate
+			if dt := now.Sub(m.sent).Seconds(); dt > 0 && low-m.high >= minMeasuredTokens {
+				best = max(best, (low-m.high)/dt)
 			}
 		}
+		switch {
+		case best == r.refill:
+		case r.ours == nil:
+			// Pacing starts now, with nothing saved up.
+			burst := max(1, int(r.share*float64(r.limit)+tokenEpsilon))
+			r.ours = rate.NewLimiter(rate.Limit(r.share*best), burst)
+			r.ours.ReserveN(now, burst)
+		default:
+			r.ours.SetLimitAt(now, rate.Limit(r.share*best))
+		}
+		r.refill = best
 	}
 	if len(r.marks) == maxMarks {
 		r.marks = append(r.marks[:0], r.marks[1:]...)
 	}
 	r.marks = append(r.marks, mark{sent: sent, high: high})
-}
-
-// settleAllowance adds our share of the refill since the last settlement.
-func (r *rateLimit) settleAllowance(now time.Time) {
-	if el := now.Sub(r.allowanceAt).Seconds(); el > 0 {
-		r.allowance = min(r.allowance+el*r.share*r.refill, r.allowanceCap())
-	}
-	r.allowanceAt = now
-}
-
-func (r *rateLimit) allowanceCap() float64 {
-	return max(1, r.share*float64(r.limit))
 }
 
 // floor returns the tokens the bucket keeps for other clients:
@@ -252,10 +239,9 @@ func (r *rateLimit) wait(now time.Time) time.Duration {
 		// A 429 is waited out by after429, right when it happens.
 		d = r.floorWait(now)
 	}
-	if r.refill > 0 {
-		r.settleAllowance(now)
-		if short := 1 - r.allowance; short > tokenEpsilon {
-			d = max(d, short/(r.share*r.refill))
+	if r.ours != nil {
+		if short := 1 - r.ours.TokensAt(now); short > tokenEpsilon {
+			d = max(d, short/float64(r.ours.Limit()))
 		}
 	}
 	return r.clamp(time.Duration(math.Ceil(d * float64(time.Second))))
