@@ -80,7 +80,7 @@ func adminAudience() setting {
 }
 
 // Secrets returns the value of every secret set (every tenant's client
-// secret and write key, the Redis URL and its password, the hash key, the
+// secret and write key, the Redis URL and its passwords, the hash key, the
 // admin static token), for masking: a path or query segment equal to one
 // is never written to the audit trail or the log.
 func (c *Config) Secrets() []string {
@@ -97,8 +97,9 @@ func (c *Config) Secrets() []string {
 		add(t.WriteKey)
 	}
 	add(c.Redis.URL)
-	if opts, _, err := RedisOptions(c.Redis.URL.Reveal()); err == nil && opts.Password != "" {
-		out = append(out, opts.Password)
+	if opts, _, err := RedisOptions(c.Redis.URL.Reveal()); err == nil {
+		add(Secret(opts.Password))
+		add(Secret(opts.SentinelPassword))
 	}
 	add(c.HashKey)
 	add(c.Admin.StaticToken)

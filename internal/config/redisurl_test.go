@@ -52,6 +52,26 @@ func TestRedisOptions(t *testing.T) {
 			require.True(t, o.TLS)
 			require.Empty(t, o.ServerName)
 		}},
+		{"sentinel TLS, one Sentinel: the master is verified by its own name", "rediss-sentinel://s1:26379?master=m", RedisSentinel, func(t *testing.T, o *universalView) {
+			require.True(t, o.TLS)
+			require.Empty(t, o.ServerName)
+		}},
+		{"sentinel credentials and a Sentinel-only option", "redis-sentinel://:m%2Fpw@s1:26379?master=m&sentinel_username=su&sentinel_password=s%26pw&dialer_retries=3",
+			RedisSentinel, func(t *testing.T, o *universalView) {
+				require.Equal(t, []string{"s1:26379"}, o.Addrs)
+				require.Empty(t, o.Username)
+				require.Equal(t, "m/pw", o.Password)
+				require.Equal(t, "su", o.SentinelUsername)
+				require.Equal(t, "s&pw", o.SentinelPassword)
+				require.Equal(t, 3, o.DialerRetries)
+				require.Zero(t, o.DB)
+			}},
+		{"cluster-only option, database 0 spelt out, addr option", "redis-cluster://u:pw@n1:7000/0?max_redirects=5&addr=n9:7009", RedisCluster, func(t *testing.T, o *universalView) {
+			require.Equal(t, []string{"n1:7000", "n9:7009"}, o.Addrs)
+			require.Equal(t, 5, o.MaxRedirects)
+			require.Equal(t, "u", o.Username)
+			require.Equal(t, "pw", o.Password)
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -61,8 +81,9 @@ func TestRedisOptions(t *testing.T) {
 			require.True(t, o.ContextTimeoutEnabled)
 			v := &universalView{
 				Addrs: o.Addrs, DB: o.DB, Username: o.Username, Password: o.Password,
-				SentinelPassword: o.SentinelPassword, MasterName: o.MasterName, Cluster: o.IsClusterMode,
+				SentinelUsername: o.SentinelUsername, SentinelPassword: o.SentinelPassword, MasterName: o.MasterName, Cluster: o.IsClusterMode,
 				DialTimeout: o.DialTimeout, ReadTimeout: o.ReadTimeout, PoolSize: o.PoolSize, TLS: o.TLSConfig != nil,
+				DialerRetries: o.DialerRetries, MaxRedirects: o.MaxRedirects,
 			}
 			if o.TLSConfig != nil {
 				v.ServerName = o.TLSConfig.ServerName
@@ -74,13 +95,14 @@ func TestRedisOptions(t *testing.T) {
 }
 
 type universalView struct {
-	Addrs                                []string
-	DB                                   int
-	Username, Password, SentinelPassword string
-	MasterName, ServerName               string
-	Cluster, TLS                         bool
-	DialTimeout, ReadTimeout             time.Duration
-	PoolSize                             int
+	Addrs                                 []string
+	DB                                    int
+	Username, Password                    string
+	SentinelUsername, SentinelPassword    string
+	MasterName, ServerName                string
+	Cluster, TLS                          bool
+	DialTimeout, ReadTimeout              time.Duration
+	PoolSize, DialerRetries, MaxRedirects int
 }
 
 func TestLoadRedisURLSentinelClusterErrors(t *testing.T) {
@@ -99,10 +121,33 @@ func TestLoadRedisURLSentinelClusterErrors(t *testing.T) {
 		{"bad option value", "redis-sentinel://s:1?master=m&dial_timeout=S3cr3t", "has a query option go-redis does not accept"},
 		{"database not a number", "redis-sentinel://:S3cr3t@s:1/S3cr3t?master=m", "path must be empty or a database number like /0"},
 		{"bad user info", "redis-cluster://:S3cr3t pw@n1:7000", "not a valid URL; percent-encode special characters in the password"},
+		{"reads from replicas", "redis-cluster://:S3cr3t@n1:7000?read_only=true", "reads from replicas (read_only) are not supported: the buffer must read the master"},
+		{"sentinel reads from replicas", "redis-sentinel://:S3cr3t@s:1?master=m&replica_only=true", "reads from replicas (replica_only) are not supported: the buffer must read the master"},
+		{"bad addr option", "redis-cluster://:S3cr3t@n1:7000?addr=S3cr3t", "has a query option go-redis does not accept"},
+		{"fragment", "redis-sentinel://s:1?master=m#S3cr3t", "must not have a fragment (#); percent-encode special characters in the password"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			requireLoadError(t, with(validEnv(), "REDIS_URL", tt.url), "config: REDIS_URL: "+tt.want+hint)
+		})
+	}
+}
+
+// BenchmarkRedisOptions parses each REDIS_URL form (done once at start; the
+// figure is for comparing parsers, not a hot path).
+func BenchmarkRedisOptions(b *testing.B) {
+	for _, bc := range []struct{ name, url string }{
+		{"single", "redis://:S3cr3t@redis:6379/2?dial_timeout=3s"},
+		{"sentinel", "redis-sentinel://user:p%40ss@s1:26379,s2:26380,s3:26381/1?master=mymaster&sentinel_password=S3cr3t-s"},
+		{"cluster", "redis-cluster://:S3cr3t@n1:7000,n2:7001,n3:7002?pool_size=20"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, _, err := RedisOptions(bc.url); err != nil {
+					b.Fatal(err)
+				}
+			}
 		})
 	}
 }
