@@ -4,9 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 	"time"
+
+	"github.com/authpipe/authpipe/internal/config"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -61,8 +62,6 @@ type Config struct {
 	LagAlertRatio float64
 }
 
-var tenantRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
 func (c Config) withDefaults() Config {
 	if c.Retention == 0 {
 		c.Retention = DefaultRetention
@@ -93,8 +92,8 @@ func (c Config) withDefaults() Config {
 func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
-	if !tenantRE.MatchString(c.Tenant) {
-		errs = append(errs, fmt.Errorf("tenant %q: want 1-64 characters of [A-Za-z0-9_-]", c.Tenant))
+	if err := config.CheckTenant(c.Tenant); err != nil {
+		errs = append(errs, fmt.Errorf("tenant %q: %w", c.Tenant, err))
 	}
 	if _, _, err := parseDomain(c.Domain); err != nil {
 		errs = append(errs, err)

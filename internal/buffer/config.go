@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/metrics"
 )
 
@@ -38,14 +38,12 @@ type Config struct {
 	MaxEvents int64
 }
 
-var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
 // Validate checks the configuration. Zero Retention and MaxDeliveries are
 // valid: they mean the defaults.
 func (c Config) Validate() error {
 	var errs []error
-	if !tenantPattern.MatchString(c.Tenant) {
-		errs = append(errs, fmt.Errorf("buffer tenant %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", c.Tenant))
+	if err := config.CheckTenant(c.Tenant); err != nil {
+		errs = append(errs, fmt.Errorf("buffer tenant %q: %w", c.Tenant, err))
 	}
 	if c.Retention < 0 || (c.Retention > 0 && c.Retention < MinRetention) {
 		errs = append(errs, fmt.Errorf("buffer retention %s: want at least %s (0 for the default %s)", c.Retention, MinRetention, DefaultRetention))

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -344,14 +345,26 @@ func formatDuration(d time.Duration) string {
 	return s
 }
 
-func checkTenant(v string) string {
-	ok := len(v) <= 32
-	for i := 0; ok && i < len(v); i++ {
-		b := v[i]
+// CheckTenant reports whether name is a tenant name: 1 to 32 of a-z, 0-9,
+// "_" and "-", starting with a letter or digit. It names the tenant's Redis
+// keys and bbolt file, the tenant label and the Segment messageId (which
+// stays under Segment's 100 characters with a 56-digit log_id); every
+// component checks its tenant with it. The error does not quote name.
+func CheckTenant(name string) error {
+	ok := name != "" && len(name) <= 32
+	for i := 0; ok && i < len(name); i++ {
+		b := name[i]
 		ok = b >= 'a' && b <= 'z' || b >= '0' && b <= '9' || i > 0 && (b == '_' || b == '-')
 	}
 	if !ok {
-		return fmt.Sprintf(`%q must be 1 to 32 of a-z, 0-9, "_" and "-", starting with a letter or digit`, v)
+		return errors.New(`must be 1 to 32 of a-z, 0-9, "_" and "-", starting with a letter or digit`)
+	}
+	return nil
+}
+
+func checkTenant(v string) string {
+	if err := CheckTenant(v); err != nil {
+		return fmt.Sprintf("%q %v", v, err)
 	}
 	return ""
 }

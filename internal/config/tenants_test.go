@@ -175,3 +175,14 @@ func TestValidateTenantsHandBuilt(t *testing.T) {
 	require.EqualError(t, c.Validate(), `config: tenants[1].name: "a" is not unique (names must differ also with - read as _ and in upper case); `+
 		"tenants[1].auth0.page_size: 0 must be between 1 and 100; tenants[1].segment.write_key is required")
 }
+
+// TestCheckTenant is the one tenant-name rule every component checks.
+func TestCheckTenant(t *testing.T) {
+	for _, ok := range []string{"a", "0", "acme", "acme-eu_1", strings.Repeat("a", 32)} {
+		require.NoError(t, CheckTenant(ok), ok)
+	}
+	for _, bad := range []string{"", "Acme", "-a", "_a", "a b", "a}b", "a.b", strings.Repeat("a", 33), "é"} {
+		err := CheckTenant(bad)
+		require.EqualError(t, err, `must be 1 to 32 of a-z, 0-9, "_" and "-", starting with a letter or digit`, bad)
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/analytics-go/v3"
 
+	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/metrics"
 )
 
@@ -43,8 +43,6 @@ const (
 	// maxBatchesInFlight keeps the forwarder well below analyticsMaxBatches.
 	maxBatchesInFlight = 700
 )
-
-var tenantRE = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Config configures the forwarder of one tenant. Zero fields take the
 // defaults above (Consumer: the host name).
@@ -123,8 +121,8 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if !tenantRE.MatchString(c.Tenant) {
-		bad("tenant %q: want 1-64 characters of [A-Za-z0-9_-]", c.Tenant)
+	if err := config.CheckTenant(c.Tenant); err != nil {
+		bad("tenant %q: %v", c.Tenant, err)
 	}
 	if c.WriteKey == "" {
 		bad("segment write key is required")

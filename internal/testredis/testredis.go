@@ -68,13 +68,16 @@ func Client(t testing.TB) *redis.Client {
 var unsafeChars = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
 
 // Name returns a name unique to this test run, for tenants and keys, so
-// tests sharing one server never see each other's data.
+// tests sharing one server never see each other's data. It is a valid
+// tenant name (config.CheckTenant: lower case, at most 32 characters) of at
+// most 24, so that a test can add a suffix for a second tenant.
 func Name(t testing.TB) string {
-	base := unsafeChars.ReplaceAllString(t.Name(), "_")
-	if len(base) > 40 {
-		base = base[len(base)-40:]
+	prefix := fmt.Sprintf("t%d_%d_", os.Getpid(), seq.Add(1))
+	base := strings.ToLower(unsafeChars.ReplaceAllString(t.Name(), "_"))
+	if n := max(24-len(prefix), 0); len(base) > n {
+		base = base[len(base)-n:]
 	}
-	return fmt.Sprintf("t%d_%d_%s", os.Getpid(), seq.Add(1), base)
+	return prefix + base
 }
 
 // Server is a redis-server process owned by one test.

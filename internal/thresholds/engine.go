@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/lease"
 	"github.com/authpipe/authpipe/internal/logrepeat"
 )
@@ -145,13 +145,11 @@ type Config struct {
 	DisableRealtime bool
 }
 
-var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
 // Validate checks the configuration.
 func (c Config) Validate() error {
 	var errs []error
-	if !tenantPattern.MatchString(c.Tenant) {
-		errs = append(errs, fmt.Errorf("thresholds tenant %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", c.Tenant))
+	if err := config.CheckTenant(c.Tenant); err != nil {
+		errs = append(errs, fmt.Errorf("thresholds tenant %q: %w", c.Tenant, err))
 	}
 	if c.RulesPath == "" {
 		errs = append(errs, errors.New("thresholds rules path: empty"))

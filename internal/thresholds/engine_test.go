@@ -426,7 +426,7 @@ func TestConfigValidate(t *testing.T) {
 		want string
 	}{
 		{"ok", Config{Tenant: "t1", RulesPath: "x", Buffer: b}, ""},
-		{"tenant", Config{Tenant: "a b", RulesPath: "x", Buffer: b}, `thresholds tenant "a b": want 1 to 64 characters of A-Z a-z 0-9 _ -`},
+		{"tenant", Config{Tenant: "a b", RulesPath: "x", Buffer: b}, `thresholds tenant "a b": must be 1 to 32 of a-z, 0-9, "_" and "-", starting with a letter or digit`},
 		{"no rules", Config{Tenant: "t", Buffer: b}, "thresholds rules path: empty"},
 		{"no buffer", Config{Tenant: "t", RulesPath: "x"}, "thresholds buffer: missing"},
 		{"bad url", Config{Tenant: "t", RulesPath: "x", Buffer: b, AlertmanagerURL: "localhost:9093"}, "thresholds alertmanager URL: want http(s)://host[:port][/path]"},
