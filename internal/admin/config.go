@@ -15,6 +15,7 @@ import (
 	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
+	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/thresholds"
 )
 
@@ -131,15 +132,7 @@ type Deps struct {
 }
 
 func (d Deps) withDefaults() Deps {
-	if d.Logger == nil {
-		d.Logger = slog.New(slog.DiscardHandler)
-	}
-	if d.Registerer == nil {
-		d.Registerer = prometheus.NewRegistry()
-	}
-	if d.Clock == nil {
-		d.Clock = clockwork.NewRealClock()
-	}
+	inject.Defaults(&d.Logger, &d.Registerer, &d.Clock)
 	if d.HTTPClient == nil {
 		d.HTTPClient = &http.Client{Timeout: DefaultJWKSTimeout}
 	}

@@ -10,6 +10,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/authpipe/authpipe/internal/inject"
 )
 
 // Keys name the Redis audit trail: a stream of entries and a hash holding
@@ -105,9 +107,7 @@ type RedisSink struct {
 // NewRedisSink returns the sink over keys (DefaultKeys in production),
 // trimming entries older than retention; clock nil is the real clock.
 func NewRedisSink(client redis.UniversalClient, keys Keys, retention time.Duration, clock clockwork.Clock) *RedisSink {
-	if clock == nil {
-		clock = clockwork.NewRealClock()
-	}
+	inject.Defaults(nil, nil, &clock)
 	return &RedisSink{client: client, keys: keys, clock: clock, retention: retention}
 }
 

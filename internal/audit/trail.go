@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/logrepeat"
 )
 
@@ -73,15 +74,7 @@ func NewTrail(sinks []Sink, deps Deps) (*Trail, error) {
 	if len(sinks) == 0 {
 		return nil, errors.New("audit trail: no sink")
 	}
-	if deps.Logger == nil {
-		deps.Logger = slog.New(slog.DiscardHandler)
-	}
-	if deps.Registerer == nil {
-		deps.Registerer = prometheus.NewRegistry()
-	}
-	if deps.Clock == nil {
-		deps.Clock = clockwork.NewRealClock()
-	}
+	inject.Defaults(&deps.Logger, &deps.Registerer, &deps.Clock)
 	f := promauto.With(deps.Registerer)
 	t := &Trail{
 		log:   deps.Logger,

@@ -22,6 +22,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/logrepeat"
 	"github.com/authpipe/authpipe/internal/metrics"
 )
@@ -124,15 +125,7 @@ func New(cfg Config, buf Buffer, deps Deps) (*Poller, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth0poll config: %w", err)
 	}
-	if deps.Logger == nil {
-		deps.Logger = slog.New(slog.DiscardHandler)
-	}
-	if deps.Registerer == nil {
-		deps.Registerer = prometheus.NewRegistry()
-	}
-	if deps.Clock == nil {
-		deps.Clock = clockwork.NewRealClock()
-	}
+	inject.Defaults(&deps.Logger, &deps.Registerer, &deps.Clock)
 	rec, _ := buf.(Recovering)
 	p := &Poller{
 		rec:      rec,

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authpipe/authpipe/internal/config"
+	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/metrics"
 )
 
@@ -78,14 +79,6 @@ type Deps struct {
 }
 
 func (d Deps) withDefaults() Deps {
-	if d.Logger == nil {
-		d.Logger = slog.New(slog.DiscardHandler)
-	}
-	if d.Registerer == nil {
-		d.Registerer = prometheus.NewRegistry()
-	}
-	if d.Clock == nil {
-		d.Clock = clockwork.NewRealClock()
-	}
+	inject.Defaults(&d.Logger, &d.Registerer, &d.Clock)
 	return d
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/analytics-go/v3"
 
 	"github.com/authpipe/authpipe/internal/config"
+	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/metrics"
 )
 
@@ -197,14 +198,6 @@ type Deps struct {
 }
 
 func (d Deps) withDefaults() Deps {
-	if d.Logger == nil {
-		d.Logger = slog.New(slog.DiscardHandler)
-	}
-	if d.Registerer == nil {
-		d.Registerer = prometheus.NewRegistry()
-	}
-	if d.Clock == nil {
-		d.Clock = clockwork.NewRealClock()
-	}
+	inject.Defaults(&d.Logger, &d.Registerer, &d.Clock)
 	return d
 }

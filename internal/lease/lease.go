@@ -60,6 +60,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/logrepeat"
 )
 
@@ -213,12 +214,7 @@ func New(client redis.UniversalClient, cfg Config, deps Deps) (*Lease, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	if deps.Logger == nil {
-		deps.Logger = slog.New(slog.DiscardHandler)
-	}
-	if deps.Clock == nil {
-		deps.Clock = clockwork.NewRealClock()
-	}
+	inject.Defaults(&deps.Logger, nil, &deps.Clock)
 	log := deps.Logger.With("component", "lease", "lease", cfg.Name)
 	return &Lease{
 		client:  client,

@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+
+	"github.com/authpipe/authpipe/internal/inject"
 )
 
 // DefaultInterval is the summary interval when New is given none.
@@ -64,12 +66,7 @@ type Episode struct {
 // clock if nil), summarising at most once per interval (DefaultInterval if
 // not positive).
 func New(log *slog.Logger, clock clockwork.Clock, interval time.Duration) *Summarizer {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if clock == nil {
-		clock = clockwork.NewRealClock()
-	}
+	inject.Defaults(&log, nil, &clock)
 	if interval <= 0 {
 		interval = DefaultInterval
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/metrics"
 )
 
@@ -38,9 +39,7 @@ type moved struct {
 // NewProgress returns a Progress reading g. A nil clock is the real one; a
 // non-positive interval is DefaultProgressInterval.
 func NewProgress(g prometheus.Gatherer, log *slog.Logger, clock clockwork.Clock, interval time.Duration) *Progress {
-	if clock == nil {
-		clock = clockwork.NewRealClock()
-	}
+	inject.Defaults(nil, nil, &clock)
 	if interval <= 0 {
 		interval = DefaultProgressInterval
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
+	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/lease"
 	"github.com/authpipe/authpipe/internal/logrepeat"
 )
@@ -299,15 +300,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if cfg.Local == nil && cfg.Redis == nil {
 		return nil, errors.New("thresholds: no redis client")
 	}
-	if deps.Logger == nil {
-		deps.Logger = slog.New(slog.DiscardHandler)
-	}
-	if deps.Registerer == nil {
-		deps.Registerer = prometheus.NewRegistry()
-	}
-	if deps.Clock == nil {
-		deps.Clock = clockwork.NewRealClock()
-	}
+	inject.Defaults(&deps.Logger, &deps.Registerer, &deps.Clock)
 	if deps.HTTPClient == nil {
 		deps.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
