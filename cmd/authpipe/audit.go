@@ -88,7 +88,7 @@ func newCLIAudit(cfg *config.Config, rdb redis.UniversalClient, logger *slog.Log
 	for _, t := range cfg.AllTenants() {
 		names = append(names, t.Name)
 	}
-	mask := audit.NewMasker(cfg.Secrets(), names)
+	mask := audit.NewMasker(config.Reveal(cfg.Secrets()...), names)
 	flags := map[string][]string{}
 	if fs != nil {
 		fs.Visit(func(f *flag.Flag) { flags[f.Name] = []string{f.Value.String()} })

@@ -255,7 +255,7 @@ func (a *app) newTenant(cfg *config.Config, stages *metrics.Stages, leader prome
 
 	t.fwd, err = forward.New(forward.Config{
 		Tenant:        cfg.Tenant,
-		WriteKey:      cfg.Segment.WriteKey.Reveal(),
+		WriteKey:      cfg.Segment.WriteKey,
 		Endpoint:      cfg.Segment.Endpoint,
 		BatchSize:     cfg.Segment.BatchSize,
 		FlushInterval: cfg.Segment.FlushInterval,
@@ -289,7 +289,7 @@ func pollerConfig(cfg *config.Config) auth0poll.Config {
 		Tenant:         cfg.Tenant,
 		Domain:         cfg.Auth0.Domain,
 		ClientID:       cfg.Auth0.ClientID,
-		ClientSecret:   cfg.Auth0.ClientSecret.Reveal(),
+		ClientSecret:   cfg.Auth0.ClientSecret,
 		Retention:      cfg.Auth0.LogRetention,
 		PollInterval:   cfg.Auth0.PollInterval,
 		PageSize:       cfg.Auth0.PageSize,

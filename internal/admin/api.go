@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/authpipe/authpipe/internal/audit"
+	"github.com/authpipe/authpipe/internal/config"
 )
 
 // Outcomes of the audit entry and of authpipe_admin_requests_total.
@@ -167,7 +168,7 @@ func New(cfg Config, src Sources, deps Deps) (*API, error) {
 		log:   log,
 		clock: deps.Clock,
 		trail: deps.Trail,
-		mask:  audit.NewMasker(append(slices.Clone(cfg.Secrets), cfg.StaticToken.Reveal()), names),
+		mask:  audit.NewMasker(config.Reveal(append(slices.Clone(cfg.Secrets), cfg.StaticToken)...), names),
 		host:  deps.Host,
 		requests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "authpipe_admin_requests_total",

@@ -56,7 +56,7 @@ type Config struct {
 	// Secrets are the configured secrets (config.Config.Secrets): a path or
 	// query segment equal to one (or to StaticToken) is masked in the audit
 	// entries, as is every segment of audit.MaskLength characters or more.
-	Secrets []string
+	Secrets []config.Secret
 	// Group is the consumer group whose backlog status reports; default
 	// "forward".
 	Group string

@@ -685,7 +685,7 @@ func TestTokenInURL(t *testing.T) {
 	hex64 := strings.Repeat("0123456789abcdef", 4)
 	// Not a configured secret: masked for its length alone (32+).
 	other := strings.Repeat("fedcba98", 4)
-	w := newWorld(t, worldOpts{cfg: admin.Config{StaticToken: config.Secret(hex64), Secrets: []string{"tiny-secret"}}})
+	w := newWorld(t, worldOpts{cfg: admin.Config{StaticToken: config.Secret(hex64), Secrets: []config.Secret{"tiny-secret"}}})
 	jwt := w.jwks.MintToken(sim.Claims{"scope": admin.ScopeReadDLQ})
 	w.mu.Lock()
 	w.sent = append(w.sent, jwt, hex64, other)

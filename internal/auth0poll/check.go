@@ -56,7 +56,7 @@ func CheckAccess(ctx context.Context, cfg Config) Access {
 	client := &http.Client{Timeout: cfg.RequestTimeout, Transport: cloneDefaultTransport()}
 	cc := clientcredentials.Config{
 		ClientID:       cfg.ClientID,
-		ClientSecret:   cfg.ClientSecret,
+		ClientSecret:   cfg.ClientSecret.Reveal(),
 		TokenURL:       base + "/oauth/token",
 		EndpointParams: url.Values{"audience": {base + "/api/v2/"}},
 	}

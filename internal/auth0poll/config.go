@@ -33,8 +33,10 @@ type Config struct {
 	// simulator.
 	Domain string
 	// ClientID and ClientSecret are the machine-to-machine application's
-	// credentials (client credentials grant, scope read:logs).
-	ClientID, ClientSecret string
+	// credentials (client credentials grant, scope read:logs). The secret
+	// is revealed only to the token request.
+	ClientID     string
+	ClientSecret config.Secret
 	// Retention is how long Auth0 keeps logs on this tenant's plan (default
 	// 144h). The first start backfills this window; a checkpoint older than
 	// it is reported as a gap.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/logrepeat"
 	"github.com/authpipe/authpipe/internal/metrics"
@@ -184,7 +185,7 @@ func (p *Poller) newAPI(ctx context.Context) (*management.Management, error) {
 		opts = append(opts, management.WithInsecure())
 	}
 	opts = append(opts,
-		management.WithClientCredentials(tokenCtx, p.cfg.ClientID, p.cfg.ClientSecret),
+		management.WithClientCredentials(tokenCtx, p.cfg.ClientID, p.cfg.ClientSecret.Reveal()),
 		management.WithNoRetries(),
 		management.WithClient(p.apiClient),
 	)
@@ -557,10 +558,10 @@ func (p *Poller) redact(err error) string {
 
 // redactSecret returns s without the client secret, in any of the forms a
 // token request carries it, and bounded in length.
-func redactSecret(clientID, secret, s string) string {
-	if secret != "" {
-		basic := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(clientID) + ":" + url.QueryEscape(secret)))
-		for _, form := range []string{secret, url.QueryEscape(secret), basic} {
+func redactSecret(clientID string, secret config.Secret, s string) string {
+	if v := secret.Reveal(); v != "" {
+		basic := base64.StdEncoding.EncodeToString([]byte(url.QueryEscape(clientID) + ":" + url.QueryEscape(v)))
+		for _, form := range []string{v, url.QueryEscape(v), basic} {
 			s = strings.ReplaceAll(s, form, "<secret>")
 		}
 	}

@@ -7,6 +7,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+
+	"github.com/authpipe/authpipe/internal/testlogs"
 )
 
 func TestSettingsExportedAsGauges(t *testing.T) {
@@ -72,5 +74,15 @@ func TestRateLimitFloor(t *testing.T) {
 		rl := newRateLimit(tc.share, 0)
 		rl.limit = tc.limit
 		require.Equal(t, tc.want, rl.floor(), "limit %d share %v", tc.limit, tc.share)
+	}
+}
+
+// TestConfigShowsNoSecret: the poller's config, printed or logged, shows
+// the client secret as <secret>; it is revealed only to the token request.
+func TestConfigShowsNoSecret(t *testing.T) {
+	cfg := Config{Tenant: "acme", Domain: "acme.eu.auth0.com", ClientID: "id", ClientSecret: testSecret}
+	for _, out := range testlogs.Printed(cfg) {
+		require.NotContains(t, out, testSecret)
+		require.Contains(t, out, "<secret>", out)
 	}
 }

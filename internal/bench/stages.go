@@ -279,7 +279,7 @@ func stageBuffers(ctx context.Context, backend, tenant string, buf stageBuffer, 
 	defer segSrv.Close()
 	f, err := forward.New(forward.Config{
 		Tenant: tenant, WriteKey: benchWriteKey, Endpoint: segSrv.URL,
-		Group: "forward", Consumer: "bench", HashKey: []byte("bench-hash-key"),
+		Group: "forward", Consumer: "bench", HashKey: "bench-hash-key",
 	}, buf, forward.Deps{})
 	if err != nil {
 		return nil, err

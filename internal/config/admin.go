@@ -83,11 +83,11 @@ func adminAudience() setting {
 // secret and write key, the Redis URL and its passwords, the hash key, the
 // admin static token), for masking: a path or query segment equal to one
 // is never written to the audit trail or the log.
-func (c *Config) Secrets() []string {
-	var out []string
+func (c *Config) Secrets() []Secret {
+	var out []Secret
 	add := func(s Secret) {
-		if v := s.Reveal(); v != "" {
-			out = append(out, v)
+		if s != "" {
+			out = append(out, s)
 		}
 	}
 	add(c.Auth0.ClientSecret)

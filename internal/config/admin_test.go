@@ -65,12 +65,12 @@ func TestSecrets(t *testing.T) {
 	require.ElementsMatch(t, []string{
 		"client-secret-value", "write-key-value", "tenant-secret", "tenant-write-key",
 		"redis://:redis-pass-value@redis:6379/0", "redis-pass-value", "static-token-value-0123456789abcdef",
-	}, c.Secrets())
+	}, Reveal(c.Secrets()...))
 }
 
 // TestSecretsSentinelPassword: the Sentinels' password is masked too.
 func TestSecretsSentinelPassword(t *testing.T) {
 	c := Default()
 	c.Redis.URL = "redis-sentinel://:master-pass@s1:26379?master=m&sentinel_password=sentinel-pass"
-	require.ElementsMatch(t, []string{c.Redis.URL.Reveal(), "master-pass", "sentinel-pass"}, c.Secrets())
+	require.ElementsMatch(t, []string{c.Redis.URL.Reveal(), "master-pass", "sentinel-pass"}, Reveal(c.Secrets()...))
 }

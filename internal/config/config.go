@@ -205,13 +205,13 @@ const hashKeyLabel = "authpipe anonymousId key v1"
 // else HMAC-SHA256(key = Segment write key, message = "authpipe anonymousId
 // key v1"). The derived key changes when the write key is rotated; set
 // AUTHPIPE_HASH_KEY to keep anonymousIds stable across rotations.
-func (c *Config) AnonymousIDKey() []byte {
+func (c *Config) AnonymousIDKey() Secret {
 	if c.HashKey != "" {
-		return []byte(c.HashKey.Reveal())
+		return c.HashKey
 	}
 	mac := hmac.New(sha256.New, []byte(c.Segment.WriteKey.Reveal()))
 	mac.Write([]byte(hashKeyLabel))
-	return mac.Sum(nil)
+	return Secret(mac.Sum(nil))
 }
 
 // Error lists every problem found in a configuration, each naming the

@@ -21,6 +21,15 @@ type Secret string
 // Reveal returns the secret's value.
 func (s Secret) Reveal() string { return string(s) }
 
+// Reveal returns the values of secrets, for the one place that needs them.
+func Reveal(secrets ...Secret) []string {
+	out := make([]string, len(secrets))
+	for i, s := range secrets {
+		out[i] = s.Reveal()
+	}
+	return out
+}
+
 // String returns "<secret>", or "" for an empty secret.
 func (s Secret) String() string {
 	if s == "" {

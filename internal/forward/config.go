@@ -48,9 +48,9 @@ const (
 // Config configures the forwarder of one tenant. Zero fields take the
 // defaults above (Consumer: the host name).
 type Config struct {
-	Tenant   string // names the messageId and metric series
-	WriteKey string // Segment source write key; never logged
-	Endpoint string // default analytics.DefaultEndpoint (https://api.segment.io)
+	Tenant   string        // names the messageId and metric series
+	WriteKey config.Secret // Segment source write key; revealed only to analytics-go
+	Endpoint string        // default analytics.DefaultEndpoint (https://api.segment.io)
 
 	BatchSize     int           // messages per Segment request; default 250, max 2500
 	FlushInterval time.Duration // analytics-go flush interval; default 1s
@@ -64,7 +64,7 @@ type Config struct {
 	MinBackoff time.Duration // first retry wait; default 100ms
 	MaxBackoff time.Duration // longest retry wait; default 30s
 
-	HashKey []byte // key of the anonymousId and PII hashes; required, never logged
+	HashKey config.Secret // key of the anonymousId and PII hashes; required, revealed only to the hashes
 
 	Filter Filter    // which log types are forwarded; zero: all
 	PII    PIIPolicy // what personal data leaves for Segment; zero: user_id kept, the rest hashed
@@ -158,7 +158,7 @@ func (c Config) Validate() error {
 	if c.MinBackoff < 0 || c.MaxBackoff < c.MinBackoff {
 		bad("backoff %s-%s: want 0 < min <= max", c.MinBackoff, c.MaxBackoff)
 	}
-	if len(c.HashKey) == 0 {
+	if c.HashKey == "" {
 		bad("hash key is required: it keys the anonymousId of events without user_id and the PII hashes")
 	}
 	if err := c.Filter.validate(); err != nil {

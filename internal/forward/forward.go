@@ -146,7 +146,7 @@ func New(cfg Config, buf Buffer, deps Deps) (*Forwarder, error) {
 		stage:    deps.Stages.For(metrics.StageForward, cfg.Tenant),
 		m:        m,
 		tr:       newTransport(deps.Clock, log, cfg.MinBackoff, cfg.MaxBackoff, requests),
-		mp:       newMapper(cfg.Tenant, cfg.HashKey, cfg.PII),
+		mp:       newMapper(cfg.Tenant, []byte(cfg.HashKey.Reveal()), cfg.PII),
 		results:  make(chan result, cfg.MaxInFlight+2*cfg.IsolationInFlight+64),
 		mainQ:    newQueue(),
 		isoQ:     newQueue(),
@@ -232,7 +232,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	}
 	cl := clientLogger{log: f.log}
 	var err error
-	f.main, err = analytics.NewWithConfig(f.cfg.WriteKey, analytics.Config{
+	f.main, err = analytics.NewWithConfig(f.cfg.WriteKey.Reveal(), analytics.Config{
 		Endpoint:   f.cfg.Endpoint,
 		Interval:   f.cfg.FlushInterval,
 		BatchSize:  f.cfg.BatchSize,
@@ -244,7 +244,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("create segment client: %w", err)
 	}
-	f.iso, err = analytics.NewWithConfig(f.cfg.WriteKey, analytics.Config{
+	f.iso, err = analytics.NewWithConfig(f.cfg.WriteKey.Reveal(), analytics.Config{
 		Endpoint:   f.cfg.Endpoint,
 		Interval:   f.cfg.FlushInterval,
 		BatchSize:  1,

@@ -18,8 +18,10 @@ import (
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/metrics"
 	"github.com/authpipe/authpipe/internal/sim"
+	"github.com/authpipe/authpipe/internal/testlogs"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
 
@@ -90,7 +92,7 @@ func (fx *fixture) config() Config {
 		MaxBackoff:    300 * time.Millisecond,
 		ReclaimIdle:   3 * time.Second,
 		DrainTimeout:  2 * time.Second,
-		HashKey:       testKey,
+		HashKey:       config.Secret(testKey),
 	}
 }
 
@@ -505,7 +507,7 @@ func TestClientLoggerRedacts(t *testing.T) {
 var errTest = &StatusError{Code: 500, Status: "500 Internal Server Error"}
 
 func TestConfigValidate(t *testing.T) {
-	good := Config{Tenant: "acme", WriteKey: "k", HashKey: testKey, Consumer: "c"}
+	good := Config{Tenant: "acme", WriteKey: "k", HashKey: config.Secret(testKey), Consumer: "c"}
 	require.NoError(t, good.Validate())
 	tests := []struct {
 		name   string
@@ -518,7 +520,7 @@ func TestConfigValidate(t *testing.T) {
 		{"endpoint credentials redacted", func(c *Config) { c.Endpoint = "ftp://u:secretpw@x" }, "xxxxx"},
 		{"batch too big", func(c *Config) { c.BatchSize = 3000 }, "batch size"},
 		{"too many batches", func(c *Config) { c.BatchSize = 1; c.MaxInFlight = 5000 }, "concurrent Segment batches"},
-		{"no hash key", func(c *Config) { c.HashKey = nil }, "hash key is required"},
+		{"no hash key", func(c *Config) { c.HashKey = "" }, "hash key is required"},
 		{"reclaim idle", func(c *Config) { c.ReclaimIdle = time.Millisecond }, "reclaim idle"},
 		{"backoff", func(c *Config) { c.MinBackoff = time.Minute }, "backoff"},
 		{"unknown type in the filter", func(c *Config) { c.Filter.Include = []string{"s", "login"} }, `filter include: "login" is not an Auth0 log type code`},
@@ -543,7 +545,7 @@ func TestMetricsSharedRegistry(t *testing.T) {
 	buf, err := buffer.NewRedis(testredis.Client(t), buffer.Config{Tenant: "x"}, buffer.Deps{})
 	require.NoError(t, err)
 	for _, tenant := range []string{"a", "b"} {
-		_, err := New(Config{Tenant: tenant, WriteKey: "k", HashKey: testKey, Consumer: "c"}, buf, Deps{Registerer: reg})
+		_, err := New(Config{Tenant: tenant, WriteKey: "k", HashKey: config.Secret(testKey), Consumer: "c"}, buf, Deps{Registerer: reg})
 		require.NoError(t, err)
 	}
 	for _, tenant := range []string{"a", "b"} {
@@ -580,4 +582,16 @@ func TestForwardMaxInFlight(t *testing.T) {
 	require.Greater(t, peak, int64(cfg.ReadCount), "reads went on while batches were in flight")
 	fx.waitDrained()
 	fx.requireDelivered(logs)
+}
+
+// TestConfigShowsNoSecret: the forwarder's config, printed or logged, shows
+// the write key and the hash key as <secret>; they are revealed only to
+// analytics-go and to the hashes.
+func TestConfigShowsNoSecret(t *testing.T) {
+	cfg := Config{Tenant: "acme", WriteKey: writeKey, HashKey: "hash-key-value-5678", Consumer: "c"}
+	for _, out := range testlogs.Printed(cfg) {
+		require.NotContains(t, out, writeKey)
+		require.NotContains(t, out, "hash-key-value-5678")
+		require.Equal(t, 2, strings.Count(out, "<secret>"), out)
+	}
 }

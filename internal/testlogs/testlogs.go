@@ -1,8 +1,11 @@
-// Package testlogs holds what tests need to read a component's logs.
+// Package testlogs holds what tests need to read a component's logs and
+// to see what a value prints as.
 package testlogs
 
 import (
 	"bytes"
+	"fmt"
+	"log/slog"
 	"sync"
 )
 
@@ -23,4 +26,14 @@ func (b *Buffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// Printed returns v as the ways a value leaves a process show it: fmt's
+// %v, %+v, %#v and %s, and an attribute of slog's JSON and text handlers.
+// A test of a type holding secrets checks none of them shows one.
+func Printed(v any) []string {
+	var j, t bytes.Buffer
+	slog.New(slog.NewJSONHandler(&j, nil)).Info("printed", "value", v)
+	slog.New(slog.NewTextHandler(&t, nil)).Info("printed", "value", v)
+	return []string{fmt.Sprintf("%v", v), fmt.Sprintf("%+v", v), fmt.Sprintf("%#v", v), fmt.Sprintf("%s", v), j.String(), t.String()}
 }
