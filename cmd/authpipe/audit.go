@@ -45,7 +45,7 @@ func openTrail(cfg *config.Config, rdb redis.UniversalClient, logger *slog.Logge
 	if rdb != nil {
 		sinks = append(sinks, audit.NewRedisSink(rdb, audit.DefaultKeys, cfg.Admin.AuditRetention, nil))
 	}
-	return audit.NewTrail(sinks, audit.Deps{Logger: logger.With("component", "audit"), Registerer: reg, Host: audit.Hostname()})
+	return audit.NewTrail(sinks, audit.Deps{Logger: logger, Registerer: reg, Host: audit.Hostname()})
 }
 
 // flushAudit retries, until ctx ends, the entries a failing audit sink

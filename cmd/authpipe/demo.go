@@ -156,7 +156,7 @@ func (d *demo) run(ctx context.Context) error {
 		return err
 	}
 	defer logf.Close()
-	logger := slog.New(slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logger := slog.New(componentHandler{Handler: slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo})})
 	a, err := newApp(cfg, logger)
 	if err != nil {
 		return err

@@ -29,6 +29,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/e2etest"
 	"github.com/authpipe/authpipe/internal/sim"
+	"github.com/authpipe/authpipe/internal/testlogs"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
 
@@ -176,6 +177,19 @@ func (h *harness) requireNoSecretsLogged() {
 	e2etest.RequireNoSecrets(h.t, h.logs.String())
 }
 
+// requireComponents checks that every line authpipe wrote is a JSON log
+// entry naming its component, and that each of want wrote some: a package
+// whose logger lost its component key shows as main's ("authpipe").
+func (h *harness) requireComponents(want ...string) {
+	h.t.Helper()
+	h.mu.Lock()
+	logs := h.logs.String()
+	h.mu.Unlock()
+	got := testlogs.Components(logs)
+	require.NotContains(h.t, got, "", "a line without a component:\n%s", logs)
+	require.Subset(h.t, got, want)
+}
+
 func (h *harness) metric(name string) float64 {
 	h.t.Helper()
 	return e2etest.MetricSum(h.t, h.listen, name)
@@ -194,6 +208,7 @@ func TestE2EDeliversEveryEventOnce(t *testing.T) {
 	require.GreaterOrEqual(t, h.metric("authpipe_forward_events_acked_total"), float64(len(ids)))
 	require.Zero(t, h.metric("authpipe_dead_letter_events"))
 	h.requireNoSecretsLogged()
+	h.requireComponents("authpipe", "auth0poll", "forward", "lease")
 
 	// The first start's backfill ends with its counts, and polling at the
 	// head says so once.

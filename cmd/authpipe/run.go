@@ -103,9 +103,9 @@ func newLogger(cfg *config.Config, w io.Writer) (*slog.Logger, error) {
 	}
 	opts := &slog.HandlerOptions{Level: level}
 	if cfg.LogFormat == "text" {
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(componentHandler{Handler: slog.NewTextHandler(w, opts)}), nil
 	}
-	return slog.New(slog.NewJSONHandler(w, opts)), nil
+	return slog.New(componentHandler{Handler: slog.NewJSONHandler(w, opts)}), nil
 }
 
 // app is one running worker: its components and the state its probes report.
@@ -455,7 +455,7 @@ func (a *app) run(ctx context.Context, reload <-chan struct{}) error {
 		rulesDone = append(rulesDone, start("thresholds "+t.name, rulesCtx, t.rules.Run))
 	}
 	bgDone := start("maintenance", bgCtx, a.maintain)
-	progressDone := start("progress", bgCtx, status.NewProgress(a.reg, a.logger.With("component", "progress"), nil, 0).Run)
+	progressDone := start("progress", bgCtx, status.NewProgress(a.reg, a.logger, nil, 0).Run)
 	go a.drainReload(bgCtx, reload)
 	if a.trail != nil {
 		go func() { _ = a.flushAudit(bgCtx) }()

@@ -96,6 +96,7 @@ func TestTrailFailClosed(t *testing.T) {
 	require.Contains(t, logs.String(), "write audit entry")
 	require.Contains(t, logs.String(), "write audit entry: recovered")
 	require.Equal(t, 1, strings.Count(logs.String(), `"sink":"redis","err"`), "one error line per outage, the rest counted")
+	require.Subset(t, []string{"audit"}, testlogs.Components(logs.String()), "every line names the audit component")
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(`
 # HELP authpipe_admin_audit_dropped_total Audit entries a failing sink could no longer keep for a later write (more than 10000 waiting): lost from that sink's trail, which records a gap entry in their place.
 # TYPE authpipe_admin_audit_dropped_total counter

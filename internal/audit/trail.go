@@ -75,10 +75,11 @@ func NewTrail(sinks []Sink, deps Deps) (*Trail, error) {
 		return nil, errors.New("audit trail: no sink")
 	}
 	inject.Defaults(&deps.Logger, &deps.Registerer, &deps.Clock)
+	log := deps.Logger.With("component", "audit")
 	f := promauto.With(deps.Registerer)
 	t := &Trail{
-		log:   deps.Logger,
-		rep:   logrepeat.New(deps.Logger, deps.Clock, 0),
+		log:   log,
+		rep:   logrepeat.New(log, deps.Clock, 0),
 		clock: deps.Clock,
 		host:  deps.Host,
 		errors: f.NewCounterVec(prometheus.CounterOpts{

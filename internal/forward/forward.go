@@ -131,7 +131,7 @@ func New(cfg Config, buf Buffer, deps Deps) (*Forwarder, error) {
 		return nil, err
 	}
 	deps = deps.withDefaults()
-	log := deps.Logger.With("tenant", cfg.Tenant) // the caller adds component=forward
+	log := deps.Logger.With("component", "forward", "tenant", cfg.Tenant)
 
 	m, requests, err := registerMetrics(deps.Registerer, cfg.Tenant)
 	if err != nil {

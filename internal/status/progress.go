@@ -36,14 +36,15 @@ type moved struct {
 	polled, forwarded, acked, deadLettered float64
 }
 
-// NewProgress returns a Progress reading g. A nil clock is the real one; a
-// non-positive interval is DefaultProgressInterval.
+// NewProgress returns a Progress reading g and logging with component
+// "progress". A nil log or clock gets inject's default; a non-positive
+// interval is DefaultProgressInterval.
 func NewProgress(g prometheus.Gatherer, log *slog.Logger, clock clockwork.Clock, interval time.Duration) *Progress {
-	inject.Defaults(nil, nil, &clock)
+	inject.Defaults(&log, nil, &clock)
 	if interval <= 0 {
 		interval = DefaultProgressInterval
 	}
-	return &Progress{g: g, log: log, clock: clock, interval: interval}
+	return &Progress{g: g, log: log.With("component", "progress"), clock: clock, interval: interval}
 }
 
 // Run reports every interval until ctx ends. The counters at its start are

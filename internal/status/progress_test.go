@@ -72,7 +72,7 @@ func TestProgress(t *testing.T) {
 		delete(got[0], k)
 	}
 	require.Equal(t, map[string]any{
-		"msg": "progress", "tenant": "acme", "interval": "1m0s",
+		"msg": "progress", "component": "progress", "tenant": "acme", "interval": "1m0s",
 		"polled": float64(120), "forwarded": float64(110), "acked": float64(100), "dead_lettered": float64(2),
 		"backlog": float64(18), "pending": float64(0), "checkpoint_lag": "7s",
 	}, got[0])

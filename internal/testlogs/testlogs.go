@@ -4,8 +4,10 @@ package testlogs
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 )
 
@@ -36,4 +38,18 @@ func Printed(v any) []string {
 	slog.New(slog.NewJSONHandler(&j, nil)).Info("printed", "value", v)
 	slog.New(slog.NewTextHandler(&t, nil)).Info("printed", "value", v)
 	return []string{fmt.Sprintf("%v", v), fmt.Sprintf("%+v", v), fmt.Sprintf("%#v", v), fmt.Sprintf("%s", v), j.String(), t.String()}
+}
+
+// Components returns the component of every line of a JSON log, "" for a
+// line that is not JSON or names none.
+func Components(log string) []string {
+	var out []string
+	for line := range strings.Lines(log) {
+		var e struct {
+			Component string `json:"component"`
+		}
+		_ = json.Unmarshal([]byte(line), &e)
+		out = append(out, e.Component)
+	}
+	return out
 }
