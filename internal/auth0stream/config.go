@@ -5,13 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"time"
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/config"
+	"github.com/authpipe/authpipe/internal/inject"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -49,8 +50,8 @@ type Tenant struct {
 	Name string
 	// Token is the value the stream's Authorization header must have,
 	// verbatim (what was typed as the Authorization Token in Auth0, e.g.
-	// "Bearer …"). Required. Never logged.
-	Token string
+	// "Bearer …"). Required. Revealed only to hash it.
+	Token config.Secret
 	// Buffer is where the tenant's pushed logs go, deduplicated with the
 	// polled ones.
 	Buffer Buffer
@@ -98,20 +99,17 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// tenantPattern is package buffer's: a tenant name is also a URL segment.
-var tenantPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
 func validateTenants(tenants []Tenant) error {
 	if len(tenants) == 0 {
 		return errors.New("stream receiver: no tenant")
 	}
 	var errs []error
 	names := map[string]bool{}
-	tokens := map[string]string{}
+	tokens := map[config.Secret]string{}
 	for i, t := range tenants {
 		switch {
-		case !tenantPattern.MatchString(t.Name):
-			errs = append(errs, fmt.Errorf("stream tenant %d: name %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", i, t.Name))
+		case config.CheckTenant(t.Name) != nil:
+			errs = append(errs, fmt.Errorf("stream tenant %d: name %q: %w", i, t.Name, config.CheckTenant(t.Name)))
 		case names[t.Name]:
 			errs = append(errs, fmt.Errorf("stream tenant %q is listed twice", t.Name))
 		}
@@ -149,14 +147,6 @@ type Deps struct {
 }
 
 func (d Deps) withDefaults() Deps {
-	if d.Logger == nil {
-		d.Logger = slog.New(slog.DiscardHandler)
-	}
-	if d.Registerer == nil {
-		d.Registerer = prometheus.NewRegistry()
-	}
-	if d.Clock == nil {
-		d.Clock = clockwork.NewRealClock()
-	}
+	inject.Defaults(&d.Logger, &d.Registerer, &d.Clock)
 	return d
 }

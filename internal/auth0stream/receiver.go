@@ -97,7 +97,7 @@ func New(tenants []Tenant, cfg Config, deps Deps) (*Receiver, error) {
 		slots:    make(chan struct{}, cfg.MaxInFlight),
 	}
 	for _, t := range tenants {
-		r.tenants[t.Name] = &tenant{name: t.Name, token: sha256.Sum256([]byte(t.Token)), buf: t.Buffer}
+		r.tenants[t.Name] = &tenant{name: t.Name, token: sha256.Sum256([]byte(t.Token.Reveal())), buf: t.Buffer}
 	}
 	if len(tenants) == 1 {
 		r.only = r.tenants[tenants[0].Name]

@@ -385,7 +385,7 @@ func TestHungRedisIsBounded(t *testing.T) {
 func TestSeveralTenants(t *testing.T) {
 	acme := backends[0].open(t, buffer.Config{})
 	beta := backends[1].open(t, buffer.Config{})
-	betaToken := "Bearer beta-0123456789abcdef"
+	const betaToken = "Bearer beta-0123456789abcdef"
 	f := newFixture(t, auth0stream.Config{}, tenant("acme", acme),
 		auth0stream.Tenant{Name: "beta", Token: betaToken, Buffer: beta})
 	a, bl := f.events(2), f.events(3)

@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"net/http"
 	"time"
+
+	"github.com/authpipe/authpipe/internal/inject"
 )
 
 // Bounds of the receiver's HTTP server (NewServer). The listener faces the
@@ -32,9 +34,7 @@ const (
 // http.MaxBytesReader). The server's own errors (malformed requests, broken
 // connections) go to log at debug: they are the internet's, not ours.
 func NewServer(addr string, h http.Handler, log *slog.Logger) *http.Server {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
+	inject.Defaults(&log, nil, nil)
 	return &http.Server{
 		Addr:              addr,
 		Handler:           h,
