@@ -1,0 +1,134 @@
+package thresholds
+
+import (
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/sim"
+	"github.com/authpipe/authpipe/internal/testredis"
+)
+
+// benchBatch is the consumer's batch size (DefaultReadCount).
+const benchBatch = 100
+
+// benchLogs returns n events of the simulator's background traffic, dated
+// from start 1 ms apart.
+func benchLogs(b *testing.B, n int, start time.Time) []auth0log.Log {
+	b.Helper()
+	a := sim.NewAuth0(sim.Auth0Options{})
+	a.Add(sim.GenerateEvents(rand.New(rand.NewPCG(7, 8)), n, start, time.Millisecond)...)
+	logs := make([]auth0log.Log, 0, n)
+	for _, id := range a.LogIDs() {
+		raw, _ := a.Log(id)
+		l, err := auth0log.Decode(raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		logs = append(logs, l)
+	}
+	return logs
+}
+
+// discard takes alerts and drops them.
+type discard struct{}
+
+func (discard) notify([]Alert) {}
+
+// BenchmarkCount: the counting path of one event (one op), in batches of
+// 100 as the consumer reads them, under the shipped rules: the head
+// decoded, the fields read where a rule counts the type, the increments,
+// then the real-time evaluation of the groups the batch touched. memory:
+// the embedded buffer's store (count, then forget the acknowledged ids);
+// redis: the count-and-XACK script on the shared test server, with the
+// batch made pending before each op's timing starts (noisy: a shared
+// machine and a shared Redis).
+func BenchmarkCount(b *testing.B) {
+	rs, err := LoadRules("../../alerts/thresholds.yml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)
+	logs := benchLogs(b, 10_000, start)
+	clock := clockwork.NewFakeClockAt(start.Add(15 * time.Second))
+	newEvaluator := func(st store) *evaluator {
+		ev := &evaluator{
+			tenant: "bench", store: st, clock: clock, log: slog.New(slog.DiscardHandler),
+			m: newEngineMetrics(prometheus.NewRegistry()), out: discard{}, leader: func() bool { return true },
+			maxGroups: DefaultMaxGroups, maxAlerts: DefaultMaxAlerts, top: DefaultTopOffenders,
+			maxCand: DefaultMaxCandidates, resend: DefaultResendInterval, realtime: true,
+		}
+		ev.rules.Store(rs)
+		return ev
+	}
+	count := func(b *testing.B, ev *evaluator, ids []string, raws [][]byte) {
+		events := make([]event, 0, len(raws))
+		for i, raw := range raws {
+			e, err := eventHead(ids[i], raw)
+			if err != nil {
+				b.Fatal(err)
+			}
+			events = append(events, e)
+		}
+		if err := ev.countBatch(b.Context(), events, nil, ev.realtime); err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	b.Run("memory", func(b *testing.B) {
+		mem := newLocalStore(clock)
+		ev := newEvaluator(mem)
+		ids, raws := make([]string, benchBatch), make([][]byte, benchBatch)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for n := 0; n < b.N; n += benchBatch {
+			for i := range benchBatch {
+				ids[i] = strconv.Itoa(n + i)
+				raws[i] = logs[(n+i)%len(logs)].Raw
+			}
+			count(b, ev, ids, raws)
+			mem.forget(ids)
+		}
+	})
+
+	b.Run("redis", func(b *testing.B) {
+		buf := newBuffer(b, testredis.Client(b), testredis.Name(b), clock)
+		if err := buf.EnsureGroup(b.Context(), DefaultGroup); err != nil {
+			b.Fatal(err)
+		}
+		ev := newEvaluator(newRedisStore(buf))
+		ids, raws := make([]string, 0, benchBatch), make([][]byte, 0, benchBatch)
+		b.ReportAllocs()
+		b.ResetTimer()
+		for n := 0; n < b.N; n += benchBatch {
+			b.StopTimer()
+			page := make([]auth0log.Log, benchBatch)
+			for i := range page {
+				l := logs[(n+i)%len(logs)]
+				// A fresh log_id each round, so that dedupe keeps the page.
+				l.ID = l.ID[:17] + fmt.Sprintf("%010d", (n+i)/len(logs)) + l.ID[27:]
+				page[i] = l
+			}
+			if _, err := buf.Append(b.Context(), page, ""); err != nil {
+				b.Fatal(err)
+			}
+			entries, err := buf.Read(b.Context(), DefaultGroup, "bench", benchBatch, time.Second)
+			if err != nil || len(entries) != benchBatch {
+				b.Fatalf("read %d entries: %v", len(entries), err)
+			}
+			ids, raws = ids[:0], raws[:0]
+			for _, en := range entries {
+				ids, raws = append(ids, en.ID), append(raws, en.Raw)
+			}
+			b.StartTimer()
+			count(b, ev, ids, raws)
+		}
+	})
+}
