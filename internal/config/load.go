@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/authpipe/authpipe/internal/yamlx"
 )
 
 // maxFileSize bounds the config file and every secret file.
@@ -187,17 +189,17 @@ func (l *loader) file(path string, data []byte) (fatal bool) {
 			l.problems = append(l.problems, yamlSyntax(path, err))
 			return true
 		}
-		if n := documentRoot(&next); n != nil && !isNull(n) {
+		if n := yamlx.DocumentRoot(&next); n != nil && !yamlx.IsNull(n) {
 			l.problems = append(l.problems, fmt.Sprintf("%s:%d: a second YAML document is not allowed: one file holds one configuration", path, n.Line))
 			return true
 		}
 	}
-	root := documentRoot(&doc)
-	if root == nil || isNull(root) {
+	root := yamlx.DocumentRoot(&doc)
+	if root == nil || yamlx.IsNull(root) {
 		return false
 	}
 	if root.Kind != yaml.MappingNode {
-		l.problems = append(l.problems, fmt.Sprintf("%s:%d: the top level must be a mapping of settings, found %s", path, root.Line, kindName(root)))
+		l.problems = append(l.problems, fmt.Sprintf("%s:%d: the top level must be a mapping of settings, found %s", path, root.Line, yamlx.KindName(root)))
 		return true
 	}
 	l.mapping(path, root, "")
@@ -207,29 +209,26 @@ func (l *loader) file(path string, data []byte) (fatal bool) {
 // mapping applies one mapping: the top level (prefix "") or a section
 // (prefix "auth0." …).
 func (l *loader) mapping(path string, n *yaml.Node, prefix string) {
-	seen := map[string]int{}
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
+	yamlx.Pairs(n, func(k, v *yaml.Node, first int) {
 		if k.Kind != yaml.ScalarNode {
-			l.problems = append(l.problems, fmt.Sprintf("%s:%d: a key must be a plain name, found %s", path, k.Line, kindName(k)))
-			continue
+			l.problems = append(l.problems, fmt.Sprintf("%s:%d: a key must be a plain name, found %s", path, k.Line, yamlx.KindName(k)))
+			return
 		}
 		if k.Tag == "!!merge" {
 			l.problems = append(l.problems, fmt.Sprintf("%s:%d: merge keys (<<) are not supported: write the settings out", path, k.Line))
-			continue
+			return
 		}
 		name := prefix + k.Value
 		s, isSetting := l.byKey[name]
-		if first, dup := seen[k.Value]; dup {
+		if first > 0 {
 			label := name
 			if isSetting {
 				label = fmt.Sprintf("%s (%s)", s.key, s.env)
 				l.bad[s.env] = true
 			}
 			l.problems = append(l.problems, fmt.Sprintf("%s:%d: %s is set twice (first at line %d)", path, k.Line, label, first))
-			continue
+			return
 		}
-		seen[k.Value] = k.Line
 
 		switch {
 		case isSetting:
@@ -237,11 +236,10 @@ func (l *loader) mapping(path string, n *yaml.Node, prefix string) {
 		case prefix == "" && k.Value == keyTenants:
 			l.tenantList(path, k, v)
 		case prefix == "" && l.sections[k.Value]:
-			v = resolveAlias(v)
 			switch {
-			case v == nil || isNull(v):
+			case v == nil || yamlx.IsNull(v):
 			case v.Kind != yaml.MappingNode:
-				l.problems = append(l.problems, fmt.Sprintf("%s:%d: %s must be a mapping of settings, found %s", path, k.Line, name, kindName(v)))
+				l.problems = append(l.problems, fmt.Sprintf("%s:%d: %s must be a mapping of settings, found %s", path, k.Line, name, yamlx.KindName(v)))
 			default:
 				l.mapping(path, v, name+".")
 			}
@@ -256,20 +254,19 @@ func (l *loader) mapping(path string, n *yaml.Node, prefix string) {
 			}
 			l.problems = append(l.problems, msg)
 		}
-	}
+	})
 }
 
 // leaf applies one setting's value from the file.
 func (l *loader) leaf(path string, s setting, k, v *yaml.Node) {
 	where := fmt.Sprintf("%s:%d: %s (%s)", path, k.Line, s.key, s.env)
-	v = resolveAlias(v)
 	switch {
-	case v == nil || isNull(v):
+	case v == nil || yamlx.IsNull(v):
 		return // "key:" with no value leaves the default
 	case v.Kind == yaml.SequenceNode && s.list:
 		var items []string
 		for _, item := range v.Content {
-			if item = resolveAlias(item); item == nil || item.Kind != yaml.ScalarNode {
+			if item = yamlx.Resolve(item); item == nil || item.Kind != yaml.ScalarNode {
 				l.report(s, where+": expected a list of single values")
 				return
 			}
@@ -277,7 +274,7 @@ func (l *loader) leaf(path string, s setting, k, v *yaml.Node) {
 		}
 		v = &yaml.Node{Kind: yaml.ScalarNode, Value: strings.Join(items, ",")}
 	case v.Kind != yaml.ScalarNode:
-		l.report(s, where+": expected a single value, found "+kindName(v))
+		l.report(s, where+": expected a single value, found "+yamlx.KindName(v))
 		return
 	}
 	if val := clean(s, v.Value); val != "" {
@@ -296,9 +293,6 @@ func (l *loader) suggest(prefix, key string) string {
 			return s.key
 		}
 	}
-	if len(key) > 64 {
-		return ""
-	}
 	var candidates []string
 	for _, s := range l.all {
 		if rest, ok := strings.CutPrefix(s.key, prefix); ok && !strings.Contains(rest, ".") {
@@ -310,13 +304,7 @@ func (l *loader) suggest(prefix, key string) string {
 			candidates = append(candidates, section)
 		}
 	}
-	best, bestDistance := "", 3
-	for _, c := range candidates {
-		if d := distance(key, c); d < bestDistance && d < len(key) || d == bestDistance && c < best {
-			best, bestDistance = c, d
-		}
-	}
-	if best != "" {
+	if best := yamlx.Closest(key, candidates); best != "" {
 		return best
 	}
 	for _, s := range l.all {
@@ -327,36 +315,11 @@ func (l *loader) suggest(prefix, key string) string {
 	return ""
 }
 
-// distance is the Levenshtein distance between a and b.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
-
 // yamlSyntax turns yaml.v3's "yaml: line 3: …" into "path:3: …".
 func yamlSyntax(path string, err error) string {
-	msg := strings.TrimPrefix(oneLine(err.Error()), "yaml: ")
-	if rest, ok := strings.CutPrefix(msg, "line "); ok {
-		if num, text, ok := strings.Cut(rest, ": "); ok {
-			if _, err := strconv.Atoi(num); err == nil {
-				return path + ":" + num + ": " + text
-			}
-		}
+	line, msg := yamlx.SyntaxError(err)
+	if line > 0 {
+		return path + ":" + strconv.Itoa(line) + ": " + msg
 	}
 	return path + ": " + msg
 }
@@ -364,46 +327,6 @@ func yamlSyntax(path string, err error) string {
 // oneLine keeps a message on one line.
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
-}
-
-// documentRoot returns the content of a document node.
-func documentRoot(n *yaml.Node) *yaml.Node {
-	if n.Kind == yaml.DocumentNode {
-		if len(n.Content) == 0 {
-			return nil
-		}
-		n = n.Content[0]
-	}
-	return resolveAlias(n)
-}
-
-// resolveAlias follows alias nodes to the anchored node.
-func resolveAlias(n *yaml.Node) *yaml.Node {
-	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 100; i++ {
-		n = n.Alias
-	}
-	if n != nil && n.Kind == yaml.AliasNode {
-		return nil
-	}
-	return n
-}
-
-func isNull(n *yaml.Node) bool {
-	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
-}
-
-// kindName describes a node's kind for messages; it never quotes the value.
-func kindName(n *yaml.Node) string {
-	switch n.Kind {
-	case yaml.MappingNode:
-		return "a mapping"
-	case yaml.SequenceNode:
-		return "a list"
-	case yaml.ScalarNode:
-		return "a single value"
-	default:
-		return "an unexpected YAML node"
-	}
 }
 
 // readFileLimited reads a config or secret file of at most maxFileSize bytes.

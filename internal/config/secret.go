@@ -7,6 +7,8 @@ import (
 	"log/slog"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/authpipe/authpipe/internal/yamlx"
 )
 
 // redacted is what every Secret prints instead of its value.
@@ -56,13 +58,13 @@ func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 // UnmarshalYAML reads a secret from a YAML scalar; null leaves it empty. The
 // error for any other node does not quote the node.
 func (s *Secret) UnmarshalYAML(n *yaml.Node) error {
-	n = resolveAlias(n)
+	n = yamlx.Resolve(n)
 	switch {
-	case n == nil || isNull(n):
+	case n == nil || yamlx.IsNull(n):
 		*s = ""
 		return nil
 	case n.Kind != yaml.ScalarNode:
-		return errors.New("a secret must be a single string value, found " + kindName(n))
+		return errors.New("a secret must be a single string value, found " + yamlx.KindName(n))
 	}
 	*s = Secret(n.Value)
 	return nil

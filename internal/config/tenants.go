@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/authpipe/authpipe/internal/yamlx"
 )
 
 // Tenant is one Auth0 tenant authpipe polls: its name (the metric label
@@ -82,19 +84,18 @@ type rawValue struct {
 // tenantList reads the file's tenants list. Values are applied later, by
 // buildTenants, over the top-level settings as the environment left them.
 func (l *loader) tenantList(path string, k, v *yaml.Node) {
-	v = resolveAlias(v)
 	switch {
-	case v == nil || isNull(v):
+	case v == nil || yamlx.IsNull(v):
 		return
 	case v.Kind != yaml.SequenceNode:
-		l.problems = append(l.problems, fmt.Sprintf("%s:%d: tenants must be a list of tenants (name, auth0, segment), found %s", path, k.Line, kindName(v)))
+		l.problems = append(l.problems, fmt.Sprintf("%s:%d: tenants must be a list of tenants (name, auth0, segment), found %s", path, k.Line, yamlx.KindName(v)))
 		l.tenantsFile, l.badTenants = path, true
 		return
 	}
 	l.tenantsFile = path
 	for i, item := range v.Content {
 		label := fmt.Sprintf("tenants[%d]", i)
-		item = resolveAlias(item)
+		item = yamlx.Resolve(item)
 		if item == nil || item.Kind != yaml.MappingNode {
 			line := k.Line
 			if item != nil {
@@ -102,7 +103,7 @@ func (l *loader) tenantList(path string, k, v *yaml.Node) {
 			}
 			found := "nothing"
 			if item != nil {
-				found = kindName(item)
+				found = yamlx.KindName(item)
 			}
 			l.problems = append(l.problems, fmt.Sprintf("%s:%d: %s must be a mapping with name, auth0 and segment, found %s", path, line, label, found))
 			l.badTenants = true
@@ -117,48 +118,44 @@ func (l *loader) tenantList(path string, k, v *yaml.Node) {
 // tenantItem reads one tenant mapping (prefix "") or one of its sections
 // (prefix "auth0." or "segment.").
 func (l *loader) tenantItem(path, label string, n *yaml.Node, prefix string, rt *rawTenant) {
-	seen := map[string]int{}
 	scope := label + strings.TrimSuffix("."+prefix, ".")
-	for i := 0; i+1 < len(n.Content); i += 2 {
-		k, v := n.Content[i], n.Content[i+1]
+	yamlx.Pairs(n, func(k, v *yaml.Node, first int) {
 		if k.Kind != yaml.ScalarNode {
-			l.tenantProblem(fmt.Sprintf("%s:%d: a key must be a plain name, found %s", path, k.Line, kindName(k)))
-			continue
+			l.tenantProblem(fmt.Sprintf("%s:%d: a key must be a plain name, found %s", path, k.Line, yamlx.KindName(k)))
+			return
 		}
 		if k.Tag == "!!merge" {
 			l.tenantProblem(fmt.Sprintf("%s:%d: merge keys (<<) are not supported: write the settings out", path, k.Line))
-			continue
+			return
 		}
-		if first, dup := seen[k.Value]; dup {
+		if first > 0 {
 			l.tenantProblem(fmt.Sprintf("%s:%d: %s.%s is set twice (first at line %d)", path, k.Line, label, prefix+k.Value, first))
-			continue
+			return
 		}
-		seen[k.Value] = k.Line
-		v = resolveAlias(v)
 		key := prefix + k.Value
 		s, isSetting := l.byKey[key]
 		switch {
 		case prefix == "" && (k.Value == "auth0" || k.Value == "segment"):
 			switch {
-			case v == nil || isNull(v):
+			case v == nil || yamlx.IsNull(v):
 			case v.Kind != yaml.MappingNode:
-				l.tenantProblem(fmt.Sprintf("%s:%d: %s.%s must be a mapping of settings, found %s", path, k.Line, label, k.Value, kindName(v)))
+				l.tenantProblem(fmt.Sprintf("%s:%d: %s.%s must be a mapping of settings, found %s", path, k.Line, label, k.Value, yamlx.KindName(v)))
 			default:
 				l.tenantItem(path, label, v, k.Value+".", rt)
 			}
 		case prefix == "" && k.Value == "name":
 			switch {
-			case v == nil || isNull(v):
+			case v == nil || yamlx.IsNull(v):
 			case v.Kind != yaml.ScalarNode:
-				l.tenantProblem(fmt.Sprintf("%s:%d: %s.name: expected a single value, found %s", path, k.Line, label, kindName(v)))
+				l.tenantProblem(fmt.Sprintf("%s:%d: %s.name: expected a single value, found %s", path, k.Line, label, yamlx.KindName(v)))
 			default:
 				rt.name, rt.nameLine = strings.TrimSpace(v.Value), k.Line
 			}
 		case isSetting && perTenant(s):
 			switch {
-			case v == nil || isNull(v):
+			case v == nil || yamlx.IsNull(v):
 			case v.Kind != yaml.ScalarNode:
-				l.tenantProblem(fmt.Sprintf("%s:%d: %s.%s: expected a single value, found %s", path, k.Line, label, key, kindName(v)))
+				l.tenantProblem(fmt.Sprintf("%s:%d: %s.%s: expected a single value, found %s", path, k.Line, label, key, yamlx.KindName(v)))
 			default:
 				if val := clean(s, v.Value); val != "" {
 					rt.values[key] = rawValue{value: val, line: k.Line}
@@ -174,7 +171,7 @@ func (l *loader) tenantItem(path, label string, n *yaml.Node, prefix string, rt 
 			}
 			l.tenantProblem(msg)
 		}
-	}
+	})
 }
 
 func (l *loader) tenantProblem(p string) {
@@ -194,13 +191,7 @@ func (l *loader) suggestTenantKey(prefix, key string) string {
 			}
 		}
 	}
-	best, bestDistance := "", 3
-	for _, c := range candidates {
-		if d := distance(key, c); d < bestDistance && d < len(key) || d == bestDistance && c < best {
-			best, bestDistance = c, d
-		}
-	}
-	return best
+	return yamlx.Closest(key, candidates)
 }
 
 // tenantsListed reports whether the file lists tenants.
