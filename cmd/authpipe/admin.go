@@ -8,6 +8,7 @@ import (
 	"github.com/authpipe/authpipe/internal/admin"
 	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/thresholds"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // adminHandler builds the admin API (package admin) over the app's tenants
@@ -83,7 +84,7 @@ func (a *app) closeTrail() {
 // reloads every engine, and this replica leads if it leads any.
 type ruleEngines []*thresholds.Engine
 
-func (r ruleEngines) Rules() *thresholds.RuleSet { return r[0].Rules() }
+func (r ruleEngines) Rules() *rules.Set { return r[0].Rules() }
 
 func (r ruleEngines) Leader() bool {
 	for _, e := range r {

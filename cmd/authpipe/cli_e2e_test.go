@@ -15,7 +15,7 @@ import (
 
 	"github.com/authpipe/authpipe/alerts"
 	"github.com/authpipe/authpipe/internal/testredis"
-	"github.com/authpipe/authpipe/internal/thresholds"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // TestE2EHelp: --help and -h on every command and subcommand exit 0 with
@@ -101,7 +101,7 @@ func TestE2EStartsFromAnEmptyDirectoryWithBuiltInRules(t *testing.T) {
 	h.dir = t.TempDir()
 	p := h.start()
 	h.waitReady(p, 20*time.Second)
-	shipped, err := thresholds.LoadRuleData("shipped", alerts.Thresholds)
+	shipped, err := rules.LoadData("shipped", alerts.Thresholds)
 	require.NoError(t, err)
 	require.Equal(t, 1.0, h.metric("authpipe_rules_last_reload_successful"))
 	for _, name := range shipped.Names() {

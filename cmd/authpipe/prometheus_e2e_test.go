@@ -22,7 +22,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/e2etest"
 	"github.com/authpipe/authpipe/internal/testredis"
-	"github.com/authpipe/authpipe/internal/thresholds"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // startPrometheus runs Prometheus scraping target every second with the
@@ -158,7 +158,7 @@ func TestE2EPrometheusScrapesAuthpipe(t *testing.T) {
 	// Every shipped rule loaded and evaluates without error on live data,
 	// and none of them alerts on the breach: authpipe notifies it itself,
 	// once (docs/runbook.md, "Alert paths").
-	rs, err := thresholds.LoadRules(repoRoot + "/alerts/thresholds.yml")
+	rs, err := rules.Load(repoRoot + "/alerts/thresholds.yml")
 	require.NoError(t, err)
 	loaded := prom.Rules(t)
 	for _, r := range loaded {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/authpipe/authpipe/alerts"
 	"github.com/authpipe/authpipe/internal/thresholds"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 const rulesUsage = `Usage:
@@ -34,7 +35,7 @@ func rulesCommand(args []string, stdout, stderr io.Writer) int {
 	var err error
 	switch args[0] {
 	case "check":
-		err = thresholds.CheckFiles(args[1:], stdout)
+		err = rules.CheckFiles(args[1:], stdout)
 	case "test":
 		err = thresholds.TestFiles(args[1:], stdout)
 	default:
@@ -85,9 +86,9 @@ func resolveRules(setting string) (rulesSource, error) {
 }
 
 // load loads and validates the rules.
-func (r rulesSource) load() (*thresholds.RuleSet, error) {
+func (r rulesSource) load() (*rules.Set, error) {
 	if r.builtIn() {
-		return thresholds.LoadRuleData(r.path, r.data)
+		return rules.LoadData(r.path, r.data)
 	}
-	return thresholds.LoadRules(r.path)
+	return rules.Load(r.path)
 }

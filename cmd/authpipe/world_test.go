@@ -13,6 +13,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/thresholds"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // replayWorld runs the events gen returns for [from, to), a minute at a
@@ -20,7 +21,7 @@ import (
 // checked every 30 s, and returns the alerts raised.
 func replayWorld(t *testing.T, gen func(from, to time.Time) []sim.Event, from, to time.Time) []thresholds.Alert {
 	t.Helper()
-	rs, err := thresholds.LoadRules(repoRoot + "/alerts/thresholds.yml")
+	rs, err := rules.Load(repoRoot + "/alerts/thresholds.yml")
 	require.NoError(t, err)
 	rp, err := thresholds.NewReplay(rs, "demo", 30*time.Second) // the shipped rules check every 30s or 1m
 	require.NoError(t, err)

@@ -17,6 +17,7 @@ import (
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/thresholds"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // Defaults applied by New to zero Config fields.
@@ -159,7 +160,7 @@ var (
 
 // Rules is what the API needs of the threshold engine (*thresholds.Engine).
 type Rules interface {
-	Rules() *thresholds.RuleSet
+	Rules() *rules.Set
 	Reload() error
 	Leader() bool
 }

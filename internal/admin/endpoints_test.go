@@ -30,7 +30,7 @@ import (
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/metrics"
 	"github.com/authpipe/authpipe/internal/sim"
-	"github.com/authpipe/authpipe/internal/thresholds"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 const rulesYAML = `rules:
@@ -58,13 +58,13 @@ const rulesYAML = `rules:
 // fakeRules stands in for the threshold engine.
 type fakeRules struct {
 	mu      sync.Mutex
-	rs      *thresholds.RuleSet
+	rs      *rules.Set
 	err     error
 	reloads int
 }
 
-func (f *fakeRules) Rules() *thresholds.RuleSet { f.mu.Lock(); defer f.mu.Unlock(); return f.rs }
-func (f *fakeRules) Leader() bool               { return true }
+func (f *fakeRules) Rules() *rules.Set { f.mu.Lock(); defer f.mu.Unlock(); return f.rs }
+func (f *fakeRules) Leader() bool      { return true }
 func (f *fakeRules) Reload() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -72,11 +72,11 @@ func (f *fakeRules) Reload() error {
 	return f.err
 }
 
-func loadRules(t *testing.T) *thresholds.RuleSet {
+func loadRules(t *testing.T) *rules.Set {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "rules.yml")
 	require.NoError(t, os.WriteFile(path, []byte(rulesYAML), 0o600))
-	rs, err := thresholds.LoadRules(path)
+	rs, err := rules.Load(path)
 	require.NoError(t, err)
 	return rs
 }

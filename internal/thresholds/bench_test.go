@@ -14,6 +14,7 @@ import (
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/testredis"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // benchBatch is the consumer's batch size (DefaultReadCount).
@@ -51,7 +52,7 @@ func (discard) notify([]Alert) {}
 // batch made pending before each op's timing starts (noisy: a shared
 // machine and a shared Redis).
 func BenchmarkCount(b *testing.B) {
-	rs, err := LoadRules("../../alerts/thresholds.yml")
+	rs, err := rules.Load("../../alerts/thresholds.yml")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/jsonscan"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // Counting model, shared by the Redis store and the in-memory store of
@@ -60,7 +61,7 @@ type event struct {
 	id     string // stream entry id (dedupe of redeliveries)
 	date   time.Time
 	typ    string
-	fields [5]string // by groupFields
+	fields [5]string // by rules.Fields
 	raw    []byte    // the log while its fields are unread (eventHead); nil once read
 }
 
@@ -193,11 +194,11 @@ type countResult struct {
 // keyspace names the keys of rules.
 type keyspace struct{ prefix string }
 
-func (k keyspace) bucketKey(r *Rule, kind string, bucket int64) string {
-	return k.prefix + "thr:" + r.Name + ":" + r.countFP + ":" + kind + ":" + strconv.FormatInt(bucket, 10)
+func (k keyspace) bucketKey(r *rules.Rule, kind string, bucket int64) string {
+	return k.prefix + "thr:" + r.Name + ":" + r.CountFingerprint() + ":" + kind + ":" + strconv.FormatInt(bucket, 10)
 }
 
-func (k keyspace) tmpKey(r *Rule, kind string) string {
+func (k keyspace) tmpKey(r *rules.Rule, kind string) string {
 	return k.prefix + "thr:tmp:" + r.Name + ":" + kind
 }
 
@@ -214,20 +215,20 @@ func bucketOf(t time.Time, b time.Duration) int64 {
 }
 
 // windowBuckets returns the first and last bucket of r's window at now.
-func windowBuckets(r *Rule, now time.Time) (lo, hi int64) {
-	return bucketOf(now.Add(-r.Window), r.bucket), bucketOf(now, r.bucket)
+func windowBuckets(r *rules.Rule, now time.Time) (lo, hi int64) {
+	return bucketOf(now.Add(-r.Window), r.Bucket()), bucketOf(now, r.Bucket())
 }
 
 // opsFor returns the increments event e causes for rule r, counted at now.
 // An event too old for any future window of r causes none.
-func (k keyspace) opsFor(r *Rule, e event, now time.Time) []op {
-	inTypes, inOf := r.types[e.typ], r.of[e.typ]
+func (k keyspace) opsFor(r *rules.Rule, e event, now time.Time) []op {
+	inTypes, inOf := r.InTypes(e.typ), r.InRatioOf(e.typ)
 	if !inTypes && !inOf {
 		return nil
 	}
 	group := ""
 	if r.GroupBy != "" {
-		group = e.fields[fieldIndex(r.GroupBy)]
+		group = e.fields[rules.FieldIndex(r.GroupBy)]
 		if group == "" {
 			return nil // cannot attribute the event to a group
 		}
@@ -241,8 +242,8 @@ func (k keyspace) opsFor(r *Rule, e event, now time.Time) []op {
 		// alert in real time.
 		date = now
 	}
-	bucket := bucketOf(date, r.bucket)
-	end := time.UnixMilli((bucket + 1) * r.bucket.Milliseconds())
+	bucket := bucketOf(date, r.Bucket())
+	end := time.UnixMilli((bucket + 1) * r.Bucket().Milliseconds())
 	ttl := end.Add(r.Window + keyGrace).Sub(now)
 	if ttl <= 0 {
 		return nil
@@ -255,13 +256,13 @@ func (k keyspace) opsFor(r *Rule, e event, now time.Time) []op {
 		o.kind = 'c'
 		o.c = k.bucketKey(r, kindKeyCount, bucket)
 		if r.Distinct != "" {
-			o.value = e.fields[fieldIndex(r.Distinct)]
+			o.value = e.fields[rules.FieldIndex(r.Distinct)]
 			if o.value == "" {
 				return nil
 			}
 			o.kind = 'd'
 			o.d = k.bucketKey(r, kindKeyDistinct, bucket)
-			o.dcap = r.distinctCap()
+			o.dcap = r.DistinctCap()
 		}
 		ops = append(ops, o)
 	}
@@ -283,7 +284,7 @@ type groupValue struct {
 
 // evalQuery asks a store for a rule's values in one window.
 type evalQuery struct {
-	rule      *Rule
+	rule      *rules.Rule
 	lo, hi    int64
 	threshold float64 // candidates: groups at or above it (count: the value; distinct: the upper bound)
 	maxCand   int     // how many candidates at most (0: none)

@@ -17,31 +17,10 @@
 //
 // # Rule files
 //
-// AUTHPIPE_RULES names a rule file or a directory of *.yml files. Decoding
-// is strict: an unknown field, a wrong type, a bad duration or cron
-// expression, an unknown log type code (auth0log.LookupType), an unknown
-// group_by or distinct field, a duplicate name (also across files) are
-// errors, and every error names file, line, rule and field. The format:
-//
-//	rules:
-//	  - name: FailedLoginsPerIP   # alertname; [A-Za-z0-9_]+, unique, not Authpipe…
-//	    types: [f, fp, fu]        # Auth0 log type codes counted (required)
-//	    group_by: ip              # optional: ip | user_id | user_name | client_id | connection
-//	    distinct: user_name       # optional: count distinct values of this field instead of events
-//	    ratio: {of: [s, f, fp, fu]} # optional: value = events of types / events of ratio.of
-//	    min_events: 50            # ratio rules: evaluate a group only with >= 50 events of ratio.of
-//	    window: 5m                # event-time window (the log's date), 1s to 7d (required)
-//	    threshold: 20             # breached when value >= threshold, > 0 (required)
-//	    every: 30s                # schedule, or cron: "*/1 * * * *" (5 fields, UTC); default every 1m
-//	    severity: warning         # critical | warning | info; default warning
-//	    labels: {team: identity}  # extra alert labels (not alertname, severity, tenant, the group_by field)
-//	    annotations:              # summary, description, runbook_url, …; Go templates over
-//	      summary: "{{ .Value }} failed logins from {{ .Group }}"  # AnnotationData
-//
-// A ratio rule is how a failure-ratio spike is written: types are the
-// failures, ratio.of the sign-on attempts (successes and failures), and
-// min_events keeps a handful of attempts from making a 100 % ratio. Ratio
-// rules are evaluated on schedule only.
+// AUTHPIPE_RULES names a rule file or a directory of *.yml files; their
+// format, validation and `authpipe rules check` are package rules'. `authpipe
+// rules test` (TestFiles) runs rule unit tests through this package's
+// evaluation, in memory.
 //
 // # Counting, and why it has its own consumer group
 //

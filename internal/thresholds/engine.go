@@ -26,6 +26,7 @@ import (
 	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/lease"
 	"github.com/authpipe/authpipe/internal/logrepeat"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // DefaultGroup is the consumer group the threshold counter reads the
@@ -375,7 +376,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 }
 
 // Rules returns the rules in force.
-func (e *Engine) Rules() *RuleSet { return e.ev.rules.Load() }
+func (e *Engine) Rules() *rules.Set { return e.ev.rules.Load() }
 
 // Leader reports whether this replica holds the scheduler lease; always
 // true on the embedded buffer.
@@ -606,11 +607,11 @@ func (e *Engine) every(ctx context.Context, d time.Duration, fn func()) {
 }
 
 // loadRules loads the rules from Rules, or else from RulesPath.
-func (c Config) loadRules() (*RuleSet, error) {
+func (c Config) loadRules() (*rules.Set, error) {
 	if c.Rules != nil {
-		return LoadRuleData(c.RulesPath, c.Rules)
+		return rules.LoadData(c.RulesPath, c.Rules)
 	}
-	return LoadRules(c.RulesPath)
+	return rules.Load(c.RulesPath)
 }
 
 // rulesSignature is that of the rule files, or a constant for Rules.
@@ -624,7 +625,7 @@ func (c Config) rulesSignature() string {
 // rulesSignature describes the rule files' names, sizes and modification
 // times: it changes when a file is edited, added or removed.
 func rulesSignature(path string) string {
-	files, err := RuleFiles(path)
+	files, err := rules.Files(path)
 	if err != nil {
 		return "error: " + err.Error()
 	}

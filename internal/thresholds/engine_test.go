@@ -442,6 +442,6 @@ func TestConfigValidate(t *testing.T) {
 			require.EqualError(t, err, tc.want)
 		})
 	}
-	_, err := New(Config{Tenant: "t", RulesPath: "testdata/unknown_field.bad.yml", Buffer: b}, Deps{})
-	require.ErrorContains(t, err, `load threshold rules: testdata/unknown_field.bad.yml:5: rule "BruteForce": field "windw": unknown field`)
+	_, err := New(Config{Tenant: "t", RulesPath: "rules/testdata/unknown_field.bad.yml", Buffer: b}, Deps{})
+	require.ErrorContains(t, err, `load threshold rules: rules/testdata/unknown_field.bad.yml:5: rule "BruteForce": field "windw": unknown field`)
 }

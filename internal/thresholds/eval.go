@@ -1,16 +1,22 @@
 package thresholds
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
+	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/common/model"
+
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // evaluator is the logic shared by the engine and `rules test`: it turns
@@ -24,7 +30,7 @@ type evaluator struct {
 	m         *engineMetrics
 	out       notifier
 	leader    func() bool
-	rules     atomic.Pointer[RuleSet]
+	rules     atomic.Pointer[rules.Set]
 	maxGroups int
 	maxAlerts int
 	top       int
@@ -64,7 +70,7 @@ func (ev *evaluator) countBatch(ctx context.Context, events []event, invalid []s
 		if e.date.After(newest) {
 			newest = e.date
 		}
-		if rs.countsType(e.typ) {
+		if rs.CountsType(e.typ) {
 			if err := e.readFields(); err != nil {
 				invalid = append(invalid, e.id)
 				continue
@@ -114,13 +120,13 @@ func (ev *evaluator) countBatch(ctx context.Context, events []event, invalid []s
 // evalRealtime raises alerts for the groups a batch pushed over a count or
 // distinct rule's threshold, without waiting for the scheduled check. It
 // only ever raises: resolving is the scheduled check's job.
-func (ev *evaluator) evalRealtime(ctx context.Context, rs *RuleSet, touched map[string]map[string]bool, now time.Time) {
-	for _, name := range sortedKeys(touched) {
+func (ev *evaluator) evalRealtime(ctx context.Context, rs *rules.Set, touched map[string]map[string]bool, now time.Time) {
+	for _, name := range slices.Sorted(maps.Keys(touched)) {
 		r, ok := rs.Get(name)
 		if !ok {
 			continue
 		}
-		groups := sortedKeys(touched[name])
+		groups := slices.Sorted(maps.Keys(touched[name]))
 		lo, hi := windowBuckets(r, now)
 		res, err := ev.store.eval(ctx, evalQuery{rule: r, lo: lo, hi: hi, groups: groups})
 		if err != nil {
@@ -182,7 +188,7 @@ type GroupValue struct {
 // check evaluates rule r at now: sets its metrics, raises alerts for new
 // breaching groups, refreshes the active ones and resolves those that no
 // longer breach.
-func (ev *evaluator) check(ctx context.Context, r *Rule, now time.Time) (CheckResult, error) {
+func (ev *evaluator) check(ctx context.Context, r *rules.Rule, now time.Time) (CheckResult, error) {
 	out := CheckResult{Rule: r.Name}
 	active, err := ev.activeFor(ctx, r.Name)
 	if err != nil {
@@ -192,7 +198,7 @@ func (ev *evaluator) check(ctx context.Context, r *Rule, now time.Time) (CheckRe
 	// what is counted) are resolved: their label set no longer exists.
 	current := active[:0]
 	for _, a := range active {
-		if a.Fingerprint != r.alertFP {
+		if a.Fingerprint != r.AlertFingerprint() {
 			ev.resolve(ctx, a, now)
 			continue
 		}
@@ -210,7 +216,7 @@ func (ev *evaluator) check(ctx context.Context, r *Rule, now time.Time) (CheckRe
 	}
 	byGroup := map[string]groupValue{}
 	for _, gv := range res.values {
-		if r.kind() == kindRatio && gv.den < r.minEvents() {
+		if r.Kind() == rules.KindRatio && gv.den < r.MinDenominator() {
 			continue // too few events for a meaningful ratio
 		}
 		byGroup[gv.group] = gv
@@ -278,7 +284,7 @@ func (ev *evaluator) check(ctx context.Context, r *Rule, now time.Time) (CheckRe
 // raise claims alerts for breaching groups that have none yet, as long as
 // the rule has fewer than maxAlerts active. It returns the alerts it raised,
 // for the caller to send.
-func (ev *evaluator) raise(ctx context.Context, r *Rule, breaching []groupValue, active []activeAlert, all []groupValue, res evalResult, now time.Time) []Alert {
+func (ev *evaluator) raise(ctx context.Context, r *rules.Rule, breaching []groupValue, active []activeAlert, all []groupValue, res evalResult, now time.Time) []Alert {
 	isActive := map[string]bool{}
 	for _, a := range active {
 		isActive[a.Group] = true
@@ -293,7 +299,7 @@ func (ev *evaluator) raise(ctx context.Context, r *Rule, breaching []groupValue,
 			break
 		}
 		labels, ann := ev.render(r, gv, all, res)
-		a := activeAlert{Rule: r.Name, Group: gv.group, Fingerprint: r.alertFP, Labels: labels, Annotations: ann,
+		a := activeAlert{Rule: r.Name, Group: gv.group, Fingerprint: r.AlertFingerprint(), Labels: labels, Annotations: ann,
 			StartsAt: now, LastSent: now, Value: gv.value}
 		ok, err := ev.store.claimAlert(ctx, a)
 		if err != nil {
@@ -332,7 +338,7 @@ func (ev *evaluator) resendActive(ctx context.Context, now time.Time) error {
 	var send []Alert
 	for _, a := range all {
 		r, ok := rs.Get(a.Rule)
-		if !ok || r.alertFP != a.Fingerprint {
+		if !ok || r.AlertFingerprint() != a.Fingerprint {
 			ev.resolve(ctx, a, now)
 			continue
 		}
@@ -364,7 +370,7 @@ func (ev *evaluator) activeFor(ctx context.Context, rule string) ([]activeAlert,
 }
 
 // render builds an alert's labels and annotations for group gv.
-func (ev *evaluator) render(r *Rule, gv groupValue, all []groupValue, res evalResult) (map[string]string, map[string]string) {
+func (ev *evaluator) render(r *rules.Rule, gv groupValue, all []groupValue, res evalResult) (map[string]string, map[string]string) {
 	labels := map[string]string{"alertname": r.Name, "severity": r.Severity}
 	if ev.tenant != "" {
 		labels["tenant"] = ev.tenant
@@ -376,31 +382,29 @@ func (ev *evaluator) render(r *Rule, gv groupValue, all []groupValue, res evalRe
 		labels[r.GroupBy] = gv.group
 	}
 	ann := map[string]string{
-		AnnotationValue:        formatValue(gv.value),
-		AnnotationThreshold:    formatValue(r.Threshold),
-		AnnotationWindow:       formatDuration(r.Window),
-		AnnotationTopOffenders: topOffenders(r, gv, all, ev.top),
+		rules.AnnotationValue:        formatValue(gv.value),
+		rules.AnnotationThreshold:    formatValue(r.Threshold),
+		rules.AnnotationWindow:       formatDuration(r.Window),
+		rules.AnnotationTopOffenders: topOffenders(r, gv, all, ev.top),
 	}
 	if res.cutGroups > 0 {
-		ann[AnnotationGroupsCut] = fmt.Sprintf("%d groups (%d events) dropped from full buckets in this window", res.cutGroups, res.cutEvents)
+		ann[rules.AnnotationGroupsCut] = fmt.Sprintf("%d groups (%d events) dropped from full buckets in this window", res.cutGroups, res.cutEvents)
 	}
-	data := AnnotationData{Rule: r.Name, Tenant: ev.tenant, Severity: r.Severity, GroupBy: r.GroupBy, Group: gv.group,
+	data := rules.AnnotationData{Rule: r.Name, Tenant: ev.tenant, Severity: r.Severity, GroupBy: r.GroupBy, Group: gv.group,
 		Value: formatValue(gv.value), Threshold: formatValue(r.Threshold), Window: formatDuration(r.Window), Labels: r.Labels}
-	for k, t := range r.annotations {
-		var buf bytes.Buffer
-		if err := t.Execute(&buf, data); err != nil {
+	for k := range r.Annotations {
+		v, err := r.Annotation(k, data)
+		if err != nil {
 			ev.log.Warn("render annotation", "rule", r.Name, "annotation", k, "err", err)
-			ann[k] = r.Annotations[k]
-			continue
 		}
-		ann[k] = buf.String()
+		ann[k] = v
 	}
 	return labels, ann
 }
 
 // topOffenders lists the alert's own group first, then the other groups
 // with the highest values, n in all: "a=40, b=12".
-func topOffenders(r *Rule, own groupValue, values []groupValue, n int) string {
+func topOffenders(r *rules.Rule, own groupValue, values []groupValue, n int) string {
 	if r.GroupBy == "" {
 		return formatValue(own.value)
 	}
@@ -431,4 +435,16 @@ func boolFloat(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// formatDuration prints a duration the way rule files write it (5m, 1h30m, 1d).
+func formatDuration(d time.Duration) string { return model.Duration(d).String() }
+
+// formatValue prints a value: whole numbers without decimals, fractions
+// with at most 4.
+func formatValue(v float64) string {
+	if v == math.Trunc(v) && math.Abs(v) < 1e15 {
+		return strconv.FormatInt(int64(v), 10)
+	}
+	return strconv.FormatFloat(math.Round(v*10000)/10000, 'f', -1, 64)
 }

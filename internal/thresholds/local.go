@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // rebuildBatch is the batch size of the reads that rebuild the counts at
@@ -95,10 +96,10 @@ func (e *Engine) rebuildUntilDone(ctx context.Context) bool {
 // Auth0's dates and the buffer's clock and for the keys' own grace. An
 // event is appended after it happened, so an entry appended before the
 // horizon is dated before it too.
-func rebuildHorizon(rs *RuleSet) time.Duration {
+func rebuildHorizon(rs *rules.Set) time.Duration {
 	var h time.Duration
 	for _, r := range rs.Rules {
-		h = max(h, r.Window+r.bucket)
+		h = max(h, r.Window+r.Bucket())
 	}
 	return h + 2*keyGrace
 }
@@ -106,7 +107,7 @@ func rebuildHorizon(rs *RuleSet) time.Duration {
 // checkRetention warns when the embedded buffer keeps raw logs for less
 // time than the rebuild horizon: counts rebuilt at start then miss the
 // oldest part of the longest windows.
-func checkRetention(lb LocalBuffer, rs *RuleSet, log *slog.Logger) {
+func checkRetention(lb LocalBuffer, rs *rules.Set, log *slog.Logger) {
 	c, ok := lb.(interface{ Config() buffer.Config })
 	if !ok {
 		return

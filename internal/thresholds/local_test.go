@@ -385,7 +385,7 @@ func TestLocalStorePrunes(t *testing.T) {
 	var longest time.Duration
 	for _, r := range rs.Rules {
 		// c, d or o, x per live bucket
-		bound += 3 * (int((r.Window+keyGrace+pruneInterval)/r.bucket) + 2)
+		bound += 3 * (int((r.Window+keyGrace+pruneInterval)/r.Bucket()) + 2)
 		longest = max(longest, r.Window)
 	}
 	peakKeys, peakIDs := 0, 0

@@ -2,12 +2,16 @@ package thresholds
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/jonboulle/clockwork"
+
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // memStore is the in-memory mirror of redisStore. It implements the same
@@ -295,8 +299,8 @@ func (s *memStore) eval(_ context.Context, q evalQuery) (evalResult, error) {
 		res.cutGroups += s.cuts[xk][0]
 		res.cutEvents += s.cuts[xk][1]
 	}
-	switch r.kind() {
-	case kindCount:
+	switch r.Kind() {
+	case rules.KindCount:
 		u := s.union(keysOf(kindKeyCount))
 		if q.maxCand > 0 {
 			n := 0
@@ -319,7 +323,7 @@ func (s *memStore) eval(_ context.Context, q evalQuery) (evalResult, error) {
 		for _, g := range q.groups {
 			res.values = append(res.values, groupValue{group: g, value: u[g]})
 		}
-	case kindDistinct:
+	case rules.KindDistinct:
 		var cands []string
 		seen := map[string]bool{}
 		add := func(g string) {
@@ -366,7 +370,7 @@ func (s *memStore) eval(_ context.Context, q evalQuery) (evalResult, error) {
 		for _, g := range cands {
 			res.values = append(res.values, groupValue{group: g, value: float64(len(vals[g]))})
 		}
-	case kindRatio:
+	case rules.KindRatio:
 		num, den := s.union(keysOf(kindKeyCount)), s.union(keysOf(kindKeyOf))
 		seen := map[string]bool{}
 		add := func(g string) {
@@ -383,7 +387,7 @@ func (s *memStore) eval(_ context.Context, q evalQuery) (evalResult, error) {
 		if q.maxCand > 0 {
 			n := 0
 			for _, c := range descending(den) {
-				if c.score < r.minEvents() || n == q.maxCand {
+				if c.score < r.MinDenominator() || n == q.maxCand {
 					break
 				}
 				add(c.member)
@@ -401,7 +405,7 @@ func (s *memStore) activeAlerts(context.Context) ([]activeAlert, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]activeAlert, 0, len(s.alerts))
-	for _, f := range sortedKeys(s.alerts) {
+	for _, f := range slices.Sorted(maps.Keys(s.alerts)) {
 		out = append(out, s.alerts[f])
 	}
 	return out, nil

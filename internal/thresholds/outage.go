@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -172,7 +174,7 @@ func (s *mirrorStore) due(now time.Time, minAge, firingFor time.Duration) []Aler
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []Alert
-	for _, k := range sortedKeys(s.alerts) {
+	for _, k := range slices.Sorted(maps.Keys(s.alerts)) {
 		a := s.alerts[k]
 		if now.Sub(a.LastSent) < minAge {
 			continue

@@ -5,11 +5,15 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // redisStore keeps counts and alert state in Redis, under the tenant's hash
@@ -331,25 +335,25 @@ func (s *redisStore) eval(ctx context.Context, q evalQuery) (evalResult, error) 
 		keys   []string
 		args   []any
 	)
-	switch r.kind() {
-	case kindCount:
+	switch r.Kind() {
+	case rules.KindCount:
 		script = evalCountScript
 		keys = append([]string{s.ks.tmpKey(r, kindKeyCount)}, keysOf(kindKeyCount)...)
 		keys = append(keys, keysOf(kindKeyCut)...)
 		args = []any{nb, strconv.FormatFloat(q.threshold, 'f', -1, 64), q.maxCand, q.top, len(q.groups)}
-	case kindDistinct:
+	case rules.KindDistinct:
 		script = evalDistinctScript
 		keys = append([]string{s.ks.tmpKey(r, kindKeyCount)}, keysOf(kindKeyCount)...)
 		keys = append(keys, keysOf(kindKeyDistinct)...)
 		keys = append(keys, keysOf(kindKeyCut)...)
 		args = []any{nb, strconv.FormatFloat(q.threshold, 'f', -1, 64), q.maxCand, q.top, len(q.groups)}
-	case kindRatio:
+	case rules.KindRatio:
 		script = evalRatioScript
 		keys = []string{s.ks.tmpKey(r, kindKeyCount), s.ks.tmpKey(r, kindKeyOf)}
 		keys = append(keys, keysOf(kindKeyCount)...)
 		keys = append(keys, keysOf(kindKeyOf)...)
 		keys = append(keys, keysOf(kindKeyCut)...)
-		args = []any{nb, strconv.FormatFloat(r.minEvents(), 'f', -1, 64), q.maxCand, len(q.groups)}
+		args = []any{nb, strconv.FormatFloat(r.MinDenominator(), 'f', -1, 64), q.maxCand, len(q.groups)}
 	}
 	for _, g := range q.groups {
 		args = append(args, g)
@@ -363,7 +367,7 @@ func (s *redisStore) eval(ctx context.Context, q evalQuery) (evalResult, error) 
 	}
 	out := evalResult{cutGroups: toInt(res[1]), cutEvents: toInt(res[2])}
 	list, _ := res[0].([]any)
-	if r.kind() == kindRatio {
+	if r.Kind() == rules.KindRatio {
 		for i := 0; i+2 < len(list); i += 3 {
 			num, den := toFloat(list[i+1]), toFloat(list[i+2])
 			gv := groupValue{group: toString(list[i]), num: num, den: den}
@@ -386,7 +390,7 @@ func (s *redisStore) activeAlerts(ctx context.Context) ([]activeAlert, error) {
 		return nil, fmt.Errorf("read active alerts: %w", err)
 	}
 	out := make([]activeAlert, 0, len(m))
-	for _, field := range sortedKeys(m) {
+	for _, field := range slices.Sorted(maps.Keys(m)) {
 		a, err := decodeAlertState(m[field])
 		if err != nil {
 			// A corrupt entry would never resolve: drop it.

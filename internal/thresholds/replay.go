@@ -11,6 +11,8 @@ import (
 
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // Replay runs Auth0 logs through rules in memory, in event time, with the
@@ -48,7 +50,7 @@ func (f *firingLog) notify(alerts []Alert) {
 
 // NewReplay returns a Replay of rules rs for tenant that checks every
 // rule every step of event time (a rule's own schedule is not used).
-func NewReplay(rs *RuleSet, tenant string, step time.Duration) (*Replay, error) {
+func NewReplay(rs *rules.Set, tenant string, step time.Duration) (*Replay, error) {
 	if step <= 0 {
 		return nil, errors.New("replay step: want more than 0")
 	}

@@ -9,13 +9,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/testredis"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // Every shipped rule passes its rules test, and every shipped rule has one.
 func TestShippedRules(t *testing.T) {
 	var out bytes.Buffer
-	require.NoError(t, CheckFiles([]string{"../../alerts/thresholds.yml"}, &out), out.String())
-	rs, err := LoadRules("../../alerts/thresholds.yml")
+	require.NoError(t, rules.CheckFiles([]string{"../../alerts/thresholds.yml"}, &out), out.String())
+	rs, err := rules.Load("../../alerts/thresholds.yml")
 	require.NoError(t, err)
 
 	files, err := filepath.Glob("../../alerts/tests/*.test.yml")
@@ -59,7 +60,7 @@ func TestEngineRulesData(t *testing.T) {
 	const name = "built-in:alerts/thresholds.yml" // no such file
 	e, err := New(Config{Tenant: "t", RulesPath: name, Rules: data, Buffer: b}, Deps{})
 	require.NoError(t, err)
-	want, err := LoadRuleData(name, data)
+	want, err := rules.LoadData(name, data)
 	require.NoError(t, err)
 	require.Equal(t, want.Names(), e.Rules().Names())
 	require.NotEmpty(t, e.Rules().Names())

@@ -16,6 +16,7 @@ import (
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/testredis"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 const storeRules = `
@@ -49,14 +50,10 @@ rules:
     threshold: 10
 `
 
-func mustRules(t testing.TB, src string) *RuleSet {
+func mustRules(t testing.TB, src string) *rules.Set {
 	t.Helper()
-	rules, err := ParseRules("test.yml", []byte(src))
+	rs, err := rules.LoadData("test.yml", []byte(src))
 	require.NoError(t, err)
-	rs := &RuleSet{Rules: rules, byName: map[string]*Rule{}}
-	for _, r := range rules {
-		rs.byName[r.Name] = r
-	}
 	return rs
 }
 
@@ -229,8 +226,8 @@ func TestCountsAreBounded(t *testing.T) {
 	}
 	res, err := s.count(ctx, batch, 10)
 	require.NoError(t, err)
-	ck := s.ks.bucketKey(r, kindKeyCount, bucketOf(now, r.bucket))
-	require.Equal(t, 191, res.cut[s.ks.bucketKey(r, kindKeyCut, bucketOf(now, r.bucket))])
+	ck := s.ks.bucketKey(r, kindKeyCount, bucketOf(now, r.Bucket()))
+	require.Equal(t, 191, res.cut[s.ks.bucketKey(r, kindKeyCut, bucketOf(now, r.Bucket()))])
 
 	card, err := b.Client().ZCard(ctx, ck).Result()
 	require.NoError(t, err)
@@ -241,7 +238,7 @@ func TestCountsAreBounded(t *testing.T) {
 	ttl, err := b.Client().PTTL(ctx, ck).Result()
 	require.NoError(t, err)
 	require.Greater(t, ttl, r.Window)
-	require.LessOrEqual(t, ttl, r.Window+r.bucket+keyGrace)
+	require.LessOrEqual(t, ttl, r.Window+r.Bucket()+keyGrace)
 
 	lo, hi := windowBuckets(r, now)
 	ev, err := s.eval(ctx, evalQuery{rule: r, lo: lo, hi: hi, threshold: r.Threshold, maxCand: 200, top: 3})
@@ -264,12 +261,12 @@ func TestTooOldEventsAreNotCounted(t *testing.T) {
 	now := time.Date(2024, 1, 1, 12, 0, 0, 0, time.UTC)
 	ks := keyspace{prefix: "p:"}
 	e := event{id: "1-0", typ: "fp", fields: [5]string{"1.2.3.4"}}
-	e.date = now.Add(-r.Window - r.bucket - keyGrace - time.Second)
+	e.date = now.Add(-r.Window - r.Bucket() - keyGrace - time.Second)
 	require.Empty(t, ks.opsFor(r, e, now))
 	e.date = now.Add(-r.Window)
 	ops := ks.opsFor(r, e, now)
 	require.Len(t, ops, 1)
-	require.Equal(t, "p:thr:PerIP:"+r.countFP+":c:"+fmt.Sprint(bucketOf(e.date, r.bucket)), ops[0].c)
+	require.Equal(t, "p:thr:PerIP:"+r.CountFingerprint()+":c:"+fmt.Sprint(bucketOf(e.date, r.Bucket())), ops[0].c)
 	e.fields[0] = ""
 	require.Empty(t, ks.opsFor(r, e, now), "no ip: the event cannot be grouped by ip")
 	e.typ = "s"
@@ -278,8 +275,8 @@ func TestTooOldEventsAreNotCounted(t *testing.T) {
 	e.typ = "fp"
 	e.date = now.Add(24 * time.Hour)
 	ops = ks.opsFor(r, e, now)
-	require.Equal(t, bucketOf(now, r.bucket), ops[0].bucket, "a future date beyond clock skew counts as now")
-	require.LessOrEqual(t, ops[0].ttl, r.Window+r.bucket+keyGrace)
+	require.Equal(t, bucketOf(now, r.Bucket()), ops[0].bucket, "a future date beyond clock skew counts as now")
+	require.LessOrEqual(t, ops[0].ttl, r.Window+r.Bucket()+keyGrace)
 }
 
 // A window covers at least its length and at most one bucket more.
@@ -300,8 +297,8 @@ func TestWindowBounds(t *testing.T) {
 	}
 	require.Equal(t, 1.0, val(at))
 	require.Equal(t, 1.0, val(at.Add(r.Window)))
-	require.Equal(t, 1.0, val(at.Add(r.Window+r.bucket-time.Millisecond)))
-	require.Equal(t, 0.0, val(at.Add(r.Window+r.bucket)))
+	require.Equal(t, 1.0, val(at.Add(r.Window+r.Bucket()-time.Millisecond)))
+	require.Equal(t, 0.0, val(at.Add(r.Window+r.Bucket())))
 	require.Equal(t, 0.0, val(at.Add(-time.Second)), "not yet happened")
 }
 
@@ -348,13 +345,8 @@ rules:
 `
 	path := filepath.Join(t.TempDir(), "rules.yml")
 	require.NoError(t, os.WriteFile(path, []byte(failures), 0o600))
-	rs, err := LoadRuleFiles([]string{path})
+	rs, err := rules.LoadFiles([]string{path})
 	require.NoError(t, err)
-	require.True(t, rs.countsType("fp"))
-	require.True(t, rs.countsType("fu"))
-	require.False(t, rs.countsType("s"))
-	require.True(t, mustRules(t, failures).countsType("s"), "types unknown: read")
-	require.False(t, (*RuleSet)(nil).countsType("fp"))
 
 	at := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
 	l := mkLog(t, "s", at, map[string]string{"ip": "10.0.0.1", "user_name": "u1"})
@@ -362,8 +354,8 @@ rules:
 	require.NoError(t, err)
 	require.Equal(t, [5]string{}, e.fields, "not read yet")
 	require.NoError(t, e.readFields())
-	require.Equal(t, "10.0.0.1", e.fields[fieldIndex("ip")])
-	require.Equal(t, "u1", e.fields[fieldIndex("user_name")])
+	require.Equal(t, "10.0.0.1", e.fields[rules.FieldIndex("ip")])
+	require.Equal(t, "u1", e.fields[rules.FieldIndex("user_name")])
 	require.Nil(t, e.raw)
 	eager, err := eventOf("1-0", l.Raw)
 	require.NoError(t, err)

@@ -29,7 +29,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/e2etest"
 	"github.com/authpipe/authpipe/internal/testredis"
-	"github.com/authpipe/authpipe/internal/thresholds"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 const repoRoot = "../../../.."
@@ -241,9 +241,9 @@ func alertmanagerConfig(t *testing.T, webhooks map[string]string) string {
 func TestE2EAlertPaths(t *testing.T) {
 	e2etest.NeedTool(t, "prometheus")
 	e2etest.NeedTool(t, "prometheus-alertmanager")
-	rules, err := thresholds.LoadRules(repoRoot + "/alerts/thresholds.yml")
+	shipped, err := rules.Load(repoRoot + "/alerts/thresholds.yml")
 	require.NoError(t, err)
-	isThreshold := func(alertname string) bool { _, ok := rules.Get(alertname); return ok }
+	isThreshold := func(alertname string) bool { _, ok := shipped.Get(alertname); return ok }
 
 	redisSrv := testredis.Start(t)
 	security, operations := newReceiver(t), newReceiver(t)
@@ -359,7 +359,7 @@ func TestE2EAlertPaths(t *testing.T) {
 				require.True(t, s.Equal(a.StartsAt), "%v notified with two starts: %s and %s", a.Labels, s, a.StartsAt)
 			}
 			starts[key] = a.StartsAt
-			require.Equal(t, rulesSeverity(t, rules, name), a.Labels["severity"], "%v", a.Labels)
+			require.Equal(t, rulesSeverity(t, shipped, name), a.Labels["severity"], "%v", a.Labels)
 			require.Equal(t, tenant, a.Labels["tenant"])
 		}
 	}
@@ -395,7 +395,7 @@ func TestE2EAlertPaths(t *testing.T) {
 	t.Logf("%d notifications at security, %d at operations", len(security.notifications()), len(operations.notifications()))
 }
 
-func rulesSeverity(t *testing.T, rs *thresholds.RuleSet, name string) string {
+func rulesSeverity(t *testing.T, rs *rules.Set, name string) string {
 	t.Helper()
 	r, ok := rs.Get(name)
 	require.True(t, ok, name)

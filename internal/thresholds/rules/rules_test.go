@@ -1,4 +1,4 @@
-package thresholds
+package rules
 
 import (
 	"bytes"
@@ -40,7 +40,7 @@ func TestBadRuleFiles(t *testing.T) {
 		"empty.bad.yml":          `testdata/empty.bad.yml:1: empty file (want a mapping with a "rules" list)`,
 	} {
 		t.Run(file, func(t *testing.T) {
-			_, err := LoadRules(filepath.Join("testdata", file))
+			_, err := Load(filepath.Join("testdata", file))
 			require.EqualError(t, err, want)
 			var errs Errors
 			require.True(t, errors.As(err, &errs))
@@ -53,7 +53,7 @@ func TestBadRuleFiles(t *testing.T) {
 }
 
 func TestGoodRuleFile(t *testing.T) {
-	rs, err := LoadRules("testdata/good.yml")
+	rs, err := Load("testdata/good.yml")
 	require.NoError(t, err)
 	require.Equal(t, []string{"BruteForce", "Stuffing", "Spike"}, rs.Names())
 
@@ -67,17 +67,17 @@ func TestGoodRuleFile(t *testing.T) {
 	require.Equal(t, map[string]string{"team": "identity"}, bf.Labels)
 	require.Equal(t, "testdata/good.yml", bf.File)
 	require.Equal(t, 2, bf.Line)
-	require.Equal(t, kindCount, bf.kind())
+	require.Equal(t, KindCount, bf.Kind())
 	require.True(t, bf.Realtime())
 
 	st, _ := rs.Get("Stuffing")
-	require.Equal(t, kindDistinct, st.kind())
+	require.Equal(t, KindDistinct, st.Kind())
 	require.Equal(t, "cron */2 * * * *", st.Schedule())
 	require.Zero(t, st.Every)
-	require.Equal(t, int64(20), st.distinctCap())
+	require.Equal(t, int64(20), st.DistinctCap())
 
 	sp, _ := rs.Get("Spike")
-	require.Equal(t, kindRatio, sp.kind())
+	require.Equal(t, KindRatio, sp.Kind())
 	require.False(t, sp.Realtime())
 	require.Equal(t, []string{"s", "f", "fp", "fu"}, sp.Ratio.Of)
 	require.Equal(t, int64(50), sp.MinEvents)
@@ -88,7 +88,7 @@ func TestGoodRuleFile(t *testing.T) {
 }
 
 func TestRuleDirectory(t *testing.T) {
-	rs, err := LoadRules("testdata/rules.d")
+	rs, err := Load("testdata/rules.d")
 	require.NoError(t, err)
 	require.Equal(t, []string{"BruteForce", "Blocked"}, rs.Names(), "*.yml files in name order, others ignored")
 
@@ -96,12 +96,12 @@ func TestRuleDirectory(t *testing.T) {
 	dir := t.TempDir()
 	copyFile(t, "testdata/rules.d/a.yml", filepath.Join(dir, "a.yml"))
 	copyFile(t, "testdata/rules.d/a.yml", filepath.Join(dir, "b.yml"))
-	_, err = LoadRules(dir)
+	_, err = Load(dir)
 	require.EqualError(t, err, filepath.Join(dir, "b.yml")+`:2: rule "BruteForce": field "name": duplicate rule name (first defined at `+filepath.Join(dir, "a.yml")+`:2)`)
 
-	_, err = LoadRules(t.TempDir())
+	_, err = Load(t.TempDir())
 	require.ErrorContains(t, err, "no *.yml files")
-	_, err = LoadRules(filepath.Join(dir, "missing.yml"))
+	_, err = Load(filepath.Join(dir, "missing.yml"))
 	require.ErrorContains(t, err, "read rules:")
 }
 
@@ -137,9 +137,9 @@ var errLine = regexp.MustCompile(`^fuzz\.yml(:\d+)?: `)
 
 // FuzzParseRules: the parser never panics, every error names the file (and
 // a line), and what it accepts satisfies the rule invariants.
-func FuzzParseRules(f *testing.F) {
+func FuzzParse(f *testing.F) {
 	seeds, _ := filepath.Glob("testdata/*.yml")
-	seeds = append(seeds, "../../alerts/thresholds.yml")
+	seeds = append(seeds, "../../../alerts/thresholds.yml")
 	for _, s := range seeds {
 		data, err := os.ReadFile(s)
 		if err == nil {
@@ -149,7 +149,7 @@ func FuzzParseRules(f *testing.F) {
 	f.Add([]byte("rules:\n  - &a {name: A, types: [fp], window: 5m, threshold: 1}\n  - *a\n"))
 	f.Add([]byte("rules: [{name: X, types: [fp], window: 1d, threshold: .5, ratio: {of: [s]}, min_events: 3}]"))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		rules, err := ParseRules("fuzz.yml", data)
+		rules, err := Parse("fuzz.yml", data)
 		if err != nil {
 			var errs Errors
 			if !errors.As(err, &errs) {
@@ -197,4 +197,20 @@ func copyFile(t *testing.T, from, to string) {
 	data, err := os.ReadFile(from)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(to, data, 0o600))
+}
+
+// A set knows the types its rules count, ratio.of included, so that the
+// fields of other events are never read; a set built by hand knows none
+// and reads them all.
+func TestCountsType(t *testing.T) {
+	rs, err := Load("testdata/rules.d")
+	require.NoError(t, err)
+	require.True(t, rs.CountsType("fp"))
+	require.True(t, rs.CountsType("limit_wc"))
+	require.False(t, rs.CountsType("s"))
+	good, err := Load("testdata/good.yml")
+	require.NoError(t, err)
+	require.True(t, good.CountsType("s"), "a ratio.of type is counted")
+	require.True(t, (&Set{Rules: good.Rules}).CountsType("limit_wc"), "types unknown: read")
+	require.False(t, (*Set)(nil).CountsType("fp"))
 }

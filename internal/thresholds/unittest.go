@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -19,32 +21,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
-)
 
-// CheckFiles validates rule files (`authpipe rules check FILE…`). Each path
-// is a rule file or a directory of *.yml files, checked on its own. It
-// writes one line per path ("path: N rules OK") or one line per problem
-// ("file:line: rule "X": field "window": …") to w, and returns an error if
-// any path has a problem.
-func CheckFiles(paths []string, w io.Writer) error {
-	if len(paths) == 0 {
-		return errors.New("rules check: no files given")
-	}
-	bad := 0
-	for _, p := range paths {
-		rs, err := LoadRules(p)
-		if err != nil {
-			bad++
-			fmt.Fprintln(w, strings.TrimRight(err.Error(), "\n"))
-			continue
-		}
-		fmt.Fprintf(w, "%s: %d rules OK\n", p, len(rs.Rules))
-	}
-	if bad > 0 {
-		return fmt.Errorf("rules check: %d of %d paths have errors", bad, len(paths))
-	}
-	return nil
-}
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
+)
 
 // Rule test files (`authpipe rules test FILE…`), in the spirit of
 // `promtool test rules`:
@@ -173,13 +152,13 @@ func runTestFile(path string) (int, int, []string, error) {
 		if !filepath.IsAbs(rf) {
 			rf = filepath.Join(filepath.Dir(path), rf)
 		}
-		more, err := RuleFiles(rf)
+		more, err := rules.Files(rf)
 		if err != nil {
 			return 0, 0, nil, err
 		}
 		files = append(files, more...)
 	}
-	rs, err := LoadRuleFiles(files)
+	rs, err := rules.LoadFiles(files)
 	if err != nil {
 		return 0, 0, nil, err
 	}
@@ -211,7 +190,7 @@ type captured struct{ alerts []Alert }
 
 func (c *captured) notify(a []Alert) { c.alerts = append(c.alerts, a...) }
 
-func runTestCase(rs *RuleSet, start time.Time, tc testCase) []string {
+func runTestCase(rs *rules.Set, start time.Time, tc testCase) []string {
 	var events []timedEvent
 	var problems []string
 	for i, te := range tc.Events {
@@ -343,7 +322,7 @@ func compareAlerts(i int, te testEval, active []activeAlert) []string {
 		if exp.ExpValue != nil && formatValue(*exp.ExpValue) != formatValue(a.Value) {
 			problems = append(problems, fmt.Sprintf("%s: alert %s: value %s, want %s", where, formatLabels(want), formatValue(a.Value), formatValue(*exp.ExpValue)))
 		}
-		for _, k := range sortedKeys(exp.ExpAnnotations) {
+		for _, k := range slices.Sorted(maps.Keys(exp.ExpAnnotations)) {
 			if a.Annotations[k] != exp.ExpAnnotations[k] {
 				problems = append(problems, fmt.Sprintf("%s: alert %s: annotation %s = %q, want %q", where, formatLabels(want), k, a.Annotations[k], exp.ExpAnnotations[k]))
 			}
@@ -370,7 +349,7 @@ func comparableLabels(l map[string]string) map[string]string {
 
 func formatLabels(l map[string]string) string {
 	parts := make([]string, 0, len(l))
-	for _, k := range sortedKeys(l) {
+	for _, k := range slices.Sorted(maps.Keys(l)) {
 		parts = append(parts, k+"="+strconv.Quote(l[k]))
 	}
 	return "{" + strings.Join(parts, ", ") + "}"
