@@ -25,7 +25,7 @@ import (
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/status"
-	"github.com/authpipe/authpipe/internal/thresholds"
+	"github.com/authpipe/authpipe/internal/thresholds/notify"
 )
 
 // The demo runs the whole pipeline in one process: the Auth0 simulator with
@@ -454,7 +454,7 @@ type alertLog struct {
 }
 
 func (l *alertLog) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var p thresholds.WebhookPayload
+	var p notify.WebhookPayload
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&p); err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return

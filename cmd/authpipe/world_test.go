@@ -13,13 +13,14 @@ import (
 
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/thresholds"
+	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // replayWorld runs the events gen returns for [from, to), a minute at a
 // time, through the shipped threshold rules in event time, each rule
 // checked every 30 s, and returns the alerts raised.
-func replayWorld(t *testing.T, gen func(from, to time.Time) []sim.Event, from, to time.Time) []thresholds.Alert {
+func replayWorld(t *testing.T, gen func(from, to time.Time) []sim.Event, from, to time.Time) []notify.Alert {
 	t.Helper()
 	rs, err := rules.Load(repoRoot + "/alerts/thresholds.yml")
 	require.NoError(t, err)
@@ -41,7 +42,7 @@ func replayWorld(t *testing.T, gen func(from, to time.Time) []sim.Event, from, t
 	return rp.Fired()
 }
 
-func describe(alerts []thresholds.Alert) string {
+func describe(alerts []notify.Alert) string {
 	var out []string
 	for _, a := range alerts {
 		out = append(out, fmt.Sprintf("%v value=%s top=%s", a.Labels, a.Annotations["value"], a.Annotations["top_offenders"]))

@@ -14,6 +14,7 @@ import (
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/testredis"
+	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
@@ -41,7 +42,7 @@ func benchLogs(b *testing.B, n int, start time.Time) []auth0log.Log {
 // discard takes alerts and drops them.
 type discard struct{}
 
-func (discard) notify([]Alert) {}
+func (discard) Notify([]notify.Alert) {}
 
 // BenchmarkCount: the counting path of one event (one op), in batches of
 // 100 as the consumer reads them, under the shipped rules: the head

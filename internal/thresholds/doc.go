@@ -133,18 +133,15 @@
 //
 // Active alerts are shared state in Redis (authpipe:{tenant}:thr:alerts),
 // or in memory on the embedded buffer: raising is a claim (HSETNX), so the
-// real-time path and the scheduled check, on any replica, raise an alert once. Alerts carry the labels alertname (the
-// rule), severity, tenant, the rule's labels and the group value under the
-// group_by field's name (ip="203.0.113.7"), and the annotations value,
-// threshold, window, top_offenders (the alert's own group first, then the
-// highest others; groups_cut when the cap dropped groups) plus the rule's
-// own. They are pushed to Alertmanager (POST /api/v2/alerts) and/or the
-// webhook (WebhookPayload) with endsAt four re-send intervals ahead,
-// re-sent every Config.ResendInterval while active, and resolved with
-// endsAt = now. Sending is asynchronous and retried with exponential backoff
-// (429, 5xx, network errors; other 4xx are permanent); a batch that still
-// fails is dropped and counted in authpipe_alerts_send_errors_total (it is
-// re-sent with the next round). This is the only path a breach takes to
+// real-time path and the scheduled check, on any replica, raise an alert
+// once. Alerts carry the labels alertname (the rule), severity, tenant, the
+// rule's labels and the group value under the group_by field's name
+// (ip="203.0.113.7"), and the annotations value, threshold, window,
+// top_offenders (the alert's own group first, then the highest others;
+// groups_cut when the cap dropped groups) plus the rule's own. They go to
+// Alertmanager and/or the webhook (package notify) with endsAt four re-send
+// intervals ahead, are re-sent every Config.ResendInterval while active, and
+// resolved with endsAt = now. This is the only path a breach takes to
 // Alertmanager: the shipped Prometheus rules watch authpipe's health, not
 // authpipe_threshold_breached (docs/runbook.md, "Alert paths").
 //

@@ -26,6 +26,7 @@ import (
 	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/lease"
 	"github.com/authpipe/authpipe/internal/logrepeat"
+	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
@@ -104,7 +105,7 @@ type Config struct {
 	// AlertmanagerURL, if set, is the Alertmanager the alerts are pushed to
 	// (its base URL; /api/v2/alerts is appended).
 	AlertmanagerURL string
-	// WebhookURL, if set, receives the alerts as a JSON POST (WebhookPayload).
+	// WebhookURL, if set, receives the alerts as a JSON POST (notify.WebhookPayload).
 	WebhookURL string
 	// LeaseTTL is the lease period of the scheduler lease: a replica that
 	// dies is replaced within it. Default 15s.
@@ -269,7 +270,7 @@ type Engine struct {
 	ev    *evaluator
 	lease *lease.Lease // nil on the embedded buffer: always the leader
 	mem   *memStore    // the store on the embedded buffer, else nil
-	rcv   fanout
+	rcv   notify.Fanout
 
 	// Outages (outage.go). On Redis: the copy of the active alerts, the
 	// lease key, and whether this replica held the lease last (ledLast),
@@ -322,12 +323,10 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 
 	e := &Engine{cfg: cfg, log: log, rep: logrepeat.New(log, deps.Clock, 0), clock: deps.Clock, m: m, sig: sig, jobs: map[string]uuid.UUID{}}
 	if cfg.AlertmanagerURL != "" {
-		e.rcv = append(e.rcv, newAlertmanager(cfg.AlertmanagerURL, deps.HTTPClient, deps.Clock, log, m, cfg.SendRetries, cfg.SendBackoff))
-		m.receiverSet.WithLabelValues(ReceiverAlertmanager).Set(1)
+		e.rcv = append(e.rcv, notify.NewAlertmanager(cfg.AlertmanagerURL, deps.HTTPClient, deps.Clock, log, m.Metrics, cfg.SendRetries, cfg.SendBackoff))
 	}
 	if cfg.WebhookURL != "" {
-		e.rcv = append(e.rcv, newWebhook(cfg.WebhookURL, deps.HTTPClient, deps.Clock, log, m, cfg.SendRetries, cfg.SendBackoff))
-		m.receiverSet.WithLabelValues(ReceiverWebhook).Set(1)
+		e.rcv = append(e.rcv, notify.NewWebhook(cfg.WebhookURL, deps.HTTPClient, deps.Clock, log, m.Metrics, cfg.SendRetries, cfg.SendBackoff))
 	}
 	var st store
 	if cfg.Local != nil {
@@ -453,7 +452,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	sched.Start()
 
 	for _, r := range e.rcv {
-		goRun(func() { r.run(runCtx, 5*time.Second) })
+		goRun(func() { r.Run(runCtx, 5*time.Second) })
 	}
 	goRun(func() { e.consume(runCtx) })
 	goRun(func() { e.keepAlerts(runCtx) })

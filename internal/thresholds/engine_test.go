@@ -18,13 +18,14 @@ import (
 
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/testredis"
+	"github.com/authpipe/authpipe/internal/thresholds/notify"
 )
 
 // fakeAM records what is posted to /api/v2/alerts.
 type fakeAM struct {
 	*httptest.Server
 	mu       sync.Mutex
-	posts    [][]Alert
+	posts    [][]notify.Alert
 	received []time.Time // clock time of each alert
 	now      func() time.Time
 	status   []int // scripted statuses, then 200
@@ -47,7 +48,7 @@ func newFakeAM(t *testing.T, clock clockwork.Clock) *fakeAM {
 			w.WriteHeader(code)
 			return
 		}
-		var alerts []Alert
+		var alerts []notify.Alert
 		if err := json.NewDecoder(r.Body).Decode(&alerts); err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
@@ -61,10 +62,10 @@ func newFakeAM(t *testing.T, clock clockwork.Clock) *fakeAM {
 	return am
 }
 
-func (am *fakeAM) all() []Alert {
+func (am *fakeAM) all() []notify.Alert {
 	am.mu.Lock()
 	defer am.mu.Unlock()
-	var out []Alert
+	var out []notify.Alert
 	for _, p := range am.posts {
 		out = append(out, p...)
 	}
@@ -74,10 +75,10 @@ func (am *fakeAM) all() []Alert {
 func (am *fakeAM) count() int { return len(am.all()) }
 
 // resolutions returns the alerts that were resolutions when received.
-func (am *fakeAM) resolutions() []Alert {
+func (am *fakeAM) resolutions() []notify.Alert {
 	am.mu.Lock()
 	defer am.mu.Unlock()
-	var out []Alert
+	var out []notify.Alert
 	i := 0
 	for _, p := range am.posts {
 		for _, a := range p {
@@ -168,7 +169,7 @@ func (h *harness) counter(name string, labels ...string) float64 {
 	case "realtime":
 		c = m.realtime
 	case "sent":
-		c = m.sent.WithLabelValues(labels...)
+		c = m.Sent.WithLabelValues(labels...)
 	}
 	return testutil.ToFloat64(c)
 }
@@ -211,8 +212,8 @@ func TestFailedLoginsAlertAndResolve(t *testing.T) {
 	require.Eventually(t, func() bool { return h.counter("checks", rule) >= 1 }, 5*time.Second, 5*time.Millisecond, "first check at start")
 	require.Equal(t, 1.0, h.counter("leader"))
 	require.Equal(t, 0.0, h.counter("breached", rule))
-	require.Equal(t, 1.0, testutil.ToFloat64(h.eng.m.receiverSet.WithLabelValues(ReceiverAlertmanager)))
-	require.Equal(t, 0.0, testutil.ToFloat64(h.eng.m.receiverSet.WithLabelValues(ReceiverWebhook)))
+	require.Equal(t, 1.0, testutil.ToFloat64(h.eng.m.Configured.WithLabelValues(notify.ReceiverAlertmanager)))
+	require.Equal(t, 0.0, testutil.ToFloat64(h.eng.m.Configured.WithLabelValues(notify.ReceiverWebhook)))
 
 	burstAt := clock.Now()
 	_, err := h.buf.Append(ctx, burst(t, 40, "fp", "203.0.113.7", burstAt), "")
@@ -265,7 +266,7 @@ func TestFailedLoginsAlertAndResolve(t *testing.T) {
 	require.GreaterOrEqual(t, resends, 1+3, "first send and at least one re-send per minute while active")
 	require.Eventually(t, func() bool { return h.counter("breached", rule) == 0 }, time.Second, 5*time.Millisecond)
 	// The counter moves once the sender has read Alertmanager's answer.
-	require.Eventually(t, func() bool { return float64(am.count()) == h.counter("sent", ReceiverAlertmanager) }, time.Second, 5*time.Millisecond,
+	require.Eventually(t, func() bool { return float64(am.count()) == h.counter("sent", notify.ReceiverAlertmanager) }, time.Second, 5*time.Millisecond,
 		"every alert Alertmanager took is counted as sent")
 
 	// Group values never become label values.

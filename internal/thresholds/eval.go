@@ -16,8 +16,14 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/common/model"
 
+	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
+
+// notifier takes alerts to send; it never blocks.
+type notifier interface {
+	Notify(alerts []notify.Alert)
+}
 
 // evaluator is the logic shared by the engine and `rules test`: it turns
 // events into count increments, checks rules, and runs the alert lifecycle
@@ -157,7 +163,7 @@ func (ev *evaluator) evalRealtime(ctx context.Context, rs *rules.Set, touched ma
 			}
 		}
 		// Sent after the metrics are set: whoever sees the alert sees them.
-		ev.out.notify(raised)
+		ev.out.Notify(raised)
 	}
 }
 
@@ -276,7 +282,7 @@ func (ev *evaluator) check(ctx context.Context, r *rules.Rule, now time.Time) (C
 	ev.m.lastCheck.WithLabelValues(r.Name).Set(float64(now.UnixNano()) / 1e9)
 
 	raised := ev.raise(ctx, r, breaching, active, values, res, now)
-	ev.out.notify(raised)
+	ev.out.Notify(raised)
 	out.Firing = firing + len(raised)
 	return out, nil
 }
@@ -284,13 +290,13 @@ func (ev *evaluator) check(ctx context.Context, r *rules.Rule, now time.Time) (C
 // raise claims alerts for breaching groups that have none yet, as long as
 // the rule has fewer than maxAlerts active. It returns the alerts it raised,
 // for the caller to send.
-func (ev *evaluator) raise(ctx context.Context, r *rules.Rule, breaching []groupValue, active []activeAlert, all []groupValue, res evalResult, now time.Time) []Alert {
+func (ev *evaluator) raise(ctx context.Context, r *rules.Rule, breaching []groupValue, active []activeAlert, all []groupValue, res evalResult, now time.Time) []notify.Alert {
 	isActive := map[string]bool{}
 	for _, a := range active {
 		isActive[a.Group] = true
 	}
 	n := len(active)
-	var send []Alert
+	var send []notify.Alert
 	for _, gv := range breaching {
 		if isActive[gv.group] {
 			continue
@@ -310,7 +316,7 @@ func (ev *evaluator) raise(ctx context.Context, r *rules.Rule, breaching []group
 			continue // another replica, or the real-time path, raised it first
 		}
 		n++
-		send = append(send, Alert{Labels: labels, Annotations: ann, StartsAt: now, EndsAt: now.Add(ev.firingFor())})
+		send = append(send, notify.Alert{Labels: labels, Annotations: ann, StartsAt: now, EndsAt: now.Add(ev.firingFor())})
 	}
 	return send
 }
@@ -323,7 +329,7 @@ func (ev *evaluator) resolve(ctx context.Context, a activeAlert, now time.Time) 
 		return
 	}
 	if dropped {
-		ev.out.notify([]Alert{{Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, EndsAt: now}})
+		ev.out.Notify([]notify.Alert{{Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, EndsAt: now}})
 	}
 }
 
@@ -335,7 +341,7 @@ func (ev *evaluator) resendActive(ctx context.Context, now time.Time) error {
 		return err
 	}
 	rs := ev.rules.Load()
-	var send []Alert
+	var send []notify.Alert
 	for _, a := range all {
 		r, ok := rs.Get(a.Rule)
 		if !ok || r.AlertFingerprint() != a.Fingerprint {
@@ -349,9 +355,9 @@ func (ev *evaluator) resendActive(ctx context.Context, now time.Time) error {
 		if err := ev.store.putAlert(ctx, a); err != nil {
 			return err
 		}
-		send = append(send, Alert{Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, EndsAt: now.Add(ev.firingFor())})
+		send = append(send, notify.Alert{Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, EndsAt: now.Add(ev.firingFor())})
 	}
-	ev.out.notify(send)
+	ev.out.Notify(send)
 	return nil
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/thresholds/notify"
 )
 
 const shippedRules = "../../alerts/thresholds.yml"
@@ -30,14 +31,14 @@ const shippedRules = "../../alerts/thresholds.yml"
 type fakeWebhook struct {
 	*httptest.Server
 	mu     sync.Mutex
-	alerts []WebhookAlert
+	alerts []notify.WebhookAlert
 	at     []time.Time
 }
 
 func newFakeWebhook(t *testing.T, clock clockwork.Clock) *fakeWebhook {
 	w := &fakeWebhook{}
 	w.Server = httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		var p WebhookPayload
+		var p notify.WebhookPayload
 		if err := json.NewDecoder(r.Body).Decode(&p); err != nil {
 			http.Error(rw, err.Error(), http.StatusBadRequest)
 			return
@@ -54,10 +55,10 @@ func newFakeWebhook(t *testing.T, clock clockwork.Clock) *fakeWebhook {
 }
 
 // find returns the alerts of rule with status ("firing" or "resolved").
-func (w *fakeWebhook) find(rule, status string) []WebhookAlert {
+func (w *fakeWebhook) find(rule, status string) []notify.WebhookAlert {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var out []WebhookAlert
+	var out []notify.WebhookAlert
 	for _, a := range w.alerts {
 		if a.Labels["alertname"] == rule && a.Status == status {
 			out = append(out, a)

@@ -7,6 +7,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/authpipe/authpipe/internal/thresholds/notify"
 )
 
 // Event outcomes: the result label of authpipe_threshold_events_total.
@@ -27,6 +29,7 @@ var jobStatuses = []gocron.JobStatus{gocron.Success, gocron.Fail, gocron.Skip, g
 // share one registry. Rule names are the only other varying label values:
 // group values (IPs, users) never become labels.
 type engineMetrics struct {
+	*notify.Metrics
 	breached    *prometheus.GaugeVec
 	value       *prometheus.GaugeVec
 	checks      *prometheus.CounterVec
@@ -36,9 +39,6 @@ type engineMetrics struct {
 	cut         *prometheus.CounterVec
 	reloadOK    prometheus.Gauge
 	reloadTime  prometheus.Gauge
-	sent        *prometheus.CounterVec
-	sendErrors  *prometheus.CounterVec
-	receiverSet *prometheus.GaugeVec
 	leader      prometheus.Gauge
 	events      *prometheus.CounterVec
 	realtime    prometheus.Counter
@@ -51,6 +51,7 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 	f := promauto.With(reg)
 	rule := []string{"rule"}
 	m := &engineMetrics{
+		Metrics: notify.NewMetrics(reg),
 		breached: f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_threshold_breached",
 			Help: "1 while a threshold rule is breached for at least one group (or has alerts held active while the counts are not live), " +
 				"per this replica's last check; kept while the buffer does not answer (see authpipe_threshold_last_check_timestamp_seconds), " +
@@ -80,24 +81,12 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 			Help: "1 if the last load of the threshold rule files succeeded, 0 if it failed (the previous rules keep running)."}),
 		reloadTime: f.NewGauge(prometheus.GaugeOpts{Name: "authpipe_rules_last_reload_success_timestamp_seconds",
 			Help: "Time of the last successful load of the threshold rule files."}),
-		sent: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_alerts_sent_total",
-			Help: "Alerts (firing, re-sent or resolved) delivered to a receiver."}, []string{"receiver"}),
-		sendErrors: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_alerts_send_errors_total",
-			Help: "Alert batches a receiver did not take after all retries, or that were dropped."}, []string{"receiver"}),
-		receiverSet: f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_alerts_receiver_configured",
-			Help: "1 if alerts go to this receiver (ALERTMANAGER_URL, AUTHPIPE_ALERT_WEBHOOK_URL), else 0: with neither, breaches show only in metrics."},
-			[]string{"receiver"}),
 		leader: f.NewGauge(prometheus.GaugeOpts{Name: "authpipe_threshold_leader",
 			Help: "1 on the replica that holds the threshold lease and runs the scheduled checks."}),
 		events: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_threshold_events_total",
 			Help: "Buffered events taken by the threshold counter, by result."}, []string{"result"}),
 		realtime: f.NewCounter(prometheus.CounterOpts{Name: "authpipe_threshold_realtime_alerts_total",
 			Help: "Alerts raised by the real-time path, as events were counted, before any scheduled check."}),
-	}
-	for _, r := range receivers {
-		m.sent.WithLabelValues(r)
-		m.sendErrors.WithLabelValues(r)
-		m.receiverSet.WithLabelValues(r)
 	}
 	for _, r := range eventResults {
 		m.events.WithLabelValues(r)

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authpipe/authpipe/internal/lease"
+	"github.com/authpipe/authpipe/internal/thresholds/notify"
 )
 
 // What the engine does so that a buffer outage (Redis unreachable) never
@@ -170,10 +171,10 @@ func (s *mirrorStore) dropAlert(ctx context.Context, rule, group string, startsA
 
 // due returns the mirrored alerts not sent for minAge, as firing until
 // now+firingFor, and marks them sent at now.
-func (s *mirrorStore) due(now time.Time, minAge, firingFor time.Duration) []Alert {
+func (s *mirrorStore) due(now time.Time, minAge, firingFor time.Duration) []notify.Alert {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []Alert
+	var out []notify.Alert
 	for _, k := range slices.Sorted(maps.Keys(s.alerts)) {
 		a := s.alerts[k]
 		if now.Sub(a.LastSent) < minAge {
@@ -181,7 +182,7 @@ func (s *mirrorStore) due(now time.Time, minAge, firingFor time.Duration) []Aler
 		}
 		a.LastSent = now
 		s.alerts[k] = a
-		out = append(out, Alert{Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, EndsAt: now.Add(firingFor)})
+		out = append(out, notify.Alert{Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, EndsAt: now.Add(firingFor)})
 	}
 	return out
 }
@@ -240,7 +241,7 @@ func (e *Engine) resendTick(ctx context.Context) {
 		if !e.fromMemory.Swap(true) {
 			e.log.Info("re-sending active alerts from memory while the buffer does not answer", "alerts", len(send))
 		}
-		e.ev.out.notify(send)
+		e.ev.out.Notify(send)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
@@ -37,10 +38,10 @@ type Replay struct {
 // resolutions).
 type firingLog struct {
 	clock  clockwork.Clock
-	alerts []Alert
+	alerts []notify.Alert
 }
 
-func (f *firingLog) notify(alerts []Alert) {
+func (f *firingLog) Notify(alerts []notify.Alert) {
 	for _, a := range alerts {
 		if !a.Resolved(f.clock.Now()) {
 			f.alerts = append(f.alerts, a)
@@ -119,4 +120,4 @@ func (r *Replay) checkUntil(ctx context.Context, t time.Time) error {
 
 // Fired returns the alerts raised so far, in order (firing alerts only: no
 // re-sends, no resolutions).
-func (r *Replay) Fired() []Alert { return r.fired.alerts }
+func (r *Replay) Fired() []notify.Alert { return r.fired.alerts }

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 
+	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
@@ -186,9 +187,9 @@ type timedEvent struct {
 }
 
 // captured collects sent alerts (rules tests compare the active state).
-type captured struct{ alerts []Alert }
+type captured struct{ alerts []notify.Alert }
 
-func (c *captured) notify(a []Alert) { c.alerts = append(c.alerts, a...) }
+func (c *captured) Notify(a []notify.Alert) { c.alerts = append(c.alerts, a...) }
 
 func runTestCase(rs *rules.Set, start time.Time, tc testCase) []string {
 	var events []timedEvent

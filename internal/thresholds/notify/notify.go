@@ -1,4 +1,16 @@
-package thresholds
+// Package notify delivers threshold alerts to Alertmanager (API v2, POST
+// /api/v2/alerts) and to a generic webhook (WebhookPayload, the shape of
+// Alertmanager's own webhook notifications).
+//
+// Notify never blocks the caller: it queues a batch (a full queue drops it,
+// counted). Run delivers the batches in order and retries 429, 5xx and
+// network errors with exponential backoff; any other status is permanent. A
+// batch that still fails is dropped and counted in
+// authpipe_alerts_send_errors_total: the engine re-sends active alerts every
+// re-send interval, so the next round makes it good. At shutdown what is
+// still queued gets one attempt. Errors and logs never include a receiver's
+// URL (it may carry credentials).
+package notify
 
 import (
 	"bytes"
@@ -14,6 +26,8 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/authpipe/authpipe/internal/logrepeat"
 )
@@ -26,6 +40,33 @@ const (
 )
 
 var receivers = []string{ReceiverAlertmanager, ReceiverWebhook}
+
+// Metrics are the receivers' metrics, series of both receivers created at 0.
+type Metrics struct {
+	Sent       *prometheus.CounterVec // authpipe_alerts_sent_total{receiver}
+	SendErrors *prometheus.CounterVec // authpipe_alerts_send_errors_total{receiver}
+	Configured *prometheus.GaugeVec   // authpipe_alerts_receiver_configured{receiver}
+}
+
+// NewMetrics registers the receivers' metrics on reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	m := &Metrics{
+		Sent: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_alerts_sent_total",
+			Help: "Alerts (firing, re-sent or resolved) delivered to a receiver."}, []string{"receiver"}),
+		SendErrors: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_alerts_send_errors_total",
+			Help: "Alert batches a receiver did not take after all retries, or that were dropped."}, []string{"receiver"}),
+		Configured: f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_alerts_receiver_configured",
+			Help: "1 if alerts go to this receiver (ALERTMANAGER_URL, AUTHPIPE_ALERT_WEBHOOK_URL), else 0: with neither, breaches show only in metrics."},
+			[]string{"receiver"}),
+	}
+	for _, r := range receivers {
+		m.Sent.WithLabelValues(r)
+		m.SendErrors.WithLabelValues(r)
+		m.Configured.WithLabelValues(r)
+	}
+	return m
+}
 
 // Alert is one alert as Alertmanager's API v2 takes it (POST /api/v2/alerts).
 // A firing alert carries an EndsAt in the future (Alertmanager resolves it by
@@ -61,23 +102,18 @@ type WebhookAlert struct {
 	EndsAt      time.Time         `json:"endsAt"`
 }
 
-// notifier takes alerts to send; it never blocks.
-type notifier interface {
-	notify(alerts []Alert)
-}
-
-// receiver posts alert batches to one endpoint, in order, retrying with
+// Receiver posts alert batches to one endpoint, in order, retrying with
 // backoff: 2xx is success, 429, 5xx and network errors are retried, any
 // other status is permanent. A batch that still fails is dropped (and
 // counted): alerts are re-sent while active anyway.
-type receiver struct {
+type Receiver struct {
 	name    string
 	url     string
 	client  *http.Client
 	clock   clockwork.Clock
 	log     *slog.Logger
 	rep     *logrepeat.Summarizer // failed sends while the endpoint is down
-	m       *engineMetrics
+	m       *Metrics
 	retries int
 	backoff time.Duration
 	encode  func(alerts []Alert, now time.Time) ([]byte, error)
@@ -86,20 +122,23 @@ type receiver struct {
 
 const receiverQueue = 256
 
-func newAlertmanager(base string, client *http.Client, clock clockwork.Clock, log *slog.Logger, m *engineMetrics, retries int, backoff time.Duration) *receiver {
+// NewAlertmanager returns the receiver of the Alertmanager at base (its base
+// URL; /api/v2/alerts is appended), retrying a batch retries times after the
+// first attempt, the first wait backoff (doubling, at most 30 s).
+func NewAlertmanager(base string, client *http.Client, clock clockwork.Clock, log *slog.Logger, m *Metrics, retries int, backoff time.Duration) *Receiver {
 	u := strings.TrimRight(base, "/")
 	if !strings.HasSuffix(u, "/api/v2/alerts") {
 		u += "/api/v2/alerts"
 	}
-	return &receiver{name: ReceiverAlertmanager, url: u, client: client, clock: clock, log: log, m: m, rep: logrepeat.New(log, clock, 0),
-		retries: retries, backoff: backoff, queue: make(chan []Alert, receiverQueue),
-		encode: func(alerts []Alert, _ time.Time) ([]byte, error) { return json.Marshal(alerts) }}
+	return newReceiver(ReceiverAlertmanager, u, client, clock, log, m, retries, backoff,
+		func(alerts []Alert, _ time.Time) ([]byte, error) { return json.Marshal(alerts) })
 }
 
-func newWebhook(u string, client *http.Client, clock clockwork.Clock, log *slog.Logger, m *engineMetrics, retries int, backoff time.Duration) *receiver {
-	return &receiver{name: ReceiverWebhook, url: u, client: client, clock: clock, log: log, m: m, rep: logrepeat.New(log, clock, 0),
-		retries: retries, backoff: backoff, queue: make(chan []Alert, receiverQueue),
-		encode: func(alerts []Alert, now time.Time) ([]byte, error) {
+// NewWebhook returns the receiver that posts WebhookPayload to u, retrying
+// as NewAlertmanager's does.
+func NewWebhook(u string, client *http.Client, clock clockwork.Clock, log *slog.Logger, m *Metrics, retries int, backoff time.Duration) *Receiver {
+	return newReceiver(ReceiverWebhook, u, client, clock, log, m, retries, backoff,
+		func(alerts []Alert, now time.Time) ([]byte, error) {
 			p := WebhookPayload{Version: "1", Receiver: "authpipe", Status: "resolved"}
 			for _, a := range alerts {
 				st := "firing"
@@ -111,21 +150,30 @@ func newWebhook(u string, client *http.Client, clock clockwork.Clock, log *slog.
 				p.Alerts = append(p.Alerts, WebhookAlert{Status: st, Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, EndsAt: a.EndsAt})
 			}
 			return json.Marshal(p)
-		}}
+		})
 }
 
-func (r *receiver) notify(alerts []Alert) {
+func newReceiver(name, u string, client *http.Client, clock clockwork.Clock, log *slog.Logger, m *Metrics, retries int, backoff time.Duration,
+	encode func([]Alert, time.Time) ([]byte, error)) *Receiver {
+	m.Configured.WithLabelValues(name).Set(1)
+	return &Receiver{name: name, url: u, client: client, clock: clock, log: log, m: m, rep: logrepeat.New(log, clock, 0),
+		retries: retries, backoff: backoff, queue: make(chan []Alert, receiverQueue), encode: encode}
+}
+
+// Notify queues alerts to send; it never blocks: a full queue drops them
+// (counted), as they are re-sent while active anyway.
+func (r *Receiver) Notify(alerts []Alert) {
 	select {
 	case r.queue <- alerts:
 	default:
-		r.m.sendErrors.WithLabelValues(r.name).Inc()
+		r.m.SendErrors.WithLabelValues(r.name).Inc()
 		r.log.Error("alert queue full, alerts dropped until re-sent", "receiver", r.name, "alerts", len(alerts))
 	}
 }
 
-// run sends queued batches until ctx ends, then gives what is still queued
+// Run sends queued batches until ctx ends, then gives what is still queued
 // one attempt each within drain.
-func (r *receiver) run(ctx context.Context, drain time.Duration) {
+func (r *Receiver) Run(ctx context.Context, drain time.Duration) {
 	for {
 		select {
 		case batch := <-r.queue:
@@ -137,10 +185,10 @@ func (r *receiver) run(ctx context.Context, drain time.Duration) {
 				select {
 				case batch := <-r.queue:
 					if err := r.post(dctx, batch); err != nil {
-						r.m.sendErrors.WithLabelValues(r.name).Inc()
+						r.m.SendErrors.WithLabelValues(r.name).Inc()
 						r.log.Warn("send alerts at shutdown", "receiver", r.name, "err", err)
 					} else {
-						r.m.sent.WithLabelValues(r.name).Add(float64(len(batch)))
+						r.m.Sent.WithLabelValues(r.name).Add(float64(len(batch)))
 					}
 				default:
 					return
@@ -150,19 +198,19 @@ func (r *receiver) run(ctx context.Context, drain time.Duration) {
 	}
 }
 
-func (r *receiver) deliver(ctx context.Context, batch []Alert) {
+func (r *Receiver) deliver(ctx context.Context, batch []Alert) {
 	wait := r.backoff
 	for attempt := 1; ; attempt++ {
 		err := r.post(ctx, batch)
 		if err == nil {
-			r.m.sent.WithLabelValues(r.name).Add(float64(len(batch)))
+			r.m.Sent.WithLabelValues(r.name).Add(float64(len(batch)))
 			r.rep.OK(ctx, "send alerts, will retry")
 			r.rep.OK(ctx, "send alerts")
 			return
 		}
 		var perm permanentError
 		if errors.As(err, &perm) || attempt > r.retries || ctx.Err() != nil {
-			r.m.sendErrors.WithLabelValues(r.name).Inc()
+			r.m.SendErrors.WithLabelValues(r.name).Inc()
 			r.rep.Fail(ctx, "send alerts", slog.LevelError, "send alerts", err, "receiver", r.name, "attempts", attempt, "alerts", len(batch))
 			return
 		}
@@ -179,7 +227,7 @@ type permanentError struct{ error }
 
 // post sends one batch once. Errors never include the URL (it may carry
 // credentials).
-func (r *receiver) post(ctx context.Context, batch []Alert) error {
+func (r *Receiver) post(ctx context.Context, batch []Alert) error {
 	body, err := r.encode(batch, r.clock.Now())
 	if err != nil {
 		return permanentError{fmt.Errorf("encode alerts: %w", err)}
@@ -212,14 +260,15 @@ func (r *receiver) post(ctx context.Context, batch []Alert) error {
 	}
 }
 
-// fanout sends to every configured receiver.
-type fanout []*receiver
+// Fanout sends to every configured receiver.
+type Fanout []*Receiver
 
-func (f fanout) notify(alerts []Alert) {
+// Notify queues alerts at every receiver.
+func (f Fanout) Notify(alerts []Alert) {
 	if len(alerts) == 0 {
 		return
 	}
 	for _, r := range f {
-		r.notify(alerts)
+		r.Notify(alerts)
 	}
 }
