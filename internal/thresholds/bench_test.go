@@ -14,8 +14,10 @@ import (
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/testredis"
+	"github.com/authpipe/authpipe/internal/thresholds/internal/thtest"
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
+	"github.com/authpipe/authpipe/internal/thresholds/store"
 )
 
 // benchBatch is the consumer's batch size (DefaultReadCount).
@@ -60,9 +62,9 @@ func BenchmarkCount(b *testing.B) {
 	start := time.Now().Add(-time.Hour).Truncate(time.Second)
 	logs := benchLogs(b, 10_000, start)
 	clock := clockwork.NewFakeClockAt(start.Add(15 * time.Second))
-	newEvaluator := func(st store) *evaluator {
+	newEvaluator := func(st stateStore) *evaluator {
 		ev := &evaluator{
-			tenant: "bench", store: st, clock: clock, log: slog.New(slog.DiscardHandler),
+			tenant: "bench", st: st, clock: clock, log: slog.New(slog.DiscardHandler),
 			m: newEngineMetrics(prometheus.NewRegistry()), out: discard{}, leader: func() bool { return true },
 			maxGroups: DefaultMaxGroups, maxAlerts: DefaultMaxAlerts, top: DefaultTopOffenders,
 			maxCand: DefaultMaxCandidates, resend: DefaultResendInterval, realtime: true,
@@ -71,9 +73,9 @@ func BenchmarkCount(b *testing.B) {
 		return ev
 	}
 	count := func(b *testing.B, ev *evaluator, ids []string, raws [][]byte) {
-		events := make([]event, 0, len(raws))
+		events := make([]store.Event, 0, len(raws))
 		for i, raw := range raws {
-			e, err := eventHead(ids[i], raw)
+			e, err := store.ParseEvent(ids[i], raw)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -85,7 +87,7 @@ func BenchmarkCount(b *testing.B) {
 	}
 
 	b.Run("memory", func(b *testing.B) {
-		mem := newLocalStore(clock)
+		mem := store.NewLocal(clock)
 		ev := newEvaluator(mem)
 		ids, raws := make([]string, benchBatch), make([][]byte, benchBatch)
 		b.ReportAllocs()
@@ -96,16 +98,16 @@ func BenchmarkCount(b *testing.B) {
 				raws[i] = logs[(n+i)%len(logs)].Raw
 			}
 			count(b, ev, ids, raws)
-			mem.forget(ids)
+			mem.Forget(ids)
 		}
 	})
 
 	b.Run("redis", func(b *testing.B) {
-		buf := newBuffer(b, testredis.Client(b), testredis.Name(b), clock)
+		buf := thtest.RedisBuffer(b, testredis.Client(b), testredis.Name(b), clock)
 		if err := buf.EnsureGroup(b.Context(), DefaultGroup); err != nil {
 			b.Fatal(err)
 		}
-		ev := newEvaluator(newRedisStore(buf))
+		ev := newEvaluator(store.NewRedis(buf.Client(), buf.Key(""), buf.StreamKey(), DefaultGroup))
 		ids, raws := make([]string, 0, benchBatch), make([][]byte, 0, benchBatch)
 		b.ReportAllocs()
 		b.ResetTimer()

@@ -37,12 +37,11 @@
 //   - On Redis, replicas share one count: every replica is a consumer of the
 //     group, each entry goes to one of them, and the counts live in Redis.
 //   - On Redis, nothing is lost or counted twice: counting and XACK are one
-//     Lua script on keys under the tenant's hash tag. The script counts an
-//     entry only if its XACK removed it from the group's pending list, so
-//     an entry redelivered after a crash (ReadPending) or reclaimed from a
-//     dead replica (Reclaim) is never counted twice, and an entry is never
-//     acknowledged without being counted. Undecodable entries are
-//     acknowledged and counted in authpipe_threshold_events_total{result="invalid"}.
+//     Lua script (store.Redis), so an entry redelivered after a crash
+//     (ReadPending) or reclaimed from a dead replica (Reclaim) is never
+//     counted twice, and an entry is never acknowledged without being
+//     counted. Undecodable entries are acknowledged and counted in
+//     authpipe_threshold_events_total{result="invalid"}.
 //
 // The group also holds back the buffer's trimming while it lags; a replica
 // that stops for good leaves its pending entries to the others after
@@ -51,9 +50,9 @@
 // # Counting on the embedded buffer
 //
 // With Config.Local (the bbolt buffer, used when REDIS_URL is unset) there
-// is one process, so counts and alert state are kept in memory (memStore,
-// the model that `rules test` runs and that TestStoresAgree holds to
-// Redis' results), and the engine always evaluates
+// is one process, so counts and alert state are kept in memory
+// (store.Memory, the model that `rules test` runs and that TestStoresAgree
+// holds to Redis' results), and the engine always evaluates
 // (authpipe_threshold_leader 1). Durability comes from the buffer, not
 // from the counts:
 //
@@ -66,7 +65,7 @@
 //     6 days by default), longer than the windows of the shipped rules. At
 //     start, before the first check, the engine resets its group to the
 //     rebuild horizon (buffer.Bolt.ResetGroup: the longest window plus one bucket
-//     plus twice keyGrace, in append time; entries appended earlier hold
+//     plus twice store.KeyGrace, in append time; entries appended earlier hold
 //     events dated earlier still and are skipped with one seek), reads it
 //     to the end and counts it again, with the real-time path off. A crash
 //     between counting and acknowledging therefore counts nothing twice:
@@ -80,29 +79,14 @@
 //     firing notification). An alert that stopped breaching while the
 //     process was down is not resolved explicitly: Alertmanager resolves it
 //     when its endsAt (four re-send intervals) passes.
-//   - Bounded. Memory keys expire as Redis keys do, one window plus keyGrace
-//     after their bucket ends; the store drops them (at most once a second,
-//     on counting and while idle), so it holds per rule at most the buckets
-//     of one window plus keyGrace, each capped as below, whatever the
-//     run's length.
+//   - Bounded. Memory keys expire as Redis keys do, one window plus
+//     store.KeyGrace after their bucket ends; the store drops them (at most
+//     once a second, on counting and while idle), so it holds per rule at
+//     most the buckets of one window plus KeyGrace, each capped as in Redis,
+//     whatever the run's length.
 //
-// Counts are kept per rule in event-time buckets of window/30 (at least
-// 1 s): for each bucket a sorted set group → count (a distinct rule also
-// keeps its group/value pairs), keys authpipe:{tenant}:thr:<rule>:<fp>:<c|d|o|x>:<bucket>,
-// where fp fingerprints what the rule counts (changing it starts fresh
-// keys). A window at time T sums the buckets from the one holding T−window to
-// the one holding T: it covers at least the window and at most one bucket
-// more. Events older than any future window are not counted.
-//
-// Memory is bounded: a bucket keeps at most Config.MaxGroups groups (default
-// 1000). A new group arriving at a full bucket drops the group with the
-// lowest count (never itself); what was dropped is counted in the bucket
-// (the groups_cut annotation) and in authpipe_threshold_groups_cut_total.
-// Heavy hitters stay; a group whose rate is below the 1000th highest during
-// a flood of distinct groups can be missed, and the cut counter says so. A
-// distinct rule keeps at most 2×threshold values of one group per bucket,
-// which decides a breach exactly. Every key expires one window after its
-// bucket, so a rule holds at most 32 buckets.
+// Counts are kept per rule in event-time buckets, bounded in number and in
+// groups per bucket (package store describes the model and its bounds).
 //
 // # Evaluation
 //

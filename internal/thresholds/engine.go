@@ -28,6 +28,7 @@ import (
 	"github.com/authpipe/authpipe/internal/logrepeat"
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
+	"github.com/authpipe/authpipe/internal/thresholds/store"
 )
 
 // DefaultGroup is the consumer group the threshold counter reads the
@@ -268,8 +269,8 @@ type Engine struct {
 	clock clockwork.Clock
 	m     *engineMetrics
 	ev    *evaluator
-	lease *lease.Lease // nil on the embedded buffer: always the leader
-	mem   *memStore    // the store on the embedded buffer, else nil
+	lease *lease.Lease  // nil on the embedded buffer: always the leader
+	mem   *store.Memory // the store on the embedded buffer, else nil
 	rcv   notify.Fanout
 
 	// Outages (outage.go). On Redis: the copy of the active alerts, the
@@ -328,9 +329,9 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if cfg.WebhookURL != "" {
 		e.rcv = append(e.rcv, notify.NewWebhook(cfg.WebhookURL, deps.HTTPClient, deps.Clock, log, m.Metrics, cfg.SendRetries, cfg.SendBackoff))
 	}
-	var st store
+	var st stateStore
 	if cfg.Local != nil {
-		e.mem = newLocalStore(deps.Clock)
+		e.mem = store.NewLocal(deps.Clock)
 		st = e.mem
 		checkRetention(cfg.Local, rs, log)
 		// One process, alert state in memory: nothing survives a restart to
@@ -347,7 +348,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		if err != nil {
 			return nil, err
 		}
-		e.mirror = newMirrorStore(&redisStore{client: cfg.Redis, ks: keyspace{prefix: cfg.Buffer.Key("")}, stream: cfg.Buffer.StreamKey(), group: cfg.Group})
+		e.mirror = newMirrorStore(store.NewRedis(cfg.Redis, cfg.Buffer.Key(""), cfg.Buffer.StreamKey(), cfg.Group))
 		st = e.mirror
 		// Alerts raised before this start are still active in Redis, and
 		// the poller has yet to catch up on what happened meanwhile.
@@ -355,7 +356,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	e.ev = &evaluator{
 		tenant:    cfg.Tenant,
-		store:     st,
+		st:        st,
 		clock:     deps.Clock,
 		log:       log,
 		m:         m,
@@ -703,7 +704,7 @@ func (e *Engine) consume(ctx context.Context) {
 			recover = false
 		}
 		if e.mem != nil {
-			e.mem.prune(e.clock.Now())
+			e.mem.Prune(e.clock.Now())
 		}
 		entries, err := buf.Read(ctx, group, consumer, e.cfg.ReadCount, e.cfg.ReadBlock)
 		if err == nil && len(entries) > 0 {
@@ -777,10 +778,10 @@ func (e *Engine) processBatch(ctx context.Context, entries []buffer.Entry, realt
 	if len(entries) == 0 {
 		return nil
 	}
-	events := make([]event, 0, len(entries))
+	events := make([]store.Event, 0, len(entries))
 	var invalid []string
 	for _, en := range entries {
-		ev, err := eventHead(en.ID, en.Raw) // fields: by countBatch, if a rule wants them
+		ev, err := store.ParseEvent(en.ID, en.Raw) // fields: by countBatch, if a rule wants them
 		if err != nil {
 			invalid = append(invalid, en.ID)
 			continue

@@ -18,6 +18,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/testredis"
+	"github.com/authpipe/authpipe/internal/thresholds/internal/thtest"
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
 )
 
@@ -119,7 +120,7 @@ type harness struct {
 func startEngine(t *testing.T, cfg Config, client redis.UniversalClient, clock clockwork.Clock) *harness {
 	t.Helper()
 	h := &harness{t: t, clock: clock, reg: prometheus.NewPedanticRegistry(), tenant: cfg.Tenant}
-	h.buf = newBuffer(t, client, cfg.Tenant, clock)
+	h.buf = thtest.RedisBuffer(t, client, cfg.Tenant, clock)
 	cfg.Buffer = h.buf
 	if cfg.ReloadInterval == 0 {
 		cfg.ReloadInterval = -1
@@ -216,7 +217,7 @@ func TestFailedLoginsAlertAndResolve(t *testing.T) {
 	require.Equal(t, 0.0, testutil.ToFloat64(h.eng.m.Configured.WithLabelValues(notify.ReceiverWebhook)))
 
 	burstAt := clock.Now()
-	_, err := h.buf.Append(ctx, burst(t, 40, "fp", "203.0.113.7", burstAt), "")
+	_, err := h.buf.Append(ctx, thtest.Burst(t, 40, "fp", "203.0.113.7", burstAt), "")
 	require.NoError(t, err)
 	h.waitCounted()
 	require.Zero(t, am.count(), "real-time path is off: nothing before the next check")
@@ -295,9 +296,9 @@ func TestRealtimeAlert(t *testing.T) {
 
 	// 19 failures: below the threshold, nothing fires. An undecodable entry
 	// is acknowledged, not counted.
-	bad := mkLog(t, "fp", clock.Now(), nil)
+	bad := thtest.Log(t, "fp", clock.Now(), nil)
 	bad.Raw = []byte(`{"log_id": "oops"}`)
-	_, err := h.buf.Append(ctx, append(burst(t, 19, "fp", "198.51.100.1", clock.Now()), bad), "")
+	_, err := h.buf.Append(ctx, append(thtest.Burst(t, 19, "fp", "198.51.100.1", clock.Now()), bad), "")
 	require.NoError(t, err)
 	h.waitCounted()
 	// The counters move just after the script acknowledged the entries.
@@ -307,7 +308,7 @@ func TestRealtimeAlert(t *testing.T) {
 	}, 2*time.Second, time.Millisecond, "one invalid entry acknowledged, 19 counted")
 
 	start := time.Now()
-	_, err = h.buf.Append(ctx, burst(t, 40, "fp", "203.0.113.7", clock.Now()), "")
+	_, err = h.buf.Append(ctx, thtest.Burst(t, 40, "fp", "203.0.113.7", clock.Now()), "")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return am.count() > 0 }, 2*time.Second, time.Millisecond, "alert within 2 s of the burst")
 	t.Logf("real-time alert %s after the burst was buffered", time.Since(start))
@@ -420,7 +421,7 @@ func TestReloadKeepsOldRulesOnBadFile(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	b := newBuffer(t, testredis.Client(t), testredis.Name(t), nil)
+	b := thtest.RedisBuffer(t, testredis.Client(t), testredis.Name(t), nil)
 	for _, tc := range []struct {
 		name string
 		cfg  Config

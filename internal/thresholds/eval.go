@@ -18,6 +18,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
+	"github.com/authpipe/authpipe/internal/thresholds/store"
 )
 
 // notifier takes alerts to send; it never blocks.
@@ -25,12 +26,29 @@ type notifier interface {
 	Notify(alerts []notify.Alert)
 }
 
+// stateStore keeps counts and alert state: store.Redis, or store.Memory
+// on the embedded buffer and for `rules test` (see package store).
+type stateStore interface {
+	Keys() store.Keyspace
+	Count(ctx context.Context, entries []store.Entry, maxGroups int) (store.CountResult, error)
+	Eval(ctx context.Context, q store.Query) (store.Result, error)
+
+	// Active alert state, shared by replicas.
+	ActiveAlerts(ctx context.Context) ([]store.ActiveAlert, error)
+	// ClaimAlert stores a as active unless its rule/group already is.
+	ClaimAlert(ctx context.Context, a store.ActiveAlert) (bool, error)
+	// PutAlert overwrites the state of an active alert (same start).
+	PutAlert(ctx context.Context, a store.ActiveAlert) error
+	// DropAlert removes the alert of rule/group if it still started at startsAt.
+	DropAlert(ctx context.Context, rule, group string, startsAt time.Time) (bool, error)
+}
+
 // evaluator is the logic shared by the engine and `rules test`: it turns
 // events into count increments, checks rules, and runs the alert lifecycle
 // on a store.
 type evaluator struct {
 	tenant    string
-	store     store
+	st        stateStore
 	clock     clockwork.Clock
 	log       *slog.Logger
 	m         *engineMetrics
@@ -57,67 +75,67 @@ func (ev *evaluator) firingFor() time.Duration { return 4 * ev.resend }
 // countEvents counts a batch: valid events for the rules they match, invalid
 // ones (ids only) just acknowledged. Then the real-time path evaluates the
 // count rules for the groups the batch touched.
-func (ev *evaluator) countEvents(ctx context.Context, events []event, invalid []string) error {
+func (ev *evaluator) countEvents(ctx context.Context, events []store.Event, invalid []string) error {
 	return ev.countBatch(ctx, events, invalid, ev.realtime)
 }
 
 // countBatch is countEvents with the real-time path on or off for this
 // batch (off while the embedded engine rebuilds its counts).
-func (ev *evaluator) countBatch(ctx context.Context, events []event, invalid []string, realtime bool) error {
+func (ev *evaluator) countBatch(ctx context.Context, events []store.Event, invalid []string, realtime bool) error {
 	rs := ev.rules.Load()
 	now := ev.clock.Now()
-	ks := ev.store.keys()
-	batch := make([]countEntry, 0, len(events)+len(invalid))
+	ks := ev.st.Keys()
+	batch := make([]store.Entry, 0, len(events)+len(invalid))
 	cutRule := map[string]string{}
 	touched := map[string]map[string]bool{}
 	var newest time.Time
 	for i := range events {
 		e := &events[i]
-		if e.date.After(newest) {
-			newest = e.date
+		if e.Date.After(newest) {
+			newest = e.Date
 		}
-		if rs.CountsType(e.typ) {
-			if err := e.readFields(); err != nil {
-				invalid = append(invalid, e.id)
+		if rs.CountsType(e.Type) {
+			if err := e.ReadFields(); err != nil {
+				invalid = append(invalid, e.ID)
 				continue
 			}
 		}
-		ce := countEntry{id: e.id}
+		ce := store.Entry{ID: e.ID}
 		for _, r := range rs.Rules {
-			ops := ks.opsFor(r, *e, now)
+			ops := ks.OpsFor(r, *e, now)
 			if len(ops) == 0 {
 				continue
 			}
-			ce.ops = append(ce.ops, ops...)
-			cutRule[ops[0].x] = r.Name
+			ce.Ops = append(ce.Ops, ops...)
+			cutRule[ops[0].CutKey()] = r.Name
 			if r.Realtime() {
 				if touched[r.Name] == nil {
 					touched[r.Name] = map[string]bool{}
 				}
-				touched[r.Name][ops[0].group] = true
+				touched[r.Name][ops[0].Group()] = true
 			}
 		}
 		batch = append(batch, ce)
 	}
 	for _, id := range invalid {
-		batch = append(batch, countEntry{id: id})
+		batch = append(batch, store.Entry{ID: id})
 	}
-	res, err := ev.store.count(ctx, batch, ev.maxGroups)
+	res, err := ev.st.Count(ctx, batch, ev.maxGroups)
 	if err != nil {
 		return err
 	}
 	if ev.counted != nil && !newest.IsZero() {
 		ev.counted(newest)
 	}
-	ev.m.events.WithLabelValues(resultCounted).Add(float64(max(res.counted-len(invalid), 0)))
-	ev.m.events.WithLabelValues(resultDuplicate).Add(float64(res.duplicates))
+	ev.m.events.WithLabelValues(resultCounted).Add(float64(max(res.Counted-len(invalid), 0)))
+	ev.m.events.WithLabelValues(resultDuplicate).Add(float64(res.Duplicates))
 	ev.m.events.WithLabelValues(resultInvalid).Add(float64(len(invalid)))
-	for x, n := range res.cut {
+	for x, n := range res.Cut {
 		if name, ok := cutRule[x]; ok {
 			ev.m.cut.WithLabelValues(name).Add(float64(n))
 		}
 	}
-	if realtime && res.counted > 0 {
+	if realtime && res.Counted > 0 {
 		ev.evalRealtime(ctx, rs, touched, now)
 	}
 	return nil
@@ -133,15 +151,15 @@ func (ev *evaluator) evalRealtime(ctx context.Context, rs *rules.Set, touched ma
 			continue
 		}
 		groups := slices.Sorted(maps.Keys(touched[name]))
-		lo, hi := windowBuckets(r, now)
-		res, err := ev.store.eval(ctx, evalQuery{rule: r, lo: lo, hi: hi, groups: groups})
+		lo, hi := store.WindowBuckets(r, now)
+		res, err := ev.st.Eval(ctx, store.Query{Rule: r, Lo: lo, Hi: hi, Groups: groups})
 		if err != nil {
 			ev.log.Warn("real-time evaluation", "rule", r.Name, "err", err)
 			continue
 		}
-		var hits []groupValue
-		for _, gv := range res.values {
-			if gv.value >= r.Threshold {
+		var hits []store.GroupValue
+		for _, gv := range res.Values {
+			if gv.Value >= r.Threshold {
 				hits = append(hits, gv)
 			}
 		}
@@ -158,7 +176,7 @@ func (ev *evaluator) evalRealtime(ctx context.Context, rs *rules.Set, touched ma
 		ev.m.realtime.Add(float64(len(raised)))
 		if len(raised) > 0 && ev.leader() {
 			ev.m.breached.WithLabelValues(r.Name).Set(1)
-			if v := hits[0].value; v > gaugeValue(ev, r.Name) {
+			if v := hits[0].Value; v > gaugeValue(ev, r.Name) {
 				ev.m.value.WithLabelValues(r.Name).Set(v)
 			}
 		}
@@ -211,38 +229,38 @@ func (ev *evaluator) check(ctx context.Context, r *rules.Rule, now time.Time) (C
 		current = append(current, a)
 	}
 	active = current
-	lo, hi := windowBuckets(r, now)
-	q := evalQuery{rule: r, lo: lo, hi: hi, threshold: r.Threshold, maxCand: ev.maxCand, top: ev.top}
+	lo, hi := store.WindowBuckets(r, now)
+	q := store.Query{Rule: r, Lo: lo, Hi: hi, Threshold: r.Threshold, MaxCand: ev.maxCand, Top: ev.top}
 	for _, a := range active {
-		q.groups = append(q.groups, a.Group)
+		q.Groups = append(q.Groups, a.Group)
 	}
-	res, err := ev.store.eval(ctx, q)
+	res, err := ev.st.Eval(ctx, q)
 	if err != nil {
 		return out, err
 	}
-	byGroup := map[string]groupValue{}
-	for _, gv := range res.values {
-		if r.Kind() == rules.KindRatio && gv.den < r.MinDenominator() {
+	byGroup := map[string]store.GroupValue{}
+	for _, gv := range res.Values {
+		if r.Kind() == rules.KindRatio && gv.Den < r.MinDenominator() {
 			continue // too few events for a meaningful ratio
 		}
-		byGroup[gv.group] = gv
+		byGroup[gv.Group] = gv
 	}
-	values := make([]groupValue, 0, len(byGroup))
+	values := make([]store.GroupValue, 0, len(byGroup))
 	for _, gv := range byGroup {
 		values = append(values, gv)
 	}
 	sortValues(values)
-	var breaching []groupValue
+	var breaching []store.GroupValue
 	for _, gv := range values {
-		if gv.value >= r.Threshold {
+		if gv.Value >= r.Threshold {
 			breaching = append(breaching, gv)
 		}
 	}
 	if len(values) > 0 {
-		out.Value = values[0].value
+		out.Value = values[0].Value
 	}
 	for _, gv := range breaching {
-		out.Breaching = append(out.Breaching, GroupValue{gv.group, gv.value})
+		out.Breaching = append(out.Breaching, GroupValue{gv.Group, gv.Value})
 	}
 	if !ev.leader() {
 		out.Breached = len(breaching) > 0
@@ -257,7 +275,7 @@ func (ev *evaluator) check(ctx context.Context, r *rules.Rule, now time.Time) (C
 	firing := 0
 	for _, a := range active {
 		gv, still := byGroup[a.Group]
-		if !still || gv.value < r.Threshold {
+		if !still || gv.Value < r.Threshold {
 			if !live {
 				firing++
 				out.Held++
@@ -268,8 +286,8 @@ func (ev *evaluator) check(ctx context.Context, r *rules.Rule, now time.Time) (C
 		}
 		firing++
 		labels, ann := ev.render(r, gv, values, res)
-		a.Labels, a.Annotations, a.Value = labels, ann, gv.value
-		if err := ev.store.putAlert(ctx, a); err != nil {
+		a.Labels, a.Annotations, a.Value = labels, ann, gv.Value
+		if err := ev.st.PutAlert(ctx, a); err != nil {
 			ev.log.Warn("update alert state", "rule", r.Name, "err", err)
 		}
 	}
@@ -290,7 +308,7 @@ func (ev *evaluator) check(ctx context.Context, r *rules.Rule, now time.Time) (C
 // raise claims alerts for breaching groups that have none yet, as long as
 // the rule has fewer than maxAlerts active. It returns the alerts it raised,
 // for the caller to send.
-func (ev *evaluator) raise(ctx context.Context, r *rules.Rule, breaching []groupValue, active []activeAlert, all []groupValue, res evalResult, now time.Time) []notify.Alert {
+func (ev *evaluator) raise(ctx context.Context, r *rules.Rule, breaching []store.GroupValue, active []store.ActiveAlert, all []store.GroupValue, res store.Result, now time.Time) []notify.Alert {
 	isActive := map[string]bool{}
 	for _, a := range active {
 		isActive[a.Group] = true
@@ -298,16 +316,16 @@ func (ev *evaluator) raise(ctx context.Context, r *rules.Rule, breaching []group
 	n := len(active)
 	var send []notify.Alert
 	for _, gv := range breaching {
-		if isActive[gv.group] {
+		if isActive[gv.Group] {
 			continue
 		}
 		if n >= ev.maxAlerts {
 			break
 		}
 		labels, ann := ev.render(r, gv, all, res)
-		a := activeAlert{Rule: r.Name, Group: gv.group, Fingerprint: r.AlertFingerprint(), Labels: labels, Annotations: ann,
-			StartsAt: now, LastSent: now, Value: gv.value}
-		ok, err := ev.store.claimAlert(ctx, a)
+		a := store.ActiveAlert{Rule: r.Name, Group: gv.Group, Fingerprint: r.AlertFingerprint(), Labels: labels, Annotations: ann,
+			StartsAt: now, LastSent: now, Value: gv.Value}
+		ok, err := ev.st.ClaimAlert(ctx, a)
 		if err != nil {
 			ev.log.Warn("claim alert", "rule", r.Name, "err", err)
 			continue
@@ -322,8 +340,8 @@ func (ev *evaluator) raise(ctx context.Context, r *rules.Rule, breaching []group
 }
 
 // resolve sends a's resolution and drops its state.
-func (ev *evaluator) resolve(ctx context.Context, a activeAlert, now time.Time) {
-	dropped, err := ev.store.dropAlert(ctx, a.Rule, a.Group, a.StartsAt)
+func (ev *evaluator) resolve(ctx context.Context, a store.ActiveAlert, now time.Time) {
+	dropped, err := ev.st.DropAlert(ctx, a.Rule, a.Group, a.StartsAt)
 	if err != nil {
 		ev.log.Warn("resolve alert", "rule", a.Rule, "err", err)
 		return
@@ -336,7 +354,7 @@ func (ev *evaluator) resolve(ctx context.Context, a activeAlert, now time.Time) 
 // resendActive re-sends every active alert not sent for a re-send interval,
 // and resolves alerts of rules that were removed or changed.
 func (ev *evaluator) resendActive(ctx context.Context, now time.Time) error {
-	all, err := ev.store.activeAlerts(ctx)
+	all, err := ev.st.ActiveAlerts(ctx)
 	if err != nil {
 		return err
 	}
@@ -352,7 +370,7 @@ func (ev *evaluator) resendActive(ctx context.Context, now time.Time) error {
 			continue
 		}
 		a.LastSent = now
-		if err := ev.store.putAlert(ctx, a); err != nil {
+		if err := ev.st.PutAlert(ctx, a); err != nil {
 			return err
 		}
 		send = append(send, notify.Alert{Labels: a.Labels, Annotations: a.Annotations, StartsAt: a.StartsAt, EndsAt: now.Add(ev.firingFor())})
@@ -361,12 +379,12 @@ func (ev *evaluator) resendActive(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-func (ev *evaluator) activeFor(ctx context.Context, rule string) ([]activeAlert, error) {
-	all, err := ev.store.activeAlerts(ctx)
+func (ev *evaluator) activeFor(ctx context.Context, rule string) ([]store.ActiveAlert, error) {
+	all, err := ev.st.ActiveAlerts(ctx)
 	if err != nil {
 		return nil, err
 	}
-	var out []activeAlert
+	var out []store.ActiveAlert
 	for _, a := range all {
 		if a.Rule == rule {
 			out = append(out, a)
@@ -376,7 +394,7 @@ func (ev *evaluator) activeFor(ctx context.Context, rule string) ([]activeAlert,
 }
 
 // render builds an alert's labels and annotations for group gv.
-func (ev *evaluator) render(r *rules.Rule, gv groupValue, all []groupValue, res evalResult) (map[string]string, map[string]string) {
+func (ev *evaluator) render(r *rules.Rule, gv store.GroupValue, all []store.GroupValue, res store.Result) (map[string]string, map[string]string) {
 	labels := map[string]string{"alertname": r.Name, "severity": r.Severity}
 	if ev.tenant != "" {
 		labels["tenant"] = ev.tenant
@@ -385,19 +403,19 @@ func (ev *evaluator) render(r *rules.Rule, gv groupValue, all []groupValue, res 
 		labels[k] = v
 	}
 	if r.GroupBy != "" {
-		labels[r.GroupBy] = gv.group
+		labels[r.GroupBy] = gv.Group
 	}
 	ann := map[string]string{
-		rules.AnnotationValue:        formatValue(gv.value),
+		rules.AnnotationValue:        formatValue(gv.Value),
 		rules.AnnotationThreshold:    formatValue(r.Threshold),
 		rules.AnnotationWindow:       formatDuration(r.Window),
 		rules.AnnotationTopOffenders: topOffenders(r, gv, all, ev.top),
 	}
-	if res.cutGroups > 0 {
-		ann[rules.AnnotationGroupsCut] = fmt.Sprintf("%d groups (%d events) dropped from full buckets in this window", res.cutGroups, res.cutEvents)
+	if res.CutGroups > 0 {
+		ann[rules.AnnotationGroupsCut] = fmt.Sprintf("%d groups (%d events) dropped from full buckets in this window", res.CutGroups, res.CutEvents)
 	}
-	data := rules.AnnotationData{Rule: r.Name, Tenant: ev.tenant, Severity: r.Severity, GroupBy: r.GroupBy, Group: gv.group,
-		Value: formatValue(gv.value), Threshold: formatValue(r.Threshold), Window: formatDuration(r.Window), Labels: r.Labels}
+	data := rules.AnnotationData{Rule: r.Name, Tenant: ev.tenant, Severity: r.Severity, GroupBy: r.GroupBy, Group: gv.Group,
+		Value: formatValue(gv.Value), Threshold: formatValue(r.Threshold), Window: formatDuration(r.Window), Labels: r.Labels}
 	for k := range r.Annotations {
 		v, err := r.Annotation(k, data)
 		if err != nil {
@@ -410,29 +428,29 @@ func (ev *evaluator) render(r *rules.Rule, gv groupValue, all []groupValue, res 
 
 // topOffenders lists the alert's own group first, then the other groups
 // with the highest values, n in all: "a=40, b=12".
-func topOffenders(r *rules.Rule, own groupValue, values []groupValue, n int) string {
+func topOffenders(r *rules.Rule, own store.GroupValue, values []store.GroupValue, n int) string {
 	if r.GroupBy == "" {
-		return formatValue(own.value)
+		return formatValue(own.Value)
 	}
-	parts := []string{own.group + "=" + formatValue(own.value)}
+	parts := []string{own.Group + "=" + formatValue(own.Value)}
 	for _, gv := range values {
 		if len(parts) >= n {
 			break
 		}
-		if gv.group != own.group {
-			parts = append(parts, gv.group+"="+formatValue(gv.value))
+		if gv.Group != own.Group {
+			parts = append(parts, gv.Group+"="+formatValue(gv.Value))
 		}
 	}
 	return strings.Join(parts, ", ")
 }
 
 // sortValues orders by value, highest first, then by group.
-func sortValues(v []groupValue) {
+func sortValues(v []store.GroupValue) {
 	sort.Slice(v, func(i, j int) bool {
-		if v[i].value != v[j].value {
-			return v[i].value > v[j].value
+		if v[i].Value != v[j].Value {
+			return v[i].Value > v[j].Value
 		}
-		return v[i].group < v[j].group
+		return v[i].Group < v[j].Group
 	})
 }
 

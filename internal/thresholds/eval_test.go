@@ -13,26 +13,30 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+
+	"github.com/authpipe/authpipe/internal/thresholds/internal/thtest"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
+	"github.com/authpipe/authpipe/internal/thresholds/store"
 )
 
-// newTestEvaluator is an evaluator on a memStore with a fake clock.
+// newTestEvaluator is an evaluator on a store.Memory with a fake clock.
 func newTestEvaluator(t *testing.T, src string, clock clockwork.Clock) (*evaluator, *captured) {
 	out := &captured{}
 	ev := &evaluator{
-		tenant: "acme", store: newMemStore(), clock: clock, log: slog.New(slog.DiscardHandler),
+		tenant: "acme", st: store.NewMemory(), clock: clock, log: slog.New(slog.DiscardHandler),
 		m: newEngineMetrics(prometheus.NewRegistry()), out: out, leader: func() bool { return true },
 		maxGroups: 100, maxAlerts: 2, top: 3, maxCand: 200, resend: time.Minute, realtime: true,
 	}
-	ev.rules.Store(mustRules(t, src))
+	ev.rules.Store(thtest.Rules(t, src))
 	return ev, out
 }
 
 func countAt(t *testing.T, ev *evaluator, typ, ip, user string, n int) {
 	t.Helper()
-	var evs []event
+	var evs []store.Event
 	for range n {
-		evs = append(evs, event{id: fmt.Sprintf("e%d", logSeq.Add(1)),
-			date: ev.clock.Now(), typ: typ, fields: [5]string{ip, "", user}})
+		evs = append(evs, store.Event{ID: fmt.Sprintf("e%d", thtest.Seq()),
+			Date: ev.clock.Now(), Type: typ, Fields: [5]string{ip, "", user}})
 	}
 	require.NoError(t, ev.countEvents(context.Background(), evs, nil))
 }
@@ -85,7 +89,7 @@ rules:
 	require.Equal(t, 1.0, testutil.ToFloat64(ev.m.realtime))
 
 	// Same rule, other severity: the old alert resolves, a new one fires.
-	ev.rules.Store(mustRules(t, strings.Replace(src, "severity: warning", "severity: critical", 1)))
+	ev.rules.Store(thtest.Rules(t, strings.Replace(src, "severity: warning", "severity: critical", 1)))
 	r, _ := ev.rules.Load().Get("PerIP")
 	_, err := ev.check(ctx, r, clock.Now())
 	require.NoError(t, err)
@@ -95,11 +99,11 @@ rules:
 	require.Equal(t, "critical", out.alerts[2].Labels["severity"])
 
 	// Rule removed: the re-send round resolves its alert.
-	ev.rules.Store(mustRules(t, "rules: []"))
+	ev.rules.Store(thtest.Rules(t, "rules: []"))
 	require.NoError(t, ev.resendActive(ctx, clock.Now()))
 	require.Len(t, out.alerts, 4)
 	require.True(t, out.alerts[3].Resolved(clock.Now()))
-	active, err := ev.store.activeAlerts(ctx)
+	active, err := ev.st.ActiveAlerts(ctx)
 	require.NoError(t, err)
 	require.Empty(t, active)
 }
@@ -211,12 +215,49 @@ rules:
     window: 5m
     threshold: 20
 `, clock)
-	var evs []event
+	var evs []store.Event
 	for i := range 25 {
-		evs = append(evs, event{id: fmt.Sprintf("%d-0", i), date: now.Add(time.Duration(i) * 100 * time.Millisecond),
-			typ: "fp", fields: [5]string{"203.0.113.7"}})
+		evs = append(evs, store.Event{ID: fmt.Sprintf("%d-0", i), Date: now.Add(time.Duration(i) * 100 * time.Millisecond),
+			Type: "fp", Fields: [5]string{"203.0.113.7"}})
 	}
 	require.NoError(t, ev.countEvents(context.Background(), evs, nil))
 	require.Len(t, out.alerts, 1, "raised in real time")
 	require.Equal(t, "203.0.113.7", out.alerts[0].Labels["ip"])
+}
+
+// countBatch reads the fields of an event only when a rule counts its
+// type: the fp is counted by its ip, the s not at all.
+func TestCountBatchReadsFieldsOnDemand(t *testing.T) {
+	const failures = `
+rules:
+  - name: PerIP
+    types: [fp]
+    group_by: ip
+    window: 1m
+    threshold: 3
+  - name: Ratio
+    types: [fp]
+    ratio: {of: [fu, fp]}
+    window: 1m
+    threshold: 0.5
+`
+	at := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
+	ev, _ := newTestEvaluator(t, failures, clockwork.NewFakeClockAt(at))
+	rs := ev.rules.Load()
+	s := thtest.Log(t, "s", at, map[string]string{"ip": "10.0.0.1", "user_name": "u1"})
+	fp := thtest.Log(t, "fp", at, map[string]string{"ip": "10.0.0.2"})
+	heads := []store.Event{}
+	for i, raw := range [][]byte{fp.Raw, s.Raw} {
+		h, err := store.ParseEvent(fmt.Sprintf("%d-0", i+2), raw)
+		require.NoError(t, err)
+		heads = append(heads, h)
+	}
+	require.NoError(t, ev.countBatch(t.Context(), heads, nil, false))
+	require.Equal(t, "10.0.0.2", heads[0].Fields[rules.FieldIndex("ip")], "read: a rule counts fp")
+	require.Empty(t, heads[1].Fields[rules.FieldIndex("ip")], "not read: no rule counts s")
+	r, _ := rs.Get("PerIP")
+	lo, hi := store.WindowBuckets(r, at)
+	got, err := ev.st.Eval(t.Context(), store.Query{Rule: r, Lo: lo, Hi: hi, Groups: []string{"10.0.0.2", "10.0.0.1"}})
+	require.NoError(t, err)
+	require.Equal(t, []store.GroupValue{{Group: "10.0.0.2", Value: 1}, {Group: "10.0.0.1", Value: 0}}, got.Values)
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
+	"github.com/authpipe/authpipe/internal/thresholds/store"
 )
 
 // rebuildBatch is the batch size of the reads that rebuild the counts at
@@ -20,7 +21,7 @@ const rebuildBatch = 1000
 // again (ReadPending) and are recognised by their ids: not counted twice.
 // If the process dies between the two, the counts die with it and the next
 // start counts the entries once, from the buffer (rebuild).
-func (e *Engine) countLocal(ctx context.Context, entries []buffer.Entry, events []event, invalid []string, realtime bool) error {
+func (e *Engine) countLocal(ctx context.Context, entries []buffer.Entry, events []store.Event, invalid []string, realtime bool) error {
 	if err := e.ev.countBatch(ctx, events, invalid, realtime); err != nil {
 		return err
 	}
@@ -31,7 +32,7 @@ func (e *Engine) countLocal(ctx context.Context, entries []buffer.Entry, events 
 	if err := e.cfg.Local.Ack(ctx, e.cfg.Group, ids...); err != nil {
 		return fmt.Errorf("acknowledge counted entries: %w", err)
 	}
-	e.mem.forget(ids)
+	e.mem.Forget(ids)
 	return nil
 }
 
@@ -44,7 +45,7 @@ func (e *Engine) rebuild(ctx context.Context) error {
 	group, consumer := e.cfg.Group, e.cfg.Consumer
 	started := e.clock.Now()
 	from := started.Add(-rebuildHorizon(e.ev.rules.Load()))
-	e.mem.resetCounts()
+	e.mem.ResetCounts()
 	if err := e.cfg.Local.EnsureGroup(ctx, group); err != nil {
 		return err
 	}
@@ -92,7 +93,7 @@ func (e *Engine) rebuildUntilDone(ctx context.Context) bool {
 
 // rebuildHorizon is how far back, in the buffer's append time, an entry
 // can still count in a window: the longest window plus one bucket (a window
-// spans up to one bucket more), plus keyGrace twice, for the skew between
+// spans up to one bucket more), plus store.KeyGrace twice, for the skew between
 // Auth0's dates and the buffer's clock and for the keys' own grace. An
 // event is appended after it happened, so an entry appended before the
 // horizon is dated before it too.
@@ -101,7 +102,7 @@ func rebuildHorizon(rs *rules.Set) time.Duration {
 	for _, r := range rs.Rules {
 		h = max(h, r.Window+r.Bucket())
 	}
-	return h + 2*keyGrace
+	return h + 2*store.KeyGrace
 }
 
 // checkRetention warns when the embedded buffer keeps raw logs for less

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/thresholds/internal/thtest"
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
 )
 
@@ -157,7 +157,7 @@ func TestLocalFailedLoginsAlertAndResolve(t *testing.T) {
 
 	burstAt := clock.Now()
 	start := time.Now()
-	h.append(burst(t, 40, "fp", "203.0.113.7", burstAt))
+	h.append(thtest.Burst(t, 40, "fp", "203.0.113.7", burstAt))
 	require.Eventually(t, func() bool { return len(wh.find(rule, "firing")) > 0 }, 2*time.Second, time.Millisecond, "alert within 2 s")
 	t.Logf("real-time alert %s after the burst was buffered", time.Since(start))
 	require.Equal(t, 1.0, h.counter("checks", rule), "no scheduled check ran")
@@ -170,7 +170,7 @@ func TestLocalFailedLoginsAlertAndResolve(t *testing.T) {
 	h.waitCounted()
 	require.Equal(t, 40.0, h.events(resultCounted))
 	require.Eventually(t, func() bool {
-		keys, ids := h.eng.mem.size()
+		keys, ids := h.eng.mem.Size()
 		return keys > 0 && ids == 0
 	}, time.Second, time.Millisecond, "acknowledged entries are forgotten, their counts kept")
 
@@ -186,10 +186,10 @@ func TestLocalFailedLoginsAlertAndResolve(t *testing.T) {
 	require.True(t, resolved.StartsAt.Equal(a.StartsAt))
 	require.Eventually(t, func() bool { return h.counter("breached", rule) == 0 }, time.Second, 5*time.Millisecond)
 
-	// Every bucket expires one window (and keyGrace) after it ends.
+	// Every bucket expires one window (and store.KeyGrace) after it ends.
 	h.advance(2 * time.Minute)
 	require.Eventually(t, func() bool {
-		keys, _ := h.eng.mem.size()
+		keys, _ := h.eng.mem.Size()
 		return keys == 0
 	}, 5*time.Second, 5*time.Millisecond, "expired counts are pruned")
 }
@@ -206,12 +206,12 @@ func TestLocalShippedRulesFireBruteForceAndCredentialStuffing(t *testing.T) {
 	now := clock.Now()
 	var stuffing []auth0log.Log
 	for i := range 15 {
-		stuffing = append(stuffing, mkLog(t, "fu", now.Add(time.Duration(i-15)*time.Second),
+		stuffing = append(stuffing, thtest.Log(t, "fu", now.Add(time.Duration(i-15)*time.Second),
 			map[string]string{"ip": "198.51.100.23", "user_name": fmt.Sprintf("victim%d@example.com", i)}))
 	}
 	var brute []auth0log.Log
 	for i := range 25 {
-		brute = append(brute, mkLog(t, "fp", now.Add(time.Duration(i-25)*time.Second),
+		brute = append(brute, thtest.Log(t, "fp", now.Add(time.Duration(i-25)*time.Second),
 			map[string]string{"ip": "203.0.113.9", "user_name": "alice@example.com", "user_id": "auth0|alice"}))
 	}
 	h.append(stuffing)
@@ -248,21 +248,21 @@ func TestLocalRebuildAfterRestart(t *testing.T) {
 	rules := h.eng.Rules().Names()
 	// Old traffic (below every threshold), out of every window by the time
 	// of the restart.
-	h.append(burst(t, 15, "fp", "192.0.2.1", clock.Now()))
+	h.append(thtest.Burst(t, 15, "fp", "192.0.2.1", clock.Now()))
 	h.waitCounted()
 	clock.Advance(2 * time.Hour)
 	// Recent traffic: a brute force, stuffing, spraying, a failure-ratio mix.
 	now := clock.Now()
 	var logs []auth0log.Log
-	logs = append(logs, burst(t, 30, "fp", "203.0.113.7", now)...)
+	logs = append(logs, thtest.Burst(t, 30, "fp", "203.0.113.7", now)...)
 	for i := range 12 {
-		logs = append(logs, mkLog(t, "fu", now.Add(-time.Duration(i)*time.Second),
+		logs = append(logs, thtest.Log(t, "fu", now.Add(-time.Duration(i)*time.Second),
 			map[string]string{"ip": "198.51.100.23", "user_name": fmt.Sprintf("victim%d", i)}))
-		logs = append(logs, mkLog(t, "fp", now.Add(-time.Duration(i)*time.Second),
+		logs = append(logs, thtest.Log(t, "fp", now.Add(-time.Duration(i)*time.Second),
 			map[string]string{"ip": fmt.Sprintf("10.0.0.%d", i), "user_name": "bob"}))
 	}
 	for i := range 40 {
-		logs = append(logs, mkLog(t, "s", now.Add(-time.Duration(i)*time.Second), map[string]string{"ip": "10.1.1.1", "user_name": "carol"}))
+		logs = append(logs, thtest.Log(t, "s", now.Add(-time.Duration(i)*time.Second), map[string]string{"ip": "10.1.1.1", "user_name": "carol"}))
 	}
 	h.append(logs)
 	h.waitCounted()
@@ -307,7 +307,7 @@ func TestLocalRebuildAfterRestart(t *testing.T) {
 	require.Equal(t, 1.0, h2.counter("breached", "FailedLoginsPerIP"))
 
 	// Counting goes on from the rebuilt state.
-	h2.append(burst(t, 5, "fp", "203.0.113.7", clock.Now()))
+	h2.append(thtest.Burst(t, 5, "fp", "203.0.113.7", clock.Now()))
 	h2.waitCounted()
 	res, err := h2.eng.Check(ctx, "FailedLoginsPerIP")
 	require.NoError(t, err)
@@ -340,7 +340,7 @@ func TestLocalAckFailureCountsOnce(t *testing.T) {
 	})
 	require.Eventually(t, func() bool { return h.counter("checks", "FailedLoginsPerIP") >= 1 }, 5*time.Second, 5*time.Millisecond)
 	fa.fail.Store(1)
-	h.append(burst(t, 12, "fp", "203.0.113.7", clock.Now()))
+	h.append(thtest.Burst(t, 12, "fp", "203.0.113.7", clock.Now()))
 	for st, _ := h.bolt.Stats(context.Background(), DefaultGroup); st.Backlog > 0; st, _ = h.bolt.Stats(context.Background(), DefaultGroup) {
 		h.advance(time.Second) // the consumer backs off a second after an error
 	}
@@ -349,12 +349,12 @@ func TestLocalAckFailureCountsOnce(t *testing.T) {
 	res, err := h.eng.Check(context.Background(), "FailedLoginsPerIP")
 	require.NoError(t, err)
 	require.Equal(t, 12.0, res.Value)
-	require.Eventually(t, func() bool { _, ids := h.eng.mem.size(); return ids == 0 }, time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { _, ids := h.eng.mem.Size(); return ids == 0 }, time.Second, time.Millisecond)
 
 	// Counted but never acknowledged when the process stops (as in a
 	// crash between the two): the next start counts them, once.
 	fa.fail.Store(1 << 30)
-	h.append(burst(t, 5, "fp", "203.0.113.7", clock.Now()))
+	h.append(thtest.Burst(t, 5, "fp", "203.0.113.7", clock.Now()))
 	require.Eventually(t, func() bool { return h.events(resultCounted) == 17 }, 5*time.Second, time.Millisecond)
 	st, err := h.bolt.Stats(context.Background(), DefaultGroup)
 	require.NoError(t, err)
@@ -369,68 +369,6 @@ func TestLocalAckFailureCountsOnce(t *testing.T) {
 	st, err = h2.bolt.Stats(context.Background(), DefaultGroup)
 	require.NoError(t, err)
 	require.Zero(t, st.Backlog)
-}
-
-// A local memStore stays bounded over many windows: buckets are dropped
-// one window (plus keyGrace) after they end, ids once acknowledged or
-// expired, as Redis expires its keys.
-func TestLocalStorePrunes(t *testing.T) {
-	clock := clockwork.NewFakeClockAt(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
-	rs := mustRules(t, storeRules)
-	s := newLocalStore(clock)
-	ev := &evaluator{store: s, clock: clock, log: slog.New(slog.DiscardHandler), m: newEngineMetrics(prometheus.NewRegistry()),
-		out: &captured{}, leader: func() bool { return true }, maxGroups: 50, maxAlerts: 5, top: 3, maxCand: 200, resend: time.Minute}
-	ev.rules.Store(rs)
-	ctx := context.Background()
-	bound := 0
-	var longest time.Duration
-	for _, r := range rs.Rules {
-		// c, d or o, x per live bucket
-		bound += 3 * (int((r.Window+keyGrace+pruneInterval)/r.Bucket()) + 2)
-		longest = max(longest, r.Window)
-	}
-	peakKeys, peakIDs := 0, 0
-	for i := range int(40*longest/time.Second) + 1 { // 40 of the longest windows, one batch a second
-		var evs []event
-		for j := range 20 {
-			ip := fmt.Sprintf("10.%d.%d.%d", i%7, j, i%251)
-			evs = append(evs, event{id: fmt.Sprintf("%d-%d", i, j), date: clock.Now(), typ: []string{"fp", "s", "fu"}[j%3],
-				fields: [5]string{ip, "", fmt.Sprintf("u%d", i*20+j)}})
-		}
-		require.NoError(t, ev.countEvents(ctx, evs, nil))
-		if i%2 == 0 { // half the batches acknowledged, half never
-			ids := make([]string, len(evs))
-			for k, e := range evs {
-				ids[k] = e.id
-			}
-			s.forget(ids)
-		}
-		keys, ids := s.size()
-		peakKeys, peakIDs = max(peakKeys, keys), max(peakIDs, ids)
-		require.LessOrEqual(t, keys, bound, "after %d s", i)
-		s.mu.Lock()
-		require.LessOrEqual(t, len(s.expires), bound)
-		s.mu.Unlock()
-		clock.Advance(time.Second)
-	}
-	t.Logf("peak %d keys (bound %d), %d ids", peakKeys, bound, peakIDs)
-	// Unacknowledged ids live as long as the longest bucket they touched.
-	require.LessOrEqual(t, peakIDs, 20*int(longest+2*keyGrace+2*pruneInterval)/int(time.Second)/2)
-
-	// Quiet for longer than every window: nothing left.
-	clock.Advance(longest + 2*keyGrace)
-	s.prune(clock.Now())
-	keys, ids := s.size()
-	require.Zero(t, keys)
-	require.Zero(t, ids)
-
-	// A store for `rules test` keeps everything.
-	m := newMemStore()
-	_, err := m.count(ctx, []countEntry{{id: "1", ops: m.ks.opsFor(rs.Rules[0], event{id: "1", date: clock.Now(), typ: "fp", fields: [5]string{"1.2.3.4"}}, clock.Now())}}, 10)
-	require.NoError(t, err)
-	m.prune(clock.Now().Add(24 * time.Hour))
-	keys, _ = m.size()
-	require.Equal(t, 1, keys)
 }
 
 // The engine takes one buffer: Redis or embedded.

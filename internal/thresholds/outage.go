@@ -14,6 +14,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/lease"
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
+	"github.com/authpipe/authpipe/internal/thresholds/store"
 )
 
 // What the engine does so that a buffer outage (Redis unreachable) never
@@ -110,18 +111,18 @@ func (f *freshness) update(now time.Time) bool {
 // re-sends the alerts from it, so that Alertmanager does not time them out
 // and no breach reads as resolved during the outage.
 type mirrorStore struct {
-	store
+	stateStore
 
 	mu     sync.Mutex
-	alerts map[string]activeAlert // by alertField
+	alerts map[string]store.ActiveAlert // by store.AlertField
 }
 
-func newMirrorStore(s store) *mirrorStore {
-	return &mirrorStore{store: s, alerts: map[string]activeAlert{}}
+func newMirrorStore(s stateStore) *mirrorStore {
+	return &mirrorStore{stateStore: s, alerts: map[string]store.ActiveAlert{}}
 }
 
-func (s *mirrorStore) activeAlerts(ctx context.Context) ([]activeAlert, error) {
-	all, err := s.store.activeAlerts(ctx)
+func (s *mirrorStore) ActiveAlerts(ctx context.Context) ([]store.ActiveAlert, error) {
+	all, err := s.stateStore.ActiveAlerts(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -129,42 +130,42 @@ func (s *mirrorStore) activeAlerts(ctx context.Context) ([]activeAlert, error) {
 	defer s.mu.Unlock()
 	clear(s.alerts)
 	for _, a := range all {
-		s.alerts[alertField(a.Rule, a.Group)] = a
+		s.alerts[store.AlertField(a.Rule, a.Group)] = a
 	}
 	return all, nil
 }
 
-func (s *mirrorStore) claimAlert(ctx context.Context, a activeAlert) (bool, error) {
-	ok, err := s.store.claimAlert(ctx, a)
+func (s *mirrorStore) ClaimAlert(ctx context.Context, a store.ActiveAlert) (bool, error) {
+	ok, err := s.stateStore.ClaimAlert(ctx, a)
 	if ok {
 		s.mu.Lock()
-		s.alerts[alertField(a.Rule, a.Group)] = a
+		s.alerts[store.AlertField(a.Rule, a.Group)] = a
 		s.mu.Unlock()
 	}
 	return ok, err
 }
 
-func (s *mirrorStore) putAlert(ctx context.Context, a activeAlert) error {
-	if err := s.store.putAlert(ctx, a); err != nil {
+func (s *mirrorStore) PutAlert(ctx context.Context, a store.ActiveAlert) error {
+	if err := s.stateStore.PutAlert(ctx, a); err != nil {
 		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.alerts[alertField(a.Rule, a.Group)]; ok && old.StartsAt.Equal(a.StartsAt) {
-		s.alerts[alertField(a.Rule, a.Group)] = a
+	if old, ok := s.alerts[store.AlertField(a.Rule, a.Group)]; ok && old.StartsAt.Equal(a.StartsAt) {
+		s.alerts[store.AlertField(a.Rule, a.Group)] = a
 	}
 	return nil
 }
 
-func (s *mirrorStore) dropAlert(ctx context.Context, rule, group string, startsAt time.Time) (bool, error) {
-	dropped, err := s.store.dropAlert(ctx, rule, group, startsAt)
+func (s *mirrorStore) DropAlert(ctx context.Context, rule, group string, startsAt time.Time) (bool, error) {
+	dropped, err := s.stateStore.DropAlert(ctx, rule, group, startsAt)
 	if err != nil {
 		return false, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.alerts[alertField(rule, group)]; ok && old.StartsAt.Equal(startsAt) {
-		delete(s.alerts, alertField(rule, group))
+	if old, ok := s.alerts[store.AlertField(rule, group)]; ok && old.StartsAt.Equal(startsAt) {
+		delete(s.alerts, store.AlertField(rule, group))
 	}
 	return dropped, nil
 }

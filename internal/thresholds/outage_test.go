@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/testredis"
+	"github.com/authpipe/authpipe/internal/thresholds/internal/thtest"
 )
 
 // outageClient is a client of srv that gives up quickly while it is down,
@@ -52,7 +53,7 @@ func TestBreachSurvivesRedisOutage(t *testing.T) {
 	rule := "FailedLoginsPerIP"
 	require.Eventually(t, func() bool { return h.counter("checks", rule) >= 1 }, 5*time.Second, 5*time.Millisecond)
 
-	_, err := h.buf.Append(ctx, burst(t, 40, "fp", "203.0.113.7", clock.Now()), "")
+	_, err := h.buf.Append(ctx, thtest.Burst(t, 40, "fp", "203.0.113.7", clock.Now()), "")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return am.count() > 0 }, 5*time.Second, 5*time.Millisecond, "the breach fires")
 	first := am.all()[0]
@@ -110,7 +111,7 @@ func TestResolutionWaitsForLiveCounts(t *testing.T) {
 		ResolveHold: time.Hour}, outageClient(t, srv), clock)
 	rule := "FailedLoginsPerIP"
 	require.Eventually(t, func() bool { return h.counter("checks", rule) >= 1 }, 5*time.Second, 5*time.Millisecond)
-	_, err := h.buf.Append(ctx, burst(t, 40, "fp", "203.0.113.7", clock.Now()), "")
+	_, err := h.buf.Append(ctx, thtest.Burst(t, 40, "fp", "203.0.113.7", clock.Now()), "")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return am.count() > 0 }, 5*time.Second, 5*time.Millisecond)
 	require.Eventually(t, func() bool { return testutil.ToFloat64(h.eng.m.countsLive) == 1 }, 5*time.Second, 5*time.Millisecond,
@@ -132,7 +133,7 @@ func TestResolutionWaitsForLiveCounts(t *testing.T) {
 	// One event dated now (another IP, harmless) proves the poller has
 	// caught up past the error: the next check resolves.
 	appendedAt := clock.Now()
-	_, err = h.buf.Append(ctx, burst(t, 1, "fp", "198.51.100.1", appendedAt), "")
+	_, err = h.buf.Append(ctx, thtest.Burst(t, 1, "fp", "198.51.100.1", appendedAt), "")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return testutil.ToFloat64(h.eng.m.newest) >= float64(failedAt.Unix()) }, 5*time.Second, 5*time.Millisecond)
 	for len(am.resolutions()) == 0 {
@@ -158,7 +159,7 @@ func TestResolutionAfterResolveHold(t *testing.T) {
 		LeaseTTL: time.Hour}, testredis.Client(t), clock)
 	rule := "FailedLoginsPerIP"
 	require.Eventually(t, func() bool { return h.counter("checks", rule) >= 1 }, 5*time.Second, 5*time.Millisecond)
-	_, err := h.buf.Append(ctx, burst(t, 40, "fp", "203.0.113.7", clock.Now()), "")
+	_, err := h.buf.Append(ctx, thtest.Burst(t, 40, "fp", "203.0.113.7", clock.Now()), "")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return am.count() > 0 }, 5*time.Second, 5*time.Millisecond)
 	h.advance(time.Minute)
@@ -191,7 +192,7 @@ func TestLeaseHandOverMovesBreachGauges(t *testing.T) {
 	a := startEngine(t, cfg("a"), testredis.Client(t), clockwork.NewRealClock())
 	require.Eventually(t, func() bool { return a.counter("leader") == 1 }, 3*time.Second, 5*time.Millisecond)
 	b := startEngine(t, cfg("b"), testredis.Client(t), clockwork.NewRealClock())
-	_, err := a.buf.Append(ctx, burst(t, 40, "fp", "203.0.113.7", time.Now()), "")
+	_, err := a.buf.Append(ctx, thtest.Burst(t, 40, "fp", "203.0.113.7", time.Now()), "")
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return a.counter("breached", "FailedLoginsPerIP") == 1 }, 5*time.Second, 5*time.Millisecond)
 	require.Equal(t, 0.0, b.counter("breached", "FailedLoginsPerIP"))

@@ -14,6 +14,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
+	"github.com/authpipe/authpipe/internal/thresholds/store"
 )
 
 // Replay runs Auth0 logs through rules in memory, in event time, with the
@@ -26,7 +27,7 @@ import (
 // expire with their window.
 type Replay struct {
 	ev    *evaluator
-	mem   *memStore
+	mem   *store.Memory
 	clock *clockwork.FakeClock
 	step  time.Duration
 	next  time.Time // the next check; zero before the first Add
@@ -56,10 +57,10 @@ func NewReplay(rs *rules.Set, tenant string, step time.Duration) (*Replay, error
 		return nil, errors.New("replay step: want more than 0")
 	}
 	clock := clockwork.NewFakeClockAt(time.Unix(0, 0))
-	mem := newLocalStore(clock)
+	mem := store.NewLocal(clock)
 	fired := &firingLog{clock: clock}
 	ev := &evaluator{
-		tenant: tenant, store: mem, clock: clock, log: slog.New(slog.DiscardHandler),
+		tenant: tenant, st: mem, clock: clock, log: slog.New(slog.DiscardHandler),
 		m: newEngineMetrics(prometheus.NewRegistry()), out: fired, leader: func() bool { return true },
 		maxGroups: DefaultMaxGroups, maxAlerts: DefaultMaxAlerts, top: DefaultTopOffenders,
 		maxCand: DefaultMaxCandidates, resend: DefaultResendInterval, realtime: true,
@@ -72,20 +73,20 @@ func NewReplay(rs *rules.Set, tenant string, step time.Duration) (*Replay, error
 // before its newest event. Logs dated before an earlier batch's newest
 // event are counted at that time.
 func (r *Replay) Add(ctx context.Context, logs ...json.RawMessage) error {
-	events := make([]event, 0, len(logs))
+	events := make([]store.Event, 0, len(logs))
 	ids := make([]string, 0, len(logs))
 	newest := r.clock.Now()
 	for _, raw := range logs {
 		r.seq++
 		id := strconv.Itoa(r.seq)
-		e, err := eventHead(id, raw)
+		e, err := store.ParseEvent(id, raw)
 		if err != nil {
 			return fmt.Errorf("replay log %d: %w", r.seq, err)
 		}
 		events = append(events, e)
 		ids = append(ids, id)
-		if e.date.After(newest) {
-			newest = e.date
+		if e.Date.After(newest) {
+			newest = e.Date
 		}
 	}
 	if r.next.IsZero() {
@@ -99,8 +100,8 @@ func (r *Replay) Add(ctx context.Context, logs ...json.RawMessage) error {
 	if err := r.ev.countEvents(ctx, events, nil); err != nil {
 		return err
 	}
-	r.mem.forget(ids)
-	r.mem.prune(r.clock.Now())
+	r.mem.Forget(ids)
+	r.mem.Prune(r.clock.Now())
 	return nil
 }
 

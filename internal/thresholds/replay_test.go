@@ -8,13 +8,15 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/authpipe/authpipe/internal/thresholds/internal/thtest"
 )
 
 // Replay raises an alert once per breaching group, at the clock of the
 // events, and forgets counts as their window passes: the same burst an
 // hour later raises it again.
 func TestReplay(t *testing.T) {
-	rs := mustRules(t, strings.ReplaceAll(failedLoginsRule, "%EVERY%", "1m"))
+	rs := thtest.Rules(t, strings.ReplaceAll(failedLoginsRule, "%EVERY%", "1m"))
 	_, err := NewReplay(rs, "acme", 0)
 	require.ErrorContains(t, err, "replay step")
 	rp, err := NewReplay(rs, "acme", 10*time.Second)
@@ -22,7 +24,7 @@ func TestReplay(t *testing.T) {
 	at := time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 	raws := func(date time.Time) []json.RawMessage {
 		var out []json.RawMessage
-		for _, l := range burst(t, 25, "fp", "203.0.113.7", date) {
+		for _, l := range thtest.Burst(t, 25, "fp", "203.0.113.7", date) {
 			out = append(out, l.Raw)
 		}
 		return out

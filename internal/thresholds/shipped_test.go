@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/testredis"
+	"github.com/authpipe/authpipe/internal/thresholds/internal/thtest"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
@@ -56,7 +57,7 @@ func TestShippedRules(t *testing.T) {
 func TestEngineRulesData(t *testing.T) {
 	data, err := os.ReadFile("../../alerts/thresholds.yml")
 	require.NoError(t, err)
-	b := newBuffer(t, testredis.Client(t), testredis.Name(t), nil)
+	b := thtest.RedisBuffer(t, testredis.Client(t), testredis.Name(t), nil)
 	const name = "built-in:alerts/thresholds.yml" // no such file
 	e, err := New(Config{Tenant: "t", RulesPath: name, Rules: data, Buffer: b}, Deps{})
 	require.NoError(t, err)

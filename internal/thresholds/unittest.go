@@ -24,6 +24,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
+	"github.com/authpipe/authpipe/internal/thresholds/store"
 )
 
 // Rule test files (`authpipe rules test FILE…`), in the spirit of
@@ -51,7 +52,7 @@ import (
 // must be exactly exp_alerts: the labels are compared in full except
 // alertname and tenant. "{i}" in an event's string fields becomes the
 // repeat index (0, 1, …). Evaluation is in memory with the same counting
-// model as Redis (memStore).
+// model as Redis (store.Memory).
 
 type testFile struct {
 	RuleFiles []string   `yaml:"rule_files"`
@@ -183,7 +184,7 @@ func runTestFile(path string) (int, int, []string, error) {
 
 type timedEvent struct {
 	at time.Duration
-	e  event
+	e  store.Event
 }
 
 // captured collects sent alerts (rules tests compare the active state).
@@ -218,10 +219,10 @@ func runTestCase(rs *rules.Set, start time.Time, tc testCase) []string {
 			continue
 		}
 		for k := range n {
-			sub := func(s string) string { return cleanValue(strings.ReplaceAll(s, "{i}", strconv.Itoa(k))) }
+			sub := func(s string) string { return store.CleanValue(strings.ReplaceAll(s, "{i}", strconv.Itoa(k))) }
 			t := at + time.Duration(k)*interval
-			e := event{id: fmt.Sprintf("%d-%d-%d", i, k, t), date: start.Add(t), typ: te.Type}
-			e.fields = [5]string{sub(te.IP), sub(te.UserID), sub(te.UserName), sub(te.ClientID), sub(te.Connection)}
+			e := store.Event{ID: fmt.Sprintf("%d-%d-%d", i, k, t), Date: start.Add(t), Type: te.Type}
+			e.Fields = [5]string{sub(te.IP), sub(te.UserID), sub(te.UserName), sub(te.ClientID), sub(te.Connection)}
 			events = append(events, timedEvent{at: t, e: e})
 		}
 	}
@@ -254,7 +255,7 @@ func runTestCase(rs *rules.Set, start time.Time, tc testCase) []string {
 
 	clock := clockwork.NewFakeClockAt(start)
 	ev := &evaluator{
-		store: newMemStore(), clock: clock, log: slog.New(slog.DiscardHandler),
+		st: store.NewMemory(), clock: clock, log: slog.New(slog.DiscardHandler),
 		m: newEngineMetrics(prometheus.NewRegistry()), out: &captured{}, leader: func() bool { return true },
 		maxGroups: DefaultMaxGroups, maxAlerts: DefaultMaxAlerts, top: DefaultTopOffenders,
 		maxCand: DefaultMaxCandidates, resend: DefaultResendInterval,
@@ -265,7 +266,7 @@ func runTestCase(rs *rules.Set, start time.Time, tc testCase) []string {
 	for _, ep := range evals {
 		for next < len(events) && events[next].at <= ep.at {
 			clock.Advance(start.Add(events[next].at).Sub(clock.Now()))
-			if err := ev.countEvents(ctx, []event{events[next].e}, nil); err != nil {
+			if err := ev.countEvents(ctx, []store.Event{events[next].e}, nil); err != nil {
 				return []string{err.Error()}
 			}
 			next++
@@ -297,7 +298,7 @@ func testDuration(s string, zeroOK bool) (time.Duration, error) {
 }
 
 // compareAlerts matches the active alerts with the expected ones.
-func compareAlerts(i int, te testEval, active []activeAlert) []string {
+func compareAlerts(i int, te testEval, active []store.ActiveAlert) []string {
 	where := fmt.Sprintf("eval_time %s, alertname %s", te.EvalTime, te.Alertname)
 	got := make([]map[string]string, len(active))
 	for k, a := range active {

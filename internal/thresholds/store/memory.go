@@ -1,4 +1,4 @@
-package thresholds
+package store
 
 import (
 	"context"
@@ -14,21 +14,21 @@ import (
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
-// memStore is the in-memory mirror of redisStore. It implements the same
-// counting model (count.go) with the same cap, eviction order and window
-// rules; TestStoresAgree runs both on the same input. It serves two users:
+// Memory is the in-memory mirror of Redis. It implements the same
+// counting model with the same cap, eviction order and window rules;
+// TestStoresAgree runs both on the same input. It serves two users:
 //
-//   - `rules test` (newMemStore): keys never expire, a test's windows are
+//   - `rules test` (NewMemory): keys never expire, a test's windows are
 //     selected by bucket, as in Redis.
-//   - the engine on the embedded buffer (newLocalStore): keys expire as
-//     Redis' do, one window (plus keyGrace) after their bucket ends, by the
-//     injected clock, and prune drops them, so memory stays bounded over
+//   - the engine on the embedded buffer (NewLocal): keys expire as
+//     Redis' do, one window (plus KeyGrace) after their bucket ends, by the
+//     injected clock, and Prune drops them, so memory stays bounded over
 //     any run. The ids of counted entries are kept only until the buffer
-//     has acknowledged them (forget) or, if it never does, until the
+//     has acknowledged them (Forget) or, if it never does, until the
 //     buckets they were counted in expire: a redelivery of an entry whose
 //     counts are gone would count nothing anyway.
-type memStore struct {
-	ks    keyspace
+type Memory struct {
+	ks    Keyspace
 	clock clockwork.Clock // nil: nothing expires
 
 	mu        sync.Mutex
@@ -38,35 +38,36 @@ type memStore struct {
 	cuts      map[string][2]int64        // groups, events
 	expires   map[string]time.Time       // key → expiry (with a clock only)
 	nextPrune time.Time
-	alerts    map[string]activeAlert
+	alerts    map[string]ActiveAlert
 }
 
 // pruneInterval is how often, by the store's clock, a local store drops
 // expired keys: keys outlive their expiry by at most this.
 const pruneInterval = time.Second
 
-func newMemStore() *memStore {
-	return &memStore{
-		ks:      keyspace{prefix: "mem:"},
+// NewMemory returns a store whose keys never expire.
+func NewMemory() *Memory {
+	return &Memory{
+		ks:      Keyspace{prefix: "mem:"},
 		acked:   map[string]time.Time{},
 		zsets:   map[string]map[string]float64{},
 		sets:    map[string]map[string]bool{},
 		cuts:    map[string][2]int64{},
 		expires: map[string]time.Time{},
-		alerts:  map[string]activeAlert{},
+		alerts:  map[string]ActiveAlert{},
 	}
 }
 
-// newLocalStore returns a memStore whose keys expire by clock, for the
-// engine on the embedded buffer.
-func newLocalStore(clock clockwork.Clock) *memStore {
-	s := newMemStore()
+// NewLocal returns a store whose keys expire by clock, for the engine on
+// the embedded buffer.
+func NewLocal(clock clockwork.Clock) *Memory {
+	s := NewMemory()
 	s.clock = clock
 	return s
 }
 
 // touch extends key's expiry to at least at (local stores only).
-func (s *memStore) touch(key string, at time.Time) {
+func (s *Memory) touch(key string, at time.Time) {
 	if s.clock == nil || key == "" {
 		return
 	}
@@ -75,10 +76,10 @@ func (s *memStore) touch(key string, at time.Time) {
 	}
 }
 
-// prune drops the keys that expired by now, and the ids of counted entries
+// Prune drops the keys that expired by now, and the ids of counted entries
 // past theirs: what Redis' key expiry does. It does the work at most once
 // per pruneInterval; a store without a clock keeps everything.
-func (s *memStore) prune(now time.Time) {
+func (s *Memory) Prune(now time.Time) {
 	if s.clock == nil {
 		return
 	}
@@ -87,7 +88,7 @@ func (s *memStore) prune(now time.Time) {
 	s.pruneLocked(now)
 }
 
-func (s *memStore) pruneLocked(now time.Time) {
+func (s *Memory) pruneLocked(now time.Time) {
 	if s.clock == nil || now.Before(s.nextPrune) {
 		return
 	}
@@ -108,9 +109,9 @@ func (s *memStore) pruneLocked(now time.Time) {
 	}
 }
 
-// forget drops the ids of counted entries that the buffer has
+// Forget drops the ids of counted entries that the buffer has
 // acknowledged: they are never delivered again.
-func (s *memStore) forget(ids []string) {
+func (s *Memory) Forget(ids []string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, id := range ids {
@@ -118,9 +119,9 @@ func (s *memStore) forget(ids []string) {
 	}
 }
 
-// resetCounts drops every count (not the alert state), before the counts
+// ResetCounts drops every count (not the alert state), before the counts
 // are rebuilt from the buffer.
-func (s *memStore) resetCounts() {
+func (s *Memory) ResetCounts() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	clear(s.acked)
@@ -130,8 +131,8 @@ func (s *memStore) resetCounts() {
 	clear(s.expires)
 }
 
-// size returns how many keys and entry ids the store holds.
-func (s *memStore) size() (keys, ids int) {
+// Size returns how many keys and entry ids the store holds.
+func (s *Memory) Size() (keys, ids int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := map[string]bool{}
@@ -147,7 +148,8 @@ func (s *memStore) size() (keys, ids int) {
 	return len(seen), len(s.acked)
 }
 
-func (s *memStore) keys() keyspace { return s.ks }
+// Keys returns the store's keyspace.
+func (s *Memory) Keys() Keyspace { return s.ks }
 
 type scored struct {
 	member string
@@ -178,7 +180,7 @@ func descending(z map[string]float64) []scored {
 	return out
 }
 
-func (s *memStore) zset(key string) map[string]float64 {
+func (s *Memory) zset(key string) map[string]float64 {
 	z, ok := s.zsets[key]
 	if !ok {
 		z = map[string]float64{}
@@ -187,7 +189,7 @@ func (s *memStore) zset(key string) map[string]float64 {
 	return z
 }
 
-func (s *memStore) incr(ck, dk, xk, member string, maxGroups int, cut map[string]int) {
+func (s *Memory) incr(ck, dk, xk, member string, maxGroups int, cut map[string]int) {
 	z := s.zset(ck)
 	if _, ok := z[member]; ok {
 		z[member]++
@@ -223,7 +225,8 @@ func (s *memStore) incr(ck, dk, xk, member string, maxGroups int, cut map[string
 	cut[xk]++
 }
 
-func (s *memStore) count(_ context.Context, entries []countEntry, maxGroups int) (countResult, error) {
+// Count is Redis.Count in memory.
+func (s *Memory) Count(_ context.Context, entries []Entry, maxGroups int) (CountResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var now time.Time
@@ -231,15 +234,15 @@ func (s *memStore) count(_ context.Context, entries []countEntry, maxGroups int)
 		now = s.clock.Now()
 		s.pruneLocked(now)
 	}
-	res := countResult{cut: map[string]int{}}
+	res := CountResult{Cut: map[string]int{}}
 	for _, e := range entries {
-		if _, ok := s.acked[e.id]; ok {
-			res.duplicates++
+		if _, ok := s.acked[e.ID]; ok {
+			res.Duplicates++
 			continue
 		}
-		res.counted++
+		res.Counted++
 		keep := now
-		for _, o := range e.ops {
+		for _, o := range e.Ops {
 			if s.clock != nil {
 				exp := now.Add(o.ttl)
 				keep = later(keep, exp)
@@ -248,10 +251,10 @@ func (s *memStore) count(_ context.Context, entries []countEntry, maxGroups int)
 				s.touch(o.x, exp)
 			}
 		}
-		s.acked[e.id] = keep
-		for _, o := range e.ops {
+		s.acked[e.ID] = keep
+		for _, o := range e.Ops {
 			if o.kind != 'd' {
-				s.incr(o.c, "", o.x, o.group, maxGroups, res.cut)
+				s.incr(o.c, "", o.x, o.group, maxGroups, res.Cut)
 				continue
 			}
 			if sc, ok := s.zset(o.c)[o.group]; ok && sc >= float64(o.dcap) {
@@ -267,13 +270,13 @@ func (s *memStore) count(_ context.Context, entries []countEntry, maxGroups int)
 				continue
 			}
 			set[m] = true
-			s.incr(o.c, o.d, o.x, o.group, maxGroups, res.cut)
+			s.incr(o.c, o.d, o.x, o.group, maxGroups, res.Cut)
 		}
 	}
 	return res, nil
 }
 
-func (s *memStore) union(keys []string) map[string]float64 {
+func (s *Memory) union(keys []string) map[string]float64 {
 	u := map[string]float64{}
 	for _, k := range keys {
 		for m, sc := range s.zsets[k] {
@@ -283,45 +286,46 @@ func (s *memStore) union(keys []string) map[string]float64 {
 	return u
 }
 
-func (s *memStore) eval(_ context.Context, q evalQuery) (evalResult, error) {
+// Eval is Redis.Eval in memory.
+func (s *Memory) Eval(_ context.Context, q Query) (Result, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	r := q.rule
+	r := q.Rule
 	keysOf := func(kind string) []string {
 		var out []string
-		for b := q.lo; b <= q.hi; b++ {
+		for b := q.Lo; b <= q.Hi; b++ {
 			out = append(out, s.ks.bucketKey(r, kind, b))
 		}
 		return out
 	}
-	var res evalResult
+	var res Result
 	for _, xk := range keysOf(kindKeyCut) {
-		res.cutGroups += s.cuts[xk][0]
-		res.cutEvents += s.cuts[xk][1]
+		res.CutGroups += s.cuts[xk][0]
+		res.CutEvents += s.cuts[xk][1]
 	}
 	switch r.Kind() {
 	case rules.KindCount:
 		u := s.union(keysOf(kindKeyCount))
-		if q.maxCand > 0 {
+		if q.MaxCand > 0 {
 			n := 0
 			for _, c := range descending(u) {
-				if c.score < q.threshold || n == q.maxCand {
+				if c.score < q.Threshold || n == q.MaxCand {
 					break
 				}
-				res.values = append(res.values, groupValue{group: c.member, value: c.score})
+				res.Values = append(res.Values, GroupValue{Group: c.member, Value: c.score})
 				n++
 			}
 		}
-		if q.top > 0 {
+		if q.Top > 0 {
 			for i, c := range descending(u) {
-				if i == q.top {
+				if i == q.Top {
 					break
 				}
-				res.values = append(res.values, groupValue{group: c.member, value: c.score})
+				res.Values = append(res.Values, GroupValue{Group: c.member, Value: c.score})
 			}
 		}
-		for _, g := range q.groups {
-			res.values = append(res.values, groupValue{group: g, value: u[g]})
+		for _, g := range q.Groups {
+			res.Values = append(res.Values, GroupValue{Group: g, Value: u[g]})
 		}
 	case rules.KindDistinct:
 		var cands []string
@@ -332,24 +336,24 @@ func (s *memStore) eval(_ context.Context, q evalQuery) (evalResult, error) {
 				cands = append(cands, g)
 			}
 		}
-		if q.maxCand > 0 || q.top > 0 {
+		if q.MaxCand > 0 || q.Top > 0 {
 			u := s.union(keysOf(kindKeyCount))
 			n := 0
 			for _, c := range descending(u) {
-				if q.maxCand == 0 || c.score < q.threshold || n == q.maxCand {
+				if q.MaxCand == 0 || c.score < q.Threshold || n == q.MaxCand {
 					break
 				}
 				add(c.member)
 				n++
 			}
 			for i, c := range descending(u) {
-				if i == q.top {
+				if i == q.Top {
 					break
 				}
 				add(c.member)
 			}
 		}
-		for _, g := range q.groups {
+		for _, g := range q.Groups {
 			add(g)
 		}
 		// One pass over the window's members, not one per candidate:
@@ -368,7 +372,7 @@ func (s *memStore) eval(_ context.Context, q evalQuery) (evalResult, error) {
 			}
 		}
 		for _, g := range cands {
-			res.values = append(res.values, groupValue{group: g, value: float64(len(vals[g]))})
+			res.Values = append(res.Values, GroupValue{Group: g, Value: float64(len(vals[g]))})
 		}
 	case rules.KindRatio:
 		num, den := s.union(keysOf(kindKeyCount)), s.union(keysOf(kindKeyOf))
@@ -378,43 +382,45 @@ func (s *memStore) eval(_ context.Context, q evalQuery) (evalResult, error) {
 				return
 			}
 			seen[g] = true
-			gv := groupValue{group: g, num: num[g], den: den[g]}
-			if gv.den > 0 {
-				gv.value = gv.num / gv.den
+			gv := GroupValue{Group: g, Num: num[g], Den: den[g]}
+			if gv.Den > 0 {
+				gv.Value = gv.Num / gv.Den
 			}
-			res.values = append(res.values, gv)
+			res.Values = append(res.Values, gv)
 		}
-		if q.maxCand > 0 {
+		if q.MaxCand > 0 {
 			n := 0
 			for _, c := range descending(den) {
-				if c.score < r.MinDenominator() || n == q.maxCand {
+				if c.score < r.MinDenominator() || n == q.MaxCand {
 					break
 				}
 				add(c.member)
 				n++
 			}
 		}
-		for _, g := range q.groups {
+		for _, g := range q.Groups {
 			add(g)
 		}
 	}
 	return res, nil
 }
 
-func (s *memStore) activeAlerts(context.Context) ([]activeAlert, error) {
+// ActiveAlerts is Redis.ActiveAlerts in memory.
+func (s *Memory) ActiveAlerts(context.Context) ([]ActiveAlert, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make([]activeAlert, 0, len(s.alerts))
+	out := make([]ActiveAlert, 0, len(s.alerts))
 	for _, f := range slices.Sorted(maps.Keys(s.alerts)) {
 		out = append(out, s.alerts[f])
 	}
 	return out, nil
 }
 
-func (s *memStore) claimAlert(_ context.Context, a activeAlert) (bool, error) {
+// ClaimAlert is Redis.ClaimAlert in memory.
+func (s *Memory) ClaimAlert(_ context.Context, a ActiveAlert) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := alertField(a.Rule, a.Group)
+	f := AlertField(a.Rule, a.Group)
 	if _, ok := s.alerts[f]; ok {
 		return false, nil
 	}
@@ -422,20 +428,22 @@ func (s *memStore) claimAlert(_ context.Context, a activeAlert) (bool, error) {
 	return true, nil
 }
 
-func (s *memStore) putAlert(_ context.Context, a activeAlert) error {
+// PutAlert is Redis.PutAlert in memory.
+func (s *Memory) PutAlert(_ context.Context, a ActiveAlert) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := alertField(a.Rule, a.Group)
+	f := AlertField(a.Rule, a.Group)
 	if cur, ok := s.alerts[f]; ok && cur.StartsAt.Equal(a.StartsAt) {
 		s.alerts[f] = a
 	}
 	return nil
 }
 
-func (s *memStore) dropAlert(_ context.Context, rule, group string, startsAt time.Time) (bool, error) {
+// DropAlert is Redis.DropAlert in memory.
+func (s *Memory) DropAlert(_ context.Context, rule, group string, startsAt time.Time) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	f := alertField(rule, group)
+	f := AlertField(rule, group)
 	if cur, ok := s.alerts[f]; ok && cur.StartsAt.UnixNano() == startsAt.UnixNano() {
 		delete(s.alerts, f)
 		return true, nil

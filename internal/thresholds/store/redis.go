@@ -1,4 +1,4 @@
-package thresholds
+package store
 
 import (
 	"context"
@@ -16,19 +16,26 @@ import (
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
-// redisStore keeps counts and alert state in Redis, under the tenant's hash
+// Redis keeps counts and alert state in Redis, under the tenant's hash
 // tag. Counting and acknowledging are one script: an entry is counted only
 // if XACK removed it from the thresholds group's pending list in that same
 // script, so a redelivered entry is never counted twice and an entry is
 // never acknowledged without being counted.
-type redisStore struct {
+type Redis struct {
 	client redis.UniversalClient
-	ks     keyspace
+	ks     Keyspace
 	stream string // the tenant's log stream
 	group  string // the thresholds consumer group
 }
 
-func (s *redisStore) keys() keyspace { return s.ks }
+// NewRedis returns the store of the keys under prefix (the tenant's, with
+// its hash tag), counting the entries of stream that group reads.
+func NewRedis(client redis.UniversalClient, prefix, stream, group string) *Redis {
+	return &Redis{client: client, ks: Keyspace{prefix: prefix}, stream: stream, group: group}
+}
+
+// Keys returns the store's keyspace.
+func (s *Redis) Keys() Keyspace { return s.ks }
 
 // countScript acknowledges entries and counts the fresh ones.
 //
@@ -123,9 +130,11 @@ end
 return {counted, dups, out}
 `)
 
-func (s *redisStore) count(ctx context.Context, entries []countEntry, maxGroups int) (countResult, error) {
+// Count counts the fresh entries of a batch and acknowledges them all
+// (see "Counted once"), each bucket capped at maxGroups groups.
+func (s *Redis) Count(ctx context.Context, entries []Entry, maxGroups int) (CountResult, error) {
 	if len(entries) == 0 {
-		return countResult{}, nil
+		return CountResult{}, nil
 	}
 	keys := []string{s.stream}
 	index := map[string]int{}
@@ -143,37 +152,37 @@ func (s *redisStore) count(ctx context.Context, entries []countEntry, maxGroups 
 	}
 	withOps := 0
 	for _, e := range entries {
-		if len(e.ops) > 0 {
+		if len(e.Ops) > 0 {
 			withOps++
 		}
 	}
 	args := make([]any, 0, 3+len(entries)+withOps*9)
 	args = append(args, s.group, maxGroups, withOps)
 	for _, e := range entries {
-		if len(e.ops) == 0 {
+		if len(e.Ops) == 0 {
 			continue
 		}
-		args = append(args, e.id, len(e.ops))
-		for _, o := range e.ops {
+		args = append(args, e.ID, len(e.Ops))
+		for _, o := range e.Ops {
 			args = append(args, string(o.kind), idx(o.c), idx(o.x), idx(o.d), o.ttl.Milliseconds(), o.group, o.value, o.dcap)
 		}
 	}
 	for _, e := range entries {
-		if len(e.ops) == 0 {
-			args = append(args, e.id)
+		if len(e.Ops) == 0 {
+			args = append(args, e.ID)
 		}
 	}
 	res, err := countScript.Run(ctx, s.client, keys, args...).Slice()
 	if err != nil {
-		return countResult{}, fmt.Errorf("count events: %w", err)
+		return CountResult{}, fmt.Errorf("count events: %w", err)
 	}
 	if len(res) != 3 {
-		return countResult{}, errors.New("count events: unexpected script reply")
+		return CountResult{}, errors.New("count events: unexpected script reply")
 	}
-	out := countResult{counted: int(toInt(res[0])), duplicates: int(toInt(res[1])), cut: map[string]int{}}
+	out := CountResult{Counted: int(toInt(res[0])), Duplicates: int(toInt(res[1])), Cut: map[string]int{}}
 	cut, _ := res[2].([]any)
 	for i := 0; i+1 < len(cut); i += 2 {
-		out.cut[toString(cut[i])] += int(toInt(cut[i+1]))
+		out.Cut[toString(cut[i])] += int(toInt(cut[i+1]))
 	}
 	return out, nil
 }
@@ -316,10 +325,11 @@ end
 return {res, cg, ce}
 `)
 
-func (s *redisStore) eval(ctx context.Context, q evalQuery) (evalResult, error) {
-	r := q.rule
+// Eval returns a rule's values in one window for the query's groups.
+func (s *Redis) Eval(ctx context.Context, q Query) (Result, error) {
+	r := q.Rule
 	var buckets []int64
-	for b := q.lo; b <= q.hi; b++ {
+	for b := q.Lo; b <= q.Hi; b++ {
 		buckets = append(buckets, b)
 	}
 	keysOf := func(kind string) []string {
@@ -340,56 +350,57 @@ func (s *redisStore) eval(ctx context.Context, q evalQuery) (evalResult, error) 
 		script = evalCountScript
 		keys = append([]string{s.ks.tmpKey(r, kindKeyCount)}, keysOf(kindKeyCount)...)
 		keys = append(keys, keysOf(kindKeyCut)...)
-		args = []any{nb, strconv.FormatFloat(q.threshold, 'f', -1, 64), q.maxCand, q.top, len(q.groups)}
+		args = []any{nb, strconv.FormatFloat(q.Threshold, 'f', -1, 64), q.MaxCand, q.Top, len(q.Groups)}
 	case rules.KindDistinct:
 		script = evalDistinctScript
 		keys = append([]string{s.ks.tmpKey(r, kindKeyCount)}, keysOf(kindKeyCount)...)
 		keys = append(keys, keysOf(kindKeyDistinct)...)
 		keys = append(keys, keysOf(kindKeyCut)...)
-		args = []any{nb, strconv.FormatFloat(q.threshold, 'f', -1, 64), q.maxCand, q.top, len(q.groups)}
+		args = []any{nb, strconv.FormatFloat(q.Threshold, 'f', -1, 64), q.MaxCand, q.Top, len(q.Groups)}
 	case rules.KindRatio:
 		script = evalRatioScript
 		keys = []string{s.ks.tmpKey(r, kindKeyCount), s.ks.tmpKey(r, kindKeyOf)}
 		keys = append(keys, keysOf(kindKeyCount)...)
 		keys = append(keys, keysOf(kindKeyOf)...)
 		keys = append(keys, keysOf(kindKeyCut)...)
-		args = []any{nb, strconv.FormatFloat(r.MinDenominator(), 'f', -1, 64), q.maxCand, len(q.groups)}
+		args = []any{nb, strconv.FormatFloat(r.MinDenominator(), 'f', -1, 64), q.MaxCand, len(q.Groups)}
 	}
-	for _, g := range q.groups {
+	for _, g := range q.Groups {
 		args = append(args, g)
 	}
 	res, err := script.Run(ctx, s.client, keys, args...).Slice()
 	if err != nil {
-		return evalResult{}, fmt.Errorf("evaluate rule %s: %w", r.Name, err)
+		return Result{}, fmt.Errorf("evaluate rule %s: %w", r.Name, err)
 	}
 	if len(res) != 3 {
-		return evalResult{}, fmt.Errorf("evaluate rule %s: unexpected script reply", r.Name)
+		return Result{}, fmt.Errorf("evaluate rule %s: unexpected script reply", r.Name)
 	}
-	out := evalResult{cutGroups: toInt(res[1]), cutEvents: toInt(res[2])}
+	out := Result{CutGroups: toInt(res[1]), CutEvents: toInt(res[2])}
 	list, _ := res[0].([]any)
 	if r.Kind() == rules.KindRatio {
 		for i := 0; i+2 < len(list); i += 3 {
 			num, den := toFloat(list[i+1]), toFloat(list[i+2])
-			gv := groupValue{group: toString(list[i]), num: num, den: den}
+			gv := GroupValue{Group: toString(list[i]), Num: num, Den: den}
 			if den > 0 {
-				gv.value = num / den
+				gv.Value = num / den
 			}
-			out.values = append(out.values, gv)
+			out.Values = append(out.Values, gv)
 		}
 		return out, nil
 	}
 	for i := 0; i+1 < len(list); i += 2 {
-		out.values = append(out.values, groupValue{group: toString(list[i]), value: toFloat(list[i+1])})
+		out.Values = append(out.Values, GroupValue{Group: toString(list[i]), Value: toFloat(list[i+1])})
 	}
 	return out, nil
 }
 
-func (s *redisStore) activeAlerts(ctx context.Context) ([]activeAlert, error) {
+// ActiveAlerts returns the tenant's active alerts, ordered by AlertField.
+func (s *Redis) ActiveAlerts(ctx context.Context) ([]ActiveAlert, error) {
 	m, err := s.client.HGetAll(ctx, s.ks.alertsKey()).Result()
 	if err != nil {
 		return nil, fmt.Errorf("read active alerts: %w", err)
 	}
-	out := make([]activeAlert, 0, len(m))
+	out := make([]ActiveAlert, 0, len(m))
 	for _, field := range slices.Sorted(maps.Keys(m)) {
 		a, err := decodeAlertState(m[field])
 		if err != nil {
@@ -404,7 +415,7 @@ func (s *redisStore) activeAlerts(ctx context.Context) ([]activeAlert, error) {
 
 // The stored value is "<startsAt unix ns> <json>", so compare-and-delete can
 // match the start without decoding JSON.
-func encodeAlertState(a activeAlert) (string, error) {
+func encodeAlertState(a ActiveAlert) (string, error) {
 	b, err := json.Marshal(a)
 	if err != nil {
 		return "", err
@@ -412,22 +423,23 @@ func encodeAlertState(a activeAlert) (string, error) {
 	return strconv.FormatInt(a.StartsAt.UnixNano(), 10) + " " + string(b), nil
 }
 
-func decodeAlertState(v string) (activeAlert, error) {
+func decodeAlertState(v string) (ActiveAlert, error) {
 	_, js, ok := strings.Cut(v, " ")
 	if !ok {
-		return activeAlert{}, errors.New("malformed alert state")
+		return ActiveAlert{}, errors.New("malformed alert state")
 	}
-	var a activeAlert
+	var a ActiveAlert
 	err := json.Unmarshal([]byte(js), &a)
 	return a, err
 }
 
-func (s *redisStore) claimAlert(ctx context.Context, a activeAlert) (bool, error) {
+// ClaimAlert stores a as active unless its rule/group already is.
+func (s *Redis) ClaimAlert(ctx context.Context, a ActiveAlert) (bool, error) {
 	v, err := encodeAlertState(a)
 	if err != nil {
 		return false, err
 	}
-	ok, err := s.client.HSetNX(ctx, s.ks.alertsKey(), alertField(a.Rule, a.Group), v).Result()
+	ok, err := s.client.HSetNX(ctx, s.ks.alertsKey(), AlertField(a.Rule, a.Group), v).Result()
 	if err != nil {
 		return false, fmt.Errorf("claim alert: %w", err)
 	}
@@ -455,21 +467,23 @@ end
 return 0
 `)
 
-func (s *redisStore) putAlert(ctx context.Context, a activeAlert) error {
+// PutAlert overwrites the state of an active alert that still has a's start.
+func (s *Redis) PutAlert(ctx context.Context, a ActiveAlert) error {
 	v, err := encodeAlertState(a)
 	if err != nil {
 		return err
 	}
 	start := strconv.FormatInt(a.StartsAt.UnixNano(), 10)
-	if err := putAlertScript.Run(ctx, s.client, []string{s.ks.alertsKey()}, alertField(a.Rule, a.Group), start, v).Err(); err != nil {
+	if err := putAlertScript.Run(ctx, s.client, []string{s.ks.alertsKey()}, AlertField(a.Rule, a.Group), start, v).Err(); err != nil {
 		return fmt.Errorf("update alert: %w", err)
 	}
 	return nil
 }
 
-func (s *redisStore) dropAlert(ctx context.Context, rule, group string, startsAt time.Time) (bool, error) {
+// DropAlert removes the alert of rule/group if it still started at startsAt.
+func (s *Redis) DropAlert(ctx context.Context, rule, group string, startsAt time.Time) (bool, error) {
 	start := strconv.FormatInt(startsAt.UnixNano(), 10)
-	n, err := dropAlertScript.Run(ctx, s.client, []string{s.ks.alertsKey()}, alertField(rule, group), start).Int64()
+	n, err := dropAlertScript.Run(ctx, s.client, []string{s.ks.alertsKey()}, AlertField(rule, group), start).Int64()
 	if err != nil {
 		return false, fmt.Errorf("resolve alert: %w", err)
 	}

@@ -1,4 +1,4 @@
-package thresholds
+package store
 
 import (
 	"encoding/json"
@@ -17,7 +17,7 @@ func FuzzEventFields(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		var got event
+		var got Event
 		if !fieldsFast(raw, &got) {
 			return
 		}
@@ -31,15 +31,15 @@ func FuzzEventFields(f *testing.F) {
 		if err := json.Unmarshal(raw, &fields); err != nil {
 			t.Fatalf("fast path took %q; encoding/json: %v", raw, err)
 		}
-		var want event
+		var want Event
 		for i, v := range []json.RawMessage{fields.IP, fields.UserID, fields.UserName, fields.ClientID, fields.Connection} {
 			var s string
 			if json.Unmarshal(v, &s) == nil {
-				want.fields[i] = cleanValue(s)
+				want.Fields[i] = CleanValue(s)
 			}
 		}
-		if got.fields != want.fields {
-			t.Fatalf("fields of %q: %q, encoding/json path %q", raw, got.fields, want.fields)
+		if got.Fields != want.Fields {
+			t.Fatalf("fields of %q: %q, encoding/json path %q", raw, got.Fields, want.Fields)
 		}
 	})
 }
