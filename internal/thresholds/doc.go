@@ -165,8 +165,16 @@
 // # Reload
 //
 // Reload (SIGHUP) and a poll of the rule files' sizes and modification
-// times (Config.ReloadInterval) load the rules again. Everything is
-// validated before the swap: an invalid file keeps the old rules running and
-// sets authpipe_rules_last_reload_successful to 0. Alerts of removed or
-// redefined rules are resolved.
+// times (Config.ReloadInterval) load the rules again. A reload builds and
+// checks everything of the new rules that can fail before it touches the
+// running ones: the files' decoding and validation, annotation templates
+// included (package rules), then a scheduler with a job per rule. Only a
+// complete result replaces the old: the old scheduler stops, the new rule
+// set replaces the old one (one atomic pointer, which every check and the
+// counting read), the new scheduler starts and checks every rule at once,
+// and authpipe_rules_last_reload_successful is 1. A file that does not
+// load or a job that cannot be scheduled keeps the old rules and their
+// schedule running and sets it to 0. The receivers are configuration, not
+// rules: a reload leaves them as they are. Alerts of removed or redefined
+// rules are resolved.
 package thresholds

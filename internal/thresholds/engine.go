@@ -7,15 +7,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/go-co-op/gocron/v2"
-	"github.com/google/uuid"
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -283,12 +280,13 @@ type Engine struct {
 	lastToken  atomic.Int64
 	fromMemory atomic.Bool // re-sending from the copy: logged once per outage
 
-	reloadMu sync.Mutex // serializes Reload
-	sig      string     // rule files' signature at the last load attempt
-
-	schedMu sync.Mutex
-	sched   gocron.Scheduler
-	jobs    map[string]uuid.UUID
+	// Rules and schedule (schedule.go). mu serializes Reload and guards
+	// the rule files' signature at the last load attempt and the running
+	// rule set's scheduler (nil while Run is not running).
+	mu     sync.Mutex
+	sig    string
+	sched  gocron.Scheduler
+	jobDef func(*rules.Rule) gocron.JobDefinition // jobDefinition; tests make scheduling fail with it
 }
 
 // New loads the rules (an invalid rule file is an error) and builds the
@@ -322,7 +320,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		m.addRule(r.Name)
 	}
 
-	e := &Engine{cfg: cfg, log: log, rep: logrepeat.New(log, deps.Clock, 0), clock: deps.Clock, m: m, sig: sig, jobs: map[string]uuid.UUID{}}
+	e := &Engine{cfg: cfg, log: log, rep: logrepeat.New(log, deps.Clock, 0), clock: deps.Clock, m: m, sig: sig, jobDef: jobDefinition}
 	if cfg.AlertmanagerURL != "" {
 		e.rcv = append(e.rcv, notify.NewAlertmanager(cfg.AlertmanagerURL, deps.HTTPClient, deps.Clock, log, m.Metrics, cfg.SendRetries, cfg.SendBackoff))
 	}
@@ -410,13 +408,6 @@ func (e *Engine) Run(ctx context.Context) error {
 		go func() { defer wg.Done(); f() }()
 	}
 
-	opts := []gocron.SchedulerOption{
-		gocron.WithClock(e.clock),
-		gocron.WithLocation(time.UTC),
-		gocron.WithMonitor(jobMonitor{m: e.m, known: e.knownRule}),
-		gocron.WithMonitorStatus(jobMonitor{m: e.m, known: e.knownRule}),
-		gocron.WithStopTimeout(5 * time.Second),
-	}
 	leaseDone := make(chan struct{})
 	if e.lease == nil {
 		// One process: always the leader. Count what the buffer retains
@@ -432,25 +423,20 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.log.Warn("acquire lease", "err", err)
 		}
 		go func() { _ = e.lease.Run(runCtx); close(leaseDone) }()
-		opts = append(opts, gocron.WithDistributedElector(e.lease.Elector()))
 	}
 
-	sched, err := gocron.NewScheduler(opts...)
+	e.mu.Lock()
+	sched, err := e.schedule(e.ev.rules.Load())
+	if err == nil {
+		e.sched = sched
+		sched.Start()
+	}
+	e.mu.Unlock()
 	if err != nil {
 		cancel()
 		<-leaseDone
-		return fmt.Errorf("create scheduler: %w", err)
-	}
-	e.schedMu.Lock()
-	e.sched = sched
-	e.schedMu.Unlock()
-	if err := e.syncJobs(); err != nil {
-		cancel()
-		<-leaseDone
-		_ = sched.Shutdown()
 		return err
 	}
-	sched.Start()
 
 	for _, r := range e.rcv {
 		goRun(func() { r.Run(runCtx, 5*time.Second) })
@@ -462,9 +448,9 @@ func (e *Engine) Run(ctx context.Context) error {
 	}
 
 	<-ctx.Done()
-	e.schedMu.Lock()
-	e.sched = nil
-	e.schedMu.Unlock()
+	e.mu.Lock()
+	sched, e.sched = e.sched, nil // the last reload's
+	e.mu.Unlock()
 	if err := sched.Shutdown(); err != nil {
 		e.log.Warn("stop scheduler", "err", err)
 	}
@@ -472,329 +458,6 @@ func (e *Engine) Run(ctx context.Context) error {
 	wg.Wait()
 	<-leaseDone
 	return nil
-}
-
-func (e *Engine) knownRule(name string) bool {
-	_, ok := e.ev.rules.Load().Get(name)
-	return ok
-}
-
-// syncJobs replaces the scheduler's rule jobs by jobs of the current rules.
-func (e *Engine) syncJobs() error {
-	e.schedMu.Lock()
-	defer e.schedMu.Unlock()
-	if e.sched == nil {
-		return nil
-	}
-	for name, id := range e.jobs {
-		if err := e.sched.RemoveJob(id); err != nil && !errors.Is(err, gocron.ErrJobNotFound) {
-			e.log.Warn("remove job", "rule", name, "err", err)
-		}
-		delete(e.jobs, name)
-	}
-	for _, r := range e.ev.rules.Load().Rules {
-		def := gocron.DurationJob(r.Every)
-		if r.Cron != "" {
-			def = gocron.CronJob(r.Cron, false)
-		}
-		name := r.Name
-		j, err := e.sched.NewJob(def,
-			gocron.NewTask(func(ctx context.Context) error { return e.runCheck(ctx, name) }),
-			gocron.WithName(name),
-			gocron.WithSingletonMode(gocron.LimitModeReschedule),
-			gocron.WithStartAt(gocron.WithStartImmediately()),
-		)
-		if err != nil {
-			return fmt.Errorf("schedule rule %s: %w", name, err)
-		}
-		e.jobs[name] = j.ID()
-	}
-	return nil
-}
-
-// runCheck is a rule's scheduled job.
-func (e *Engine) runCheck(ctx context.Context, name string) error {
-	r, ok := e.ev.rules.Load().Get(name)
-	if !ok {
-		return nil // removed by a reload
-	}
-	res, err := e.ev.check(ctx, r, e.clock.Now())
-	if err != nil {
-		if ctx.Err() == nil {
-			e.bufferFailed()
-		}
-		e.rep.Fail(ctx, "check rule "+name, slog.LevelWarn, "check rule", err, "rule", name)
-		return err
-	}
-	e.rep.OK(ctx, "check rule "+name)
-	if res.Breached {
-		e.log.Debug("rule breached", "rule", name, "value", res.Value, "groups", len(res.Breaching))
-	}
-	return nil
-}
-
-// Check runs one rule's check now, outside the schedule (for tests and
-// tools). It evaluates even when this replica does not hold the lease, but
-// then changes no state.
-func (e *Engine) Check(ctx context.Context, rule string) (CheckResult, error) {
-	r, ok := e.ev.rules.Load().Get(rule)
-	if !ok {
-		return CheckResult{}, fmt.Errorf("check rule %s: no such rule", rule)
-	}
-	return e.ev.check(ctx, r, e.clock.Now())
-}
-
-// Reload loads the rule files again. A valid set replaces the rules in
-// force and is scheduled at once; an invalid one is logged, keeps the old
-// rules running and sets authpipe_rules_last_reload_successful to 0. Safe to
-// call at any time, from any goroutine (SIGHUP).
-func (e *Engine) Reload() error {
-	e.reloadMu.Lock()
-	defer e.reloadMu.Unlock()
-	e.sig = e.cfg.rulesSignature()
-	rs, err := e.cfg.loadRules()
-	if err != nil {
-		e.m.reloadOK.Set(0)
-		e.log.Error("reload threshold rules; keeping the previous rules", "err", err)
-		return fmt.Errorf("reload threshold rules: %w", err)
-	}
-	old := e.ev.rules.Swap(rs)
-	if e.cfg.Local != nil {
-		checkRetention(e.cfg.Local, rs, e.log)
-	}
-	for _, r := range rs.Rules {
-		e.m.addRule(r.Name)
-	}
-	for _, r := range old.Rules {
-		if _, kept := rs.Get(r.Name); !kept {
-			e.m.removeRule(r.Name)
-		}
-	}
-	if err := e.syncJobs(); err != nil {
-		e.m.reloadOK.Set(0)
-		return err
-	}
-	e.m.reloadOK.Set(1)
-	e.m.reloadTime.Set(float64(e.clock.Now().UnixNano()) / 1e9)
-	e.log.Info("threshold rules loaded", "rules", len(rs.Rules))
-	return nil
-}
-
-// watch polls the rule files and reloads when they change.
-func (e *Engine) watch(ctx context.Context) {
-	e.every(ctx, e.cfg.ReloadInterval, func() {
-		e.reloadMu.Lock()
-		changed := e.cfg.rulesSignature() != e.sig
-		e.reloadMu.Unlock()
-		if changed {
-			_ = e.Reload()
-		}
-	})
-}
-
-// every calls fn every d, on the engine's clock, until ctx ends.
-func (e *Engine) every(ctx context.Context, d time.Duration, fn func()) {
-	t := e.clock.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.Chan():
-		}
-		fn()
-	}
-}
-
-// loadRules loads the rules from Rules, or else from RulesPath.
-func (c Config) loadRules() (*rules.Set, error) {
-	if c.Rules != nil {
-		return rules.LoadData(c.RulesPath, c.Rules)
-	}
-	return rules.Load(c.RulesPath)
-}
-
-// rulesSignature is that of the rule files, or a constant for Rules.
-func (c Config) rulesSignature() string {
-	if c.Rules != nil {
-		return "built in"
-	}
-	return rulesSignature(c.RulesPath)
-}
-
-// rulesSignature describes the rule files' names, sizes and modification
-// times: it changes when a file is edited, added or removed.
-func rulesSignature(path string) string {
-	files, err := rules.Files(path)
-	if err != nil {
-		return "error: " + err.Error()
-	}
-	var b strings.Builder
-	for _, f := range files {
-		info, err := os.Stat(f)
-		if err != nil {
-			b.WriteString(f + " missing\n")
-			continue
-		}
-		fmt.Fprintf(&b, "%s %d %d\n", filepath.Clean(f), info.Size(), info.ModTime().UnixNano())
-	}
-	return b.String()
-}
-
-// groupReader is what consume reads with: either buffer.
-type groupReader interface {
-	EnsureGroup(ctx context.Context, group string) error
-	Read(ctx context.Context, group, consumer string, count int, block time.Duration) ([]buffer.Entry, error)
-	ReadPending(ctx context.Context, group, consumer, after string, count int) ([]buffer.Entry, error)
-	Reclaim(ctx context.Context, group, consumer string, minIdle time.Duration, count int) ([]buffer.Entry, error)
-}
-
-func (e *Engine) reader() groupReader {
-	if e.cfg.Local != nil {
-		return e.cfg.Local
-	}
-	return e.cfg.Buffer
-}
-
-// consume reads the tenant's stream with the thresholds group and counts
-// every entry. A restarted consumer first counts what it held when it
-// stopped; entries of consumers that died are reclaimed after ReclaimIdle.
-// On the embedded buffer Run has rebuilt the counts already; a group found
-// missing later is rebuilt the same way, and expired counts are pruned.
-func (e *Engine) consume(ctx context.Context) {
-	group, consumer := e.cfg.Group, e.cfg.Consumer
-	buf := e.reader()
-	ready, recover := e.mem != nil, true
-	lastReclaim := e.clock.Now()
-	backoff := func() {
-		select {
-		case <-ctx.Done():
-		case <-e.clock.After(time.Second):
-		}
-	}
-	for ctx.Err() == nil {
-		if !ready {
-			var err error
-			if e.mem != nil {
-				err = e.rebuild(ctx)
-			} else {
-				err = buf.EnsureGroup(ctx, group)
-			}
-			if err != nil {
-				if ctx.Err() == nil {
-					e.bufferFailed()
-					e.rep.Fail(ctx, "prepare consumer group", slog.LevelWarn, "prepare consumer group", err)
-					backoff()
-				}
-				continue
-			}
-			e.rep.OK(ctx, "prepare consumer group")
-			ready = true
-		}
-		if recover {
-			if err := e.drainPending(ctx, group, consumer); err != nil {
-				if ctx.Err() == nil {
-					e.bufferFailed()
-					e.rep.Fail(ctx, "count pending entries", slog.LevelWarn, "count pending entries", err)
-					backoff()
-				}
-				continue
-			}
-			e.rep.OK(ctx, "count pending entries")
-			recover = false
-		}
-		if e.mem != nil {
-			e.mem.Prune(e.clock.Now())
-		}
-		entries, err := buf.Read(ctx, group, consumer, e.cfg.ReadCount, e.cfg.ReadBlock)
-		if err == nil && len(entries) > 0 {
-			err = e.process(ctx, entries)
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			if strings.Contains(err.Error(), "NOGROUP") {
-				ready = false
-			}
-			e.bufferFailed()
-			e.rep.Fail(ctx, "count entries", slog.LevelWarn, "count entries", err)
-			recover = true // what was read stays pending with us: count it again
-			backoff()
-			continue
-		}
-		e.rep.OK(ctx, "count entries")
-		if e.clock.Since(lastReclaim) >= e.cfg.ReclaimIdle/2 {
-			lastReclaim = e.clock.Now()
-			if err := e.reclaim(ctx, group, consumer); err != nil && ctx.Err() == nil {
-				e.rep.Fail(ctx, "reclaim entries", slog.LevelWarn, "reclaim entries", err)
-			} else if err == nil {
-				e.rep.OK(ctx, "reclaim entries")
-			}
-		}
-	}
-}
-
-func (e *Engine) drainPending(ctx context.Context, group, consumer string) error {
-	after := "0"
-	for {
-		entries, err := e.reader().ReadPending(ctx, group, consumer, after, e.cfg.ReadCount)
-		if err != nil {
-			return err
-		}
-		if len(entries) == 0 {
-			return nil
-		}
-		if err := e.process(ctx, entries); err != nil {
-			return err
-		}
-		after = entries[len(entries)-1].ID
-	}
-}
-
-func (e *Engine) reclaim(ctx context.Context, group, consumer string) error {
-	for range 10 {
-		entries, err := e.reader().Reclaim(ctx, group, consumer, e.cfg.ReclaimIdle, e.cfg.ReadCount)
-		if err != nil {
-			return err
-		}
-		if len(entries) == 0 {
-			return nil
-		}
-		if err := e.process(ctx, entries); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// process counts a batch of entries and acknowledges them: in one script
-// on Redis, counted in memory then acknowledged on the embedded buffer.
-func (e *Engine) process(ctx context.Context, entries []buffer.Entry) error {
-	return e.processBatch(ctx, entries, e.ev.realtime)
-}
-
-func (e *Engine) processBatch(ctx context.Context, entries []buffer.Entry, realtime bool) error {
-	if len(entries) == 0 {
-		return nil
-	}
-	events := make([]store.Event, 0, len(entries))
-	var invalid []string
-	for _, en := range entries {
-		ev, err := store.ParseEvent(en.ID, en.Raw) // fields: by countBatch, if a rule wants them
-		if err != nil {
-			invalid = append(invalid, en.ID)
-			continue
-		}
-		events = append(events, ev)
-	}
-	if len(invalid) > 0 {
-		e.log.Warn("undecodable entries acknowledged without counting", "entries", len(invalid))
-	}
-	if e.mem == nil {
-		return e.ev.countBatch(ctx, events, invalid, realtime)
-	}
-	return e.countLocal(ctx, entries, events, invalid, realtime)
 }
 
 // readGauge returns a gauge's current value.

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-co-op/gocron/v2"
 	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -20,6 +21,7 @@ import (
 	"github.com/authpipe/authpipe/internal/testredis"
 	"github.com/authpipe/authpipe/internal/thresholds/internal/thtest"
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
+	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
 // fakeAM records what is posted to /api/v2/alerts.
@@ -418,6 +420,70 @@ func TestReloadKeepsOldRulesOnBadFile(t *testing.T) {
 	}, 5*time.Second, 10*time.Millisecond)
 	require.Equal(t, []string{rule, "Blocked"}, h.eng.Rules().Names())
 	require.Eventually(t, func() bool { return h.counter("checks", "Blocked") >= 1 }, 5*time.Second, 5*time.Millisecond)
+}
+
+// A reload whose rules parse but whose jobs cannot all be scheduled (gocron
+// refuses the first rule's schedule) changes nothing: the old rules and
+// their jobs keep running, the new rule gets no series, and
+// authpipe_rules_last_reload_successful is 0. Once the jobs can be built,
+// the same files replace the old rules and their schedule whole.
+func TestReloadKeepsOldJobsWhenSchedulingFails(t *testing.T) {
+	clock := clockwork.NewFakeClockAt(time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC))
+	dir := t.TempDir()
+	writeRules(t, dir, "rules.yml", strings.ReplaceAll(failedLoginsRule, "%EVERY%", "30s"))
+	// The lease outlasts the test (see TestFailedLoginsAlertAndResolve).
+	h := startEngine(t, Config{Tenant: testredis.Name(t), RulesPath: dir, LeaseTTL: time.Hour}, testredis.Client(t), clock)
+	rule := "FailedLoginsPerIP"
+	require.Eventually(t, func() bool { return h.counter("checks", rule) >= 1 }, 5*time.Second, 5*time.Millisecond)
+
+	// New rules: Blocked first, then the old rule every hour instead of 30s.
+	writeRules(t, dir, "rules.yml", `
+rules:
+  - name: Blocked
+    types: [limit_wc]
+    window: 5m
+    threshold: 1
+    every: 30s`+strings.TrimPrefix(strings.ReplaceAll(failedLoginsRule, "%EVERY%", "1h"), "\nrules:"))
+	h.eng.mu.Lock()
+	h.eng.jobDef = func(r *rules.Rule) gocron.JobDefinition {
+		if r.Name == "Blocked" {
+			return gocron.DurationJob(0) // gocron: ErrDurationJobIntervalZero
+		}
+		return jobDefinition(r)
+	}
+	h.eng.mu.Unlock()
+	err := h.eng.Reload()
+	require.ErrorIs(t, err, gocron.ErrDurationJobIntervalZero)
+	require.ErrorContains(t, err, "reload threshold rules: schedule rule Blocked:")
+	require.Equal(t, 0.0, h.counter("reloadOK"))
+	require.Equal(t, []string{rule}, h.eng.Rules().Names(), "old rules kept")
+	checks := h.counter("checks", rule)
+	h.advance(30 * time.Second)
+	require.Eventually(t, func() bool { return h.counter("checks", rule) > checks }, 5*time.Second, 5*time.Millisecond,
+		"the old job keeps its 30s schedule")
+	mfs, err := h.reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				require.NotEqual(t, "Blocked", l.GetValue(), "%s: no series for a rule not in force", mf.GetName())
+			}
+		}
+	}
+
+	h.eng.mu.Lock()
+	h.eng.jobDef = jobDefinition
+	h.eng.mu.Unlock()
+	require.NoError(t, h.eng.Reload())
+	require.Equal(t, 1.0, h.counter("reloadOK"))
+	require.Equal(t, []string{"Blocked", rule}, h.eng.Rules().Names())
+	require.Eventually(t, func() bool { return h.counter("checks", "Blocked") >= 1 && h.counter("checks", rule) > checks+1 },
+		5*time.Second, 5*time.Millisecond, "both checked at once")
+	checks = h.counter("checks", rule)
+	blocked := h.counter("checks", "Blocked")
+	h.advance(time.Minute)
+	require.Eventually(t, func() bool { return h.counter("checks", "Blocked") >= blocked+2 }, 5*time.Second, 5*time.Millisecond)
+	require.Equal(t, checks, h.counter("checks", rule), "the old 30s job is gone: the rule runs every hour now")
 }
 
 func TestConfigValidate(t *testing.T) {
