@@ -2,14 +2,12 @@ package thresholds
 
 import (
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/jonboulle/clockwork"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/sim"
@@ -41,11 +39,6 @@ func benchLogs(b *testing.B, n int, start time.Time) []auth0log.Log {
 	return logs
 }
 
-// discard takes alerts and drops them.
-type discard struct{}
-
-func (discard) Notify([]notify.Alert) {}
-
 // BenchmarkCount: the counting path of one event (one op), in batches of
 // 100 as the consumer reads them, under the shipped rules: the head
 // decoded, the fields read where a rule counts the type, the increments,
@@ -63,14 +56,7 @@ func BenchmarkCount(b *testing.B) {
 	logs := benchLogs(b, 10_000, start)
 	clock := clockwork.NewFakeClockAt(start.Add(15 * time.Second))
 	newEvaluator := func(st stateStore) *evaluator {
-		ev := &evaluator{
-			tenant: "bench", st: st, clock: clock, log: slog.New(slog.DiscardHandler),
-			m: newEngineMetrics(prometheus.NewRegistry()), out: discard{}, leader: func() bool { return true },
-			maxGroups: DefaultMaxGroups, maxAlerts: DefaultMaxAlerts, top: DefaultTopOffenders,
-			maxCand: DefaultMaxCandidates, resend: DefaultResendInterval, realtime: true,
-		}
-		ev.rules.Store(rs)
-		return ev
+		return newMemoryEvaluator(rs, "bench", st, clock, notify.Fanout(nil), true)
 	}
 	count := func(b *testing.B, ev *evaluator, ids []string, raws [][]byte) {
 		events := make([]store.Event, 0, len(raws))

@@ -10,15 +10,7 @@ import (
 	"github.com/authpipe/authpipe/internal/thresholds/store"
 )
 
-// groupReader is what consume reads with: either buffer.
-type groupReader interface {
-	EnsureGroup(ctx context.Context, group string) error
-	Read(ctx context.Context, group, consumer string, count int, block time.Duration) ([]buffer.Entry, error)
-	ReadPending(ctx context.Context, group, consumer, after string, count int) ([]buffer.Entry, error)
-	Reclaim(ctx context.Context, group, consumer string, minIdle time.Duration, count int) ([]buffer.Entry, error)
-}
-
-func (e *Engine) reader() groupReader {
+func (e *Engine) reader() GroupReader {
 	if e.cfg.Local != nil {
 		return e.cfg.Local
 	}

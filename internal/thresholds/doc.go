@@ -1,8 +1,15 @@
-// Package thresholds runs authpipe's threshold checks over a tenant's Auth0
-// sign-on and failure events: rule files, event-time window counting (in
-// Redis, or in memory on the embedded buffer), scheduled checks (gocron v2)
-// and a real-time path, breach metrics, and alerts to Alertmanager (API v2)
-// or a generic webhook.
+// Package thresholds is authpipe's threshold engine for one tenant: it
+// counts the tenant's buffered Auth0 sign-on and failure events with its own
+// consumer group, checks the rules on schedule (gocron v2) and in real time,
+// keeps the breach metrics, and runs the alert lifecycle. Its parts live in
+// packages of their own:
+//
+//	rules   the rule file format, its validation, `authpipe rules check`
+//	store   the counting model; counts and alert state in Redis or in memory
+//	notify  delivery to Alertmanager (API v2) and to a generic webhook
+//
+// `authpipe rules test` (TestFiles, unittest.go) and Replay run this
+// package's evaluation in memory, on the model the engine runs.
 //
 // One engine (New) serves both buffer backends, with the same rules,
 // counting model, evaluation and alert lifecycle; only where the counts and
@@ -14,13 +21,6 @@
 //	expiry           Redis key TTLs                     pruned by the same TTLs
 //	after a restart  still in Redis                     rebuilt from the buffer
 //	evaluates        the holder of the Redis lease      always (one process)
-//
-// # Rule files
-//
-// AUTHPIPE_RULES names a rule file or a directory of *.yml files; their
-// format, validation and `authpipe rules check` are package rules'. `authpipe
-// rules test` (TestFiles) runs rule unit tests through this package's
-// evaluation, in memory.
 //
 // # Counting, and why it has its own consumer group
 //
@@ -79,14 +79,11 @@
 //     firing notification). An alert that stopped breaching while the
 //     process was down is not resolved explicitly: Alertmanager resolves it
 //     when its endsAt (four re-send intervals) passes.
-//   - Bounded. Memory keys expire as Redis keys do, one window plus
-//     store.KeyGrace after their bucket ends; the store drops them (at most
-//     once a second, on counting and while idle), so it holds per rule at
-//     most the buckets of one window plus KeyGrace, each capped as in Redis,
-//     whatever the run's length.
+//   - Bounded. Memory keys expire as Redis keys do (store.NewLocal), so
+//     memory stays bounded whatever the run's length.
 //
 // Counts are kept per rule in event-time buckets, bounded in number and in
-// groups per bucket (package store describes the model and its bounds).
+// groups per bucket: package store describes the model and its bounds.
 //
 // # Evaluation
 //

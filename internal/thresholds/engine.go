@@ -48,18 +48,24 @@ const (
 	DefaultSendBackoff    = time.Second
 )
 
+// GroupReader is how the engine reads either buffer: with its own
+// consumer group.
+type GroupReader interface {
+	EnsureGroup(ctx context.Context, group string) error
+	Read(ctx context.Context, group, consumer string, count int, block time.Duration) ([]buffer.Entry, error)
+	ReadPending(ctx context.Context, group, consumer, after string, count int) ([]buffer.Entry, error)
+	Reclaim(ctx context.Context, group, consumer string, minIdle time.Duration, count int) ([]buffer.Entry, error)
+}
+
 // Buffer is what the engine needs from the tenant's buffer
 // (*buffer.Redis): its keys, its consumer-group reads, and its Redis client.
 // Acknowledgement is not in it: the engine acknowledges in the same script
 // that counts (see the package doc).
 type Buffer interface {
+	GroupReader
 	Key(name string) string
 	StreamKey() string
 	Client() redis.UniversalClient
-	EnsureGroup(ctx context.Context, group string) error
-	Read(ctx context.Context, group, consumer string, count int, block time.Duration) ([]buffer.Entry, error)
-	ReadPending(ctx context.Context, group, consumer, after string, count int) ([]buffer.Entry, error)
-	Reclaim(ctx context.Context, group, consumer string, minIdle time.Duration, count int) ([]buffer.Entry, error)
 }
 
 var _ Buffer = (*buffer.Redis)(nil)
@@ -68,11 +74,8 @@ var _ Buffer = (*buffer.Redis)(nil)
 // buffer (*buffer.Bolt): its consumer-group reads, Ack, and ResetGroup to
 // read the retained stream again at start (see the package doc).
 type LocalBuffer interface {
-	EnsureGroup(ctx context.Context, group string) error
+	GroupReader
 	ResetGroup(ctx context.Context, group string, from time.Time) error
-	Read(ctx context.Context, group, consumer string, count int, block time.Duration) ([]buffer.Entry, error)
-	ReadPending(ctx context.Context, group, consumer, after string, count int) ([]buffer.Entry, error)
-	Reclaim(ctx context.Context, group, consumer string, minIdle time.Duration, count int) ([]buffer.Entry, error)
 	Ack(ctx context.Context, group string, ids ...string) error
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
@@ -66,6 +67,19 @@ type evaluator struct {
 	// each counted batch; nil: nobody asks.
 	live    func(now time.Time) bool
 	counted func(newest time.Time)
+}
+
+// newMemoryEvaluator is the evaluator of an in-memory run (`rules test`,
+// Replay): the engine's defaults, always the leader, alerts to out.
+func newMemoryEvaluator(rs *rules.Set, tenant string, st stateStore, clock clockwork.Clock, out notifier, realtime bool) *evaluator {
+	ev := &evaluator{
+		tenant: tenant, st: st, clock: clock, log: slog.New(slog.DiscardHandler),
+		m: newEngineMetrics(prometheus.NewRegistry()), out: out, leader: func() bool { return true },
+		maxGroups: DefaultMaxGroups, maxAlerts: DefaultMaxAlerts, top: DefaultTopOffenders,
+		maxCand: DefaultMaxCandidates, resend: DefaultResendInterval, realtime: realtime,
+	}
+	ev.rules.Store(rs)
+	return ev
 }
 
 // firingFor is how long a firing alert stays valid at Alertmanager without
@@ -196,17 +210,11 @@ func gaugeValue(ev *evaluator, rule string) float64 {
 // CheckResult is the outcome of one scheduled check of a rule.
 type CheckResult struct {
 	Rule      string
-	Value     float64      // highest value among the groups evaluated
-	Breached  bool         // a group breaches, or an alert is held (Held > 0)
-	Breaching []GroupValue // groups at or over the threshold, highest first
-	Firing    int          // alerts active for the rule after the check
-	Held      int          // of them, alerts below the threshold kept active: the counts are not live
-}
-
-// GroupValue is one group's value.
-type GroupValue struct {
-	Group string
-	Value float64
+	Value     float64            // highest value among the groups evaluated
+	Breached  bool               // a group breaches, or an alert is held (Held > 0)
+	Breaching []store.GroupValue // groups at or over the threshold, highest first
+	Firing    int                // alerts active for the rule after the check
+	Held      int                // of them, alerts below the threshold kept active: the counts are not live
 }
 
 // check evaluates rule r at now: sets its metrics, raises alerts for new
@@ -259,9 +267,7 @@ func (ev *evaluator) check(ctx context.Context, r *rules.Rule, now time.Time) (C
 	if len(values) > 0 {
 		out.Value = values[0].Value
 	}
-	for _, gv := range breaching {
-		out.Breaching = append(out.Breaching, GroupValue{gv.Group, gv.Value})
-	}
+	out.Breaching = breaching
 	if !ev.leader() {
 		out.Breached = len(breaching) > 0
 		return out, nil // lost the lease while checking: leave state to the new holder

@@ -15,9 +15,15 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/thresholds/internal/thtest"
+	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 	"github.com/authpipe/authpipe/internal/thresholds/store"
 )
+
+// captured collects sent alerts.
+type captured struct{ alerts []notify.Alert }
+
+func (c *captured) Notify(a []notify.Alert) { c.alerts = append(c.alerts, a...) }
 
 // newTestEvaluator is an evaluator on a store.Memory with a fake clock.
 func newTestEvaluator(t *testing.T, src string, clock clockwork.Clock) (*evaluator, *captured) {

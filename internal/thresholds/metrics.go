@@ -94,15 +94,17 @@ func newEngineMetrics(reg prometheus.Registerer) *engineMetrics {
 	return m
 }
 
+// perRule lists the vectors labelled by the rule alone.
+func (m *engineMetrics) perRule() []*prometheus.MetricVec {
+	return []*prometheus.MetricVec{m.breached.MetricVec, m.value.MetricVec, m.lastCheck.MetricVec, m.checks.MetricVec,
+		m.checkErrors.MetricVec, m.duration.MetricVec, m.cut.MetricVec}
+}
+
 // addRule creates a rule's series at 0.
 func (m *engineMetrics) addRule(name string) {
-	m.breached.WithLabelValues(name)
-	m.value.WithLabelValues(name)
-	m.lastCheck.WithLabelValues(name)
-	m.checks.WithLabelValues(name)
-	m.checkErrors.WithLabelValues(name)
-	m.duration.WithLabelValues(name)
-	m.cut.WithLabelValues(name)
+	for _, v := range m.perRule() {
+		_, _ = v.GetMetricWithLabelValues(name) // one label, a valid value: no error
+	}
 	for _, s := range jobStatuses {
 		m.jobRuns.WithLabelValues(name, string(s))
 	}
@@ -110,13 +112,9 @@ func (m *engineMetrics) addRule(name string) {
 
 // removeRule deletes a rule's series.
 func (m *engineMetrics) removeRule(name string) {
-	m.breached.DeleteLabelValues(name)
-	m.value.DeleteLabelValues(name)
-	m.lastCheck.DeleteLabelValues(name)
-	m.checks.DeleteLabelValues(name)
-	m.checkErrors.DeleteLabelValues(name)
-	m.duration.DeleteLabelValues(name)
-	m.cut.DeleteLabelValues(name)
+	for _, v := range m.perRule() {
+		v.DeleteLabelValues(name)
+	}
 	for _, s := range jobStatuses {
 		m.jobRuns.DeleteLabelValues(name, string(s))
 	}

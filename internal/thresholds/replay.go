@@ -5,12 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/jonboulle/clockwork"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
@@ -59,13 +57,7 @@ func NewReplay(rs *rules.Set, tenant string, step time.Duration) (*Replay, error
 	clock := clockwork.NewFakeClockAt(time.Unix(0, 0))
 	mem := store.NewLocal(clock)
 	fired := &firingLog{clock: clock}
-	ev := &evaluator{
-		tenant: tenant, st: mem, clock: clock, log: slog.New(slog.DiscardHandler),
-		m: newEngineMetrics(prometheus.NewRegistry()), out: fired, leader: func() bool { return true },
-		maxGroups: DefaultMaxGroups, maxAlerts: DefaultMaxAlerts, top: DefaultTopOffenders,
-		maxCand: DefaultMaxCandidates, resend: DefaultResendInterval, realtime: true,
-	}
-	ev.rules.Store(rs)
+	ev := newMemoryEvaluator(rs, tenant, mem, clock, fired, true)
 	return &Replay{ev: ev, mem: mem, clock: clock, step: step, fired: fired}, nil
 }
 

@@ -183,18 +183,14 @@ func (c Config) loadRules() (*rules.Set, error) {
 	return rules.Load(c.RulesPath)
 }
 
-// rulesSignature is that of the rule files, or a constant for Rules.
+// rulesSignature describes the rule files' names, sizes and modification
+// times: it changes when a file is edited, added or removed (a constant for
+// Rules).
 func (c Config) rulesSignature() string {
 	if c.Rules != nil {
 		return "built in"
 	}
-	return rulesSignature(c.RulesPath)
-}
-
-// rulesSignature describes the rule files' names, sizes and modification
-// times: it changes when a file is edited, added or removed.
-func rulesSignature(path string) string {
-	files, err := rules.Files(path)
+	files, err := rules.Files(c.RulesPath)
 	if err != nil {
 		return "error: " + err.Error()
 	}
