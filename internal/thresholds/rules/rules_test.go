@@ -137,7 +137,7 @@ var errLine = regexp.MustCompile(`^fuzz\.yml(:\d+)?: `)
 
 // FuzzParseRules: the parser never panics, every error names the file (and
 // a line), and what it accepts satisfies the rule invariants.
-func FuzzParse(f *testing.F) {
+func FuzzParseRules(f *testing.F) {
 	seeds, _ := filepath.Glob("testdata/*.yml")
 	seeds = append(seeds, "../../../alerts/thresholds.yml")
 	for _, s := range seeds {
