@@ -159,12 +159,12 @@ func (ev *evaluator) countBatch(ctx context.Context, events []store.Event, inval
 // distinct rule's threshold, without waiting for the scheduled check. It
 // only ever raises: resolving is the scheduled check's job.
 func (ev *evaluator) evalRealtime(ctx context.Context, rs *rules.Set, touched map[string]map[string]bool, now time.Time) {
-	for _, name := range slices.Sorted(maps.Keys(touched)) {
+	for _, name := range sortedKeys(touched) {
 		r, ok := rs.Get(name)
 		if !ok {
 			continue
 		}
-		groups := slices.Sorted(maps.Keys(touched[name]))
+		groups := sortedKeys(touched[name])
 		lo, hi := store.WindowBuckets(r, now)
 		res, err := ev.st.Eval(ctx, store.Query{Rule: r, Lo: lo, Hi: hi, Groups: groups})
 		if err != nil {
@@ -465,6 +465,14 @@ func boolFloat(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// sortedKeys returns m's keys in order, in one allocation: the real-time
+// path sorts per batch.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := slices.AppendSeq(make([]string, 0, len(m)), maps.Keys(m))
+	slices.Sort(keys)
+	return keys
 }
 
 // formatDuration prints a duration the way rule files write it (5m, 1h30m, 1d).
