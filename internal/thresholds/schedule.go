@@ -14,6 +14,8 @@ import (
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
+// knownRule reports whether a rule called name is in force: the job
+// monitor counts the runs of those only.
 func (e *Engine) knownRule(name string) bool {
 	_, ok := e.ev.rules.Load().Get(name)
 	return ok
