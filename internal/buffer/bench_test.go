@@ -18,18 +18,15 @@ import (
 // of 100, as the poller appends them.
 func benchPages(b *testing.B, n int) ([][]auth0log.Log, int64) {
 	b.Helper()
-	a := sim.NewAuth0(sim.Auth0Options{})
-	a.Add(sim.GenerateEvents(rand.New(rand.NewPCG(5, 6)), n, time.Now().Add(-time.Hour), time.Millisecond)...)
+	logs, err := sim.GenerateLogs(rand.New(rand.NewPCG(5, 6)), n, time.Now().Add(-time.Hour), time.Millisecond)
+	if err != nil {
+		b.Fatal(err)
+	}
 	var pages [][]auth0log.Log
 	var page []auth0log.Log
 	var size int64
-	for _, id := range a.LogIDs() {
-		raw, _ := a.Log(id)
-		l, err := auth0log.Decode(raw)
-		if err != nil {
-			b.Fatal(err)
-		}
-		size += int64(len(raw))
+	for _, l := range logs {
+		size += int64(len(l.Raw))
 		if page = append(page, l); len(page) == 100 {
 			pages = append(pages, page)
 			page = nil

@@ -225,6 +225,23 @@ func TestAuth0GenerateEvents(t *testing.T) {
 	require.Equal(t, evs, again)
 }
 
+// GenerateLogs gives GenerateEvents' events, decoded, in log_id order, each
+// dated and typed as its event.
+func TestAuth0GenerateLogs(t *testing.T) {
+	start := time.Now().Add(-time.Hour).Truncate(time.Second)
+	evs := sim.GenerateEvents(rand.New(rand.NewPCG(7, 7)), 500, start, time.Second)
+	logs, err := sim.GenerateLogs(rand.New(rand.NewPCG(7, 7)), 500, start, time.Second)
+	require.NoError(t, err)
+	require.Len(t, logs, 500)
+	for i, l := range logs {
+		require.True(t, evs[i].Date.Equal(l.Date), "log %d", i)
+		require.Equal(t, evs[i].Type, l.Type)
+		if i > 0 {
+			require.Less(t, logs[i-1].ID, l.ID)
+		}
+	}
+}
+
 // get sends GET /api/v2/logs with a fresh token.
 func get(t *testing.T, srv *httptest.Server, token, query string) (*http.Response, []byte) {
 	t.Helper()

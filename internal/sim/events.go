@@ -298,6 +298,25 @@ func GenerateEvents(rng *rand.Rand, n int, start time.Time, spacing time.Duratio
 	return GenerateTraffic(rng, n, start, spacing, UsersFor(rate))
 }
 
+// GenerateLogs returns GenerateEvents' events as the Auth0 simulator serves
+// them (log_ids and all), decoded, in log_id order: the traffic the
+// benchmarks replay. Events older than the simulator's retention are not
+// returned.
+func GenerateLogs(rng *rand.Rand, n int, start time.Time, spacing time.Duration) ([]auth0log.Log, error) {
+	a := NewAuth0(Auth0Options{})
+	a.Add(GenerateEvents(rng, n, start, spacing)...)
+	logs := make([]auth0log.Log, 0, n)
+	for _, id := range a.LogIDs() {
+		raw, _ := a.Log(id)
+		l, err := auth0log.Decode(raw)
+		if err != nil {
+			return nil, fmt.Errorf("decode log %s: %w", id, err)
+		}
+		logs = append(logs, l)
+	}
+	return logs, nil
+}
+
 // GenerateTraffic returns n realistic events dated start, start+spacing, …:
 // a weighted mix of success logins, token exchanges, failed logins (fp, fu,
 // f), silent-auth failures, signups and logouts (no attack: see

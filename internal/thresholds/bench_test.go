@@ -21,24 +21,6 @@ import (
 // benchBatch is the consumer's batch size (DefaultReadCount).
 const benchBatch = 100
 
-// benchLogs returns n events of the simulator's background traffic, dated
-// from start 1 ms apart.
-func benchLogs(b *testing.B, n int, start time.Time) []auth0log.Log {
-	b.Helper()
-	a := sim.NewAuth0(sim.Auth0Options{})
-	a.Add(sim.GenerateEvents(rand.New(rand.NewPCG(7, 8)), n, start, time.Millisecond)...)
-	logs := make([]auth0log.Log, 0, n)
-	for _, id := range a.LogIDs() {
-		raw, _ := a.Log(id)
-		l, err := auth0log.Decode(raw)
-		if err != nil {
-			b.Fatal(err)
-		}
-		logs = append(logs, l)
-	}
-	return logs
-}
-
 // BenchmarkCount: the counting path of one event (one op), in batches of
 // 100 as the consumer reads them, under the shipped rules: the head
 // decoded, the fields read where a rule counts the type, the increments,
@@ -54,7 +36,10 @@ func BenchmarkCount(b *testing.B) {
 	}
 	// A day-aligned start: the same bucket boundaries, hence the same work, on every run.
 	start := time.Now().UTC().Truncate(24 * time.Hour).Add(-24 * time.Hour)
-	logs := benchLogs(b, 10_000, start)
+	logs, err := sim.GenerateLogs(rand.New(rand.NewPCG(7, 8)), 10_000, start, time.Millisecond)
+	if err != nil {
+		b.Fatal(err)
+	}
 	clock := clockwork.NewFakeClockAt(start.Add(15 * time.Second))
 	newEvaluator := func(st stateStore) *evaluator {
 		return newMemoryEvaluator(rs, "bench", st, clock, notify.Fanout(nil), true)
