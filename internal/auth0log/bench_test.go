@@ -44,7 +44,7 @@ func BenchmarkDecode(b *testing.B) {
 }
 
 // BenchmarkDecodePage: a page of 100 events as the poller receives it,
-// split by encoding/json (as go-auth0 does) and decoded.
+// validated, split and decoded.
 func BenchmarkDecodePage(b *testing.B) {
 	evs := benchEvents(b, 100)
 	page, err := json.Marshal(evs)

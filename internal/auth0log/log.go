@@ -1,10 +1,20 @@
-// Package auth0log decodes Auth0 log events without losing any of their
-// fields, and knows Auth0's log_id format and log type table.
+// Package auth0log is one Auth0 log event as every stage of authpipe sees
+// it: parsed once, where it enters (the poller, the Log Streams receiver),
+// into the fields the stages read, and carried with its raw JSON through the
+// buffer (Pack, Unpack), so that the forwarder and the threshold engine read
+// fields, not JSON. It also knows Auth0's log_id format and log type table.
 //
 // Guarantee: Decode never drops a field. A Log carries the event's raw JSON
-// verbatim; the few fields authpipe reads (log_id, date, type) are parsed
-// alongside, and an event that lacks a valid log_id or date is an error, never
-// silently accepted, because the checkpoint and every window are built on them.
+// verbatim; the fields authpipe reads are parsed alongside, and an event
+// that is not valid JSON or lacks a valid log_id, date or type is an error,
+// never silently accepted, because the checkpoint, the dedupe and every
+// window are built on them. A log_id is validated here, and only here: what
+// the buffer and the forwarder receive was decoded by this package.
+//
+// JSON is read with github.com/tidwall/gjson. A field is read as
+// encoding/json reads it into a map[string]any: member names match
+// exactly (Auth0 sends them in lower case), of a member given twice the
+// last counts, null is absent, and invalid UTF-8 becomes U+FFFD.
 package auth0log
 
 import (
@@ -14,6 +24,9 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
 )
 
 // IDLength is the length of every Auth0 log_id: "900", a UTC timestamp
@@ -29,18 +42,44 @@ const (
 
 // Log is one Auth0 log event.
 type Log struct {
-	ID   string          // log_id, 56 digits; sorts like the event stream
-	Date time.Time       // the event's date (event time)
-	Type string          // the log type code, e.g. "fp"
-	Raw  json.RawMessage // the whole event as Auth0 sent it
+	ID   string    // log_id, 56 digits; sorts like the event stream
+	Date time.Time // the event's date (event time), UTC
+	Type string    // the log type code, e.g. "fp"
+
+	// The members the forwarder's identity and the threshold rules'
+	// group_by and distinct read: the value when it is a JSON string, ""
+	// when it is absent, null or of another type.
+	UserID     string // user_id
+	UserName   string // user_name
+	IP         string // ip
+	ClientID   string // client_id
+	Connection string // connection
+
+	Raw json.RawMessage // the whole event as Auth0 sent it
+
+	spans [numFields]span // where each field's text lies in Raw (Pack)
 }
 
-// head is the part of an event that authpipe itself needs.
-type head struct {
-	LogID string `json:"log_id"`
-	Date  string `json:"date"`
-	Type  string `json:"type"`
-}
+// The parsed fields, in the order of Log.spans and of the stored form.
+const (
+	fID = iota
+	fDate
+	fType
+	fUserID
+	fUserName
+	fIP
+	fClientID
+	fConnection
+	numFields
+)
+
+var fieldNames = [numFields]string{"log_id", "date", "type", "user_id", "user_name", "ip", "client_id", "connection"}
+
+// span is where a field's text lies in Raw: Raw[off:off+n], the inside of
+// a JSON string without escapes. off 0: the field is absent (or not a
+// string); n < 0: its text is not its bytes in Raw (escapes, invalid
+// UTF-8), so it cannot be pointed at.
+type span struct{ off, n int }
 
 // Decode parses one event. The returned Log keeps raw (copied) as its Raw.
 func Decode(raw []byte) (Log, error) {
@@ -60,52 +99,165 @@ func DecodeShared(raw []byte) (Log, error) {
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return Log{}, errors.New("log event is not a JSON object")
 	}
-	h, ok := scanHead(trimmed)
-	if !ok {
-		// Invalid, or beyond the fast path: encoding/json decides (and
-		// words the error).
-		h = head{}
-		if err := json.Unmarshal(trimmed, &h); err != nil {
-			return Log{}, fmt.Errorf("decode log event: %w", err)
-		}
+	if !ValidJSON(trimmed) {
+		return Log{}, errors.New("decode log event: not valid JSON")
 	}
-	if err := ValidateID(h.LogID); err != nil {
+	return decodeValid(gjson.Parse(string(trimmed)), trimmed)
+}
+
+// decodeValid reads the fields of obj, a valid JSON object whose text is
+// raw.
+func decodeValid(obj gjson.Result, raw []byte) (Log, error) {
+	l := Log{Raw: raw}
+	var vals [numFields]string
+	var bad error
+	obj.ForEach(func(k, v gjson.Result) bool {
+		f := fieldOf(k.Str)
+		switch {
+		case f < 0:
+			return true
+		case v.Type == gjson.String:
+			s, same := validUTF8(v.Str)
+			vals[f], l.spans[f] = s, span{off: v.Index - obj.Index + 1, n: len(s)}
+			if !same || strings.IndexByte(v.Raw, '\\') >= 0 {
+				l.spans[f].n = -1
+			}
+		case v.Type != gjson.Null && f <= fType:
+			bad = fmt.Errorf("decode log event: %s is a JSON %s, not a string", fieldNames[f], kindOf(v))
+			return false
+		default: // null or, for the other fields, not a string: absent
+			vals[f], l.spans[f] = "", span{}
+		}
+		return true
+	})
+	if bad != nil {
+		return Log{}, bad
+	}
+	l.setFields(vals)
+	if err := ValidateID(l.ID); err != nil {
 		return Log{}, err
 	}
-	if h.Date == "" {
-		return Log{}, fmt.Errorf("log %s: missing date", h.LogID)
+	if vals[fDate] == "" {
+		return Log{}, fmt.Errorf("log %s: missing date", l.ID)
 	}
-	date, err := time.Parse(time.RFC3339Nano, h.Date)
+	t, err := time.Parse(time.RFC3339Nano, vals[fDate])
 	if err != nil {
-		return Log{}, fmt.Errorf("log %s: date %q is not RFC 3339", h.LogID, h.Date)
+		return Log{}, fmt.Errorf("log %s: date %q is not RFC 3339", l.ID, truncate(vals[fDate]))
 	}
-	if h.Type == "" {
-		return Log{}, fmt.Errorf("log %s: missing type", h.LogID)
+	l.Date = t.UTC()
+	if l.Type == "" {
+		return Log{}, fmt.Errorf("log %s: missing type", l.ID)
 	}
-	return Log{ID: h.LogID, Date: date.UTC(), Type: h.Type, Raw: trimmed}, nil
+	return l, nil
 }
+
+// setFields sets the string fields from vals (by field; fDate is parsed
+// apart).
+func (l *Log) setFields(vals [numFields]string) {
+	l.ID, l.Type = vals[fID], vals[fType]
+	l.UserID, l.UserName, l.IP = vals[fUserID], vals[fUserName], vals[fIP]
+	l.ClientID, l.Connection = vals[fClientID], vals[fConnection]
+}
+
+func fieldOf(name string) int {
+	for i, n := range fieldNames {
+		if name == n {
+			return i
+		}
+	}
+	return -1
+}
+
+func kindOf(v gjson.Result) string {
+	switch v.Type {
+	case gjson.Number:
+		return "number"
+	case gjson.True, gjson.False:
+		return "boolean"
+	}
+	if v.IsArray() {
+		return "array"
+	}
+	return "object"
+}
+
+// validUTF8 returns s with each byte that is not part of valid UTF-8
+// replaced by U+FFFD, as encoding/json decodes such a string, and whether s
+// was valid already.
+func validUTF8(s string) (string, bool) {
+	if utf8.ValidString(s) {
+		return s, true
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 8)
+	for _, r := range s { // an invalid byte ranges as one utf8.RuneError
+		b.WriteRune(r)
+	}
+	return b.String(), false
+}
+
+// maxBrackets bounds the nesting gjson is given: it validates recursively,
+// so a document nested millions deep (a 10 MB body of "[") would overflow
+// the goroutine's stack, which is fatal. A document with at most this many
+// brackets cannot nest deeper; a larger one is validated by encoding/json,
+// which limits nesting itself (to 10,000, as this does).
+const maxBrackets = 10000
+
+// ValidJSON reports whether data is one valid JSON value (json.Valid).
+func ValidJSON(data []byte) bool {
+	if bytes.Count(data, []byte{'['})+bytes.Count(data, []byte{'{'}) > maxBrackets {
+		return json.Valid(data)
+	}
+	return gjson.ValidBytes(data)
+}
+
+// EventError is an event of a page that does not decode.
+type EventError struct {
+	Index  int    // the event's position in the page, from 0
+	Events int    // events in the page
+	After  string // the highest log_id before it in the page ("" if none)
+	Err    error
+}
+
+func (e *EventError) Error() string { return fmt.Sprintf("event %d of page: %v", e.Index, e.Err) }
+
+func (e *EventError) Unwrap() error { return e.Err }
 
 // DecodePage parses a page of events (a JSON array) as returned by
-// GET /api/v2/logs. One bad event makes the whole page an error: a page is
-// buffered whole or not at all, so the checkpoint never passes an event that
-// was not kept.
+// GET /api/v2/logs; null is an empty page, as go-auth0 reads it. One bad
+// event makes the whole page an error (an *EventError): a page is buffered
+// whole or not at all, so the checkpoint never passes an event that was not
+// kept. The logs' Raw share body's memory: body must not change while they
+// are used.
 func DecodePage(body []byte) ([]Log, error) {
-	var raws []json.RawMessage
-	if err := json.Unmarshal(body, &raws); err != nil {
-		return nil, fmt.Errorf("decode log page: %w", err)
+	if !ValidJSON(body) {
+		return nil, errors.New("decode log page: not valid JSON")
 	}
-	return DecodeRaw(raws)
-}
-
-// DecodeRaw decodes events already split out of a page.
-func DecodeRaw(raws []json.RawMessage) ([]Log, error) {
-	logs := make([]Log, 0, len(raws))
-	for i, raw := range raws {
-		l, err := Decode(raw)
+	page := gjson.Parse(string(body))
+	if page.Type == gjson.Null {
+		return nil, nil
+	}
+	if !page.IsArray() {
+		return nil, fmt.Errorf("decode log page: a JSON %s, not an array", kindOf(page))
+	}
+	var elems []gjson.Result
+	page.ForEach(func(_, v gjson.Result) bool {
+		elems = append(elems, v)
+		return true
+	})
+	logs := make([]Log, 0, len(elems))
+	after := ""
+	for i, v := range elems {
+		err := errors.New("log event is not a JSON object")
+		var l Log
+		if v.IsObject() {
+			l, err = decodeValid(v, body[v.Index:v.Index+len(v.Raw)])
+		}
 		if err != nil {
-			return nil, fmt.Errorf("event %d of page: %w", i, err)
+			return nil, &EventError{Index: i, Events: len(elems), After: after, Err: err}
 		}
 		logs = append(logs, l)
+		after = max(after, l.ID)
 	}
 	return logs, nil
 }
@@ -156,3 +308,4 @@ func truncate(s string) string {
 	}
 	return s
 }
+

@@ -1,7 +1,9 @@
 package auth0log
 
 import (
+	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -56,7 +58,11 @@ func TestDecodeRejects(t *testing.T) {
 		"no date":        {`{"log_id":"` + sampleID + `","type":"s"}`, "missing date"},
 		"bad date":       {`{"log_id":"` + sampleID + `","date":"yesterday","type":"s"}`, "not RFC 3339"},
 		"no type":        {`{"log_id":"` + sampleID + `","date":"2026-11-25T10:14:58Z"}`, "missing type"},
-		"log_id number":  {`{"log_id":900,"date":"2026-11-25T10:14:58Z","type":"s"}`, "decode log event"},
+		"log_id number":  {`{"log_id":900,"date":"2026-11-25T10:14:58Z","type":"s"}`, "decode log event: log_id is a JSON number"},
+		"type object":    {`{"log_id":"` + sampleID + `","date":"2026-11-25T10:14:58Z","type":{}}`, "type is a JSON object"},
+		"null log_id":    {`{"log_id":"` + sampleID + `","log_id":null,"date":"2026-11-25T10:14:58Z","type":"s"}`, "no log_id"},
+		"trailing data":  {`{"log_id":"` + sampleID + `","date":"2026-11-25T10:14:58Z","type":"s"}x`, "decode log event"},
+		"too deep":       {`{"log_id":"` + sampleID + `","date":"2026-11-25T10:14:58Z","type":"s","a":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`, "decode log event"},
 		"truncated JSON": {`{"log_id":"` + sampleID, "decode log event"},
 	}
 	for name, tc := range cases {
@@ -135,65 +141,132 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-// FuzzScanHead: the fast path accepts exactly what json.Valid accepts, and
-// where it answers, it agrees with encoding/json.
-func FuzzScanHead(f *testing.F) {
-	f.Add([]byte(`{"log_id":"` + sampleID + `","date":"2026-11-25T10:14:58Z","type":"s"}`))
-	f.Add([]byte(`{"type":"s","Type":"f"}`))
-	f.Add([]byte(`{"type":null,"date":"x","a":[1,-2.5e+3,{"b":"\u00e9\n"},true,false,null]}`))
-	f.Add([]byte(`{"log_id":"\u0039","a":"é"}`))
-	f.Add([]byte(`{"a":01}`))
-	f.Add([]byte(` {"a":"b"} `))
-	f.Fuzz(func(t *testing.T, raw []byte) {
-		h, ok := scanHead(raw)
-		valid := json.Valid(raw)
-		if ok && !valid {
-			t.Fatalf("fast path accepted invalid JSON %q", raw)
+// reference decodes the fields of raw as encoding/json decodes the event
+// into a map: the semantics Decode documents.
+func reference(t *testing.T, raw []byte) (vals [numFields]string, ok bool) {
+	var m map[string]json.RawMessage
+	if json.Unmarshal(raw, &m) != nil || m == nil {
+		return vals, false
+	}
+	for f, name := range fieldNames {
+		var s string
+		if v, there := m[name]; there && json.Unmarshal(v, &s) == nil {
+			vals[f] = s
 		}
-		if !ok {
+	}
+	return vals, true
+}
+
+// FuzzDecodeFields: where Decode accepts an event, each field is what
+// encoding/json reads, and Pack and Unpack give the same Log back.
+func FuzzDecodeFields(f *testing.F) {
+	f.Add([]byte(`{"log_id":"` + sampleID + `","date":"2026-11-25T10:14:58Z","type":"s","ip":"203.0.113.9","user_id":"auth0|1"}`))
+	f.Add([]byte(`{"type":"s","Type":"f","log_id":"` + sampleID + `","date":"2026-11-25T10:14:58Z"}`))
+	f.Add([]byte(`{"log_id":"` + sampleID + `","date":"2026-11-25T10:14:58Z","type":"s","user_name":"\u00e9\n","ip":null,"client_id":1,"connection":"\xff"}`))
+	f.Add([]byte(`{"log_id":"` + sampleID + `","date":"2026-11-25T10:14:58Z","type":"s","user_name":"a","user_name":"b","connection":"é"}`))
+	f.Add([]byte(`{"log_id":"` + sampleID + `","date":"2026-11-25T10:14:58Z","t\u0079pe":"s","user_id":"\ud800"}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		l, err := Decode(raw)
+		want, ok := reference(t, bytes.TrimSpace(raw))
+		if err != nil {
 			return
 		}
-		var want head
-		if err := json.Unmarshal(raw, &want); err != nil {
-			t.Fatalf("fast path accepted %q, encoding/json: %v", raw, err)
+		if !ok {
+			t.Fatalf("Decode accepted %q, encoding/json does not", raw)
 		}
-		if h != want {
-			t.Fatalf("fast path %+v, encoding/json %+v for %q", h, want, raw)
+		got := [numFields]string{l.ID, want[fDate], l.Type, l.UserID, l.UserName, l.IP, l.ClientID, l.Connection}
+		if got != want {
+			t.Fatalf("Decode %q, encoding/json %q for %q", got, want, raw)
+		}
+		back, err := Unpack(l.ID, l.Pack(), l.Raw)
+		if err != nil {
+			t.Fatalf("Unpack: %v", err)
+		}
+		if !reflect.DeepEqual(back, l) {
+			t.Fatalf("Unpack(Pack) = %+v, want %+v", back, l)
 		}
 	})
 }
 
-// TestScanHeadAgreesWithValid: objects the fast path must take, and
-// inputs it must leave to encoding/json.
-func TestScanHeadAgreesWithValid(t *testing.T) {
-	for _, tc := range []struct {
-		raw string
-		ok  bool
-	}{
-		{`{}`, true},
-		{`{"log_id":"1","date":"d","type":"t","x":{"y":[1,2.5,-0,1e9,"\\\"",null,true,false]}}`, true},
-		{`{"type":"a","type":"b"}`, true},
-		{`{"type":null}`, true},
-		{`{"Type":"a"}`, false},      // case-insensitive match: encoding/json's rules
-		{`{"type":1}`, false},        // type error
-		{`{"type":"\u0061"}`, false}, // escaped value
-		{`{"t\u0079pe":"a"}`, false}, // escaped key
-		{`{"a":01}`, false},
-		{`{"a":1.}`, false},
-		{`{"a":"` + "\x01" + `"}`, false},
-		{`{"a":1}x`, false},
-		{`{"a" 1}`, false},
-		{`{"a":[1,]}`, false},
-		{`{"a":nul}`, false},
-		{`[]`, false},
-		{strings.Repeat(`{"a":`, 10001) + `1` + strings.Repeat(`}`, 10001), false},
-	} {
-		h, ok := scanHead([]byte(tc.raw))
-		require.Equal(t, tc.ok, ok, "%q", tc.raw)
-		if ok {
-			var want head
-			require.NoError(t, json.Unmarshal([]byte(tc.raw), &want))
-			require.Equal(t, want, h, "%q", tc.raw)
+func TestPackUnpack(t *testing.T) {
+	plain := `{"log_id":"` + sampleID + `","date":"2026-11-25T10:14:58.5Z","type":"fp","user_id":"auth0|1","user_name":"ann@example.com",` +
+		`"ip":"203.0.113.9","client_id":"abc","connection":"db","details":{"ip":"x"}}`
+	l, err := Decode([]byte(plain))
+	require.NoError(t, err)
+	packed := l.Pack()
+	require.NotNil(t, packed)
+	require.Less(t, len(packed), 30, "offsets, not copies")
+
+	back, err := Unpack(l.ID, packed, l.Raw)
+	require.NoError(t, err)
+	require.Equal(t, l, back)
+	require.Equal(t, "ann@example.com", back.UserName)
+	require.Equal(t, time.Date(2026, 11, 25, 10, 14, 58, 5e8, time.UTC), back.Date)
+
+	t.Run("stored without fields (earlier versions) decodes raw", func(t *testing.T) {
+		back, err := Unpack(l.ID, nil, l.Raw)
+		require.NoError(t, err)
+		require.Equal(t, l, back)
+	})
+	t.Run("fields that do not fit raw are ignored", func(t *testing.T) {
+		other := []byte(strings.Replace(plain, `"type":"fp"`, `"type":"s", "x":1`, 1))
+		back, err := Unpack(l.ID, packed, other)
+		require.NoError(t, err)
+		require.Equal(t, "s", back.Type)
+		for _, bad := range [][]byte{{2}, {packVersion}, append(bytes.Clone(packed), 0), packed[:len(packed)-1]} {
+			back, err := Unpack(l.ID, bad, l.Raw)
+			require.NoError(t, err)
+			require.Equal(t, l, back)
 		}
-	}
+	})
+	t.Run("the event's log_id must be the stored one", func(t *testing.T) {
+		other := CheckpointAt(time.Date(2026, 11, 25, 10, 15, 0, 0, time.UTC))
+		_, err := Unpack(other, packed, l.Raw)
+		require.ErrorContains(t, err, "stored under log_id "+other)
+		_, err = Unpack(other, nil, l.Raw)
+		require.ErrorContains(t, err, "stored under log_id "+other)
+	})
+	t.Run("a raw that does not decode is an error", func(t *testing.T) {
+		_, err := Unpack(l.ID, nil, []byte(`{"log_id":`))
+		require.ErrorContains(t, err, "not valid JSON")
+	})
+	t.Run("escaped fields are not packed", func(t *testing.T) {
+		esc, err := Decode([]byte(strings.Replace(plain, `"ann@example.com"`, `"ann\u0040example.com"`, 1)))
+		require.NoError(t, err)
+		require.Equal(t, "ann@example.com", esc.UserName)
+		require.Nil(t, esc.Pack())
+		back, err := Unpack(esc.ID, esc.Pack(), esc.Raw)
+		require.NoError(t, err)
+		require.Equal(t, esc, back)
+	})
+	t.Run("a log not decoded here is not packed", func(t *testing.T) {
+		require.Nil(t, Log{ID: sampleID, Type: "s", Raw: l.Raw}.Pack())
+	})
 }
+
+func TestDecodePage(t *testing.T) {
+	good := `{"log_id":"` + sampleID + `","date":"2026-11-25T10:14:58Z","type":"s","ip":"203.0.113.9"}`
+	body := []byte(" [ " + good + " ,\n" + good + "]\n")
+	logs, err := DecodePage(body)
+	require.NoError(t, err)
+	require.Len(t, logs, 2)
+	for _, l := range logs {
+		require.Equal(t, good, string(l.Raw))
+		require.Equal(t, "203.0.113.9", l.IP)
+		back, err := Unpack(l.ID, l.Pack(), l.Raw)
+		require.NoError(t, err)
+		require.Equal(t, l, back, "offsets are relative to the event, not the page")
+	}
+	logs, err = DecodePage([]byte(`null`))
+	require.NoError(t, err)
+	require.Empty(t, logs)
+
+	var ee *EventError
+	_, err = DecodePage([]byte(`[` + good + `,1]`))
+	require.ErrorAs(t, err, &ee)
+	require.Equal(t, 1, ee.Index)
+	require.Equal(t, 2, ee.Events)
+	_, err = DecodePage([]byte(`{"logs":[]}`))
+	require.ErrorContains(t, err, "decode log page: a JSON object, not an array")
+}
+

@@ -2,7 +2,6 @@ package auth0poll
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -82,12 +81,7 @@ func (p *Poller) Backfill(ctx context.Context, since, until time.Time, progress 
 		if d := p.rl.wait(p.clock.Now()); d > 0 && !p.sleep(ctx, d) {
 			return res, ctx.Err()
 		}
-		var raws []json.RawMessage
-		err := api.Request(ctx, http.MethodGet, api.URI("logs"), &raws, management.From(from), management.Take(p.cfg.PageSize))
-		var logs []auth0log.Log
-		if err == nil {
-			logs, err = auth0log.DecodeRaw(raws)
-		}
+		logs, err := fetchPage(ctx, api, from, p.cfg.PageSize)
 		if err != nil {
 			if ctx.Err() != nil {
 				return res, ctx.Err()
@@ -136,7 +130,7 @@ func (p *Poller) Backfill(ctx context.Context, since, until time.Time, progress 
 				res.Position = t.UTC()
 			}
 		}
-		res.Done = len(inWindow) < len(logs) || len(raws) < p.cfg.PageSize
+		res.Done = len(inWindow) < len(logs) || len(logs) < p.cfg.PageSize
 		if res.Done {
 			res.Position = res.Until
 		}

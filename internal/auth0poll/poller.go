@@ -3,7 +3,6 @@ package auth0poll
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -357,11 +356,11 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 
 	var (
 		start time.Time
-		raws  []json.RawMessage
+		logs  []auth0log.Log
 	)
 	if pre := p.takePrefetch(); pre != nil {
 		// Asked for during the last append, paced then.
-		start, raws, err = pre.sent, pre.raws, pre.err
+		start, logs, err = pre.sent, pre.logs, pre.err
 	} else {
 		if d := p.rl.wait(p.clock.Now()); d > 0 {
 			return d
@@ -372,7 +371,13 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 			}
 		}
 		start = p.clock.Now()
-		raws, err = p.fetchPage(ctx, p.cp)
+		logs, err = fetchPage(ctx, p.api, p.cp, p.cfg.PageSize)
+	}
+	var bad *auth0log.EventError
+	if errors.As(err, &bad) {
+		p.m.stage.Failed.Add(float64(bad.Events))
+		return p.failed(ctx, reasonDecode, actDecode, err,
+			"event_index", bad.Index, "events_in_page", bad.Events, "after_log_id", max(p.cp, bad.After))
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -380,17 +385,8 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 		}
 		return p.fetchFailed(ctx, err)
 	}
-
-	logs := make([]auth0log.Log, 0, len(raws))
 	last := p.cp
-	for i, raw := range raws {
-		l, err := auth0log.DecodeShared(raw) // raw is a slice of this page's own body
-		if err != nil {
-			p.m.stage.Failed.Add(float64(len(raws)))
-			return p.failed(ctx, reasonDecode, actDecode, err,
-				"event_index", i, "events_in_page", len(raws), "after_log_id", last)
-		}
-		logs = append(logs, l)
+	for _, l := range logs {
 		last = max(last, l.ID)
 	}
 	p.limited = 0
@@ -401,7 +397,7 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 	if len(logs) > 0 {
 		// Only while nothing fails: a page refused again and again
 		// costs one request per attempt, not two.
-		if len(raws) >= p.cfg.PageSize && p.bo.attempt == 0 && p.rl.wait(p.clock.Now()) <= 0 {
+		if len(logs) >= p.cfg.PageSize && p.bo.attempt == 0 && p.rl.wait(p.clock.Now()) <= 0 {
 			p.startPrefetch(ctx, last)
 		}
 		added, err := p.buf.Append(ctx, logs, last)
@@ -438,7 +434,7 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 			"lost_from", p.gapFrom.UTC(), "resumed_at", resumed.UTC())
 		p.inGap = false
 	}
-	if len(raws) >= p.cfg.PageSize {
+	if len(logs) >= p.cfg.PageSize {
 		// A full page: more are waiting, to be fetched as soon as the
 		// rate-limit pacing allows.
 		return p.rl.wait(p.clock.Now())
@@ -473,7 +469,7 @@ func (p *Poller) fetchFailed(ctx context.Context, err error) time.Duration {
 			p.api = nil
 		}
 		return p.failed(ctx, reasonHTTP, actFetch, err, "status", apiErr.Status())
-	case isJSONError(err):
+	case errors.As(err, new(*pageDecodeError)):
 		return p.failed(ctx, reasonDecode, actDecode, err)
 	default:
 		return p.failed(ctx, reasonHTTP, actFetch, err)
@@ -494,13 +490,6 @@ func isTokenError(err error) bool {
 		}
 	}
 	return false
-}
-
-// isJSONError reports whether go-auth0 failed to unmarshal a 2xx body.
-func isJSONError(err error) bool {
-	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	return errors.As(err, &syntax) || errors.As(err, &typ)
 }
 
 // failed counts and logs a failed attempt and returns the backoff before

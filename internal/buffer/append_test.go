@@ -103,7 +103,7 @@ func TestAppendAtomic(t *testing.T) {
 					if i == 2 {
 						id = "123"
 					}
-					args = append(args, id, 1, string(l.Raw))
+					args = append(args, id, 1, string(l.Raw), l.Pack())
 				}
 				return appendScript.Run(f.ctx, f.rdb, []string{f.b.StreamKey(), f.b.Key("seen"), f.b.Key("checkpoint"), f.b.Key("behind"), f.b.Key("head")}, args...).Err()
 			},

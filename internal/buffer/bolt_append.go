@@ -78,7 +78,7 @@ func (b *Bolt) Append(ctx context.Context, logs []auth0log.Log, checkpoint strin
 				continue
 			}
 			last = last.next(now)
-			if err := stream.Put(last.key(), encodeEntry(l.ID, l.Raw)); err != nil {
+			if err := stream.Put(last.key(), encodeEntry(l.ID, l.Raw, l.Pack())); err != nil {
 				return err
 			}
 			if err := seen.Put(logID, []byte{}); err != nil {

@@ -56,7 +56,7 @@ func (b *Bolt) deadLetterTx(tx *bbolt.Tx, g group, k []byte, rec pelRecord, e En
 	logID, raw := e.LogID, e.Raw
 	if v := tx.Bucket(bktStream).Get(k); v != nil {
 		var err error
-		if logID, raw, err = decodeEntry(v); err != nil {
+		if logID, raw, _, err = decodeEntry(v); err != nil {
 			return deadLettered{}, fmt.Errorf("entry %s: %w", id, err)
 		}
 	}

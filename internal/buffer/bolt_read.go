@@ -89,11 +89,11 @@ func (b *Bolt) readNew(ctx context.Context, name, consumer string, count int) ([
 		}
 		var keys [][]byte
 		for ; k != nil && len(out) < count; k, v = c.Next() {
-			logID, raw, err := decodeEntry(v)
+			logID, raw, fields, err := decodeEntry(v)
 			if err != nil {
 				return fmt.Errorf("entry %s: %w", mustID(k), err)
 			}
-			out = append(out, Entry{ID: mustID(k).String(), LogID: logID, Raw: raw, Deliveries: 1})
+			out = append(out, Entry{ID: mustID(k).String(), LogID: logID, Raw: raw, Deliveries: 1, fields: fields})
 			keys = append(keys, bytes.Clone(k))
 		}
 		if len(out) == 0 {
@@ -187,12 +187,12 @@ func (b *Bolt) redeliver(tx *bbolt.Tx, g group, consumer string, cands []pending
 			o.lost = append(o.lost, id.String())
 			continue
 		}
-		logID, raw, err := decodeEntry(v)
+		logID, raw, fields, err := decodeEntry(v)
 		if err != nil {
 			return nil, fmt.Errorf("entry %s: %w", id, err)
 		}
 		rec := pelRecord{deliveries: c.rec.deliveries + 1, at: now, consumer: consumer}
-		e := Entry{ID: id.String(), LogID: logID, Raw: raw, Deliveries: rec.deliveries}
+		e := Entry{ID: id.String(), LogID: logID, Raw: raw, Deliveries: rec.deliveries, fields: fields}
 		// rec.deliveries counts this delivery too: one less went unacknowledged.
 		if rec.deliveries-1 >= int64(b.cfg.MaxDeliveries) {
 			d, err := b.deadLetterTx(tx, g, c.key, rec, e, "", true)

@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,7 +21,10 @@ import (
 //	         entry), dlqlast (id of the newest dead letter); added (entries
 //	         ever added), length (entries in the stream), dlqlen; head (the
 //	         highest log_id ever added)
-//	stream   id → len(log_id) | log_id | raw
+//	stream   id → 0xff | len(log_id) | log_id | uvarint len(fields) |
+//	         fields | raw (fields: the parsed fields, auth0log.Log.Pack);
+//	         entries written before the fields were stored:
+//	         len(log_id) | log_id | raw
 //	seen     log_id → "" (dedupe; log_ids sort by their embedded time)
 //	groups   group → bucket: last (id of the last entry delivered, absent
 //	         until the first), read (entries delivered or trimmed before the
@@ -137,21 +141,47 @@ func parseIDs(ids []string) ([]streamID, error) {
 	return out, nil
 }
 
-func encodeEntry(logID string, raw []byte) []byte {
-	v := make([]byte, 1+len(logID)+len(raw))
-	v[0] = byte(len(logID))
-	copy(v[1:], logID)
-	copy(v[1+len(logID):], raw)
+// entryWithFields marks a stream entry stored with its parsed fields. An
+// entry without them starts with the length of its log_id, always 56.
+const entryWithFields = 0xff
+
+// encodeEntry is a stream entry's value: entryWithFields | len(log_id) |
+// log_id | uvarint len(fields) | fields | raw, fields being auth0log's
+// stored form of the parsed fields (empty when there are none).
+func encodeEntry(logID string, raw, fields []byte) []byte {
+	v := make([]byte, 0, 2+len(logID)+binary.MaxVarintLen64+len(fields)+len(raw))
+	v = append(v, entryWithFields, byte(len(logID)))
+	v = append(v, logID...)
+	v = binary.AppendUvarint(v, uint64(len(fields)))
+	v = append(append(v, fields...), raw...)
 	return v
 }
 
-// decodeEntry copies the entry out of the transaction's memory.
-func decodeEntry(v []byte) (logID string, raw []byte, err error) {
+// decodeEntry copies the entry out of the transaction's memory. It reads
+// both forms: with fields, and len(log_id) | log_id | raw as written before
+// the fields were stored (fields nil).
+func decodeEntry(v []byte) (logID string, raw, fields []byte, err error) {
+	corrupt := errors.New("corrupt stream entry")
+	withFields := len(v) > 0 && v[0] == entryWithFields
+	if withFields {
+		v = v[1:]
+	}
 	if len(v) < 1 || len(v) < 1+int(v[0]) {
-		return "", nil, errors.New("corrupt stream entry")
+		return "", nil, nil, corrupt
 	}
 	n := int(v[0])
-	return string(v[1 : 1+n]), append([]byte(nil), v[1+n:]...), nil
+	logID, v = string(v[1:1+n]), v[1+n:]
+	if withFields {
+		m, k := binary.Uvarint(v)
+		if k <= 0 || m > uint64(len(v)-k) {
+			return "", nil, nil, corrupt
+		}
+		if m > 0 {
+			fields = bytes.Clone(v[k : k+int(m)])
+		}
+		v = v[k+int(m):]
+	}
+	return logID, bytes.Clone(v), fields, nil
 }
 
 // pelRecord is one pending entry of a group.

@@ -407,7 +407,7 @@ func (b *Bolt) moveTx(ctx context.Context, replay bool, pick func(*bbolt.Cursor)
 					continue
 				}
 				last = last.next(now)
-				if err := stream.Put(last.key(), encodeEntry(d.LogID, d.Raw)); err != nil {
+				if err := stream.Put(last.key(), encodeEntry(d.LogID, d.Raw, nil)); err != nil {
 					return err
 				}
 				if err := putBehind(tx, d.LogID, last); err != nil {

@@ -237,14 +237,14 @@ func (b *Bolt) survey() (survey, int, error) {
 			k, v = c.Seek(cand.key())
 		}
 		if k != nil {
-			logID, _, err := decodeEntry(v)
+			logID, _, _, err := decodeEntry(v)
 			if err != nil {
 				return fmt.Errorf("entry %s: %w", mustID(k), err)
 			}
 			sv.first, sv.firstLog = mustID(k).String(), logID
 		}
 		if k, v := c.Last(); k != nil {
-			logID, _, err := decodeEntry(v)
+			logID, _, _, err := decodeEntry(v)
 			if err != nil {
 				return fmt.Errorf("entry %s: %w", mustID(k), err)
 			}

@@ -6,7 +6,8 @@ import "github.com/redis/go-redis/v9"
 //
 // KEYS: stream, seen, checkpoint, behind, head.
 // ARGV: expected checkpoint ("" expects nothing), checkpoint ("" leaves it),
-// n, then n triples log_id, score (ms), raw.
+// n, then n quadruples log_id, score (ms), raw, fields (auth0log's stored
+// form of the parsed fields, "" when there are none).
 // Returns {added, checkpoint}: checkpoint 1 = moved forward, 0 = unchanged,
 // -1 = refused because it would have moved backwards.
 //
@@ -20,7 +21,14 @@ import "github.com/redis/go-redis/v9"
 // its log_id's second) for the delivered watermark to account for it.
 //
 // Everything that could fail is checked before the first write: a Lua script
-// is not rolled back when a command fails halfway.
+// is not rolled back when a command fails halfway. The script checks each
+// log_id's format itself although the events were validated when decoded
+// (auth0log): the stream's invariants rest on it — a log_id is the dedupe
+// key in seen, its 56 digits make string order time order for head, behind
+// and the checkpoint, and behind takes its time from characters 4–17 — and
+// the script is the one step every writer (poller, receiver, backfill, dlq
+// replay, other replicas of other versions) shares. It costs a length, a
+// prefix and a digit match per log.
 var appendScript = redis.NewScript("#!lua\nlocal o = 0\n" + appendBody)
 
 // fencedAppendScript is appendScript for the holder of a lease: it writes
@@ -66,9 +74,9 @@ local exp, cp = ARGV[o + 1], ARGV[o + 2]
 if exp ~= '' and not isid(exp) then return redis.error_reply('ERR expected checkpoint is not a log_id') end
 if cp ~= '' and not isid(cp) then return redis.error_reply('ERR checkpoint is not a log_id') end
 local n = tonumber(ARGV[o + 3])
-if not n or #ARGV ~= o + 3 + 3 * n then return redis.error_reply('ERR page arguments do not match the log count') end
+if not n or #ARGV ~= o + 3 + 4 * n then return redis.error_reply('ERR page arguments do not match the log count') end
 for i = 0, n - 1 do
-  local base = o + 4 + 3 * i
+  local base = o + 4 + 4 * i
   if not isid(ARGV[base]) then return redis.error_reply('ERR log ' .. i .. ': log_id is not valid') end
   if not tonumber(ARGV[base + 1]) then return redis.error_reply('ERR log ' .. i .. ': score is not a number') end
   if #ARGV[base + 2] == 0 then return redis.error_reply('ERR log ' .. i .. ': raw event is empty') end
@@ -90,7 +98,7 @@ local chunk = 500
 local new, taken = {}, {}
 for c = 0, n - 1, chunk do
   local ids = {}
-  for i = c, math.min(c + chunk, n) - 1 do ids[#ids + 1] = ARGV[o + 4 + 3 * i] end
+  for i = c, math.min(c + chunk, n) - 1 do ids[#ids + 1] = ARGV[o + 4 + 4 * i] end
   local scores = redis.call('ZMSCORE', KEYS[2], unpack(ids))
   for j = 1, #ids do
     if not scores[j] and not taken[ids[j]] then
@@ -102,7 +110,7 @@ end
 for c = 1, #new, chunk do
   local members = {}
   for j = c, math.min(c + chunk - 1, #new) do
-    local base = o + 4 + 3 * new[j]
+    local base = o + 4 + 4 * new[j]
     members[#members + 1] = ARGV[base + 1]
     members[#members + 1] = ARGV[base]
   end
@@ -110,9 +118,9 @@ for c = 1, #new, chunk do
 end
 local behind, top = {}, head
 for _, i in ipairs(new) do
-  local base = o + 4 + 3 * i
+  local base = o + 4 + 4 * i
   local id = ARGV[base]
-  local sid = redis.call('XADD', KEYS[1], '*', 'id', id, 'raw', ARGV[base + 2])
+  local sid = redis.call('XADD', KEYS[1], '*', 'id', id, 'raw', ARGV[base + 2], 'f', ARGV[base + 3])
   if top and less(id, top) then
     behind[#behind + 1] = id:sub(4, 17)
     behind[#behind + 1] = sid

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
 )
 
@@ -68,7 +67,7 @@ func (f *Forwarder) admit(bg context.Context, entries []buffer.Entry, now time.T
 			f.deadLetter(bg, []buffer.Entry{e}, (&InvalidError{Reason: "entry has no data (deleted from the stream while pending)"}).Error())
 			continue
 		}
-		l, err := auth0log.DecodeShared(e.Raw) // e.Raw is the entry's own copy, read only
+		l, err := e.Log() // the fields parsed when the event was buffered
 		if err != nil {
 			f.stage.Failed.Inc()
 			f.deadLetter(bg, []buffer.Entry{e}, (&InvalidError{Reason: err.Error()}).Error())

@@ -69,8 +69,11 @@ func pollAll(t *testing.T, m *management.Management, from string) []auth0log.Log
 			return all
 		}
 		require.LessOrEqual(t, len(raws), 100)
-		logs, err := auth0log.DecodeRaw(raws)
-		require.NoError(t, err)
+		logs := make([]auth0log.Log, len(raws))
+		for i, raw := range raws {
+			logs[i], err = auth0log.Decode(raw)
+			require.NoError(t, err)
+		}
 		all = append(all, logs...)
 		from = logs[len(logs)-1].ID
 	}

@@ -73,6 +73,7 @@ func Run(t *testing.T, newOpener func(t *testing.T) Opener, opts Options) {
 		run  func(t *testing.T, h *Harness)
 	}{
 		{"Append", testAppend},
+		{"ReadGivesParsedFields", testParsedFields},
 		{"AppendAtomic", testAppendAtomic},
 		{"ReadAckPending", testReadAckPending},
 		{"ReadBlocks", testReadBlocks},
@@ -1049,4 +1050,43 @@ func testReopen(t *testing.T, h *Harness) {
 	st, err := b.Stats(ctx, "fwd")
 	require.NoError(t, err)
 	require.Equal(t, buffer.Stats{Length: 8, DeadLetters: 2}, st)
+}
+
+// testParsedFields: an entry gives back the log as the poller decoded it —
+// its fields read from what was stored with it, without the JSON being
+// parsed again — also after a redelivery and for a log whose fields could
+// not be stored (escapes), which is decoded from its raw JSON instead.
+func testParsedFields(t *testing.T, h *Harness) {
+	b := h.Open(t, buffer.Config{})
+	ctx := t.Context()
+	logs := Page(Base, 0, 3)
+	raw := strings.Replace(string(logs[2].Raw), `"user_name":"user2"`, `"user_name":"us\u0065r2"`, 1)
+	escaped, err := auth0log.Decode([]byte(raw))
+	require.NoError(t, err)
+	require.Nil(t, escaped.Pack(), "escaped fields are not stored")
+	logs[2] = escaped
+	appendAll(t, b, logs)
+	require.NoError(t, b.EnsureGroup(ctx, "fwd"))
+
+	check := func(entries []buffer.Entry) {
+		t.Helper()
+		require.Len(t, entries, len(logs))
+		for i, e := range entries {
+			l, err := e.Log()
+			require.NoError(t, err)
+			want := logs[i]
+			require.Equal(t, want.ID, l.ID)
+			require.Equal(t, want.Date, l.Date)
+			require.Equal(t, want.Type, l.Type)
+			require.Equal(t, [5]string{want.UserID, want.UserName, want.IP, want.ClientID, want.Connection},
+				[5]string{l.UserID, l.UserName, l.IP, l.ClientID, l.Connection})
+			require.Equal(t, string(want.Raw), string(l.Raw))
+		}
+		last, err := entries[2].Log()
+		require.NoError(t, err)
+		require.Equal(t, "user2", last.UserName)
+		require.Equal(t, "198.51.100.2", last.IP)
+	}
+	check(ReadAll(t, b, "fwd", "c"))
+	check(ReadAllPending(t, b, "fwd", "c", 10))
 }

@@ -14,13 +14,19 @@ import (
 // Base is the time of the tests' logs.
 var Base = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
 
-// LogAt returns a log whose log_id embeds time at and ends in seq.
+// LogAt returns a log whose log_id embeds time at and ends in seq,
+// decoded as the poller decodes it (with its parsed fields).
 func LogAt(at time.Time, seq int) auth0log.Log {
 	id := fmt.Sprintf("900%s%039d", at.UTC().Format("20060102150405"), seq)
 	raw, _ := json.Marshal(map[string]any{
 		"log_id": id, "date": at.UTC().Format(time.RFC3339Nano), "type": "s", "user_name": fmt.Sprintf("user%d", seq),
+		"ip": fmt.Sprintf("198.51.100.%d", seq%256), "client_id": "app", "connection": "db",
 	})
-	return auth0log.Log{ID: id, Date: at.UTC(), Type: "s", Raw: raw}
+	l, err := auth0log.Decode(raw)
+	if err != nil {
+		panic(err) // the tests' own events
+	}
+	return l
 }
 
 // Page returns n logs with ascending ids seq from..from+n-1 at time at.
