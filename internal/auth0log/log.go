@@ -309,3 +309,53 @@ func truncate(s string) string {
 	return s
 }
 
+// Object decodes the whole event as encoding/json decodes it into a
+// map[string]any with UseNumber: objects as map[string]any, arrays as
+// []any, numbers as json.Number (exact), strings unescaped with invalid
+// UTF-8 as U+FFFD, of a member given twice the last. The map is the
+// caller's own.
+func (l Log) Object() (map[string]any, error) {
+	if !ValidJSON(l.Raw) {
+		return nil, errors.New("decode event: not valid JSON")
+	}
+	v := gjson.Parse(string(l.Raw))
+	if !v.IsObject() {
+		return nil, errors.New("event is not a JSON object")
+	}
+	return object(v), nil
+}
+
+func object(v gjson.Result) map[string]any {
+	m := map[string]any{}
+	v.ForEach(func(k, e gjson.Result) bool {
+		key, _ := validUTF8(k.Str)
+		m[key] = value(e)
+		return true
+	})
+	return m
+}
+
+func value(v gjson.Result) any {
+	switch v.Type {
+	case gjson.String:
+		s, _ := validUTF8(v.Str)
+		return s
+	case gjson.Number:
+		return json.Number(v.Raw)
+	case gjson.True:
+		return true
+	case gjson.False:
+		return false
+	case gjson.Null:
+		return nil
+	}
+	if v.IsArray() {
+		a := make([]any, 0)
+		v.ForEach(func(_, e gjson.Result) bool {
+			a = append(a, value(e))
+			return true
+		})
+		return a
+	}
+	return object(v)
+}

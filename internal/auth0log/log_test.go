@@ -3,6 +3,8 @@ package auth0log
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
@@ -270,3 +272,33 @@ func TestDecodePage(t *testing.T) {
 	require.ErrorContains(t, err, "decode log page: a JSON object, not an array")
 }
 
+// FuzzObject: Object decodes exactly what encoding/json with UseNumber
+// decodes into a map, so the messages the forwarder builds from it are
+// byte for byte those it built with encoding/json.
+func FuzzObject(f *testing.F) {
+	f.Add([]byte(`{"a":1.50,"b":[1e3,-0,{"c":null}],"x\u0000y":"\t","d":true,"e":false,"f":[]}`))
+	f.Add([]byte(`{"a":"\ud800\u0041","a":"\u00e9","k\u00e9":{"":""},"s":"` + "\xff\xfe" + `","t":"<b>&amp;</b>"}`))
+	f.Add([]byte(`{"n":12345678901234567890,"m":{}}`))
+	f.Add([]byte(`[1]`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, err := Log{Raw: raw}.Object()
+		dec := json.NewDecoder(bytes.NewReader(raw))
+		dec.UseNumber()
+		var want map[string]any
+		werr := dec.Decode(&want)
+		if werr == nil {
+			if _, terr := dec.Token(); terr != io.EOF {
+				werr = errors.New("trailing data")
+			}
+		}
+		if werr == nil && want == nil {
+			werr = errors.New("null")
+		}
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("Object error %v, encoding/json %v for %q", err, werr, raw)
+		}
+		if err == nil && !reflect.DeepEqual(got, want) {
+			t.Fatalf("Object %#v, encoding/json %#v for %q", got, want, raw)
+		}
+	})
+}

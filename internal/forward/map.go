@@ -1,20 +1,16 @@
 package forward
 
 import (
-	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 
 	"github.com/segmentio/analytics-go/v3"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
-	"github.com/authpipe/authpipe/internal/jsonscan"
 )
 
 // MaxMessageBytes is analytics-go's (and Segment's) limit for one encoded
@@ -145,16 +141,13 @@ func (m mapper) mapLog(l auth0log.Log) (analytics.Track, bool, error) {
 	if tenant == "" {
 		return analytics.Track{}, false, &InvalidError{Reason: "empty tenant"}
 	}
-	if err := auth0log.ValidateID(l.ID); err != nil {
-		return analytics.Track{}, false, &InvalidError{Reason: err.Error()}
-	}
 	if l.Type == "" {
 		return analytics.Track{}, false, &InvalidError{Reason: "log " + l.ID + ": missing type"}
 	}
 	if l.Date.IsZero() {
 		return analytics.Track{}, false, &InvalidError{Reason: "log " + l.ID + ": missing date"}
 	}
-	props, err := decodeObject(l.Raw)
+	props, err := l.Object()
 	if err != nil {
 		return analytics.Track{}, false, &InvalidError{Reason: "log " + l.ID + ": " + err.Error()}
 	}
@@ -242,83 +235,58 @@ func (m mapper) mapLog(l auth0log.Log) (analytics.Track, bool, error) {
 	return t, true, nil
 }
 
-// encodedSize is the size analytics-go's makeMessage measures: json.Marshal
-// of the Track with Type, MessageId and Timestamp already set. The
-// properties (the bulk) are measured with jsonscan.EncodedLen, which counts
-// json.Marshal's bytes without producing them; the rest of the Track by
-// json.Marshal.
+// encodedSize is the size analytics-go's makeMessage measures (json.Marshal
+// of the Track with Type, MessageId and Timestamp set), or, when sizeBound
+// shows that the message is well within MaxMessageBytes, that bound: Map
+// needs the exact size only near the limit, and marshalling every message
+// costs about as much as analytics-go's own encoding of it.
 func encodedSize(t analytics.Track) (int, error) {
-	if len(t.Properties) > 0 { // omitempty: an empty map is left out
-		if props, ok := jsonscan.EncodedLen(map[string]any(t.Properties)); ok {
-			t.Properties = nil
-			rest, ok := headLen(t)
-			if !ok {
-				b, err := json.Marshal(t)
-				if err != nil {
-					return 0, err
-				}
-				rest = len(b)
-			}
-			// `{…,"properties":{…}}` is `{…}` with the member added before
-			// the closing brace.
-			return rest + len(`,"properties":`) + props, nil
-		}
+	if n := sizeBound(t); n <= MaxMessageBytes {
+		return n, nil
 	}
 	b, err := json.Marshal(t)
 	return len(b), err
 }
 
-// headLen is len(json.Marshal(t)) for a Track without context, properties
-// and integrations — what Map builds under the default PII policy —
-// counted without encoding it; ok is false for any other Track.
-func headLen(t analytics.Track) (n int, ok bool) {
-	if t.Context != nil || t.Properties != nil || t.Integrations != nil {
-		return 0, false
+// sizeBound is at least len(json.Marshal(t)) for a Track as Map builds it
+// (no integrations): encoding/json writes a string's byte as at most six
+// bytes (\u00XX) and a json.Number as its text, and everything else of the
+// message (member names, punctuation, the timestamp, an IP address) fits in
+// headBound.
+func sizeBound(t analytics.Track) int {
+	n := headBound + 6*(len(t.MessageId)+len(t.AnonymousId)+len(t.UserId)+len(t.Event))
+	if t.Context != nil {
+		n += 6 * len(t.Context.UserAgent)
 	}
-	ts, err := t.Timestamp.MarshalJSON() // the RFC 3339 text json.Marshal writes
-	if err != nil {
-		return 0, false
-	}
-	members := 0
-	member := func(key, v string, omitEmpty bool) {
-		if omitEmpty && v == "" {
-			return
-		}
-		l, _ := jsonscan.EncodedLen(v) // always ok for a string
-		n += len(key) + 3 + l          // "key":value
-		members++
-	}
-	member("type", t.Type, true)
-	member("messageId", t.MessageId, true)
-	member("anonymousId", t.AnonymousId, true)
-	member("userId", t.UserId, true)
-	member("event", t.Event, false)
-	n += len(`"timestamp":`) + len(ts)
-	members++
-	return n + 2 + members - 1, true // braces and commas
+	return n + valueBound(map[string]any(t.Properties))
 }
 
-// decodeObject decodes one JSON object, keeping numbers exact.
-func decodeObject(raw []byte) (map[string]any, error) {
-	// Fast path: one pass, the same values (jsonscan.Decode is
-	// encoding/json with UseNumber). Anything else gets encoding/json's
-	// error below.
-	if v, ok := jsonscan.Decode(raw); ok {
-		if m, ok := v.(map[string]any); ok {
-			return m, nil
+// headBound bounds what sizeBound does not count by string length.
+const headBound = 512
+
+func valueBound(v any) int {
+	switch x := v.(type) {
+	case string:
+		return 2 + 6*len(x)
+	case json.Number:
+		return len(x)
+	case map[string]any:
+		n := 2
+		for k, e := range x {
+			n += 4 + 6*len(k) + valueBound(e)
 		}
+		return n
+	case []any:
+		n := 2
+		for _, e := range x {
+			n += 1 + valueBound(e)
+		}
+		return n
+	case bool:
+		return 5
+	case nil:
+		return 4
 	}
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("decode event: %w", err)
-	}
-	if m == nil {
-		return nil, errors.New("event is not a JSON object")
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return nil, errors.New("trailing data after the event")
-	}
-	return m, nil
+	b, _ := json.Marshal(v) // no other type is built by Map; exact anyway
+	return len(b)
 }
