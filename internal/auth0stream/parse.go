@@ -2,11 +2,11 @@ package auth0stream
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 
+	"github.com/tidwall/gjson"
+
 	"github.com/authpipe/authpipe/internal/auth0log"
-	"github.com/authpipe/authpipe/internal/jsonscan"
 )
 
 // Format is a custom webhook stream's Content Format, as Auth0 names it.
@@ -66,7 +66,7 @@ func ParseBody(body []byte) (Format, []auth0log.Log, error) {
 		logs, err := parseArray(trimmed, "")
 		return JSONArray, logs, err
 	case '{':
-		if jsonscan.Valid(trimmed) {
+		if auth0log.ValidJSON(trimmed) {
 			return parseObject(trimmed)
 		}
 		logs, err := parseLines(trimmed)
@@ -78,47 +78,50 @@ func ParseBody(body []byte) (Format, []auth0log.Log, error) {
 // parseArray reads a JSON array of records; what names the array in
 // messages ("" for the body itself).
 func parseArray(arr []byte, what string) ([]auth0log.Log, error) {
-	var logs []auth0log.Log
-	var bad error
-	ok := jsonscan.Elements(arr, func(v []byte) bool {
-		l, err := parseRecord(len(logs), v)
-		if err != nil {
-			bad = err
-			return false
-		}
-		logs = append(logs, l)
+	var elems [][]byte // slices of arr
+	gjson.Parse(string(arr)).ForEach(func(_, v gjson.Result) bool {
+		elems = append(elems, arr[v.Index:v.Index+len(v.Raw)])
 		return true
 	})
-	if bad != nil {
-		return nil, bad
-	}
-	if !ok {
+	if !auth0log.ValidJSON(arr) {
+		// Name the first record that is not valid JSON itself: in a body
+		// cut short, the record cut.
+		n := 0
+		for n < len(elems) && auth0log.ValidJSON(elems[n]) {
+			n++
+		}
 		if what == "" {
 			what = "body"
 		}
-		return nil, bodyError("%s is not a valid JSON array: invalid JSON at or after record %d", what, len(logs))
+		return nil, bodyError("%s is not a valid JSON array: invalid JSON at or after record %d", what, n)
+	}
+	logs := make([]auth0log.Log, 0, len(elems))
+	for _, v := range elems {
+		l, err := parseRecord(len(logs), v)
+		if err != nil {
+			return nil, err
+		}
+		logs = append(logs, l)
 	}
 	return logs, nil
 }
 
-// parseObject reads a body that is one JSON object: either the JSONOBJECT
-// wrapper {"logs":[…]} or a single record (JSON Lines of one line).
+// parseObject reads a body that is one JSON object (valid JSON): either
+// the JSONOBJECT wrapper {"logs":[…]} or a single record (JSON Lines of one
+// line).
 func parseObject(obj []byte) (Format, []auth0log.Log, error) {
 	var logsMember []byte
 	record := false
-	ok := jsonscan.Members(obj, func(key []byte, plain bool, v []byte) bool {
-		switch {
-		case !plain:
-		case string(key) == "logs":
-			logsMember = v
-		case string(key) == "log_id" || string(key) == "data":
+	gjson.Parse(string(obj)).ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
+		case "logs":
+			logsMember = obj[v.Index : v.Index+len(v.Raw)]
+		case "log_id", "data":
 			record = true
 		}
 		return true
 	})
 	switch {
-	case !ok:
-		return "", nil, bodyError("body is not a valid JSON object")
 	case logsMember != nil && record:
 		return "", nil, bodyError(`body has both "logs" (a JSONOBJECT body) and "log_id" or "data" (a single record): want one of the two`)
 	case logsMember == nil:
@@ -128,7 +131,7 @@ func parseObject(obj []byte) (Format, []auth0log.Log, error) {
 		}
 		return JSONLines, []auth0log.Log{l}, nil
 	}
-	if trimSpace(logsMember)[0] != '[' {
+	if logsMember[0] != '[' {
 		return JSONObject, nil, bodyError(`"logs" of a JSONOBJECT body must be an array of records`)
 	}
 	logs, err := parseArray(logsMember, `"logs"`)
@@ -145,7 +148,7 @@ func parseLines(body []byte) ([]auth0log.Log, error) {
 		if len(text) == 0 {
 			continue
 		}
-		if !jsonscan.Valid(text) {
+		if !auth0log.ValidJSON(text) {
 			return nil, &BadRequestError{Record: len(logs), Reason: fmt.Sprintf("line %d is not valid JSON: want one record per line (JSON Lines)", line)}
 		}
 		l, err := parseRecord(len(logs), text)
@@ -162,21 +165,22 @@ func parseRecord(i int, rec []byte) (auth0log.Log, error) {
 	bad := func(logID, format string, args ...any) (auth0log.Log, error) {
 		return auth0log.Log{}, &BadRequestError{Record: i, LogID: logID, Reason: fmt.Sprintf(format, args...)}
 	}
-	var idValue, data []byte
+	v := gjson.Parse(string(rec))
+	if !v.IsObject() {
+		return bad("", "not a JSON object: want {\"log_id\": …, \"data\": {…}}")
+	}
+	var idValue, data gjson.Result
 	twice := ""
-	ok := jsonscan.Members(rec, func(key []byte, plain bool, v []byte) bool {
-		if !plain {
-			return true
-		}
-		switch string(key) {
+	v.ForEach(func(k, v gjson.Result) bool {
+		switch k.Str {
 		case "log_id":
-			if idValue != nil {
+			if idValue.Exists() {
 				twice = "log_id"
 				return false
 			}
 			idValue = v
 		case "data":
-			if data != nil {
+			if data.Exists() {
 				twice = "data"
 				return false
 			}
@@ -187,22 +191,19 @@ func parseRecord(i int, rec []byte) (auth0log.Log, error) {
 	switch {
 	case twice != "":
 		return bad("", "%s is given twice", twice)
-	case !ok:
-		return bad("", "not a JSON object: want {\"log_id\": …, \"data\": {…}}")
-	case idValue == nil || jsonscan.IsNull(idValue):
+	case !idValue.Exists() || idValue.Type == gjson.Null:
 		return bad("", "missing log_id")
-	}
-	id, err := stringValue(idValue)
-	if err != nil {
+	case idValue.Type != gjson.String:
 		return bad("", "log_id is not a string")
 	}
+	id := idValue.Str
 	if err := auth0log.ValidateID(id); err != nil {
 		return bad("", "%v", err)
 	}
-	if data == nil || jsonscan.IsNull(data) {
+	if !data.Exists() || data.Type == gjson.Null {
 		return bad(id, "missing data")
 	}
-	l, err := auth0log.DecodeShared(data)
+	l, err := auth0log.DecodeShared(rec[data.Index : data.Index+len(data.Raw)])
 	if err != nil {
 		return bad(id, "data: %v", err)
 	}
@@ -212,16 +213,6 @@ func parseRecord(i int, rec []byte) (auth0log.Log, error) {
 		return bad(id, "log_id differs from data.log_id %s", l.ID)
 	}
 	return l, nil
-}
-
-// stringValue decodes a JSON string value.
-func stringValue(v []byte) (string, error) {
-	if s, ok := jsonscan.PlainString(v); ok {
-		return string(s), nil
-	}
-	var s string
-	err := json.Unmarshal(v, &s)
-	return s, err
 }
 
 // trimSpace trims JSON white space (space, tab, CR, LF) from both ends.
