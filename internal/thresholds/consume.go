@@ -134,12 +134,12 @@ func (e *Engine) processBatch(ctx context.Context, entries []buffer.Entry, realt
 	events := make([]store.Event, 0, len(entries))
 	var invalid []string
 	for _, en := range entries {
-		ev, err := store.ParseEvent(en.ID, en.Raw) // fields: by countBatch, if a rule wants them
+		l, err := en.Log() // the fields parsed when the event was buffered
 		if err != nil {
 			invalid = append(invalid, en.ID)
 			continue
 		}
-		events = append(events, ev)
+		events = append(events, store.NewEvent(en.ID, l))
 	}
 	if len(invalid) > 0 {
 		e.log.Warn("undecodable entries acknowledged without counting", "entries", len(invalid))

@@ -108,12 +108,6 @@ func (ev *evaluator) countBatch(ctx context.Context, events []store.Event, inval
 		if e.Date.After(newest) {
 			newest = e.Date
 		}
-		if rs.CountsType(e.Type) {
-			if err := e.ReadFields(); err != nil {
-				invalid = append(invalid, e.ID)
-				continue
-			}
-		}
 		ce := store.Entry{ID: e.ID}
 		for _, r := range rs.Rules {
 			ops := ks.OpsFor(r, *e, now)

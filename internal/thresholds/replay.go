@@ -10,6 +10,7 @@ import (
 
 	"github.com/jonboulle/clockwork"
 
+	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 	"github.com/authpipe/authpipe/internal/thresholds/store"
@@ -71,10 +72,11 @@ func (r *Replay) Add(ctx context.Context, logs ...json.RawMessage) error {
 	for _, raw := range logs {
 		r.seq++
 		id := strconv.Itoa(r.seq)
-		e, err := store.ParseEvent(id, raw)
+		l, err := auth0log.DecodeShared(raw)
 		if err != nil {
 			return fmt.Errorf("replay log %d: %w", r.seq, err)
 		}
+		e := store.NewEvent(id, l)
 		events = append(events, e)
 		ids = append(ids, id)
 		if e.Date.After(newest) {

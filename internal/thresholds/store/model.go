@@ -1,13 +1,11 @@
 package store
 
 import (
-	"encoding/json"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
-	"github.com/authpipe/authpipe/internal/jsonscan"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
@@ -33,84 +31,30 @@ type Event struct {
 	Date   time.Time
 	Type   string
 	Fields [len(rules.Fields)]string // group and distinct values, by rules.Fields
-	raw    []byte                    // the log while its fields are unread (ParseEvent); nil once read
 }
 
-// ParseEvent decodes the head of a buffered log (log_id, date, type) and
-// leaves its fields to ReadFields: most events are of a type no rule
-// counts (successful logins, when the rules count failures), and their
-// fields are never needed. raw must stay unchanged while e is used.
-func ParseEvent(id string, raw []byte) (Event, error) {
-	l, err := auth0log.DecodeShared(raw)
-	if err != nil {
-		return Event{}, err
-	}
-	return Event{ID: id, Date: l.Date, Type: l.Type, raw: l.Raw}, nil
-}
-
-// ReadFields fills e.Fields from the log ParseEvent kept, once; it does
-// nothing for an event whose fields are read or were given.
-func (e *Event) ReadFields() error {
-	raw := e.raw
-	if raw == nil {
-		return nil
-	}
-	e.raw = nil
-	if fieldsFast(raw, e) {
-		return nil
-	}
-	e.Fields = [len(rules.Fields)]string{}
-	var f struct {
-		IP         json.RawMessage `json:"ip"`
-		UserID     json.RawMessage `json:"user_id"`
-		UserName   json.RawMessage `json:"user_name"`
-		ClientID   json.RawMessage `json:"client_id"`
-		Connection json.RawMessage `json:"connection"`
-	}
-	if err := json.Unmarshal(raw, &f); err != nil {
-		return err
-	}
-	for i, v := range []json.RawMessage{f.IP, f.UserID, f.UserName, f.ClientID, f.Connection} {
-		var s string
-		if json.Unmarshal(v, &s) == nil {
-			e.Fields[i] = CleanValue(s)
+// NewEvent takes what the rules read from a log: its fields were parsed
+// when the event entered authpipe (auth0log), so nothing here reads JSON.
+// Values are cleaned (CleanValue).
+func NewEvent(id string, l auth0log.Log) Event {
+	e := Event{ID: id, Date: l.Date, Type: l.Type}
+	for i, name := range rules.Fields {
+		var v string
+		switch name {
+		case rules.FieldIP:
+			v = l.IP
+		case rules.FieldUserID:
+			v = l.UserID
+		case rules.FieldUserName:
+			v = l.UserName
+		case rules.FieldClientID:
+			v = l.ClientID
+		case rules.FieldConnection:
+			v = l.Connection
 		}
+		e.Fields[i] = CleanValue(v)
 	}
-	return nil
-}
-
-// fieldsFast fills e.Fields in one pass over the event (jsonscan), as the
-// encoding/json path of ReadFields would. It reports false, leaving e to that
-// path, where encoding/json's rules matter: a key that is escaped, not
-// ASCII, or one of the names in other letter case.
-func fieldsFast(raw []byte, e *Event) bool {
-	ok := true
-	valid := jsonscan.Members(raw, func(key []byte, plain bool, value []byte) bool {
-		if !plain {
-			ok = false
-			return false
-		}
-		for i, name := range rules.Fields {
-			if string(key) == name {
-				e.Fields[i] = ""
-				if s, plainValue := jsonscan.PlainString(value); plainValue {
-					e.Fields[i] = CleanValue(string(s))
-				} else {
-					var str string
-					if json.Unmarshal(value, &str) == nil {
-						e.Fields[i] = CleanValue(str)
-					}
-				}
-				return true
-			}
-			if len(key) == len(name) && strings.EqualFold(string(key), name) {
-				ok = false
-				return false
-			}
-		}
-		return true
-	})
-	return ok && valid
+	return e
 }
 
 // CleanValue removes control characters and bounds the length of a group

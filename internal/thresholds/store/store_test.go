@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -59,11 +60,11 @@ func newRedisStore(b *buffer.Redis) *Redis {
 // eventOf decodes a buffered log with its fields, as the engine sees an
 // event of a type a rule counts.
 func eventOf(id string, raw []byte) (Event, error) {
-	e, err := ParseEvent(id, raw)
+	l, err := auth0log.DecodeShared(raw)
 	if err != nil {
 		return Event{}, err
 	}
-	return e, e.ReadFields()
+	return NewEvent(id, l), nil
 }
 
 // The Redis store and the in-memory store of `rules test` agree, cap and
@@ -338,21 +339,18 @@ func TestCountBulkAck(t *testing.T) {
 	require.Zero(t, pending.Count)
 }
 
-// The fields of an event are read on demand, once: ParseEvent decodes the
-// head, ReadFields the fields, to what an eager decoding gives.
-func TestEventFieldsReadOnDemand(t *testing.T) {
+// An event's fields are the log's, as parsed when it entered authpipe,
+// cleaned: control characters removed, 256 bytes at most.
+func TestNewEvent(t *testing.T) {
 	at := time.Date(2024, 3, 1, 10, 0, 0, 0, time.UTC)
-	l := thtest.Log(t, "s", at, map[string]string{"ip": "10.0.0.1", "user_name": "u1"})
-	e, err := ParseEvent("1-0", l.Raw)
-	require.NoError(t, err)
-	require.Equal(t, [5]string{}, e.Fields, "not read yet")
-	require.NoError(t, e.ReadFields())
-	require.Equal(t, "10.0.0.1", e.Fields[rules.FieldIndex("ip")])
-	require.Equal(t, "u1", e.Fields[rules.FieldIndex("user_name")])
-	require.Nil(t, e.raw)
-	eager, err := eventOf("1-0", l.Raw)
-	require.NoError(t, err)
-	require.Equal(t, e, eager)
+	l := thtest.Log(t, "s", at, map[string]string{"ip": "10.0.0.1", "user_name": "u1", "user_id": "auth0|1", "client_id": "app", "connection": "db"})
+	e := NewEvent("1-0", l)
+	require.Equal(t, Event{ID: "1-0", Date: at, Type: "s", Fields: [5]string{"10.0.0.1", "auth0|1", "u1", "app", "db"}}, e)
+	for i, name := range rules.Fields {
+		require.Equal(t, i, rules.FieldIndex(name))
+	}
+	l.UserName = "u\x01" + strings.Repeat("x", 300)
+	require.Equal(t, "u"+strings.Repeat("x", 254), NewEvent("1-0", l).Fields[rules.FieldIndex("user_name")])
 }
 
 // A local Memory store stays bounded over many windows: buckets are dropped
