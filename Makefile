@@ -24,5 +24,7 @@ bench:
 
 # Short fuzzing runs of every parser (config, log decoder, rules, mapping).
 fuzz:
-	go test -run '^$$' -fuzz FuzzDecode -fuzztime 20s ./internal/auth0log/
+	go test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime 20s ./internal/auth0log/
+	go test -run '^$$' -fuzz '^FuzzDecodeFields$$' -fuzztime 20s ./internal/auth0log/
+	go test -run '^$$' -fuzz '^FuzzObject$$' -fuzztime 20s ./internal/auth0log/
 	go test -run '^$$' -fuzz FuzzLoad -fuzztime 20s ./internal/config/
