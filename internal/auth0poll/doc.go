@@ -83,6 +83,7 @@
 //
 // The management client is go-auth0 with client credentials, its own retries
 // off (this loop owns retries), and a transport that reads the x-ratelimit-*
-// headers of every attempt. Pages are decoded from raw JSON so that every
-// field of an event is kept.
+// headers of every attempt. Pages are read by auth0log.DecodePage from the
+// raw body, so that every field of an event is kept and each event is parsed
+// once: the fields the later stages read travel with it through the buffer.
 package auth0poll

@@ -88,7 +88,9 @@
 // so every script and transaction also works on Redis Cluster; every script
 // declares all the keys it touches:
 //
-//	authpipe:{t}:stream      the log stream; entry fields id (log_id), raw (JSON)
+//	authpipe:{t}:stream      the log stream; entry fields id (log_id), raw (JSON),
+//	                         f (where the parsed fields lie in raw,
+//	                         auth0log.Log.Pack; "" or absent: decode raw)
 //	authpipe:{t}:checkpoint  the log_id the next poll starts after
 //	authpipe:{t}:seen        zset log_id → its embedded time (ms), for dedupe
 //	authpipe:{t}:dlq         dead letters; fields id, raw, reason, deliveries,
