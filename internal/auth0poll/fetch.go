@@ -108,9 +108,10 @@ type prefetch struct {
 func (p *Poller) startPrefetch(ctx context.Context, from string) {
 	pctx, cancel := context.WithCancel(ctx)
 	f := &prefetch{from: from, sent: p.clock.Now(), cancel: cancel, done: make(chan struct{})}
+	api, take := p.api, p.cfg.PageSize // the loop may replace p.api meanwhile
 	go func() {
 		defer close(f.done)
-		f.logs, f.err = fetchPage(pctx, p.api, from, p.cfg.PageSize)
+		f.logs, f.err = fetchPage(pctx, api, from, take)
 	}()
 	p.pre = f
 }

@@ -113,3 +113,41 @@ func BenchmarkEncodeBatch(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(msgs))/b.Elapsed().Seconds(), "messages/s")
 }
+
+// BenchmarkEventPath: every parse of the events of one page in the worker
+// (µs/event reports it per event):
+// the poller's page (auth0log.DecodePage), the stored form of its fields
+// (Pack), the forwarder's and the threshold engine's reads of the buffered
+// entry (Unpack, twice) and the mapping (default policy).
+func BenchmarkEventPath(b *testing.B) {
+	logs := benchLogs(b, 100)
+	raws := make([]json.RawMessage, len(logs))
+	for i, l := range logs {
+		raws[i] = l.Raw
+	}
+	page, err := json.Marshal(raws)
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := newMapper("bench", []byte("bench-hash-key"), PIIPolicy{})
+	b.SetBytes(int64(len(page)))
+	b.ReportAllocs()
+	for b.Loop() {
+		logs, err := auth0log.DecodePage(page)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for _, l := range logs {
+			packed := l.Pack()
+			for range 2 {
+				if l, err = auth0log.Unpack(l.ID, packed, l.Raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if _, _, err := m.mapLog(l); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(logs))/1000, "µs/event")
+}
