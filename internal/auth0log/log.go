@@ -8,8 +8,10 @@
 // verbatim; the fields authpipe reads are parsed alongside, and an event
 // that is not valid JSON or lacks a valid log_id, date or type is an error,
 // never silently accepted, because the checkpoint, the dedupe and every
-// window are built on them. A log_id is validated here, and only here: what
-// the buffer and the forwarder receive was decoded by this package.
+// window are built on them. A log_id is validated here, where the event
+// enters; later stages take it as decoded (the buffer's append checks its
+// format once more, for the sake of its own keys and order, not as input
+// validation).
 //
 // JSON is read with github.com/tidwall/gjson. A field is read as
 // encoding/json reads it into a map[string]any: member names match
