@@ -305,8 +305,8 @@ func TestE2ESegmentOutageAndRejectedEvent(t *testing.T) {
 }
 
 // neighbour polls the Auth0 simulator's logs endpoint every interval with its
-// own token, for the given time; it returns when done.
-func (h *harness) neighbour(every, span time.Duration) {
+// own token until done reports true or the span has passed.
+func (h *harness) neighbour(every, span time.Duration, done func() bool) {
 	h.t.Helper()
 	form := url.Values{"grant_type": {"client_credentials"}, "client_id": {e2eClientID},
 		"client_secret": {e2eClientSecret}, "audience": {h.auth0URL + "/api/v2/"}}
@@ -321,7 +321,7 @@ func (h *harness) neighbour(every, span time.Duration) {
 
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	for end := time.Now().Add(span); time.Now().Before(end); <-tick.C {
+	for end := time.Now().Add(span); time.Now().Before(end) && !done(); <-tick.C {
 		req, _ := http.NewRequest(http.MethodGet, h.auth0URL+"/api/v2/logs?take=1&from="+strings.Repeat("9", 56), nil)
 		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
 		if resp, err := http.DefaultClient.Do(req); err == nil {
@@ -355,8 +355,12 @@ func TestE2EAuth0Faults(t *testing.T) {
 	p := h.start()
 	// Another Management API client of the tenant drains the shared bucket
 	// for a while, as on a real tenant, so authpipe meets 429s it could not
-	// foresee.
-	h.neighbour(10*time.Millisecond, 3*time.Second)
+	// foresee. It drains until authpipe met one: how soon depends on where
+	// authpipe's retries fall, which a loaded machine moves (a fixed 3 s
+	// failed CI once).
+	h.waitReady(p, 20*time.Second)
+	met429 := func() bool { return h.metric(`authpipe_auth0_requests_total{code="429"`) >= 1 }
+	h.neighbour(10*time.Millisecond, 60*time.Second, met429)
 	require.Eventually(t, func() bool { return h.delivered(ids) > 1000 }, 60*time.Second, 50*time.Millisecond)
 	h.auth0.MalformedNext(1)
 	h.waitDelivered(ids, 120*time.Second)
