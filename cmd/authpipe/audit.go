@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -15,53 +14,8 @@ import (
 
 	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/config"
+	"github.com/authpipe/authpipe/internal/pipeline"
 )
-
-// auditFlushInterval is how often the worker retries the audit entries a
-// failing sink keeps.
-const auditFlushInterval = 5 * time.Second
-
-// openTrail opens the audit trail the configuration names: the audit log
-// (AUTHPIPE_ADMIN_AUDIT_LOG: a file, or standard output) and, with Redis,
-// the deployment's audit stream (audit.DefaultKeys). A command line writes
-// to the file and the stream; standard output is its result, so when the
-// audit log is stdout it leaves it out, or, without Redis, writes its
-// entries to stderr.
-func openTrail(cfg *config.Config, rdb redis.UniversalClient, logger *slog.Logger, reg prometheus.Registerer, stderr io.Writer) (*audit.Trail, error) {
-	var sinks []audit.Sink
-	cli := stderr != nil
-	switch spec := cfg.Admin.AuditLog; {
-	case spec != "" && spec != "stdout":
-		s, err := audit.NewFileSink(spec)
-		if err != nil {
-			return nil, fmt.Errorf("AUTHPIPE_ADMIN_AUDIT_LOG: %w", err)
-		}
-		sinks = append(sinks, s)
-	case !cli:
-		sinks = append(sinks, audit.NewWriterSink(os.Stdout))
-	case rdb == nil:
-		sinks = append(sinks, audit.NewWriterSink(stderr))
-	}
-	if rdb != nil {
-		sinks = append(sinks, audit.NewRedisSink(rdb, audit.DefaultKeys, cfg.Admin.AuditRetention, nil))
-	}
-	return audit.NewTrail(sinks, audit.Deps{Logger: logger, Registerer: reg, Host: audit.Hostname()})
-}
-
-// flushAudit retries, until ctx ends, the entries a failing audit sink
-// keeps, so that they are written soon after it works again.
-func (a *app) flushAudit(ctx context.Context) error {
-	t := time.NewTicker(auditFlushInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			a.trail.Flush(ctx)
-		}
-	}
-}
 
 // cliAudit records the audit entries of a command line that reads or
 // changes data: the entries the admin API writes, with the OS user as sub
@@ -80,7 +34,7 @@ type cliAudit struct {
 // the flags it was given, for operation on resource. logger takes the
 // trail's errors (the command's stderr).
 func newCLIAudit(cfg *config.Config, rdb redis.UniversalClient, logger *slog.Logger, stderr io.Writer, command string, fs *flag.FlagSet, operation, resource string) (*cliAudit, error) {
-	trail, err := openTrail(cfg, rdb, logger, prometheus.NewRegistry(), stderr)
+	trail, err := pipeline.OpenTrail(cfg, rdb, logger, prometheus.NewRegistry(), stderr)
 	if err != nil {
 		return nil, err
 	}

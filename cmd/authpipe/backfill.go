@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,7 +10,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -22,7 +19,7 @@ import (
 	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/auth0poll"
 	"github.com/authpipe/authpipe/internal/config"
-	"github.com/authpipe/authpipe/internal/metrics"
+	"github.com/authpipe/authpipe/internal/pipeline"
 )
 
 const backfillUsage = `Usage: authpipe backfill --since TIME [--until TIME] [--tenant NAME]
@@ -124,16 +121,20 @@ func backfillCommand(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	// The components of authpipe run that a backfill needs: each tenant's
 	// buffer and poller, on a registry of their own.
-	a := &app{cfg: cfg, logger: logger, reg: prometheus.NewRegistry()}
-	if err := a.openRedis(); err != nil {
+	st, err := pipeline.OpenStore(cfg, logger, prometheus.NewRegistry())
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
-	defer a.close()
+	defer func() {
+		if err := st.Close(); err != nil {
+			logger.Warn("close buffers", "err", err)
+		}
+	}()
 
 	// The window and tenants are recorded before anything is polled; the
 	// result, with the events added, after.
-	au, err := newCLIAudit(cfg, a.redis, logger, stderr, "authpipe backfill", fs, admin.OpBackfillStart, "backfill")
+	au, err := newCLIAudit(cfg, st.Redis, logger, stderr, "authpipe backfill", fs, admin.OpBackfillStart, "backfill")
 	if err != nil {
 		fmt.Fprintf(stderr, "authpipe backfill: %v\n", err)
 		return 1
@@ -152,26 +153,24 @@ func backfillCommand(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	added := 0
-	exit := runBackfill(ctx, a, tenants, since, until, &added, stdout, stderr)
+	exit := runBackfill(ctx, cfg, st, tenants, since, until, &added, stdout, stderr)
 	au.after(ctx, exit, &added)
 	return exit
 }
 
 // runBackfill backfills each tenant in turn, adding the events new to
 // the buffers to *added, and returns the exit status.
-func runBackfill(ctx context.Context, a *app, tenants []config.Tenant, since, until time.Time, added *int, stdout, stderr io.Writer) int {
-	cfg, logger := a.cfg, a.logger
-	stages := metrics.NewStages(a.reg)
+func runBackfill(ctx context.Context, cfg *config.Config, st *pipeline.Store, tenants []config.Tenant, since, until time.Time, added *int, stdout, stderr io.Writer) int {
 	failed := false
 	for _, tenant := range tenants {
 		tc := cfg.ForTenant(tenant)
-		t := &tenantPipeline{name: tenant.Name, cfg: tc, logger: logger}
-		if err := a.openBuffer(t, stages); err != nil {
+		buf, err := st.Buffer(tc)
+		if err != nil {
 			fmt.Fprintf(stderr, "authpipe backfill: tenant %s: %v\n", tenant.Name, err)
 			return 1
 		}
-		a.tenants = append(a.tenants, t)
-		p, err := newBackfillPoller(tc, t.buf, logger, a.reg, stages)
+		// Backfill only: the poll loop never runs, so no lease is needed.
+		p, err := st.NewPoller(tc, buf)
 		if err != nil {
 			fmt.Fprintf(stderr, "authpipe backfill: tenant %s: %v\n", tenant.Name, err)
 			return 1
@@ -224,117 +223,4 @@ func parseBackfillTime(v string, now time.Time) (time.Time, error) {
 		return now.Add(-d), nil
 	}
 	return time.Time{}, fmt.Errorf("%q is not a time (want e.g. 2026-01-02T15:04:05Z, 2026-01-02 or 36h for 36 hours ago)", v)
-}
-
-// newBackfillPoller builds a tenant's poller as authpipe run does, for
-// Backfill only (it never runs the poll loop, so it needs no lease).
-func newBackfillPoller(cfg *config.Config, buf auth0poll.Buffer, logger *slog.Logger, reg prometheus.Registerer, stages *metrics.Stages) (*auth0poll.Poller, error) {
-	return auth0poll.New(pollerConfig(cfg), buf, auth0poll.Deps{Logger: logger, Registerer: reg, Stages: stages})
-}
-
-// backfiller is the admin API's Backfiller: it backfills every tenant of
-// this worker in turn, through the tenants' running pollers (same client
-// and rate-limit pacing), one backfill at a time.
-type backfiller struct {
-	tenants []*tenantPipeline
-	log     *slog.Logger
-
-	mu     sync.Mutex
-	status admin.BackfillStatus
-	cancel context.CancelFunc
-	done   chan struct{}
-}
-
-var _ admin.Backfiller = (*backfiller)(nil)
-
-func newBackfiller(tenants []*tenantPipeline, log *slog.Logger) *backfiller {
-	return &backfiller{tenants: tenants, log: log, status: admin.BackfillStatus{State: "idle"}}
-}
-
-// Start begins a backfill of [since, now) of every tenant in the
-// background; it runs until done or the worker stops.
-func (b *backfiller) Start(_ context.Context, since time.Time) (string, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.status.State == "running" {
-		return "", fmt.Errorf("backfill %s: %w", b.status.ID, admin.ErrBackfillRunning)
-	}
-	now := time.Now()
-	for _, t := range b.tenants {
-		if horizon := now.Add(-t.cfg.Auth0.LogRetention); since.Before(horizon.Add(-time.Minute)) {
-			return "", fmt.Errorf("%w: since %s is older than tenant %s's log retention (%s): Auth0 keeps nothing before %s",
-				admin.ErrBackfillInvalid, since.UTC().Format(time.RFC3339), t.name, t.cfg.Auth0.LogRetention, horizon.UTC().Format(time.RFC3339))
-		}
-	}
-	var raw [6]byte
-	_, _ = rand.Read(raw[:])
-	id := "bf-" + hex.EncodeToString(raw[:])
-	ctx, cancel := context.WithCancel(context.Background())
-	b.cancel, b.done = cancel, make(chan struct{})
-	b.status = admin.BackfillStatus{ID: id, State: "running", Since: since.UTC(), StartedAt: &now}
-	b.log.Info("backfill started", "id", id, "since", since.UTC(), "tenants", len(b.tenants))
-	go b.run(ctx, id, since, b.done)
-	return id, nil
-}
-
-func (b *backfiller) run(ctx context.Context, id string, since time.Time, done chan struct{}) {
-	defer close(done)
-	var errs []error
-	var base admin.BackfillStatus // totals of the tenants finished
-	for _, t := range b.tenants {
-		res, err := t.poller.Backfill(ctx, since, time.Time{}, func(r auth0poll.BackfillResult) {
-			b.mu.Lock()
-			b.status.Pages, b.status.Events, b.status.Added = base.Pages+int64(r.Pages), base.Events+int64(r.Fetched), base.Added+int64(r.Added)
-			b.mu.Unlock()
-		})
-		base.Pages, base.Events, base.Added = base.Pages+int64(res.Pages), base.Events+int64(res.Fetched), base.Added+int64(res.Added)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("tenant %s: %w", t.name, err))
-			if ctx.Err() != nil {
-				break
-			}
-		}
-	}
-	finished := time.Now()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.status.Pages, b.status.Events, b.status.Added = base.Pages, base.Events, base.Added
-	b.status.FinishedAt = &finished
-	b.status.State = "done"
-	if err := errors.Join(errs...); err != nil {
-		b.status.State, b.status.Error = "failed", err.Error()
-		b.log.Warn("backfill failed", "id", id, "since", since.UTC(), "events", base.Events, "added", base.Added, "err", err)
-		return
-	}
-	b.log.Info("backfill done", "id", id, "since", since.UTC(), "pages", base.Pages,
-		"events", base.Events, "added", base.Added, "duplicates", base.Events-base.Added, "took", finished.Sub(*b.status.StartedAt).Round(time.Millisecond).String())
-}
-
-// Progress reports the current or last backfill.
-func (b *backfiller) Progress() admin.BackfillStatus {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.status
-	if s.StartedAt != nil {
-		t := *s.StartedAt
-		s.StartedAt = &t
-	}
-	if s.FinishedAt != nil {
-		t := *s.FinishedAt
-		s.FinishedAt = &t
-	}
-	return s
-}
-
-// stop cancels a running backfill and waits for it (before the buffers
-// close); the part done stays buffered.
-func (b *backfiller) stop() {
-	b.mu.Lock()
-	cancel, done := b.cancel, b.done
-	b.mu.Unlock()
-	if cancel == nil {
-		return
-	}
-	cancel()
-	<-done
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/authpipe/authpipe/internal/auth0poll"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
+	"github.com/authpipe/authpipe/internal/pipeline"
 )
 
 const checkUsage = `Usage: authpipe check [--timeout D]
@@ -125,27 +126,27 @@ func (c *checker) run() {
 }
 
 func (c *checker) checkRules(cfg *config.Config) {
-	src, err := resolveRules(cfg.RulesPath)
+	src, err := pipeline.ResolveRules(cfg.RulesPath)
 	if err != nil {
 		c.report(checkFail, "rules", "%v", err)
 		return
 	}
-	rs, err := src.load()
+	rs, err := src.Load()
 	if err != nil {
 		c.report(checkFail, "rules", "%s", strings.TrimRight(err.Error(), "\n"))
 		return
 	}
-	if src.builtIn() {
-		c.report(checkOK, "rules", "%d shipped rules built into the binary (AUTHPIPE_RULES unset, %s absent)", len(rs.Rules), defaultRulesPath)
+	if src.BuiltIn() {
+		c.report(checkOK, "rules", "%d shipped rules built into the binary (AUTHPIPE_RULES unset, %s absent)", len(rs.Rules), pipeline.DefaultRulesPath)
 		return
 	}
-	c.report(checkOK, "rules", "%d rules from %s", len(rs.Rules), src.path)
+	c.report(checkOK, "rules", "%d rules from %s", len(rs.Rules), src.Path)
 }
 
 func (c *checker) checkAuth0(cfg *config.Config, suffix string) {
 	ctx, cancel := c.ctx()
 	defer cancel()
-	pc := pollerConfig(cfg)
+	pc := pipeline.PollerConfig(cfg)
 	pc.RequestTimeout = min(pc.RequestTimeout, c.timeout)
 	a := auth0poll.CheckAccess(ctx, pc)
 	if a.TokenErr != nil {

@@ -21,8 +21,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/authpipe/authpipe/alerts"
 	"github.com/authpipe/authpipe/internal/config"
+	"github.com/authpipe/authpipe/internal/pipeline"
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/status"
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
@@ -157,7 +160,8 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	defer logf.Close()
 	logger := slog.New(componentHandler{Handler: slog.NewJSONHandler(logf, &slog.HandlerOptions{Level: slog.LevelInfo})})
-	a, err := newApp(cfg, logger)
+	reg := newRegistry()
+	app, err := pipeline.New(cfg, pipeline.Deps{Logger: logger, Registry: reg, Version: version})
 	if err != nil {
 		return err
 	}
@@ -180,7 +184,7 @@ func (d *demo) run(ctx context.Context) error {
 	appCtx, stopApp := context.WithCancel(context.Background())
 	defer stopApp()
 	appDone := make(chan error, 1)
-	go func() { appDone <- a.run(appCtx, nil) }()
+	go func() { appDone <- app.Run(appCtx, nil) }()
 
 	genCtx, stopGen := context.WithCancel(ctx)
 	defer stopGen()
@@ -189,7 +193,7 @@ func (d *demo) run(ctx context.Context) error {
 		defer stopGen()
 	}
 	began := time.Now()
-	d.generate(genCtx, a, began)
+	d.generate(genCtx, reg, began)
 
 	// Drain: wait until Segment holds every generated event.
 	drainCtx, stopDrain := context.WithTimeout(context.Background(), time.Minute)
@@ -197,7 +201,7 @@ func (d *demo) run(ctx context.Context) error {
 	if ctx.Err() == nil {
 		fmt.Fprintln(d.out, "\ntraffic stopped; waiting until Segment holds every generated event…")
 	}
-	d.waitDelivered(drainCtx, a, began)
+	d.waitDelivered(drainCtx, reg, began)
 
 	stopApp()
 	var runErr error
@@ -319,7 +323,7 @@ func serve(h http.Handler) (string, func(), error) {
 
 // generate adds the world's events to the Auth0 simulator as their time
 // comes, and prints the live view once a second, until ctx ends.
-func (d *demo) generate(ctx context.Context, a *app, began time.Time) {
+func (d *demo) generate(ctx context.Context, reg prometheus.Gatherer, began time.Time) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	cursor := d.world.Start // events before it are in the simulator
@@ -332,7 +336,7 @@ func (d *demo) generate(ctx context.Context, a *app, began time.Time) {
 		}
 		cursor = now
 		if now.Sub(lastView) >= time.Second {
-			prev = d.view(a, began, prev, now.Sub(lastView))
+			prev = d.view(reg, began, prev, now.Sub(lastView))
 			lastView = now
 		}
 		select {
@@ -344,8 +348,8 @@ func (d *demo) generate(ctx context.Context, a *app, began time.Time) {
 }
 
 // view prints one line of the live view.
-func (d *demo) view(a *app, began time.Time, prev status.Summary, elapsed time.Duration) status.Summary {
-	s, _ := status.Snapshot(a.reg)
+func (d *demo) view(reg prometheus.Gatherer, began time.Time, prev status.Summary, elapsed time.Duration) status.Summary {
+	s, _ := status.Snapshot(reg)
 	if len(prev.Tenants) > 0 {
 		s.SetRates(prev, elapsed)
 	}
@@ -385,7 +389,7 @@ func (d *demo) missing() []string {
 	return out
 }
 
-func (d *demo) waitDelivered(ctx context.Context, a *app, began time.Time) {
+func (d *demo) waitDelivered(ctx context.Context, reg prometheus.Gatherer, began time.Time) {
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	lastView := time.Now()
@@ -402,7 +406,7 @@ func (d *demo) waitDelivered(ctx context.Context, a *app, began time.Time) {
 			return
 		}
 		if time.Since(lastView) >= time.Second {
-			prev = d.view(a, began, prev, time.Since(lastView))
+			prev = d.view(reg, began, prev, time.Since(lastView))
 			lastView = time.Now()
 		}
 		select {

@@ -20,7 +20,7 @@ import (
 	"github.com/authpipe/authpipe/internal/admin"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
-	"github.com/authpipe/authpipe/internal/metrics"
+	"github.com/authpipe/authpipe/internal/pipeline"
 )
 
 const dlqUsage = `Usage:
@@ -143,7 +143,8 @@ func dlqCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	b, a, err := openDLQ(cfg.ForTenant(tenant), stderr)
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	b, st, err := openDLQ(cfg.ForTenant(tenant), logger)
 	if err != nil {
 		if errors.Is(err, buffer.ErrInUse) {
 			fmt.Fprintf(stderr, "authpipe dlq: the embedded buffer in %s is in use by a running authpipe: stop it first, or use its admin API "+
@@ -153,10 +154,14 @@ func dlqCommand(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "authpipe dlq: %v\n", err)
 		return 1
 	}
-	defer a.close()
+	defer func() {
+		if err := st.Close(); err != nil {
+			logger.Warn("close buffer", "err", err)
+		}
+	}()
 	// The same audit entries as the admin API's, with the OS user.
 	op := map[string]string{"list": admin.OpDLQList, "replay": admin.OpDLQReplay, "drop": admin.OpDLQDrop}[sub]
-	au, err := newCLIAudit(cfg, a.redis, a.logger, stderr, "authpipe dlq "+sub, fs, op, "tenants/"+tenant.Name+"/dlq")
+	au, err := newCLIAudit(cfg, st.Redis, logger, stderr, "authpipe dlq "+sub, fs, op, "tenants/"+tenant.Name+"/dlq")
 	if err != nil {
 		fmt.Fprintf(stderr, "authpipe dlq: %v\n", err)
 		return 1
@@ -225,33 +230,30 @@ func tenantNames(cfg *config.Config) []string {
 }
 
 // openDLQ opens the tenant's buffer as authpipe run does (cfg is the
-// tenant's view), on a registry of its own; the app holds the Redis client
-// and closes both. The embedded buffer must exist already: the command
-// never creates one.
-func openDLQ(cfg *config.Config, stderr io.Writer) (dlqBuffer, *app, error) {
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	a := &app{cfg: cfg, logger: logger, reg: prometheus.NewRegistry()}
+// tenant's view), on a registry of its own; closing the store closes it.
+// The embedded buffer must exist already: the command never creates one.
+func openDLQ(cfg *config.Config, logger *slog.Logger) (dlqBuffer, *pipeline.Store, error) {
 	if cfg.Redis.URL == "" {
 		path := buffer.BoltFile(cfg.DataDir, cfg.Tenant)
 		if _, err := os.Stat(path); err != nil {
 			return nil, nil, fmt.Errorf("no embedded buffer of tenant %s in AUTHPIPE_DATA_DIR %s (%s): %w", cfg.Tenant, cfg.DataDir, path, err)
 		}
 	}
-	if err := a.openRedis(); err != nil {
+	st, err := pipeline.OpenStore(cfg, logger, prometheus.NewRegistry())
+	if err != nil {
 		return nil, nil, err
 	}
-	t := &tenantPipeline{name: cfg.Tenant, cfg: cfg, logger: logger}
-	if err := a.openBuffer(t, metrics.NewStages(a.reg)); err != nil {
-		a.close()
+	buf, err := st.Buffer(cfg)
+	if err != nil {
+		_ = st.Close()
 		return nil, nil, err
 	}
-	a.tenants = append(a.tenants, t)
-	b, ok := t.buf.(dlqBuffer)
+	b, ok := buf.(dlqBuffer)
 	if !ok {
-		a.close()
+		_ = st.Close()
 		return nil, nil, errors.New("the buffer has no dead-letter operations")
 	}
-	return b, a, nil
+	return b, st, nil
 }
 
 func dlqList(ctx context.Context, b dlqBuffer, au *cliAudit, tenant, after string, limit int, asJSON, raw bool, stdout, stderr io.Writer) int {

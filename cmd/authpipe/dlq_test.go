@@ -16,6 +16,7 @@ import (
 	"github.com/authpipe/authpipe/internal/admin"
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/pipeline"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
 
@@ -41,11 +42,11 @@ func fillDLQ(t *testing.T, b dlqBackend, n int) []buffer.DeadLetter {
 	}
 	_, err := b.Append(ctx, logs, logs[n-1].ID)
 	require.NoError(t, err)
-	require.NoError(t, b.EnsureGroup(ctx, forwardGroup))
-	es, err := b.Read(ctx, forwardGroup, "c", n, -1)
+	require.NoError(t, b.EnsureGroup(ctx, pipeline.ForwardGroup))
+	es, err := b.Read(ctx, pipeline.ForwardGroup, "c", n, -1)
 	require.NoError(t, err)
 	for _, e := range es {
-		require.NoError(t, b.DeadLetter(ctx, forwardGroup, e, "segment_rejected: 400 bad\nsecond line"))
+		require.NoError(t, b.DeadLetter(ctx, pipeline.ForwardGroup, e, "segment_rejected: 400 bad\nsecond line"))
 	}
 	dls, err := b.DeadLetters(ctx, n+100)
 	require.NoError(t, err)
@@ -140,7 +141,7 @@ func TestDLQCommandRedis(t *testing.T) {
 		})
 	}
 	// The replayed event is back in the stream, with its log_id.
-	es, err := b.Read(t.Context(), forwardGroup, "c", 10, -1)
+	es, err := b.Read(t.Context(), pipeline.ForwardGroup, "c", 10, -1)
 	require.NoError(t, err)
 	require.Len(t, es, 1)
 	require.Equal(t, dls[0].LogID, es[0].LogID)
@@ -177,7 +178,7 @@ func TestDLQCommandEmbedded(t *testing.T) {
 	left, err := b.DeadLetters(t.Context(), 10)
 	require.NoError(t, err)
 	require.Empty(t, left)
-	es, err := b.Read(t.Context(), forwardGroup, "c", 10, -1)
+	es, err := b.Read(t.Context(), pipeline.ForwardGroup, "c", 10, -1)
 	require.NoError(t, err)
 	require.Len(t, es, 2)
 }

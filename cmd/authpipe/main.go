@@ -2,7 +2,10 @@
 // authentication logs: it polls the Management API, buffers the events in
 // Redis, forwards them to Segment and runs threshold checks on them.
 //
-// main only parses arguments and dispatches; the wiring lives in run.go.
+// main only parses arguments and dispatches. Each command reads its flags
+// and the configuration and calls into the packages: `run` and `demo` run
+// internal/pipeline, which owns the worker's lifecycle and everything the
+// delivery contract relies on.
 package main
 
 import (

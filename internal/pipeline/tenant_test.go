@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"context"
@@ -25,21 +25,21 @@ import (
 )
 
 // newLeasedTenant builds a tenant pipeline with a poller lease on b, as
-// newApp does (no forwarder or threshold engine).
-func newLeasedTenant(t *testing.T, b *buffer.Redis, consumer string, ttl time.Duration, auth0URL string) (*tenantPipeline, fencedBuffer) {
+// New does (no forwarder or threshold engine).
+func newLeasedTenant(t *testing.T, b *buffer.Redis, consumer string, ttl time.Duration, auth0URL string) (*tenant, fencedBuffer) {
 	t.Helper()
 	cfg := config.Default()
 	cfg.Tenant = b.Config().Tenant
 	cfg.Buffer.Consumer, cfg.Buffer.LeaseTTL = consumer, ttl
 	cfg.Auth0.Domain, cfg.Auth0.ClientID, cfg.Auth0.ClientSecret = auth0URL, "tenant-test", "tenant-test-secret"
 	cfg.Auth0.PollInterval, cfg.Auth0.PageSize = 100*time.Millisecond, 50
-	tp := &tenantPipeline{name: cfg.Tenant, cfg: &cfg, logger: slog.New(slog.DiscardHandler),
+	tp := &tenant{name: cfg.Tenant, cfg: &cfg, logger: slog.New(slog.DiscardHandler),
 		leader: prometheus.NewGauge(prometheus.GaugeOpts{Name: "leader"})}
 	pb, err := tp.newPollerLease(b)
 	require.NoError(t, err)
 	if auth0URL != "" {
 		reg := prometheus.NewRegistry()
-		tp.poller, err = auth0poll.New(pollerConfig(&cfg), pb, auth0poll.Deps{Registerer: reg})
+		tp.poller, err = auth0poll.New(PollerConfig(&cfg), pb, auth0poll.Deps{Registerer: reg})
 		require.NoError(t, err)
 	}
 	return tp, pb.(fencedBuffer)

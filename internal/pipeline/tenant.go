@@ -1,4 +1,4 @@
-package main
+package pipeline
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -18,22 +19,100 @@ import (
 	"github.com/authpipe/authpipe/internal/thresholds"
 )
 
-// tenantPipeline is one tenant's components: its buffer, poller, forwarder
-// and threshold engine, all under the tenant's name, on the app's registry.
-type tenantPipeline struct {
-	name     string
-	cfg      *config.Config // the tenant's view of the configuration (config.ForTenant)
-	logger   *slog.Logger
-	buf      pipelineBuffer
-	closeBuf func() error // nil on Redis: the app closes the shared client
-	poller   *auth0poll.Poller
-	fwd      *forward.Forwarder
-	rules    *thresholds.Engine
+// tenant is one tenant's components: its buffer, poller, forwarder and
+// threshold engine, all under the tenant's name.
+type tenant struct {
+	name   string
+	cfg    *config.Config // the tenant's view of the configuration (config.ForTenant)
+	logger *slog.Logger
+	buf    Buffer
+	poller *auth0poll.Poller
+	fwd    *forward.Forwarder
+	rules  *thresholds.Engine
 
 	// On Redis, only the holder of the tenant's poller lease polls.
 	lease   *lease.Lease // nil on the embedded buffer: one process, always polls
 	leader  prometheus.Gauge
 	decided atomic.Bool // the first attempt at the lease was made
+}
+
+// newTenant builds one tenant's buffer, poller, forwarder and threshold
+// engine; cfg is the tenant's view of the configuration.
+func newTenant(cfg *config.Config, st *Store, rules RulesSource, leader prometheus.Gauge, logger *slog.Logger, reg prometheus.Registerer) (*tenant, error) {
+	t := &tenant{name: cfg.Tenant, cfg: cfg, logger: logger.With("tenant", cfg.Tenant), leader: leader}
+	var err error
+	if t.buf, err = st.Buffer(cfg); err != nil {
+		return nil, err
+	}
+	pollBuf := auth0poll.Buffer(t.buf)
+	if rb, ok := t.buf.(*buffer.Redis); ok {
+		if pollBuf, err = t.newPollerLease(rb); err != nil {
+			return nil, err
+		}
+	}
+	if t.poller, err = st.NewPoller(cfg, pollBuf); err != nil {
+		return nil, err
+	}
+	t.fwd, err = forward.New(forward.Config{
+		Tenant:        cfg.Tenant,
+		WriteKey:      cfg.Segment.WriteKey,
+		Endpoint:      cfg.Segment.Endpoint,
+		BatchSize:     cfg.Segment.BatchSize,
+		FlushInterval: cfg.Segment.FlushInterval,
+		MaxInFlight:   cfg.Segment.MaxInFlight,
+		Group:         ForwardGroup,
+		Consumer:      cfg.Buffer.Consumer,
+		ReclaimIdle:   cfg.Buffer.ReclaimIdle,
+		HashKey:       cfg.AnonymousIDKey(),
+		DrainTimeout:  drainTimeout(cfg.ShutdownTimeout),
+		Filter:        forward.Filter{Include: cfg.Forward.IncludeTypes, Exclude: cfg.Forward.ExcludeTypes},
+		PII: forward.PIIPolicy{
+			UserName: forward.PIIAction(cfg.PII.UserName), Email: forward.PIIAction(cfg.PII.Email),
+			IP: forward.PIIAction(cfg.PII.IP), UserAgent: forward.PIIAction(cfg.PII.UserAgent),
+		},
+	}, t.buf, forward.Deps{Logger: logger, Registerer: reg, Stages: st.Stages()})
+	if err != nil {
+		return nil, fmt.Errorf("build forwarder: %w", err)
+	}
+	if t.rules, err = newEngine(cfg, t.buf, rules, logger, reg); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// drainTimeout leaves part of the shutdown budget for the steps after the
+// forwarder's drain (closing Segment clients, flushing acks, stopping the
+// HTTP server, closing Redis).
+func drainTimeout(shutdown time.Duration) time.Duration {
+	return shutdown * 2 / 3
+}
+
+// newEngine builds the threshold engine over the buffer's own consumer
+// group: shared counts and a lease on Redis, in-process counts rebuilt
+// from the stream on the embedded buffer.
+func newEngine(cfg *config.Config, buf Buffer, rules RulesSource, logger *slog.Logger, reg prometheus.Registerer) (*thresholds.Engine, error) {
+	tc := thresholds.Config{
+		Tenant:          cfg.Tenant,
+		RulesPath:       rules.Path,
+		Rules:           rules.Data,
+		AlertmanagerURL: cfg.AlertmanagerURL,
+		WebhookURL:      cfg.AlertWebhookURL,
+		Consumer:        cfg.Buffer.Consumer,
+		LeaseTTL:        cfg.Buffer.LeaseTTL,
+	}
+	switch b := buf.(type) {
+	case thresholds.Buffer:
+		tc.Buffer = b
+	case thresholds.LocalBuffer:
+		tc.Local = b
+	default:
+		return nil, fmt.Errorf("threshold checks: unsupported buffer %T", buf)
+	}
+	e, err := thresholds.New(tc, thresholds.Deps{Logger: logger, Registerer: reg})
+	if err != nil {
+		return nil, fmt.Errorf("AUTHPIPE_RULES: %w", err)
+	}
+	return e, nil
 }
 
 // pollerLeaseName is the key of a tenant's poller lease, under the
@@ -43,7 +122,7 @@ func pollerLeaseName(b *buffer.Redis) string { return b.Key("lease:poller") }
 // newPollerLease returns the tenant's poller lease and the buffer the
 // poller writes through: appends that carry a checkpoint are fenced by the
 // lease's token.
-func (t *tenantPipeline) newPollerLease(b *buffer.Redis) (auth0poll.Buffer, error) {
+func (t *tenant) newPollerLease(b *buffer.Redis) (auth0poll.Buffer, error) {
 	l, err := lease.New(b.Client(), lease.Config{
 		Name:  pollerLeaseName(b),
 		Owner: t.cfg.Buffer.Consumer,
@@ -70,7 +149,7 @@ func (t *tenantPipeline) newPollerLease(b *buffer.Redis) (auth0poll.Buffer, erro
 // logPollerLeaseLost says why this replica stopped polling the tenant: a
 // fail-over to another replica reads differently from an outage of Redis
 // (polling resumes here once the lease is won again) and from a shutdown.
-func (t *tenantPipeline) logPollerLeaseLost(token int64) {
+func (t *tenant) logPollerLeaseLost(token int64) {
 	why, holder := t.lease.LostBecause()
 	switch why {
 	case lease.LossReleased:
@@ -126,7 +205,7 @@ func (f fencedBuffer) Append(ctx context.Context, logs []auth0log.Log, checkpoin
 // the lease is lost (within one lease period) and resuming from the stored
 // checkpoint when it is won again. When ctx ends it stops the poller, then
 // releases the lease so that another replica takes over at once.
-func (t *tenantPipeline) poll(ctx context.Context) error {
+func (t *tenant) poll(ctx context.Context) error {
 	if t.lease == nil {
 		t.leader.Set(1)
 		t.decided.Store(true)
@@ -165,18 +244,9 @@ func (t *tenantPipeline) poll(ctx context.Context) error {
 
 // ready reports whether the tenant is ready: its poller has had an answer
 // from Auth0, or another replica polls it.
-func (t *tenantPipeline) ready() bool {
+func (t *tenant) ready() bool {
 	if t.poller.Ready() {
 		return true
 	}
 	return t.lease != nil && t.decided.Load() && !t.lease.Held()
-}
-
-// close closes the tenant's embedded buffer; Redis buffers share the app's
-// client.
-func (t *tenantPipeline) close() error {
-	if t.closeBuf == nil {
-		return nil
-	}
-	return t.closeBuf()
 }
