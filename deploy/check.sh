@@ -12,7 +12,7 @@
 #      routing: authpipe's health alerts to "operations", threshold alerts
 #      to "security" (docs/runbook.md, "Alert paths").
 # The dashboard and the metric names it uses are checked by Go tests
-# (cmd/authpipe/deploy_test.go). Needs docker-compose (Debian 1.29, no
+# (cmd/authpipe/e2e/deploy). Needs docker-compose (Debian 1.29, no
 # engine), promtool (prometheus) and amtool (prometheus-alertmanager).
 set -euo pipefail
 cd "$(dirname "$0")/.."

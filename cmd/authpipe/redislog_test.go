@@ -11,13 +11,16 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/logging"
 	"github.com/stretchr/testify/require"
+
+	"github.com/authpipe/authpipe/internal/e2etest"
+	"github.com/authpipe/authpipe/internal/testlogs"
 )
 
 // TestGoRedisLogsAreJSON: go-redis' own lines (here: the pool giving up
 // dialing a Redis that is not there) come out as slog JSON with
 // component=go-redis, and URL credentials never reach the log.
 func TestGoRedisLogsAreJSON(t *testing.T) {
-	var out syncBuf
+	var out testlogs.Buffer
 	prev := slog.Default()
 	slog.SetDefault(slog.New(slog.NewJSONHandler(&out, nil)))
 	redis.SetLogger(goRedisLogger{})
@@ -26,7 +29,7 @@ func TestGoRedisLogsAreJSON(t *testing.T) {
 		slog.SetDefault(prev)
 	})
 
-	c := redis.NewClient(&redis.Options{Addr: freeAddr(t), MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
+	c := redis.NewClient(&redis.Options{Addr: e2etest.FreeAddr(t), MaxRetries: -1, DialerRetries: 1, DialTimeout: 200 * time.Millisecond})
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

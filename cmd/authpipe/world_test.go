@@ -17,6 +17,8 @@ import (
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
 
+const repoRoot = "../.."
+
 // replayWorld runs the events gen returns for [from, to), a minute at a
 // time, through the shipped threshold rules in event time, each rule
 // checked every 30 s, and returns the alerts raised.

@@ -3,12 +3,14 @@
 // and `authpipe sim`, and Prometheus and Alertmanager from their Debian
 // packages, each on free loopback ports and stopped when its test ends. It
 // is for tests only, like testredis; the test packages that use it
-// (cmd/authpipe, cmd/authpipe/e2e/…) share its helpers instead of copying
-// them.
+// (cmd/authpipe/e2e/…, one per topic so that `go test ./...` runs them in
+// parallel) share its helpers instead of copying them: Harness is one
+// tenant's world for `authpipe run`.
 package e2etest
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -37,6 +39,9 @@ const (
 	ClientID     = "e2e-client"
 	ClientSecret = "e2e-client-secret-DO-NOT-LOG"
 	WriteKey     = "e2e-write-key-DO-NOT-LOG"
+	// AdminStaticToken is an AUTHPIPE_ADMIN_STATIC_TOKEN for tests that
+	// turn the admin API on.
+	AdminStaticToken = "e2e-static-token-DO-NOT-LOG-0123456789"
 )
 
 // Main is a test package's TestMain: it builds authpipe (race detector on,
@@ -251,4 +256,17 @@ func StartSim(t *testing.T, bin string, args ...string) *Sim {
 	}
 	t.Fatalf("authpipe sim did not print its addresses:\n%s", s.Out.String())
 	return nil
+}
+
+// Generated is how many events the sim has generated (GET /-/stats).
+func (s *Sim) Generated(t *testing.T) int64 {
+	t.Helper()
+	resp, err := http.Get(s.Auth0URL + "/-/stats")
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	var st struct {
+		Generated int64 `json:"generated"`
+	}
+	require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
+	return st.Generated
 }

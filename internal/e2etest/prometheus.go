@@ -2,6 +2,7 @@ package e2etest
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"gopkg.in/yaml.v3"
 )
 
 // Prometheus is a running Prometheus (Debian package prometheus, 2.42).
@@ -187,5 +189,114 @@ func (a *Alertmanager) Alerts(t *testing.T) []AMAlert {
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	var out []AMAlert
 	require.NoError(t, json.NewDecoder(resp.Body).Decode(&out))
+	return out
+}
+
+// StartPrometheusWithShippedRules runs Prometheus scraping target (job
+// authpipe) every second with the shipped rule files
+// (alerts/prometheus/*.yml, as ShippedRulesForTest writes them), and
+// returns it with the number of rules.
+func StartPrometheusWithShippedRules(t *testing.T, target string) (*Prometheus, int) {
+	t.Helper()
+	rulesDir := t.TempDir()
+	rules := ShippedRulesForTest(t, rulesDir)
+	p := StartPrometheus(t, fmt.Sprintf(`global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+  - %s/*.yml
+scrape_configs:
+  - job_name: authpipe
+    static_configs:
+      - targets: ['%s']
+`, rulesDir, target))
+	return p, rules
+}
+
+// ShippedRulesForTest copies the shipped Prometheus rule files into dir,
+// with the `for:` of AuthpipeAuditWriteFailing (shipped: 3m) set to 0s so
+// the tests do not wait minutes. Every other rule is as shipped. It
+// returns the number of rules.
+func ShippedRulesForTest(t *testing.T, dir string) (rules int) {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(RepoRoot(t), "alerts/prometheus/*.yml"))
+	require.NoError(t, err)
+	require.NotEmpty(t, files)
+	patched := map[string]bool{"AuthpipeAuditWriteFailing": false}
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		require.NoError(t, err)
+		var doc yaml.Node
+		require.NoError(t, yaml.Unmarshal(b, &doc))
+		rules += len(LoadRuleFile(t, f))
+		WalkMappings(&doc, func(m *yaml.Node) {
+			a := MapValue(m, "alert")
+			if a == nil {
+				return
+			}
+			if _, ok := patched[a.Value]; !ok {
+				return
+			}
+			v := MapValue(m, "for")
+			require.NotNil(t, v, "%s has a for:", a.Value)
+			v.Value = "0s"
+			patched[a.Value] = true
+		})
+		out, err := yaml.Marshal(&doc)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(dir, filepath.Base(f)), out, 0o644))
+	}
+	for name, ok := range patched {
+		require.True(t, ok, "%s found in the shipped rules", name)
+	}
+	return rules
+}
+
+// WalkMappings calls fn on every mapping node under n, n included.
+func WalkMappings(n *yaml.Node, fn func(*yaml.Node)) {
+	if n.Kind == yaml.MappingNode {
+		fn(n)
+	}
+	for _, c := range n.Content {
+		WalkMappings(c, fn)
+	}
+}
+
+// MapValue is the value of key in the mapping node m; nil when m is nil,
+// not a mapping, or has no key.
+func MapValue(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// PromRule is the part of a Prometheus alerting rule the tests read.
+type PromRule struct {
+	Alert string `yaml:"alert"`
+	Expr  string `yaml:"expr"`
+}
+
+// LoadRuleFile reads the rules of a Prometheus rule file.
+func LoadRuleFile(t *testing.T, path string) []PromRule {
+	t.Helper()
+	var file struct {
+		Groups []struct {
+			Rules []PromRule `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, yaml.Unmarshal(b, &file), path)
+	var out []PromRule
+	for _, g := range file.Groups {
+		out = append(out, g.Rules...)
+	}
 	return out
 }

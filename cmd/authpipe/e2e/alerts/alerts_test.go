@@ -120,28 +120,6 @@ func hasLabels(have, want map[string]string) bool {
 	return true
 }
 
-// mapValue returns the value of key in a YAML mapping node.
-func mapValue(m *yaml.Node, key string) *yaml.Node {
-	if m == nil || m.Kind != yaml.MappingNode {
-		return nil
-	}
-	for i := 0; i+1 < len(m.Content); i += 2 {
-		if m.Content[i].Value == key {
-			return m.Content[i+1]
-		}
-	}
-	return nil
-}
-
-func walkMappings(n *yaml.Node, fn func(*yaml.Node)) {
-	if n.Kind == yaml.MappingNode {
-		fn(n)
-	}
-	for _, c := range n.Content {
-		walkMappings(c, fn)
-	}
-}
-
 func readYAML(t *testing.T, path string) *yaml.Node {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -155,7 +133,7 @@ func setTargets(t *testing.T, staticConfigs *yaml.Node, addr string) {
 	t.Helper()
 	require.NotNil(t, staticConfigs)
 	for _, sc := range staticConfigs.Content {
-		targets := mapValue(sc, "targets")
+		targets := e2etest.MapValue(sc, "targets")
 		require.NotNil(t, targets)
 		targets.Content = []*yaml.Node{{Kind: yaml.ScalarNode, Value: addr}}
 	}
@@ -170,24 +148,24 @@ func prometheusConfig(t *testing.T, self, authpipe, alertmanager string) string 
 	root := doc.Content[0]
 	dir, err := filepath.Abs(repoRoot + "/deploy/prometheus")
 	require.NoError(t, err)
-	files := mapValue(root, "rule_files")
+	files := e2etest.MapValue(root, "rule_files")
 	require.NotNil(t, files)
 	for _, f := range files.Content {
 		f.Value = filepath.Join(dir, f.Value)
 	}
-	ams := mapValue(mapValue(root, "alerting"), "alertmanagers")
+	ams := e2etest.MapValue(e2etest.MapValue(root, "alerting"), "alertmanagers")
 	require.NotNil(t, ams)
 	for _, am := range ams.Content {
-		setTargets(t, mapValue(am, "static_configs"), alertmanager)
+		setTargets(t, e2etest.MapValue(am, "static_configs"), alertmanager)
 	}
 	jobs := map[string]string{"authpipe": authpipe, "prometheus": self, "alertmanager": alertmanager}
-	scrapes := mapValue(root, "scrape_configs")
+	scrapes := e2etest.MapValue(root, "scrape_configs")
 	require.NotNil(t, scrapes)
 	for _, sc := range scrapes.Content {
-		job := mapValue(sc, "job_name").Value
+		job := e2etest.MapValue(sc, "job_name").Value
 		addr, ok := jobs[job]
 		require.True(t, ok, "scrape job %q of the shipped config", job)
-		setTargets(t, mapValue(sc, "static_configs"), addr)
+		setTargets(t, e2etest.MapValue(sc, "static_configs"), addr)
 	}
 	out, err := yaml.Marshal(doc)
 	require.NoError(t, err)
@@ -206,11 +184,11 @@ func alertmanagerConfig(t *testing.T, webhooks map[string]string) string {
 	t.Helper()
 	doc := readYAML(t, repoRoot+"/deploy/alertmanager/alertmanager.yml")
 	root := doc.Content[0]
-	receivers := mapValue(root, "receivers")
+	receivers := e2etest.MapValue(root, "receivers")
 	require.NotNil(t, receivers)
 	seen := 0
 	for _, r := range receivers.Content {
-		name := mapValue(r, "name").Value
+		name := e2etest.MapValue(r, "name").Value
 		hook, ok := webhooks[name]
 		require.True(t, ok, "receiver %q of the shipped config", name)
 		seen++
@@ -220,8 +198,8 @@ func alertmanagerConfig(t *testing.T, webhooks map[string]string) string {
 	}
 	require.Equal(t, len(webhooks), seen)
 	intervals := 0
-	walkMappings(mapValue(root, "route"), func(m *yaml.Node) {
-		if v := mapValue(m, "group_interval"); v != nil {
+	e2etest.WalkMappings(e2etest.MapValue(root, "route"), func(m *yaml.Node) {
+		if v := e2etest.MapValue(m, "group_interval"); v != nil {
 			v.Value = testGroupInterval
 			intervals++
 		}

@@ -10,7 +10,7 @@
 // authpipe is stopped.
 //
 // A package of its own (about a minute, build included), so that
-// `go test ./...` runs it beside cmd/authpipe, the slowest package.
+// `go test ./...` runs it beside the other end-to-end packages.
 package dataloss
 
 import (

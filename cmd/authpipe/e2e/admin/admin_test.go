@@ -1,4 +1,10 @@
-package main
+// Package admin tests the admin API and its audit trail end to end:
+// `authpipe run` serving the API with tokens from the JWKS simulator,
+// re-driving a dead letter, writing one audit entry per request (file and
+// Redis stream) that `authpipe audit verify` accepts, refusing requests
+// when no audit sink takes their entry, and a real Prometheus firing the
+// shipped AuthpipeAuditWriteFailing with the labels the metric carries.
+package admin
 
 import (
 	"bufio"
@@ -17,20 +23,23 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
-
 	"github.com/redis/go-redis/v9"
+	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/admin"
 	"github.com/authpipe/authpipe/internal/audit"
+	"github.com/authpipe/authpipe/internal/e2etest"
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
 
+var authpipeBin string
+
+func TestMain(m *testing.M) { os.Exit(e2etest.Main(m, "", &authpipeBin)) }
+
 const (
 	e2eAdminIssuer   = "https://authpipe-e2e.eu.auth0.com/"
 	e2eAdminAudience = "https://authpipe.example.com/admin"
-	e2eStaticToken   = "e2e-static-token-DO-NOT-LOG-0123456789"
 )
 
 // TestE2EAdminAPI: the worker serves the admin API on its listener with
@@ -41,21 +50,21 @@ const (
 func TestE2EAdminAPI(t *testing.T) {
 	// A Redis of its own: the audit stream is one for the deployment.
 	rsrv := testredis.Start(t)
-	h := newHarness(t, rsrv.Addr)
+	h := e2etest.NewHarness(t, authpipeBin, rsrv.Addr)
 	jwks := sim.NewJWKS(sim.JWKSOptions{Issuer: e2eAdminIssuer, Audience: e2eAdminAudience})
 	jwksSrv := httptest.NewServer(jwks)
 	t.Cleanup(jwksSrv.Close)
 	auditLog := filepath.Join(t.TempDir(), "audit.jsonl")
-	h.extraEnv = append(h.extraEnv,
+	h.ExtraEnv = append(h.ExtraEnv,
 		"AUTHPIPE_ADMIN_AUDIENCE="+e2eAdminAudience,
 		"AUTHPIPE_ADMIN_ISSUER="+e2eAdminIssuer,
 		"AUTHPIPE_ADMIN_JWKS_URL="+jwksSrv.URL+sim.JWKSPath,
-		"AUTHPIPE_ADMIN_STATIC_TOKEN="+e2eStaticToken,
+		"AUTHPIPE_ADMIN_STATIC_TOKEN="+e2etest.AdminStaticToken,
 		"AUTHPIPE_ADMIN_AUDIT_LOG="+auditLog,
 		"AUTHPIPE_LOG_LEVEL=debug",
 		"AUTHPIPE_HTTP_READ_TIMEOUT=1s",
 	)
-	poison := h.startWithDeadLetter(20, 7)
+	poison := startWithDeadLetter(h, 20, 7)
 
 	var sent []string
 	call := func(method, path, token string, body string) (int, string) {
@@ -63,7 +72,7 @@ func TestE2EAdminAPI(t *testing.T) {
 		if token != "" {
 			sent = append(sent, token)
 		}
-		return adminCall(t, h.listen, method, path, token, body)
+		return adminCall(t, h.Listen, method, path, token, body)
 	}
 	scoped := func(scopes ...string) string {
 		return jwks.MintToken(sim.Claims{"scope": strings.Join(scopes, " ")})
@@ -86,7 +95,7 @@ func TestE2EAdminAPI(t *testing.T) {
 	var st admin.StatusResponse
 	require.NoError(t, json.Unmarshal([]byte(body), &st))
 	require.Len(t, st.Tenants, 1)
-	require.Equal(t, h.tenant, st.Tenants[0].Name)
+	require.Equal(t, h.Tenant, st.Tenants[0].Name)
 	require.EqualValues(t, 1, st.Tenants[0].DeadLetters)
 	require.NotEmpty(t, st.Tenants[0].Checkpoint)
 
@@ -98,17 +107,17 @@ func TestE2EAdminAPI(t *testing.T) {
 	require.Equal(t, poison, dl.DeadLetters[0].LogID)
 
 	// Fix the cause, replay: the event reaches Segment.
-	h.segment.Reset()
+	h.Segment.Reset()
 	code, body = call("POST", "/api/v1/dlq/replay", scoped(admin.ScopeWriteDLQ), `{"ids":["`+dl.DeadLetters[0].ID+`"]}`)
 	require.Equal(t, 200, code, body)
-	require.JSONEq(t, `{"tenant":"`+h.tenant+`","replayed":1}`, body)
-	h.waitDelivered([]string{poison}, 30*time.Second)
-	require.Eventually(t, func() bool { return h.metric("authpipe_dead_letter_events") == 0 }, 10*time.Second, 100*time.Millisecond)
+	require.JSONEq(t, `{"tenant":"`+h.Tenant+`","replayed":1}`, body)
+	h.WaitDelivered([]string{poison}, 30*time.Second)
+	require.Eventually(t, func() bool { return h.Metric("authpipe_dead_letter_events") == 0 }, 10*time.Second, 100*time.Millisecond)
 
-	code, body = call("GET", "/api/v1/rules", e2eStaticToken, "")
+	code, body = call("GET", "/api/v1/rules", e2etest.AdminStaticToken, "")
 	require.Equal(t, 200, code, body)
 	// The static token pasted into a URL is masked in the trail.
-	code, body = call("GET", "/api/v1/dlq?tenant="+e2eStaticToken, e2eStaticToken, "")
+	code, body = call("GET", "/api/v1/dlq?tenant="+e2etest.AdminStaticToken, e2etest.AdminStaticToken, "")
 	require.Equal(t, 404, code, body)
 	code, body = call("POST", "/api/v1/backfill", scoped(admin.ScopeWriteBackfill), `{"since":"`+time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)+`"}`)
 	require.NotContains(t, []int{401, 403}, code, body)
@@ -161,7 +170,7 @@ func TestE2EAdminAPI(t *testing.T) {
 		`authpipe_admin_audit_errors_total{sink="log"}`:                           0,
 		`authpipe_admin_audit_errors_total{sink="redis"}`:                         0,
 	} {
-		require.Equal(t, want, h.metric(series), series)
+		require.Equal(t, want, h.Metric(series), series)
 	}
 
 	rdb := redis.NewClient(&redis.Options{Addr: rsrv.Addr})
@@ -170,7 +179,7 @@ func TestE2EAdminAPI(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, stream, len(entries))
 	verify := exec.Command(authpipeBin, "audit", "verify")
-	verify.Env = h.env()
+	verify.Env = h.Env()
 	out, err := verify.CombinedOutput()
 	require.NoError(t, err, string(out))
 	require.Contains(t, string(out), auditLog+": ok: ")
@@ -178,11 +187,11 @@ func TestE2EAdminAPI(t *testing.T) {
 
 	// A client sending its body one byte at a time, with a valid token,
 	// is cut off within AUTHPIPE_HTTP_READ_TIMEOUT (1s).
-	c, err := net.Dial("tcp", h.listen)
+	c, err := net.Dial("tcp", h.Listen)
 	require.NoError(t, err)
 	defer c.Close()
 	start := time.Now()
-	_, err = io.WriteString(c, "POST /api/v1/dlq/drop HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+e2eStaticToken+"\r\nContent-Length: 100\r\n\r\n{")
+	_, err = io.WriteString(c, "POST /api/v1/dlq/drop HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "+e2etest.AdminStaticToken+"\r\nContent-Length: 100\r\n\r\n{")
 	require.NoError(t, err)
 	cut := make(chan time.Duration, 1)
 	go func() { _, _ = io.Copy(io.Discard, c); cut <- time.Since(start) }()
@@ -204,14 +213,12 @@ slow:
 
 	// The dlq command of the same configuration sees what the API did.
 	cmd := exec.Command(authpipeBin, "dlq", "list")
-	cmd.Env = h.env()
+	cmd.Env = h.Env()
 	out, err = cmd.CombinedOutput()
 	require.NoError(t, err, string(out))
 	require.Contains(t, string(out), "no dead letters")
 
-	h.mu.Lock()
-	logs := h.logs.String()
-	h.mu.Unlock()
+	logs := h.Logs()
 	data, err := os.ReadFile(auditLog)
 	require.NoError(t, err)
 	var streamText strings.Builder
@@ -227,7 +234,7 @@ slow:
 		}
 	}
 	require.Contains(t, logs, "admin API enabled")
-	h.requireNoSecretsLogged()
+	h.RequireNoSecretsLogged()
 }
 
 // TestE2EAuditFailClosed is the issue's fail-open reproduction against the
@@ -239,12 +246,12 @@ slow:
 // verifies.
 func TestE2EAuditFailClosed(t *testing.T) {
 	rsrv := testredis.Start(t)
-	h := newHarness(t, rsrv.Addr)
-	h.extraEnv = append(h.extraEnv,
-		"AUTHPIPE_ADMIN_STATIC_TOKEN="+e2eStaticToken,
+	h := e2etest.NewHarness(t, authpipeBin, rsrv.Addr)
+	h.ExtraEnv = append(h.ExtraEnv,
+		"AUTHPIPE_ADMIN_STATIC_TOKEN="+e2etest.AdminStaticToken,
 		"AUTHPIPE_ADMIN_AUDIT_LOG=/dev/full",
 	)
-	poison := h.startWithDeadLetter(10, 3)
+	poison := startWithDeadLetter(h, 10, 3)
 	rdb := redis.NewClient(&redis.Options{Addr: rsrv.Addr})
 	t.Cleanup(func() { _ = rdb.Close() })
 	ctx := context.Background()
@@ -252,7 +259,7 @@ func TestE2EAuditFailClosed(t *testing.T) {
 
 	call := func(method, path, body string) (int, string) {
 		t.Helper()
-		return adminCall(t, h.listen, method, path, e2eStaticToken, body)
+		return adminCall(t, h.Listen, method, path, e2etest.AdminStaticToken, body)
 	}
 	code, body := call("GET", "/api/v1/dlq?raw=true", "")
 	require.Equal(t, 503, code, body)
@@ -260,13 +267,13 @@ func TestE2EAuditFailClosed(t *testing.T) {
 	require.NotContains(t, body, poison, "no data served")
 	code, body = call("POST", "/api/v1/dlq/drop", `{"all":true}`)
 	require.Equal(t, 503, code, body)
-	n, err := rdb.XLen(ctx, "authpipe:{"+h.tenant+"}:dlq").Result()
+	n, err := rdb.XLen(ctx, "authpipe:{"+h.Tenant+"}:dlq").Result()
 	require.NoError(t, err)
 	require.EqualValues(t, 1, n, "the dead letter is kept")
-	require.Equal(t, 1.0, h.metric(`authpipe_admin_requests_total{operation="dlq_list",outcome="refused"}`))
-	require.Equal(t, 1.0, h.metric(`authpipe_admin_requests_total{operation="dlq_drop",outcome="refused"}`))
-	require.GreaterOrEqual(t, h.metric(`authpipe_admin_audit_errors_total{sink="log"}`), 2.0)
-	require.GreaterOrEqual(t, h.metric(`authpipe_admin_audit_errors_total{sink="redis"}`), 2.0)
+	require.Equal(t, 1.0, h.Metric(`authpipe_admin_requests_total{operation="dlq_list",outcome="refused"}`))
+	require.Equal(t, 1.0, h.Metric(`authpipe_admin_requests_total{operation="dlq_drop",outcome="refused"}`))
+	require.GreaterOrEqual(t, h.Metric(`authpipe_admin_audit_errors_total{sink="log"}`), 2.0)
+	require.GreaterOrEqual(t, h.Metric(`authpipe_admin_audit_errors_total{sink="redis"}`), 2.0)
 
 	// The stream is back: the refusals appear with no further request.
 	require.NoError(t, rdb.Del(ctx, audit.DefaultKeys.Stream).Err())
@@ -284,12 +291,12 @@ func TestE2EAuditFailClosed(t *testing.T) {
 		require.EqualValues(t, 503, e["status"])
 		require.Equal(t, "static", e["auth"])
 	}
-	require.Equal(t, 0.0, h.metric(`authpipe_admin_audit_pending_entries{sink="redis"}`))
+	require.Equal(t, 0.0, h.Metric(`authpipe_admin_audit_pending_entries{sink="redis"}`))
 	code, body = call("GET", "/api/v1/dlq", "")
 	require.Equal(t, 200, code, body)
 	require.Contains(t, body, poison)
 	verify := exec.Command(authpipeBin, "audit", "verify", "--redis")
-	verify.Env = h.env()
+	verify.Env = h.Env()
 	out, err := verify.CombinedOutput()
 	require.NoError(t, err, string(out))
 	require.Contains(t, string(out), "ok: 3 entries")
@@ -298,13 +305,13 @@ func TestE2EAuditFailClosed(t *testing.T) {
 // startWithDeadLetter starts authpipe on n new events of which the one at
 // index poison Segment rejects, and waits until it is dead-lettered. It
 // returns that event's log_id.
-func (h *harness) startWithDeadLetter(n, poison int) string {
-	h.t.Helper()
-	ids := h.addEvents(n)
-	h.segment.RejectMessageID(h.tenant + "-" + ids[poison])
-	p := h.start()
-	h.waitReady(p, 20*time.Second)
-	require.Eventually(h.t, func() bool { return h.metric("authpipe_dead_letter_events") == 1 }, 60*time.Second, 100*time.Millisecond)
+func startWithDeadLetter(h *e2etest.Harness, n, poison int) string {
+	h.T.Helper()
+	ids := h.AddEvents(n)
+	h.Segment.RejectMessageID(h.Tenant + "-" + ids[poison])
+	p := h.Start()
+	h.WaitReady(p, 20*time.Second)
+	require.Eventually(h.T, func() bool { return h.Metric("authpipe_dead_letter_events") == 1 }, 60*time.Second, 100*time.Millisecond)
 	return ids[poison]
 }
 
@@ -330,18 +337,18 @@ func adminCall(t *testing.T, addr, method, path, token, body string) (int, strin
 // AuthpipeAuditWriteFailing (its for: set to 0s) with the labels the
 // metric really carries, for the log sink only.
 func TestE2EPrometheusFiresAuditWriteFailing(t *testing.T) {
-	needTool(t, "prometheus")
-	h := newHarness(t, testredis.Addr(t))
-	h.extraEnv = append(h.extraEnv,
-		"AUTHPIPE_ADMIN_STATIC_TOKEN="+e2eStaticToken,
+	e2etest.NeedTool(t, "prometheus")
+	h := e2etest.NewHarness(t, authpipeBin, testredis.Addr(t))
+	h.ExtraEnv = append(h.ExtraEnv,
+		"AUTHPIPE_ADMIN_STATIC_TOKEN="+e2etest.AdminStaticToken,
 		"AUTHPIPE_ADMIN_AUDIT_LOG=/dev/full",
 	)
-	h.addEvents(5)
-	p := h.start()
-	h.waitReady(p, 20*time.Second)
-	prom, _ := startPrometheus(t, h.listen)
+	h.AddEvents(5)
+	p := h.Start()
+	h.WaitReady(p, 20*time.Second)
+	prom, _ := e2etest.StartPrometheusWithShippedRules(t, h.Listen)
 	// The Redis stream takes the entry: served. The log keeps failing.
-	code, body := adminCall(t, h.listen, "GET", "/api/v1/status", e2eStaticToken, "")
+	code, body := adminCall(t, h.Listen, "GET", "/api/v1/status", e2etest.AdminStaticToken, "")
 	require.Equal(t, 200, code, body)
 
 	type alert struct {
@@ -351,7 +358,7 @@ func TestE2EPrometheusFiresAuditWriteFailing(t *testing.T) {
 	}
 	var alerts []alert
 	var got *alert
-	waitFor(t, 60*time.Second, func() bool {
+	e2etest.WaitFor(t, 60*time.Second, func() bool {
 		var data struct {
 			Alerts []alert `json:"alerts"`
 		}
@@ -364,10 +371,10 @@ func TestE2EPrometheusFiresAuditWriteFailing(t *testing.T) {
 		}
 		return got != nil
 	}, func() string {
-		return fmt.Sprintf("AuthpipeAuditWriteFailing firing; alerts %+v; errors %v", alerts, h.metric(`authpipe_admin_audit_errors_total{sink="log"}`))
+		return fmt.Sprintf("AuthpipeAuditWriteFailing firing; alerts %+v; errors %v", alerts, h.Metric(`authpipe_admin_audit_errors_total{sink="log"}`))
 	})
 	require.Equal(t, map[string]string{
-		"alertname": "AuthpipeAuditWriteFailing", "severity": "critical", "sink": "log", "job": "authpipe", "instance": h.listen,
+		"alertname": "AuthpipeAuditWriteFailing", "severity": "critical", "sink": "log", "job": "authpipe", "instance": h.Listen,
 	}, got.Labels)
 	require.Contains(t, got.Annotations["description"], "audit log (AUTHPIPE_ADMIN_AUDIT_LOG)")
 	require.Equal(t, "https://github.com/authpipe/authpipe/blob/main/docs/runbook.md#authpipeauditwritefailing", got.Annotations["runbook_url"])

@@ -1,8 +1,8 @@
-package main
-
-// End-to-end tests of scale-out: several tenants in one process, several
-// processes against one Redis (the poller's leader killed and stalled), a
-// real Redis Cluster, and authpipe backfill.
+// Package scale tests scale-out end to end: several processes against one
+// Redis (the poller's leader killed and stalled), several tenants in one
+// process on one Redis server, through Sentinel and on a real Redis
+// Cluster, and `authpipe backfill` beside the worker.
+package scale
 
 import (
 	"bytes"
@@ -27,9 +27,14 @@ import (
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/config"
+	"github.com/authpipe/authpipe/internal/e2etest"
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
+
+var authpipeBin string
+
+func TestMain(m *testing.M) { os.Exit(e2etest.Main(m, "", &authpipeBin)) }
 
 // requestLog records who asked the Auth0 simulator for logs, and when: the
 // bearer token identifies the process (each fetches its own).
@@ -75,19 +80,18 @@ func (l *requestLog) pollers() [][]time.Time {
 // does not answer).
 func metricAt(t *testing.T, addr, name string) float64 {
 	t.Helper()
-	h := &harness{t: t, listen: addr}
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		return 0
 	}
 	resp.Body.Close()
-	return h.metric(name)
+	return e2etest.MetricSum(t, addr, name)
 }
 
 // replica is one authpipe run of a multi-process test.
 type replica struct {
 	name, listen string
-	p            *proc
+	p            *e2etest.Proc
 }
 
 // TestE2EReplicasPollerLeaderKilledAndStalled runs three processes against
@@ -97,20 +101,20 @@ type replica struct {
 // delivered, every duplicate under one messageId, and Auth0's request log
 // shows that no two processes ever polled at once.
 func TestE2EReplicasPollerLeaderKilledAndStalled(t *testing.T) {
-	h := newHarness(t, testredis.Addr(t))
-	h.auth0.SetRateLimit(3, 300) // about 500 events a second: the faults land mid-run
-	h.segment.SetDelay(20 * time.Millisecond)
+	h := e2etest.NewHarness(t, authpipeBin, testredis.Addr(t))
+	h.Auth0.SetRateLimit(3, 300) // about 500 events a second: the faults land mid-run
+	h.Segment.SetDelay(20 * time.Millisecond)
 	var rl requestLog
-	srv := httptest.NewServer(rl.wrap(h.auth0))
+	srv := httptest.NewServer(rl.wrap(h.Auth0))
 	t.Cleanup(srv.Close)
-	h.auth0URL = srv.URL
-	ids := h.addEvents(6000)
+	h.Auth0URL = srv.URL
+	ids := h.AddEvents(6000)
 	start := time.Now()
 
 	replicas := make([]*replica, 3)
 	for i := range replicas {
-		r := &replica{name: fmt.Sprintf("replica-%d", i), listen: freeAddr(t)}
-		r.p = h.startEnv(append(h.env(), "AUTHPIPE_CONSUMER="+r.name, "AUTHPIPE_LISTEN="+r.listen))
+		r := &replica{name: fmt.Sprintf("replica-%d", i), listen: e2etest.FreeAddr(t)}
+		r.p = h.StartEnv(append(h.Env(), "AUTHPIPE_CONSUMER="+r.name, "AUTHPIPE_LISTEN="+r.listen))
 		replicas[i] = r
 	}
 	leader := func(among []*replica) *replica {
@@ -131,32 +135,32 @@ func TestE2EReplicasPollerLeaderKilledAndStalled(t *testing.T) {
 
 	first := leader(replicas)
 	t.Logf("%s polls, %s after start", first.name, time.Since(start).Round(time.Millisecond))
-	require.Eventually(t, func() bool { return h.delivered(ids) > 1500 }, 40*time.Second, 20*time.Millisecond)
-	require.Less(t, h.delivered(ids), len(ids), "the kill must land mid-run")
-	first.p.kill()
+	require.Eventually(t, func() bool { return h.Delivered(ids) > 1500 }, 40*time.Second, 20*time.Millisecond)
+	require.Less(t, h.Delivered(ids), len(ids), "the kill must land mid-run")
+	first.p.Kill()
 	killedAt := time.Now()
-	t.Logf("killed leader %s at %d of %d delivered", first.name, h.delivered(ids), len(ids))
+	t.Logf("killed leader %s at %d of %d delivered", first.name, h.Delivered(ids), len(ids))
 	rest := slices.DeleteFunc(slices.Clone(replicas), func(r *replica) bool { return r == first })
 
 	second := leader(rest)
 	t.Logf("%s took over after %s", second.name, time.Since(killedAt).Round(time.Millisecond))
-	before := h.delivered(ids)
-	require.Eventually(t, func() bool { return h.delivered(ids) > before+500 }, 30*time.Second, 20*time.Millisecond)
-	require.Less(t, h.delivered(ids), len(ids), "the stall must land mid-run")
+	before := h.Delivered(ids)
+	require.Eventually(t, func() bool { return h.Delivered(ids) > before+500 }, 30*time.Second, 20*time.Millisecond)
+	require.Less(t, h.Delivered(ids), len(ids), "the stall must land mid-run")
 
 	// Stall the new leader past its lease: the last one takes over; the
 	// stalled one, resumed, finds its lease gone and stays a follower.
-	require.NoError(t, second.p.cmd.Process.Signal(syscall.SIGSTOP))
+	require.NoError(t, second.p.Cmd.Process.Signal(syscall.SIGSTOP))
 	third := slices.DeleteFunc(slices.Clone(rest), func(r *replica) bool { return r == second })
 	require.Equal(t, third[0], leader(third))
-	require.NoError(t, second.p.cmd.Process.Signal(syscall.SIGCONT))
+	require.NoError(t, second.p.Cmd.Process.Signal(syscall.SIGCONT))
 	resumedAt := time.Now()
 	t.Logf("stalled %s, %s took over", second.name, third[0].name)
 	require.Eventually(t, func() bool { return metricAt(t, second.listen, "authpipe_auth0_poller_leader") == 0 },
 		10*time.Second, 20*time.Millisecond, "the resumed process lost its lease")
 
-	h.waitDelivered(ids, 90*time.Second)
-	dups := h.requireExactlyOnceByMessageID(ids)
+	h.WaitDelivered(ids, 90*time.Second)
+	dups := h.RequireExactlyOnceByMessageID(ids)
 	t.Logf("all delivered after %s; redelivered duplicates (absorbed by messageId): %d", time.Since(start).Round(time.Millisecond), dups)
 
 	// Never two pollers at once: each poller's logs requests lie strictly
@@ -183,17 +187,17 @@ func TestE2EReplicasPollerLeaderKilledAndStalled(t *testing.T) {
 	// Every log is in the stream once: no page was written twice by two
 	// pollers racing, and the checkpoint is the newest log.
 	rdb := testredis.Client(t)
-	n, err := rdb.XLen(context.Background(), "authpipe:{"+h.tenant+"}:stream").Result()
+	n, err := rdb.XLen(context.Background(), "authpipe:{"+h.Tenant+"}:stream").Result()
 	require.NoError(t, err)
 	require.EqualValues(t, len(ids), n)
-	cp, err := rdb.Get(context.Background(), "authpipe:{"+h.tenant+"}:checkpoint").Result()
+	cp, err := rdb.Get(context.Background(), "authpipe:{"+h.Tenant+"}:checkpoint").Result()
 	require.NoError(t, err)
 	require.Equal(t, ids[len(ids)-1], cp)
 	// The survivors' forwarders shared the consumer group.
 	for _, r := range rest {
 		require.Positive(t, metricAt(t, r.listen, "authpipe_forward_events_acked_total"), "%s forwarded", r.name)
 	}
-	h.requireNoSecretsLogged()
+	h.RequireNoSecretsLogged()
 }
 
 // tenantWorld is one more tenant's Auth0 simulator for multi-tenant tests.
@@ -215,8 +219,8 @@ func newTenantWorld(t *testing.T, name string, events int, seed uint64) *tenantW
 	return w
 }
 
-func (h *harness) deliveredOf(w *tenantWorld) int {
-	got := h.segment.MessageIDs()
+func deliveredOf(h *e2etest.Harness, w *tenantWorld) int {
+	got := h.Segment.MessageIDs()
 	n := 0
 	for _, id := range w.ids {
 		if got[w.name+"-"+id] > 0 {
@@ -229,15 +233,15 @@ func (h *harness) deliveredOf(w *tenantWorld) int {
 // multiTenantEnv writes a config file listing the worlds as tenants and
 // returns the environment of an authpipe run on redisURL: the tenants'
 // secrets come from AUTH0_CLIENT_SECRET_<NAME> and its _FILE form.
-func (h *harness) multiTenantEnv(redisURL string, worlds ...*tenantWorld) []string {
-	dir := h.t.TempDir()
+func multiTenantEnv(h *e2etest.Harness, redisURL string, worlds ...*tenantWorld) []string {
+	dir := h.T.TempDir()
 	var yml strings.Builder
 	yml.WriteString("auth0:\n  poll_interval: 200ms\ntenants:\n")
 	env := []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"),
 		"AUTHPIPE_CONFIG=" + filepath.Join(dir, "authpipe.yml"),
-		"SEGMENT_WRITE_KEY=" + e2eWriteKey, "SEGMENT_ENDPOINT=" + h.segURL, "SEGMENT_FLUSH_INTERVAL=100ms",
-		"REDIS_URL=" + redisURL, "AUTHPIPE_CONSUMER=e2e-worker", "AUTHPIPE_LISTEN=" + h.listen,
+		"SEGMENT_WRITE_KEY=" + e2etest.WriteKey, "SEGMENT_ENDPOINT=" + h.SegmentURL, "SEGMENT_FLUSH_INTERVAL=100ms",
+		"REDIS_URL=" + redisURL, "AUTHPIPE_CONSUMER=e2e-worker", "AUTHPIPE_LISTEN=" + h.Listen,
 		"AUTHPIPE_LEASE_TTL=2s",
 	}
 	for i, w := range worlds {
@@ -248,10 +252,10 @@ func (h *harness) multiTenantEnv(redisURL string, worlds ...*tenantWorld) []stri
 			continue
 		}
 		path := filepath.Join(dir, w.name+".secret")
-		require.NoError(h.t, os.WriteFile(path, []byte(w.secret+"\n"), 0o600))
+		require.NoError(h.T, os.WriteFile(path, []byte(w.secret+"\n"), 0o600))
 		env = append(env, secretVar+"_FILE="+path)
 	}
-	require.NoError(h.t, os.WriteFile(filepath.Join(dir, "authpipe.yml"), []byte(yml.String()), 0o600))
+	require.NoError(h.T, os.WriteFile(filepath.Join(dir, "authpipe.yml"), []byte(yml.String()), 0o600))
 	return env
 }
 
@@ -279,16 +283,16 @@ func TestE2ETwoTenants(t *testing.T) {
 			default:
 				redisURL, rdb = "redis://"+testredis.Addr(t)+"/0", testredis.Client(t)
 			}
-			h := newHarness(t, "")
+			h := e2etest.NewHarness(t, authpipeBin, "")
 			suffix := fmt.Sprintf("%d", rand.Uint32())
 			a := newTenantWorld(t, "acme-"+suffix, 3000, 1)
 			b := newTenantWorld(t, "beta-"+suffix, 2000, 2)
-			p := h.startEnv(h.multiTenantEnv(redisURL, a, b))
-			h.waitReady(p, 20*time.Second)
+			p := h.StartEnv(multiTenantEnv(h, redisURL, a, b))
+			h.WaitReady(p, 20*time.Second)
 			require.Eventually(t, func() bool {
-				return h.deliveredOf(a) == len(a.ids) && h.deliveredOf(b) == len(b.ids)
-			}, 90*time.Second, 100*time.Millisecond, "delivered %d of %d and %d of %d", h.deliveredOf(a), len(a.ids), h.deliveredOf(b), len(b.ids))
-			require.Len(t, h.segment.MessageIDs(), len(a.ids)+len(b.ids), "every event under exactly one messageId")
+				return deliveredOf(h, a) == len(a.ids) && deliveredOf(h, b) == len(b.ids)
+			}, 90*time.Second, 100*time.Millisecond, "delivered %d of %d and %d of %d", deliveredOf(h, a), len(a.ids), deliveredOf(h, b), len(b.ids))
+			require.Len(t, h.Segment.MessageIDs(), len(a.ids)+len(b.ids), "every event under exactly one messageId")
 
 			ctx := context.Background()
 			for _, w := range []*tenantWorld{a, b} {
@@ -303,12 +307,12 @@ func TestE2ETwoTenants(t *testing.T) {
 					got[i], _ = m.Values["id"].(string)
 				}
 				require.Equal(t, w.ids, got, "%s: its own stream holds its events only", w.name)
-				require.Equal(t, float64(len(w.ids)), h.metric(`authpipe_auth0_events_polled_total{tenant="`+w.name+`"`))
-				require.Equal(t, 1.0, h.metric(`authpipe_auth0_poller_leader{tenant="`+w.name+`"`))
+				require.Equal(t, float64(len(w.ids)), h.Metric(`authpipe_auth0_events_polled_total{tenant="`+w.name+`"`))
+				require.Equal(t, 1.0, h.Metric(`authpipe_auth0_poller_leader{tenant="`+w.name+`"`))
 			}
 			require.Eventually(t, func() bool {
-				return h.metric(`authpipe_forward_events_acked_total{tenant="`+a.name+`"`) == float64(len(a.ids)) &&
-					h.metric(`authpipe_forward_events_acked_total{tenant="`+b.name+`"`) == float64(len(b.ids))
+				return h.Metric(`authpipe_forward_events_acked_total{tenant="`+a.name+`"`) == float64(len(a.ids)) &&
+					h.Metric(`authpipe_forward_events_acked_total{tenant="`+b.name+`"`) == float64(len(b.ids))
 			}, 20*time.Second, 100*time.Millisecond)
 			if mode == "cluster" {
 				// The tenants' hash tags put them on different nodes here.
@@ -318,9 +322,7 @@ func TestE2ETwoTenants(t *testing.T) {
 				require.NoError(t, err)
 				t.Logf("tenant %s on %s, tenant %s on %s", a.name, na.Options().Addr, b.name, nb.Options().Addr)
 			}
-			h.mu.Lock()
-			logs := h.logs.String()
-			h.mu.Unlock()
+			logs := h.Logs()
 			for _, w := range []*tenantWorld{a, b} {
 				require.NotContains(t, logs, w.secret)
 			}
@@ -328,8 +330,8 @@ func TestE2ETwoTenants(t *testing.T) {
 			require.Contains(t, logs, `"redis":"`+wantMode+`"`, "the UniversalClient kind REDIS_URL names")
 			require.NotContains(t, logs, "CROSSSLOT", "every command of a tenant stays in its hash slot")
 			require.NotContains(t, logs, `"level":"ERROR"`)
-			require.NoError(t, p.cmd.Process.Signal(syscall.SIGTERM))
-			<-p.done
+			require.NoError(t, p.Cmd.Process.Signal(syscall.SIGTERM))
+			<-p.Done()
 			require.NoError(t, p.Err(), "clean exit")
 		})
 	}
@@ -340,22 +342,20 @@ func TestE2ETwoTenants(t *testing.T) {
 // checkpoint, again adds nothing, and the worker then forwards each event
 // once. A window beyond the retention is refused.
 func TestE2EBackfill(t *testing.T) {
-	h := newHarness(t, testredis.Addr(t))
-	ids := h.addEvents(700)
+	h := e2etest.NewHarness(t, authpipeBin, testredis.Addr(t))
+	ids := h.AddEvents(700)
 	rdb := testredis.Client(t)
 	ctx := context.Background()
 	ahead := auth0log.CheckpointAt(time.Now())
-	require.NoError(t, rdb.Set(ctx, "authpipe:{"+h.tenant+"}:checkpoint", ahead, 0).Err())
+	require.NoError(t, rdb.Set(ctx, "authpipe:{"+h.Tenant+"}:checkpoint", ahead, 0).Err())
 
 	backfill := func(args ...string) (int, string, string) {
 		cmd := exec.Command(authpipeBin, append([]string{"backfill"}, args...)...)
-		cmd.Env = h.env()
+		cmd.Env = h.Env()
 		var stdout, stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		err := cmd.Run()
-		h.mu.Lock()
-		h.logs.Write(stderr.Bytes())
-		h.mu.Unlock()
+		h.Log(stderr.Bytes())
 		if exit, ok := err.(*exec.ExitError); ok {
 			return exit.ExitCode(), stdout.String(), stderr.String()
 		}
@@ -365,15 +365,15 @@ func TestE2EBackfill(t *testing.T) {
 
 	code, out, errOut := backfill("--since", "2h")
 	require.Zero(t, code, "stdout: %s\nstderr: %s", out, errOut)
-	require.Contains(t, out, fmt.Sprintf("%s: done: %d logs in the window, %d new to the buffer, 0 buffered already", h.tenant, len(ids), len(ids)))
-	n, err := rdb.XLen(ctx, "authpipe:{"+h.tenant+"}:stream").Result()
+	require.Contains(t, out, fmt.Sprintf("%s: done: %d logs in the window, %d new to the buffer, 0 buffered already", h.Tenant, len(ids), len(ids)))
+	n, err := rdb.XLen(ctx, "authpipe:{"+h.Tenant+"}:stream").Result()
 	require.NoError(t, err)
 	require.EqualValues(t, len(ids), n)
-	cp, err := rdb.Get(ctx, "authpipe:{"+h.tenant+"}:checkpoint").Result()
+	cp, err := rdb.Get(ctx, "authpipe:{"+h.Tenant+"}:checkpoint").Result()
 	require.NoError(t, err)
 	require.Equal(t, ahead, cp, "backfill never moves the checkpoint")
 
-	code, out, errOut = backfill("--since", time.Now().Add(-2*time.Hour).UTC().Format(time.RFC3339), "--tenant", h.tenant)
+	code, out, errOut = backfill("--since", time.Now().Add(-2*time.Hour).UTC().Format(time.RFC3339), "--tenant", h.Tenant)
 	require.Zero(t, code, "stdout: %s\nstderr: %s", out, errOut)
 	require.Contains(t, out, fmt.Sprintf("done: %d logs in the window, 0 new to the buffer, %d buffered already", len(ids), len(ids)))
 
@@ -381,7 +381,7 @@ func TestE2EBackfill(t *testing.T) {
 		args []string
 		want string
 	}{
-		"beyond retention": {[]string{"--since", "200h"}, "older than tenant " + h.tenant + "'s log retention (AUTH0_LOG_RETENTION 144h0m0s)"},
+		"beyond retention": {[]string{"--since", "200h"}, "older than tenant " + h.Tenant + "'s log retention (AUTH0_LOG_RETENTION 144h0m0s)"},
 		"no since":         {nil, "--since is required"},
 		"bad time":         {[]string{"--since", "yesterday"}, `"yesterday" is not a time`},
 		"unknown tenant":   {[]string{"--since", "1h", "--tenant", "nope"}, `--tenant "nope" is not a configured tenant`},
@@ -394,9 +394,9 @@ func TestE2EBackfill(t *testing.T) {
 		})
 	}
 
-	p := h.start()
-	h.waitReady(p, 20*time.Second)
-	h.waitDelivered(ids, 60*time.Second)
-	require.Zero(t, h.requireExactlyOnceByMessageID(ids))
-	h.requireNoSecretsLogged()
+	p := h.Start()
+	h.WaitReady(p, 20*time.Second)
+	h.WaitDelivered(ids, 60*time.Second)
+	require.Zero(t, h.RequireExactlyOnceByMessageID(ids))
+	h.RequireNoSecretsLogged()
 }
