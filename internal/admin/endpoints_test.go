@@ -606,7 +606,8 @@ func TestLongListsRecordedWhole(t *testing.T) {
 // and dead letters work, the audit goes to the log sink only.
 func TestEmbeddedBuffer(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	b, err := buffer.OpenBolt(t.TempDir(), buffer.Config{Tenant: "acme"}, buffer.Deps{Registerer: reg, Stages: metrics.NewStages(reg)})
+	treg := metrics.Tenant(reg, "acme")
+	b, err := buffer.OpenBolt(t.TempDir(), buffer.Config{Tenant: "acme"}, buffer.Deps{Registerer: treg, Stages: metrics.NewStages(treg)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Close() })
 	dls := deadLetters(t, b, 3)

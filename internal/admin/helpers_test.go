@@ -86,7 +86,8 @@ func newWorld(t *testing.T, o worldOpts) *world {
 		w.tenant = w.tenant[len(w.tenant)-64:]
 	}
 	var err error
-	w.buf, err = buffer.NewRedis(w.rdb, buffer.Config{Tenant: w.tenant}, buffer.Deps{Registerer: w.reg, Clock: w.clock, Stages: metrics.NewStages(w.reg)})
+	treg := metrics.Tenant(w.reg, w.tenant) // as package pipeline hands it out
+	w.buf, err = buffer.NewRedis(w.rdb, buffer.Config{Tenant: w.tenant}, buffer.Deps{Registerer: treg, Clock: w.clock, Stages: metrics.NewStages(treg)})
 	require.NoError(t, err)
 	w.keys = audit.KeysFor("audit-" + w.tenant)
 	w.stream = w.keys.Stream

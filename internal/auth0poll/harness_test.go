@@ -122,11 +122,12 @@ func (h *harness) newPoller(mod func(*Config)) (*Poller, *prometheus.Registry) {
 		mod(&cfg)
 	}
 	reg := prometheus.NewPedanticRegistry()
+	treg := metrics.Tenant(reg, cfg.Tenant) // as package pipeline hands it out
 	p, err := New(cfg, h.buf, Deps{
 		Logger:     h.logger(),
-		Registerer: reg,
+		Registerer: treg,
 		Clock:      h.clock,
-		Stages:     metrics.NewStages(reg),
+		Stages:     metrics.NewStages(treg),
 	})
 	require.NoError(h.t, err)
 	return p, reg

@@ -540,18 +540,18 @@ func TestTwoTenantsShareARegistry(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	reg := prometheus.NewRegistry()
 	cfg := h.config()
-	_, err := New(cfg, h.buf, Deps{Registerer: reg})
+	_, err := New(cfg, h.buf, Deps{Registerer: metrics.Tenant(reg, cfg.Tenant)})
 	require.NoError(t, err)
 	cfg2 := cfg
 	cfg2.Tenant += "-b"
-	_, err = New(cfg2, h.buf, Deps{Registerer: reg})
+	_, err = New(cfg2, h.buf, Deps{Registerer: metrics.Tenant(reg, cfg2.Tenant)})
 	require.NoError(t, err)
 	got, err := testutil.GatherAndCount(reg, "authpipe_auth0_gaps_total")
 	require.NoError(t, err)
 	require.Equal(t, 2, got)
 
-	_, err = New(cfg, h.buf, Deps{Registerer: reg})
-	require.ErrorContains(t, err, "one poller per tenant")
+	_, err = New(cfg, h.buf, Deps{Registerer: metrics.Tenant(reg, cfg.Tenant)})
+	require.ErrorContains(t, err, "one poller per registerer")
 }
 
 func TestRunTwiceAtOnceIsRefused(t *testing.T) {
@@ -776,7 +776,7 @@ func TestPrefetchOverlapsAppend(t *testing.T) {
 	ids := h.addEvents(1050, h.clock.Now().Add(-day), time.Second)
 	buf := &overlapBuffer{Buffer: h.buf, h: h}
 	cfg := h.config()
-	reg := prometheus.NewPedanticRegistry()
+	reg := metrics.Tenant(prometheus.NewPedanticRegistry(), cfg.Tenant)
 	p, err := New(cfg, buf, Deps{Logger: h.logger(), Registerer: reg, Clock: h.clock, Stages: metrics.NewStages(reg)})
 	require.NoError(t, err)
 	h.run(p)

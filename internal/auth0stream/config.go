@@ -46,7 +46,7 @@ type Buffer interface {
 
 // Tenant is one tenant whose stream the receiver accepts.
 type Tenant struct {
-	// Name is the tenant: the path /auth0/logs/{Name} and the metric label.
+	// Name is the tenant: the path /auth0/logs/{Name}.
 	Name string
 	// Token is the value the stream's Authorization header must have,
 	// verbatim (what was typed as the Authorization Token in Auth0, e.g.
@@ -55,6 +55,9 @@ type Tenant struct {
 	// Buffer is where the tenant's pushed logs go, deduplicated with the
 	// polled ones.
 	Buffer Buffer
+	// Registerer takes the tenant's metrics; the caller adds the tenant
+	// label (metrics.Tenant). Nil: registered nowhere.
+	Registerer prometheus.Registerer
 }
 
 // Config bounds the receiver. Zero fields get the defaults.
@@ -134,7 +137,11 @@ func validateTenants(tenants []Tenant) error {
 // defaults: a discarding logger, a fresh registry, the real clock, no
 // callback.
 type Deps struct {
-	Logger     *slog.Logger
+	Logger *slog.Logger
+	// Registerer takes the count of requests that reach no tenant (an
+	// unknown path or tenant name); the caller labels them as it labels
+	// the tenants' (with tenant="", so no name from the internet ever
+	// becomes a label value).
 	Registerer prometheus.Registerer
 	Clock      clockwork.Clock
 	// OnCommit, when set, is called once per request whose records (one

@@ -76,13 +76,18 @@
 // header is compared with the token through SHA-256 digests in constant
 // time, so neither its content nor its length leaks through timing.
 // Tokens are never logged. An unknown tenant in the path is a 404, counted
-// under tenant "": names from the internet never become label values.
+// with the requests that reach no tenant: names from the internet never
+// become label values.
 //
 // Metrics: authpipe_stream_requests_total{tenant,code,outcome},
 // authpipe_stream_events_total{tenant,outcome} (new, duplicate, full,
 // unavailable: events of a 400 or 413 are not counted, the body did not
 // yield them) and authpipe_stream_last_event_timestamp_seconds{tenant},
-// every series created at zero. Refused requests are logged once per
+// every series created at zero. The receiver registers them without the
+// tenant label: each tenant's go to its Tenant.Registerer, the requests
+// that reach no tenant to Deps.Registerer, and the caller's registerers
+// add the label (metrics.Tenant, in package pipeline; tenant
+// "" for no tenant). Refused requests are logged once per
 // episode and outcome, repeats summarised (package logrepeat), the first
 // 200 after them logged as the recovery.
 package auth0stream

@@ -21,6 +21,7 @@ import (
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/auth0stream"
 	"github.com/authpipe/authpipe/internal/buffer"
+	"github.com/authpipe/authpipe/internal/metrics"
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
@@ -87,8 +88,8 @@ const token = "Bearer 4f1c9d2e-stream-token"
 func newFixture(t *testing.T, cfg auth0stream.Config, tenants ...auth0stream.Tenant) *fixture {
 	t.Helper()
 	f := &fixture{t: t, reg: prometheus.NewPedanticRegistry(), clock: clockwork.NewFakeClockAt(time.Now())}
-	recv, err := auth0stream.New(tenants, cfg, auth0stream.Deps{
-		Registerer: f.reg, Clock: f.clock,
+	recv, err := auth0stream.New(labelled(f.reg, tenants), cfg, auth0stream.Deps{
+		Registerer: tenantRegisterer(f.reg, ""), Clock: f.clock,
 		OnCommit: func(c auth0stream.Commit) {
 			f.mu.Lock()
 			f.commits = append(f.commits, c)
@@ -101,6 +102,21 @@ func newFixture(t *testing.T, cfg auth0stream.Config, tenants ...auth0stream.Ten
 	t.Cleanup(f.srv.Close)
 	f.auth0 = sim.NewAuth0(sim.Auth0Options{})
 	return f
+}
+
+// tenantRegisterer is name's registerer on reg, as the pipeline hands it
+// out: the tenant label added by metrics.Tenant.
+func tenantRegisterer(reg prometheus.Registerer, name string) prometheus.Registerer {
+	return metrics.Tenant(reg, name)
+}
+
+// labelled gives each tenant its registerer on reg.
+func labelled(reg prometheus.Registerer, tenants []auth0stream.Tenant) []auth0stream.Tenant {
+	out := slices.Clone(tenants)
+	for i := range out {
+		out[i].Registerer = tenantRegisterer(reg, out[i].Name)
+	}
+	return out
 }
 
 // tenant is the one-tenant list of name with buffer b and token.

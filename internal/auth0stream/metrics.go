@@ -1,7 +1,7 @@
 package auth0stream
 
 import (
-	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 
@@ -52,46 +52,59 @@ var tenantOutcomes = []string{OutcomeOK, OutcomeUnauthorized, OutcomeBadRequest,
 // yield them.
 var eventOutcomes = []string{OutcomeNew, OutcomeDuplicate, OutcomeFull, OutcomeUnavailable}
 
-type receiverMetrics struct {
+// tenantMetrics are one tenant's series; the tenant label is added by the
+// registerer they are registered on.
+type tenantMetrics struct {
 	requests  *prometheus.CounterVec
 	events    *prometheus.CounterVec
-	lastEvent *prometheus.GaugeVec
+	lastEvent prometheus.Gauge
 }
 
-// newMetrics registers the receiver's families on reg and creates every
-// series of each tenant at zero. Requests to unknown paths are counted
-// under tenant "": an unknown name from the internet never becomes a label.
-func newMetrics(reg prometheus.Registerer, tenants []string) (*receiverMetrics, error) {
-	m := &receiverMetrics{
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "authpipe_stream_requests_total",
-			Help: "Log Streams requests answered, by tenant, status code and outcome.",
-		}, []string{"tenant", "code", "outcome"}),
+// newRequests is the family of authpipe_stream_requests_total.
+func newRequests() *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "authpipe_stream_requests_total",
+		Help: "Log Streams requests answered, by tenant, status code and outcome.",
+	}, []string{"code", "outcome"})
+}
+
+// newTenantMetrics registers a tenant's series on reg, the tenant's
+// registerer, every one at zero.
+func newTenantMetrics(reg prometheus.Registerer) (*tenantMetrics, error) {
+	m := &tenantMetrics{
+		requests: newRequests(),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authpipe_stream_events_total",
 			Help: "Log events received by the Log Streams receiver, by outcome: new and duplicate were committed (200); full and unavailable were answered 503 for Auth0 to retry.",
-		}, []string{"tenant", "outcome"}),
-		lastEvent: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		}, []string{"outcome"}),
+		lastEvent: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "authpipe_stream_last_event_timestamp_seconds",
 			Help: "Time the receiver last committed a request with events (new or duplicate) for the tenant, Unix seconds; 0 until then.",
-		}, []string{"tenant"}),
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.events, m.lastEvent} {
 		if err := reg.Register(c); err != nil {
-			return nil, errors.New("register stream metrics: " + err.Error())
+			return nil, fmt.Errorf("register stream metrics: %w", err)
 		}
 	}
-	m.requests.WithLabelValues("", code(OutcomeNotFound), OutcomeNotFound)
-	for _, t := range tenants {
-		for _, o := range tenantOutcomes {
-			m.requests.WithLabelValues(t, code(o), o)
-		}
-		for _, o := range eventOutcomes {
-			m.events.WithLabelValues(t, o)
-		}
-		m.lastEvent.WithLabelValues(t)
+	for _, o := range tenantOutcomes {
+		m.requests.WithLabelValues(code(o), o)
+	}
+	for _, o := range eventOutcomes {
+		m.events.WithLabelValues(o)
 	}
 	return m, nil
+}
+
+// newUnrouted registers, on reg, the requests that reach no tenant (an
+// unknown path or tenant name), with their one series at zero.
+func newUnrouted(reg prometheus.Registerer) (*prometheus.CounterVec, error) {
+	v := newRequests()
+	if err := reg.Register(v); err != nil {
+		return nil, fmt.Errorf("register stream metrics: %w", err)
+	}
+	v.WithLabelValues(code(OutcomeNotFound), OutcomeNotFound)
+	return v, nil
 }
 
 // code is the status code of a request outcome, as a label value.

@@ -16,8 +16,10 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/logrepeat"
 )
 
@@ -60,14 +62,15 @@ type Receiver struct {
 	clock    clockwork.Clock
 	onCommit func(Commit)
 	rep      *logrepeat.Summarizer
-	m        *receiverMetrics
-	slots    chan struct{} // one per commit in flight
+	unrouted *prometheus.CounterVec // requests that reach no tenant
+	slots    chan struct{}          // one per commit in flight
 }
 
 type tenant struct {
 	name   string
 	token  [sha256.Size]byte // of the token: comparisons take the same time whatever its length
 	buf    Buffer
+	m      *tenantMetrics
 	lastNS atomic.Int64 // last commit with events, Unix ns; 0 before the first
 }
 
@@ -77,11 +80,7 @@ func New(tenants []Tenant, cfg Config, deps Deps) (*Receiver, error) {
 		return nil, err
 	}
 	cfg, deps = cfg.withDefaults(), deps.withDefaults()
-	names := make([]string, len(tenants))
-	for i, t := range tenants {
-		names[i] = t.Name
-	}
-	m, err := newMetrics(deps.Registerer, names)
+	unrouted, err := newUnrouted(deps.Registerer)
 	if err != nil {
 		return nil, err
 	}
@@ -93,11 +92,17 @@ func New(tenants []Tenant, cfg Config, deps Deps) (*Receiver, error) {
 		clock:    deps.Clock,
 		onCommit: deps.OnCommit,
 		rep:      logrepeat.New(log, deps.Clock, 0),
-		m:        m,
+		unrouted: unrouted,
 		slots:    make(chan struct{}, cfg.MaxInFlight),
 	}
 	for _, t := range tenants {
-		r.tenants[t.Name] = &tenant{name: t.Name, token: sha256.Sum256([]byte(t.Token.Reveal())), buf: t.Buffer}
+		reg := t.Registerer
+		inject.Defaults(nil, &reg, nil)
+		m, err := newTenantMetrics(reg)
+		if err != nil {
+			return nil, fmt.Errorf("stream tenant %q: %w", t.Name, err)
+		}
+		r.tenants[t.Name] = &tenant{name: t.Name, token: sha256.Sum256([]byte(t.Token.Reveal())), buf: t.Buffer, m: m}
 	}
 	if len(tenants) == 1 {
 		r.only = r.tenants[tenants[0].Name]
@@ -222,7 +227,7 @@ func (r *Receiver) commit(ctx context.Context, t *tenant, logs []auth0log.Log) (
 	defer cancel()
 	records := len(logs)
 	unavailable := func(err error) (Commit, answer) {
-		r.m.events.WithLabelValues(t.name, OutcomeUnavailable).Add(float64(records))
+		t.m.events.WithLabelValues(OutcomeUnavailable).Add(float64(records))
 		return Commit{}, answer{outcome: OutcomeUnavailable, err: err,
 			msg: "buffer unavailable: nothing acknowledged, retry later"}
 	}
@@ -249,7 +254,7 @@ func (r *Receiver) commit(ctx context.Context, t *tenant, logs []auth0log.Log) (
 	}
 	switch {
 	case errors.Is(res.err, errFull):
-		r.m.events.WithLabelValues(t.name, OutcomeFull).Add(float64(records))
+		t.m.events.WithLabelValues(OutcomeFull).Add(float64(records))
 		return Commit{}, answer{outcome: OutcomeFull, err: res.err,
 			msg: "buffer full: nothing acknowledged, retry later"}
 	case res.err != nil:
@@ -297,11 +302,11 @@ func (r *Receiver) store(ctx context.Context, t *tenant, logs []auth0log.Log) (C
 	}
 	c.Uncertain = max(candidates-c.Added, 0)
 	c.At = r.clock.Now()
-	r.m.events.WithLabelValues(t.name, OutcomeNew).Add(float64(c.Added))
-	r.m.events.WithLabelValues(t.name, OutcomeDuplicate).Add(float64(c.Records - c.Added))
+	t.m.events.WithLabelValues(OutcomeNew).Add(float64(c.Added))
+	t.m.events.WithLabelValues(OutcomeDuplicate).Add(float64(c.Records - c.Added))
 	if c.Records > 0 {
 		t.lastNS.Store(c.At.UnixNano())
-		r.m.lastEvent.WithLabelValues(t.name).Set(float64(c.At.UnixNano()) / 1e9)
+		t.m.lastEvent.Set(float64(c.At.UnixNano()) / 1e9)
 	}
 	if r.onCommit != nil && c.Records > 0 {
 		r.onCommit(c)
@@ -325,12 +330,12 @@ func logLevel(outcome string) slog.Level {
 // first occurrence in full, its repeats summarised; the first 200 after
 // them one recovered line).
 func (r *Receiver) finish(w http.ResponseWriter, req *http.Request, t *tenant, a answer) {
-	name := ""
+	name, requests := "", r.unrouted
 	if t != nil {
-		name = t.name
+		name, requests = t.name, t.m.requests
 	}
 	status := statusOf(a.outcome)
-	r.m.requests.WithLabelValues(name, strconv.Itoa(status), a.outcome).Inc()
+	requests.WithLabelValues(strconv.Itoa(status), a.outcome).Inc()
 	ctx := req.Context()
 	if a.outcome == OutcomeOK {
 		for _, o := range tenantOutcomes {

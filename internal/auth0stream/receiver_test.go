@@ -493,6 +493,7 @@ func TestNewValidates(t *testing.T) {
 		})
 	}
 	f := newFixture(t, auth0stream.Config{}, tenant("acme", b))
-	_, err := auth0stream.New([]auth0stream.Tenant{tenant("acme", b)}, auth0stream.Config{}, auth0stream.Deps{Registerer: f.reg})
+	_, err := auth0stream.New(labelled(f.reg, []auth0stream.Tenant{tenant("acme", b)}), auth0stream.Config{},
+		auth0stream.Deps{Registerer: tenantRegisterer(f.reg, "")})
 	require.ErrorContains(t, err, "register stream metrics")
 }

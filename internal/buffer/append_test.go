@@ -7,6 +7,8 @@ import (
 
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
+
+	"github.com/authpipe/authpipe/internal/metrics"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -52,9 +54,10 @@ func TestNewRedisDefaults(t *testing.T) {
 	require.ErrorContains(t, err, "buffer tenant")
 	// The same tenant twice on one registry is an error, not a panic; two
 	// tenants share a registry.
-	_, err = NewRedis(f.rdb, f.b.Config(), Deps{Registerer: f.reg})
+	_, err = NewRedis(f.rdb, f.b.Config(), Deps{Registerer: metrics.Tenant(f.reg, f.b.Config().Tenant)})
 	require.Error(t, err)
-	_, err = NewRedis(f.rdb, Config{Tenant: f.b.Config().Tenant + "x"}, Deps{Registerer: f.reg, Stages: f.stages})
+	other := metrics.Tenant(f.reg, f.b.Config().Tenant+"x")
+	_, err = NewRedis(f.rdb, Config{Tenant: f.b.Config().Tenant + "x"}, Deps{Registerer: other, Stages: metrics.NewStages(other)})
 	require.NoError(t, err)
 }
 

@@ -118,8 +118,8 @@ func OpenBolt(dir string, cfg Config, deps Deps) (*Bolt, error) {
 		_ = db.Close()
 		return nil, err
 	}
-	b.m = newMetrics(deps.Registerer, deps.Stages, cfg.Tenant)
-	b.loss = newLossWatch(deps.Registerer, cfg.Tenant, b.log, b.clock)
+	b.m = newMetrics(deps.Registerer, deps.Stages)
+	b.loss = newLossWatch(deps.Registerer, b.log, b.clock)
 	if err := b.openLoss(existed, state); err != nil {
 		_ = db.Close()
 		return nil, fmt.Errorf("open buffer file %s: %w", path, err)

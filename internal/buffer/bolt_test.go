@@ -41,7 +41,8 @@ func (f *boltFixture) open(t *testing.T, cfg Config) {
 		cfg.Tenant = "acme"
 	}
 	f.reg = prometheus.NewPedanticRegistry()
-	b, err := OpenBolt(f.dir, cfg, Deps{Registerer: f.reg, Clock: f.clock, Stages: metrics.NewStages(f.reg)})
+	treg := metrics.Tenant(f.reg, cfg.Tenant)
+	b, err := OpenBolt(f.dir, cfg, Deps{Registerer: treg, Clock: f.clock, Stages: metrics.NewStages(treg)})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Close() })
 	f.b = b
@@ -127,10 +128,10 @@ func TestBoltLocked(t *testing.T) {
 	require.ErrorContains(t, err, "open buffer: data dir "+f.dir+" is in use by another authpipe")
 	require.GreaterOrEqual(t, time.Since(start), BoltLockTimeout/2)
 
-	other, err := OpenBolt(f.dir, Config{Tenant: "other"}, Deps{Registerer: f.reg})
+	other, err := OpenBolt(f.dir, Config{Tenant: "other"}, Deps{Registerer: metrics.Tenant(f.reg, "other")})
 	require.NoError(t, err)
 	require.NoError(t, other.Close())
-	_, err = OpenBolt(t.TempDir(), Config{Tenant: "acme"}, Deps{Registerer: f.reg})
+	_, err = OpenBolt(t.TempDir(), Config{Tenant: "acme"}, Deps{Registerer: metrics.Tenant(f.reg, "acme")})
 	require.ErrorContains(t, err, "register buffer gauges", "the same tenant twice on one registry is an error, not a panic")
 
 	require.NoError(t, f.b.Close())

@@ -59,7 +59,7 @@ func redisOpenerOn(t *testing.T, rdb redis.UniversalClient) buffertest.Opener {
 		if cfg.Tenant == "" {
 			cfg.Tenant = tenant
 		}
-		b, err := buffer.NewRedis(rdb, cfg, deps)
+		b, err := buffer.NewRedis(rdb, cfg, buffertest.TenantDeps(cfg, deps))
 		if err != nil {
 			return nil, err
 		}
@@ -74,7 +74,7 @@ func boltOpener(t *testing.T) buffertest.Opener {
 		if cfg.Tenant == "" {
 			cfg.Tenant = "acme"
 		}
-		b, err := buffer.OpenBolt(dir, cfg, deps)
+		b, err := buffer.OpenBolt(dir, cfg, buffertest.TenantDeps(cfg, deps))
 		if err != nil {
 			return nil, err
 		}

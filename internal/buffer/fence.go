@@ -49,10 +49,9 @@ func (b *Redis) checkFence(f Fence) error {
 	return nil
 }
 
-func newFenceCounter(reg prometheus.Registerer, tenant string) prometheus.Counter {
+func newFenceCounter(reg prometheus.Registerer) prometheus.Counter {
 	return promauto.With(reg).NewCounter(prometheus.CounterOpts{
-		Name:        "authpipe_buffer_fenced_appends_total",
-		ConstLabels: prometheus.Labels{"tenant": tenant},
+		Name: "authpipe_buffer_fenced_appends_total",
 		Help: "Pages refused because the writer's lease fencing token was no longer the current one " +
 			"(a poller that lost its lease); nothing of them was written.",
 	})

@@ -38,9 +38,10 @@ func newFixtureOn(t *testing.T, rdb redis.UniversalClient, cfg Config) *fixture 
 		cfg.Tenant = testredis.Name(t)
 	}
 	reg := prometheus.NewPedanticRegistry()
-	stages := metrics.NewStages(reg)
+	treg := metrics.Tenant(reg, cfg.Tenant) // as package pipeline hands it out
+	stages := metrics.NewStages(treg)
 	clock := clockwork.NewFakeClockAt(time.Now())
-	b, err := NewRedis(rdb, cfg, Deps{Registerer: reg, Clock: clock, Stages: stages})
+	b, err := NewRedis(rdb, cfg, Deps{Registerer: treg, Clock: clock, Stages: stages})
 	require.NoError(t, err)
 	return &fixture{b: b, rdb: rdb, reg: reg, stages: stages, clock: clock, ctx: t.Context()}
 }

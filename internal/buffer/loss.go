@@ -201,36 +201,35 @@ type lossMetrics struct {
 	delivered  prometheus.Gauge
 }
 
-func newLossWatch(reg prometheus.Registerer, tenant string, log *slog.Logger, clock clockwork.Clock) *lossWatch {
+func newLossWatch(reg prometheus.Registerer, log *slog.Logger, clock clockwork.Clock) *lossWatch {
 	f := promauto.With(reg)
-	tl := prometheus.Labels{"tenant": tenant}
 	w := &lossWatch{
 		log:   log,
 		clock: clock,
 		mem:   memory{groups: map[string]int{}},
 		m: lossMetrics{
 			total: f.NewCounter(prometheus.CounterOpts{
-				Name: "authpipe_buffer_data_loss_total", ConstLabels: tl,
+				Name: "authpipe_buffer_data_loss_total",
 				Help: "Times the buffer was found to have lost data (a consumer group, the stream, the checkpoint, the dedupe record or the fencing counter gone or gone backwards; the embedded buffer's file replaced by an older copy). Each is recovered: groups recreated, the lost window polled again from Auth0.",
 			}),
 			lastAt: f.NewGauge(prometheus.GaugeOpts{
-				Name: "authpipe_buffer_data_loss_last_timestamp_seconds", ConstLabels: tl,
+				Name: "authpipe_buffer_data_loss_last_timestamp_seconds",
 				Help: "When this process last found the buffer had lost data (Unix time); 0 if it has not.",
 			}),
 			found: f.NewGaugeVec(prometheus.GaugeOpts{
-				Name: "authpipe_buffer_data_loss_found", ConstLabels: tl,
+				Name: "authpipe_buffer_data_loss_found",
 				Help: "1 for each kind of data found missing or gone backwards in the last data-loss incident.",
 			}, []string{"what"}),
 			repollFrom: f.NewGauge(prometheus.GaugeOpts{
-				Name: "authpipe_buffer_data_loss_repoll_from_timestamp_seconds", ConstLabels: tl,
+				Name: "authpipe_buffer_data_loss_repoll_from_timestamp_seconds",
 				Help: "Start of the window polled again from Auth0 after the last data-loss incident (Unix time of the last point known delivered, or the start of Auth0's retention); 0 if none.",
 			}),
 			repollTo: f.NewGauge(prometheus.GaugeOpts{
-				Name: "authpipe_buffer_data_loss_repoll_until_timestamp_seconds", ConstLabels: tl,
+				Name: "authpipe_buffer_data_loss_repoll_until_timestamp_seconds",
 				Help: "End of the window polled again from Auth0 after the last data-loss incident (Unix time of the checkpoint known before the loss); 0 if none.",
 			}),
 			delivered: f.NewGauge(prometheus.GaugeOpts{
-				Name: "authpipe_buffer_delivered_watermark_timestamp_seconds", ConstLabels: tl,
+				Name: "authpipe_buffer_delivered_watermark_timestamp_seconds",
 				Help: "The delivered watermark (Unix time): every Auth0 log up to it has been acknowledged by every consumer group, as this process last found. After lost data, polling starts again here. 0 while unknown.",
 			}),
 		},

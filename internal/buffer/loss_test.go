@@ -33,10 +33,11 @@ func newLossFixture(t *testing.T, rdb redis.UniversalClient) *lossFixture {
 	t.Helper()
 	logs := &testlogs.Buffer{}
 	reg := prometheus.NewPedanticRegistry()
-	stages := metrics.NewStages(reg)
+	treg := metrics.Tenant(reg, testredis.Name(t))
+	stages := metrics.NewStages(treg)
 	clock := clockwork.NewFakeClockAt(time.Now())
 	b, err := NewRedis(rdb, Config{Tenant: testredis.Name(t)}, Deps{
-		Registerer: reg, Clock: clock, Stages: stages,
+		Registerer: treg, Clock: clock, Stages: stages,
 		Logger: slog.New(slog.NewJSONHandler(logs, nil)),
 	})
 	require.NoError(t, err)

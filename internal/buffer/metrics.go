@@ -62,35 +62,35 @@ type bufferMetrics struct {
 	dropped     prometheus.Counter
 }
 
-// newMetrics registers the tenant's counters. The tenant is a constant
-// label, so buffers of several tenants share one registry.
-func newMetrics(reg prometheus.Registerer, stages *metrics.Stages, tenant string) *bufferMetrics {
+// newMetrics registers the buffer's counters on reg. reg is the tenant's:
+// the caller adds the tenant label (metrics.Tenant, in
+// package pipeline), so buffers of several tenants share one registry.
+func newMetrics(reg prometheus.Registerer, stages *metrics.Stages) *bufferMetrics {
 	f := promauto.With(reg)
-	tl := prometheus.Labels{"tenant": tenant}
 	m := &bufferMetrics{
-		stage: stages.For(metrics.StageBuffer, tenant),
+		stage: stages.For(metrics.StageBuffer),
 		duplicates: f.NewCounter(prometheus.CounterOpts{
-			Name: "authpipe_buffer_duplicates_total", ConstLabels: tl,
+			Name: "authpipe_buffer_duplicates_total",
 			Help: "Logs offered to the buffer that were already stored (same log_id), not stored again.",
 		}),
 		deadLetters: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "authpipe_dead_letters_total", ConstLabels: tl,
+			Name: "authpipe_dead_letters_total",
 			Help: "Entries moved to the dead-letter stream, by reason.",
 		}, []string{"reason"}),
 		trimmed: f.NewCounter(prometheus.CounterOpts{
-			Name: "authpipe_buffer_trimmed_total", ConstLabels: tl,
+			Name: "authpipe_buffer_trimmed_total",
 			Help: "Stream entries removed by retention trimming.",
 		}),
 		lost: f.NewCounter(prometheus.CounterOpts{
-			Name: "authpipe_buffer_lost_total", ConstLabels: tl,
+			Name: "authpipe_buffer_lost_total",
 			Help: "Pending entries found deleted from the stream before acknowledgement. Must stay 0.",
 		}),
 		replayed: f.NewCounter(prometheus.CounterOpts{
-			Name: "authpipe_dead_letters_replayed_total", ConstLabels: tl,
+			Name: "authpipe_dead_letters_replayed_total",
 			Help: "Dead letters re-appended to the stream by an operator (authpipe dlq replay, admin API).",
 		}),
 		dropped: f.NewCounter(prometheus.CounterOpts{
-			Name: "authpipe_dead_letters_dropped_total", ConstLabels: tl,
+			Name: "authpipe_dead_letters_dropped_total",
 			Help: "Dead letters deleted for good by an operator (authpipe dlq drop, admin API).",
 		}),
 	}
@@ -131,25 +131,24 @@ type statsCollector struct {
 	failed bool       // the last query failed
 }
 
-func newStatsCollector(tenant string, log *slog.Logger, clock clockwork.Clock, source gaugeSource) *statsCollector {
-	tl := prometheus.Labels{"tenant": tenant}
+func newStatsCollector(log *slog.Logger, clock clockwork.Clock, source gaugeSource) *statsCollector {
 	return &statsCollector{
 		source: source,
 		log:    log,
 		clock:  clock,
 		backlog: prometheus.NewDesc("authpipe_buffer_backlog_events",
-			"Entries not yet acknowledged by the slowest consumer group (undelivered + pending); the stream length while no group exists.", nil, tl),
+			"Entries not yet acknowledged by the slowest consumer group (undelivered + pending); the stream length while no group exists.", nil, nil),
 		pending: prometheus.NewDesc("authpipe_buffer_pending_events",
-			"Entries delivered but not yet acknowledged, summed over consumer groups.", nil, tl),
+			"Entries delivered but not yet acknowledged, summed over consumer groups.", nil, nil),
 		stream: prometheus.NewDesc("authpipe_buffer_stream_events",
-			"Entries in the stream (acknowledged ones included, until trimmed).", nil, tl),
+			"Entries in the stream (acknowledged ones included, until trimmed).", nil, nil),
 		deadLetters: prometheus.NewDesc("authpipe_dead_letter_events",
-			"Entries in the dead-letter stream.", nil, tl),
+			"Entries in the dead-letter stream.", nil, nil),
 		up: prometheus.NewDesc("authpipe_buffer_up",
-			"1 if the buffer (Redis, or the embedded buffer's file) answered this scrape's statistics query, 0 if it did not.", nil, tl),
+			"1 if the buffer (Redis, or the embedded buffer's file) answered this scrape's statistics query, 0 if it did not.", nil, nil),
 		lastSuccess: prometheus.NewDesc("authpipe_buffer_stats_last_success_timestamp_seconds",
 			"When the buffer last answered the statistics query behind the buffer gauges (0: never). While it does not answer, "+
-				"authpipe_buffer_backlog_events, _pending_events, _stream_events and authpipe_dead_letter_events keep the values read then.", nil, tl),
+				"authpipe_buffer_backlog_events, _pending_events, _stream_events and authpipe_dead_letter_events keep the values read then.", nil, nil),
 	}
 }
 
@@ -201,10 +200,11 @@ func boolGauge(b bool) float64 {
 }
 
 // registerGauges registers a backend's gauges. It fails (rather than
-// panics, as the counters of newMetrics would) when this tenant's buffer
-// metrics exist on the registry already, so call it first.
+// panics, as the counters of newMetrics would) when buffer metrics exist
+// on the registerer already (a second buffer of the same tenant), so call
+// it first.
 func registerGauges(reg prometheus.Registerer, tenant string, log *slog.Logger, clock clockwork.Clock, source gaugeSource) error {
-	if err := reg.Register(newStatsCollector(tenant, log, clock, source)); err != nil {
+	if err := reg.Register(newStatsCollector(log, clock, source)); err != nil {
 		return fmt.Errorf("register buffer gauges for tenant %s: %w", tenant, err)
 	}
 	return nil

@@ -125,9 +125,9 @@ func NewRedis(client redis.UniversalClient, cfg Config, deps Deps) (*Redis, erro
 	if err := registerStats(deps.Registerer, b); err != nil {
 		return nil, err
 	}
-	b.m = newMetrics(deps.Registerer, deps.Stages, cfg.Tenant)
-	b.fenced = newFenceCounter(deps.Registerer, cfg.Tenant)
-	b.loss = newLossWatch(deps.Registerer, cfg.Tenant, b.log, b.clock)
+	b.m = newMetrics(deps.Registerer, deps.Stages)
+	b.fenced = newFenceCounter(deps.Registerer)
+	b.loss = newLossWatch(deps.Registerer, b.log, b.clock)
 	return b, nil
 }
 

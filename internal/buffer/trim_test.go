@@ -53,8 +53,9 @@ func TestMetricsRedisDown(t *testing.T) {
 	rdb := clientOf(t, srv.Addr)
 	reg := prometheus.NewPedanticRegistry()
 	clock := clockwork.NewFakeClockAt(time.Unix(1_700_000_000, 0))
-	b, err := NewRedis(rdb, Config{Tenant: "down"}, Deps{Registerer: reg, Clock: clock,
-		Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Stages: metrics.NewStages(reg)})
+	treg := metrics.Tenant(reg, "down")
+	b, err := NewRedis(rdb, Config{Tenant: "down"}, Deps{Registerer: treg, Clock: clock,
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil)), Stages: metrics.NewStages(treg)})
 	require.NoError(t, err)
 	ctx := t.Context()
 	_, err = b.Append(ctx, page(base, 0, 3), "")
@@ -121,7 +122,8 @@ func TestMetricsBeforeFirstAnswer(t *testing.T) {
 	rdb := clientOf(t, srv.Addr)
 	srv.Kill()
 	reg := prometheus.NewPedanticRegistry()
-	_, err := NewRedis(rdb, Config{Tenant: "never"}, Deps{Registerer: reg, Stages: metrics.NewStages(reg)})
+	treg := metrics.Tenant(reg, "never")
+	_, err := NewRedis(rdb, Config{Tenant: "never"}, Deps{Registerer: treg, Stages: metrics.NewStages(treg)})
 	require.NoError(t, err)
 	for _, name := range []string{"authpipe_buffer_backlog_events", "authpipe_buffer_pending_events",
 		"authpipe_buffer_stream_events", "authpipe_dead_letter_events", "authpipe_buffer_up",

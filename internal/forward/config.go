@@ -189,12 +189,20 @@ func redactURL(s string) string {
 }
 
 // Deps are the injected collaborators. Zero values get defaults: a discarding
-// logger, a fresh registry, the real clock, stage counters registered nowhere.
+// logger, a fresh registry, the real clock, stage counters registered nowhere,
+// Segment request counters registered on Registerer.
 type Deps struct {
-	Logger     *slog.Logger
+	Logger *slog.Logger
+	// Registerer takes the forwarder's metrics. It is the tenant's: the
+	// caller adds the tenant label (metrics.Tenant, in
+	// package pipeline).
 	Registerer prometheus.Registerer
 	Clock      clockwork.Clock
 	Stages     *metrics.Stages
+	// Requests counts the Segment requests of every tenant's forwarder
+	// (NewRequests, on the application's registerer: the family has no
+	// tenant label). Nil: a family of this forwarder's own, on Registerer.
+	Requests *Requests
 }
 
 func (d Deps) withDefaults() Deps {

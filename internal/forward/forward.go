@@ -130,9 +130,15 @@ func New(cfg Config, buf Buffer, deps Deps) (*Forwarder, error) {
 	deps = deps.withDefaults()
 	log := deps.Logger.With("component", "forward", "tenant", cfg.Tenant)
 
-	m, requests, err := registerMetrics(deps.Registerer, cfg.Tenant)
+	m, err := registerMetrics(deps.Registerer)
 	if err != nil {
 		return nil, err
+	}
+	requests := deps.Requests
+	if requests == nil {
+		if requests, err = NewRequests(deps.Registerer); err != nil {
+			return nil, err
+		}
 	}
 	f := &Forwarder{
 		cfg:      cfg,
@@ -140,9 +146,9 @@ func New(cfg Config, buf Buffer, deps Deps) (*Forwarder, error) {
 		log:      log,
 		rep:      logrepeat.New(log, deps.Clock, 0),
 		clock:    deps.Clock,
-		stage:    deps.Stages.For(metrics.StageForward, cfg.Tenant),
+		stage:    deps.Stages.For(metrics.StageForward),
 		m:        m,
-		tr:       newTransport(deps.Clock, log, cfg.MinBackoff, cfg.MaxBackoff, requests),
+		tr:       newTransport(deps.Clock, log, cfg.MinBackoff, cfg.MaxBackoff, requests.vec),
 		mp:       newMapper(cfg.Tenant, []byte(cfg.HashKey.Reveal()), cfg.PII),
 		results:  make(chan result, cfg.MaxInFlight+2*cfg.IsolationInFlight+64),
 		mainQ:    newQueue(),
@@ -156,62 +162,51 @@ func New(cfg Config, buf Buffer, deps Deps) (*Forwarder, error) {
 	return f, nil
 }
 
-// registerMetrics registers the forwarder's families, reusing families that
-// another tenant's forwarder registered on the same registry, and creates
-// this tenant's series at zero.
-func registerMetrics(reg prometheus.Registerer, tenant string) (forwardMetrics, *prometheus.CounterVec, error) {
-	var errs []error
-	counter := func(name, help string, labels ...string) *prometheus.CounterVec {
-		v, err := register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels))
-		errs = append(errs, err)
-		return v
+// registerMetrics registers the forwarder's metrics on reg, the tenant's
+// registerer, and creates every series at zero.
+func registerMetrics(reg prometheus.Registerer) (forwardMetrics, error) {
+	r := metrics.NewRegistrar(reg)
+	m := forwardMetrics{
+		acked: r.Counter("authpipe_forward_events_acked_total",
+			"Buffer entries acknowledged after Segment accepted their message."),
+		retries: r.Counter("authpipe_forward_retries_total",
+			"Messages re-sent after a transient Segment failure."),
+		trimmed: r.Counter("authpipe_forward_details_trimmed_total",
+			"Messages sent without properties.details because they exceeded 32000 bytes."),
+		inFlight: r.Gauge("authpipe_forward_in_flight_events",
+			"Buffer entries read by the forwarder and not yet acknowledged, dead-lettered or left pending."),
+		filtered: map[string]prometheus.Counter{},
 	}
-	acked := counter("authpipe_forward_events_acked_total",
-		"Buffer entries acknowledged after Segment accepted their message.", "tenant")
-	retries := counter("authpipe_forward_retries_total",
-		"Messages re-sent after a transient Segment failure.", "tenant")
-	trimmed := counter("authpipe_forward_details_trimmed_total",
-		"Messages sent without properties.details because they exceeded 32000 bytes.", "tenant")
-	requests := counter("authpipe_forward_segment_requests_total",
-		"Segment batch requests by outcome (status class, or error for network errors).", "code")
-	filtered := counter("authpipe_forward_events_filtered_total",
-		"Buffer entries acknowledged without sending because the log type filter left them out.", "tenant", "reason")
-	inFlight, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "authpipe_forward_in_flight_events",
-		Help: "Buffer entries read by the forwarder and not yet acknowledged, dead-lettered or left pending.",
-	}, []string{"tenant"}))
-	errs = append(errs, err)
-	if err := errors.Join(errs...); err != nil {
-		return forwardMetrics{}, nil, fmt.Errorf("register forward metrics: %w", err)
+	filtered := r.CounterVec("authpipe_forward_events_filtered_total",
+		"Buffer entries acknowledged without sending because the log type filter left them out.", "reason")
+	if err := r.Err(); err != nil {
+		return forwardMetrics{}, fmt.Errorf("register forward metrics (one forwarder per registerer: give each tenant's its own): %w", err)
 	}
-	for _, c := range codeLabels {
-		requests.WithLabelValues(c)
-	}
-	byReason := map[string]prometheus.Counter{}
 	for _, r := range filterReasons {
-		byReason[r] = filtered.WithLabelValues(tenant, r)
+		m.filtered[r] = filtered.WithLabelValues(r)
 	}
-	return forwardMetrics{
-		acked:    acked.WithLabelValues(tenant),
-		retries:  retries.WithLabelValues(tenant),
-		trimmed:  trimmed.WithLabelValues(tenant),
-		inFlight: inFlight.WithLabelValues(tenant),
-		filtered: byReason,
-	}, requests, nil
+	return m, nil
 }
 
-// register registers c, or returns the identical collector already there.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing, nil
-			}
-		}
-		return c, err
+// Requests is authpipe_forward_segment_requests_total{code}, the Segment
+// requests of every forwarder of the process: the Segment endpoint is the
+// application's, so the family carries no tenant label.
+type Requests struct{ vec *prometheus.CounterVec }
+
+// NewRequests registers the Segment request counters on reg (the
+// application's registerer, not a tenant's) with every series at zero.
+func NewRequests(reg prometheus.Registerer) (*Requests, error) {
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "authpipe_forward_segment_requests_total",
+		Help: "Segment batch requests by outcome (status class, or error for network errors).",
+	}, []string{"code"})
+	if err := reg.Register(vec); err != nil {
+		return nil, fmt.Errorf("register forward metrics: %w", err)
 	}
-	return c, nil
+	for _, c := range codeLabels {
+		vec.WithLabelValues(c)
+	}
+	return &Requests{vec: vec}, nil
 }
 
 // Run forwards until ctx is cancelled, then shuts down in order: stop

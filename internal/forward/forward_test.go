@@ -137,7 +137,10 @@ type liveForwarder struct {
 func (fx *fixture) start(cfg Config) *liveForwarder {
 	fx.t.Helper()
 	reg := prometheus.NewPedanticRegistry()
-	f, err := New(cfg, fx.buf, Deps{Logger: fx.log, Registerer: reg, Stages: metrics.NewStages(reg)})
+	requests, err := NewRequests(reg)
+	require.NoError(fx.t, err)
+	treg := metrics.Tenant(reg, cfg.Tenant) // as package pipeline hands it out
+	f, err := New(cfg, fx.buf, Deps{Logger: fx.log, Registerer: treg, Stages: metrics.NewStages(treg), Requests: requests})
 	require.NoError(fx.t, err)
 	ctx, cancel := context.WithCancel(fx.ctx)
 	r := &liveForwarder{f: f, reg: reg, cancel: cancel, done: make(chan error, 1)}
@@ -539,14 +542,33 @@ func TestConfigValidate(t *testing.T) {
 	require.Error(t, err)
 }
 
-// TestMetricsSharedRegistry builds two tenants' forwarders on one registry.
+// TestMetricsSharedRegistry builds two tenants' forwarders on one registry,
+// as package pipeline does: each on its tenant's registerer, the Segment
+// request counters shared and without a tenant label. A second forwarder
+// on one tenant's registerer is an error, not a panic.
 func TestMetricsSharedRegistry(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	buf, err := buffer.NewRedis(testredis.Client(t), buffer.Config{Tenant: "x"}, buffer.Deps{})
 	require.NoError(t, err)
+	requests, err := NewRequests(reg)
+	require.NoError(t, err)
+	cfg := func(tenant string) Config {
+		return Config{Tenant: tenant, WriteKey: "k", HashKey: config.Secret(testKey), Consumer: "c"}
+	}
 	for _, tenant := range []string{"a", "b"} {
-		_, err := New(Config{Tenant: tenant, WriteKey: "k", HashKey: config.Secret(testKey), Consumer: "c"}, buf, Deps{Registerer: reg})
+		_, err := New(cfg(tenant), buf, Deps{Registerer: metrics.Tenant(reg, tenant), Requests: requests})
 		require.NoError(t, err)
+	}
+	_, err = New(cfg("a"), buf, Deps{Registerer: metrics.Tenant(reg, "a"), Requests: requests})
+	require.ErrorContains(t, err, "register forward metrics")
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range families {
+		if mf.GetName() == "authpipe_forward_segment_requests_total" {
+			for _, m := range mf.GetMetric() {
+				require.Len(t, m.GetLabel(), 1, "code only: Segment is the application's, not a tenant's")
+			}
+		}
 	}
 	for _, tenant := range []string{"a", "b"} {
 		require.Equal(t, 0.0, metricValue(t, reg, "authpipe_forward_events_acked_total", map[string]string{"tenant": tenant}))

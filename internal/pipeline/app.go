@@ -15,6 +15,7 @@ import (
 	"github.com/authpipe/authpipe/internal/audit"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
+	"github.com/authpipe/authpipe/internal/forward"
 	"github.com/authpipe/authpipe/internal/inject"
 	"github.com/authpipe/authpipe/internal/logrepeat"
 	"github.com/authpipe/authpipe/internal/status"
@@ -77,10 +78,6 @@ func New(cfg *config.Config, deps Deps) (*App, error) {
 			Help: "1 when Redis and Auth0 have answered and the worker is not shutting down.",
 		}),
 	}
-	leader := f.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "authpipe_auth0_poller_leader",
-		Help: "1 on the replica that polls the tenant's Auth0 logs (it holds the tenant's poller lease), else 0.",
-	}, []string{"tenant"})
 
 	var err error
 	if a.rules, err = ResolveRules(cfg.RulesPath); err != nil {
@@ -98,8 +95,15 @@ func New(cfg *config.Config, deps Deps) (*App, error) {
 	if a.store.Redis != nil {
 		a.safety = buffer.NewSafetyWatch(a.store.Redis, logger, reg)
 	}
+	// Segment is the application's neighbour, not a tenant's: one request
+	// family for every tenant's forwarder, without the tenant label.
+	segment, err := forward.NewRequests(reg)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
 	for _, tc := range cfg.AllTenants() {
-		t, err := newTenant(cfg.ForTenant(tc), a.store, a.rules, leader.WithLabelValues(tc.Name), logger, reg)
+		t, err := newTenant(cfg.ForTenant(tc), a.store, a.rules, segment, logger)
 		if err != nil {
 			a.Close()
 			return nil, fmt.Errorf("tenant %s: %w", tc.Name, err)

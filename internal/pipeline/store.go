@@ -39,10 +39,10 @@ var (
 // shares when REDIS_URL is set, else each tenant's embedded buffer in
 // AUTHPIPE_DATA_DIR. Close closes what it opened, the buffers first.
 type Store struct {
-	cfg    *config.Config
-	logger *slog.Logger
-	reg    prometheus.Registerer
-	stages *metrics.Stages
+	cfg     *config.Config
+	logger  *slog.Logger
+	reg     prometheus.Registerer
+	tenants map[string]tenantMetrics // by name
 
 	// Redis is the client the tenants share (one server, Sentinel or
 	// Cluster: config.RedisOptions); nil with the embedded buffer.
@@ -51,10 +51,11 @@ type Store struct {
 }
 
 // OpenStore builds the store of cfg (the whole configuration): with
-// REDIS_URL, its Redis client, without calling Redis. Metrics go to reg.
+// REDIS_URL, its Redis client, without calling Redis. Metrics go to reg,
+// each tenant's with its label (Metrics).
 func OpenStore(cfg *config.Config, logger *slog.Logger, reg prometheus.Registerer) (*Store, error) {
 	inject.Defaults(&logger, &reg, nil)
-	s := &Store{cfg: cfg, logger: logger, reg: reg, stages: metrics.NewStages(reg)}
+	s := &Store{cfg: cfg, logger: logger, reg: reg, tenants: map[string]tenantMetrics{}}
 	if cfg.Redis.URL == "" {
 		return s, nil
 	}
@@ -75,9 +76,26 @@ func (s *Store) Kind() string {
 	return "embedded"
 }
 
-// Stages are the per-stage counters of the store's registry, shared by
-// every tenant's poller, buffer and forwarder.
-func (s *Store) Stages() *metrics.Stages { return s.stages }
+// tenantMetrics is where one tenant's components register their metrics.
+type tenantMetrics struct {
+	reg    prometheus.Registerer // adds tenant=<name> to every series
+	stages *metrics.Stages       // shared by the tenant's poller, buffer and forwarder
+}
+
+// Metrics returns the registerer of the tenant name and its stage
+// counters. It is the one place a tenant's label is made: the store's
+// registerer wrapped with tenant=<name> (metrics.Tenant), handed to each
+// of the tenant's components, which register plain metrics and never
+// know the label.
+func (s *Store) Metrics(name string) (prometheus.Registerer, *metrics.Stages) {
+	tm, ok := s.tenants[name]
+	if !ok {
+		reg := metrics.Tenant(s.reg, name)
+		tm = tenantMetrics{reg: reg, stages: metrics.NewStages(reg)}
+		s.tenants[name] = tm
+	}
+	return tm.reg, tm.stages
+}
 
 // Buffer opens the buffer of the tenant whose view of the configuration
 // is cfg (config.ForTenant). The embedded buffer's data dir is created if
@@ -89,7 +107,8 @@ func (s *Store) Buffer(cfg *config.Config) (Buffer, error) {
 		MaxDeliveries: cfg.Buffer.MaxDeliveries,
 		MaxEvents:     cfg.Buffer.MaxEvents,
 	}
-	deps := buffer.Deps{Logger: s.logger, Registerer: s.reg, Stages: s.stages}
+	reg, stages := s.Metrics(cfg.Tenant)
+	deps := buffer.Deps{Logger: s.logger, Registerer: reg, Stages: stages}
 	if s.Redis == nil {
 		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 			return nil, fmt.Errorf("create AUTHPIPE_DATA_DIR: %w", err)
@@ -129,7 +148,8 @@ func (s *Store) Close() error {
 // NewPoller builds the Auth0 poller of the tenant whose view of the
 // configuration is cfg, writing into buf, on the store's registry.
 func (s *Store) NewPoller(cfg *config.Config, buf auth0poll.Buffer) (*auth0poll.Poller, error) {
-	p, err := auth0poll.New(PollerConfig(cfg), buf, auth0poll.Deps{Logger: s.logger, Registerer: s.reg, Stages: s.stages})
+	reg, stages := s.Metrics(cfg.Tenant)
+	p, err := auth0poll.New(PollerConfig(cfg), buf, auth0poll.Deps{Logger: s.logger, Registerer: reg, Stages: stages})
 	if err != nil {
 		return nil, fmt.Errorf("build poller: %w", err)
 	}

@@ -37,10 +37,16 @@ type tenant struct {
 }
 
 // newTenant builds one tenant's buffer, poller, forwarder and threshold
-// engine; cfg is the tenant's view of the configuration.
-func newTenant(cfg *config.Config, st *Store, rules RulesSource, leader prometheus.Gauge, logger *slog.Logger, reg prometheus.Registerer) (*tenant, error) {
-	t := &tenant{name: cfg.Tenant, cfg: cfg, logger: logger.With("tenant", cfg.Tenant), leader: leader}
+// engine; cfg is the tenant's view of the configuration. Their metrics go
+// to the tenant's registerer (Store.Metrics), which adds the tenant label;
+// segment counts the forwarder's Segment requests with every tenant's.
+func newTenant(cfg *config.Config, st *Store, rules RulesSource, segment *forward.Requests, logger *slog.Logger) (*tenant, error) {
+	reg, stages := st.Metrics(cfg.Tenant)
+	t := &tenant{name: cfg.Tenant, cfg: cfg, logger: logger.With("tenant", cfg.Tenant)}
 	var err error
+	if t.leader, err = newLeaderGauge(reg); err != nil {
+		return nil, err
+	}
 	if t.buf, err = st.Buffer(cfg); err != nil {
 		return nil, err
 	}
@@ -70,7 +76,7 @@ func newTenant(cfg *config.Config, st *Store, rules RulesSource, leader promethe
 			UserName: forward.PIIAction(cfg.PII.UserName), Email: forward.PIIAction(cfg.PII.Email),
 			IP: forward.PIIAction(cfg.PII.IP), UserAgent: forward.PIIAction(cfg.PII.UserAgent),
 		},
-	}, t.buf, forward.Deps{Logger: logger, Registerer: reg, Stages: st.Stages()})
+	}, t.buf, forward.Deps{Logger: logger, Registerer: reg, Stages: stages, Requests: segment})
 	if err != nil {
 		return nil, fmt.Errorf("build forwarder: %w", err)
 	}
@@ -78,6 +84,19 @@ func newTenant(cfg *config.Config, st *Store, rules RulesSource, leader promethe
 		return nil, err
 	}
 	return t, nil
+}
+
+// newLeaderGauge registers the tenant's authpipe_auth0_poller_leader on
+// reg, the tenant's registerer.
+func newLeaderGauge(reg prometheus.Registerer) (prometheus.Gauge, error) {
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "authpipe_auth0_poller_leader",
+		Help: "1 on the replica that polls the tenant's Auth0 logs (it holds the tenant's poller lease), else 0.",
+	})
+	if err := reg.Register(g); err != nil {
+		return nil, fmt.Errorf("register poller leader gauge: %w", err)
+	}
+	return g, nil
 }
 
 // drainTimeout leaves part of the shutdown budget for the steps after the

@@ -22,12 +22,12 @@ import (
 func TestProgress(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	f := promauto.With(reg)
-	stages := metrics.NewStages(reg)
+	stages := metrics.NewStages(metrics.Tenant(reg, "acme")) // as package pipeline does
 	polled := f.NewCounterVec(prometheus.CounterOpts{Name: metricPolled, Help: "h"}, []string{"tenant"})
 	acked := f.NewCounterVec(prometheus.CounterOpts{Name: metricForwardAcked, Help: "h"}, []string{"tenant"})
 	backlog := f.NewGaugeVec(prometheus.GaugeOpts{Name: metricBacklog, Help: "h"}, []string{"tenant"})
 	lag := f.NewGaugeVec(prometheus.GaugeOpts{Name: metricCheckpointLag, Help: "h"}, []string{"tenant"})
-	fwd, buf := stages.For(metrics.StageForward, "acme"), stages.For(metrics.StageBuffer, "acme")
+	fwd, buf := stages.For(metrics.StageForward), stages.For(metrics.StageBuffer)
 	for _, tenant := range []string{"acme", "idle"} {
 		polled.WithLabelValues(tenant)
 		acked.WithLabelValues(tenant)

@@ -27,7 +27,7 @@ const retention = 144 * time.Hour
 // the same types and labels as the packages that own them.
 type fixture struct {
 	reg      *prometheus.Registry
-	stages   *metrics.Stages
+	stages   map[string]*metrics.Stages // by tenant, each on the tenant's registerer as package pipeline makes it
 	polled   *prometheus.CounterVec
 	fwdAcked *prometheus.CounterVec
 	gaps     *prometheus.CounterVec
@@ -49,7 +49,7 @@ func newFixture(t *testing.T, tenants ...string) *fixture {
 	f := promauto.With(reg)
 	x := &fixture{
 		reg:    reg,
-		stages: metrics.NewStages(reg),
+		stages: map[string]*metrics.Stages{},
 		polled: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_auth0_events_polled_total", Help: "h"}, []string{"tenant"}),
 		fwdAcked: f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_forward_events_acked_total", Help: "h"},
 			[]string{"tenant"}),
@@ -79,8 +79,9 @@ func newFixture(t *testing.T, tenants ...string) *fixture {
 			defer x.mu.Unlock()
 			return x.lag[tenant]
 		})
+		x.stages[tenant] = metrics.NewStages(metrics.Tenant(reg, tenant))
 		for _, st := range []string{metrics.StagePoll, metrics.StageBuffer, metrics.StageForward} {
-			x.stages.For(st, tenant)
+			x.stages[tenant].For(st)
 		}
 		x.polled.WithLabelValues(tenant)
 		x.fwdAcked.WithLabelValues(tenant)
@@ -100,7 +101,7 @@ func (x *fixture) setLag(tenant string, secs float64) {
 
 // setStage adds to one stage's four counters.
 func (x *fixture) setStage(stage, tenant string, received, written, acked, failed float64) {
-	s := x.stages.For(stage, tenant)
+	s := x.stages[tenant].For(stage)
 	s.Received.Add(received)
 	s.Written.Add(written)
 	s.Acked.Add(acked)
@@ -454,8 +455,8 @@ func TestSnapshot(t *testing.T) {
 	})
 	t.Run("missing metrics are absent", func(t *testing.T) {
 		reg := prometheus.NewRegistry()
-		stages := metrics.NewStages(reg)
-		stages.For(metrics.StageForward, "solo").Acked.Add(2)
+		stages := metrics.NewStages(metrics.Tenant(reg, "solo"))
+		stages.For(metrics.StageForward).Acked.Add(2)
 		s, err := Snapshot(reg)
 		require.NoError(t, err)
 		require.Empty(t, s.Rules)

@@ -294,8 +294,9 @@ type Engine struct {
 
 // New loads the rules (an invalid rule file is an error) and builds the
 // engine, on the Redis buffer (cfg.Buffer) or on the embedded one
-// (cfg.Local). It registers the engine's metrics, with the tenant as a
-// constant label, on deps.Registerer.
+// (cfg.Local). It registers the engine's metrics on deps.Registerer,
+// which is the tenant's: the caller adds the tenant label
+// (metrics.Tenant).
 func New(cfg Config, deps Deps) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -309,7 +310,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		deps.HTTPClient = &http.Client{Timeout: 10 * time.Second}
 	}
 	log := deps.Logger.With("component", "thresholds", "tenant", cfg.Tenant)
-	m := newEngineMetrics(prometheus.WrapRegistererWith(prometheus.Labels{"tenant": cfg.Tenant}, deps.Registerer))
+	m := newEngineMetrics(deps.Registerer)
 
 	sig := cfg.rulesSignature()
 	rs, err := cfg.loadRules()

@@ -24,9 +24,9 @@ var eventResults = []string{resultCounted, resultDuplicate, resultInvalid}
 // authpipe_threshold_job_runs_total.
 var jobStatuses = []gocron.JobStatus{gocron.Success, gocron.Fail, gocron.Skip, gocron.SingletonRescheduled}
 
-// engineMetrics are the metrics of one tenant's engine. The tenant is a
-// constant label added by the registerer, so engines of several tenants
-// share one registry. Rule names are the only other varying label values:
+// engineMetrics are the metrics of one tenant's engine. The tenant label is
+// added by the registerer the engine is given, so engines of several
+// tenants share one registry. Rule names are the only other varying label values:
 // group values (IPs, users) never become labels.
 type engineMetrics struct {
 	*notify.Metrics

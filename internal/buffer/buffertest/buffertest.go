@@ -54,8 +54,17 @@ type Backend interface {
 
 // Opener opens a backend on one store (a tenant on a Redis server, a data
 // dir). Opened again after Close, it must see the same data. It fills in
-// cfg.Tenant when empty.
+// cfg.Tenant when empty, then opens with TenantDeps(cfg, deps).
 type Opener func(cfg buffer.Config, deps buffer.Deps) (Backend, error)
+
+// TenantDeps are deps as package pipeline hands them to the buffer of
+// cfg.Tenant: the registerer labels with the tenant (metrics.Tenant) and
+// the stage counters are registered through it.
+func TenantDeps(cfg buffer.Config, deps buffer.Deps) buffer.Deps {
+	deps.Registerer = metrics.Tenant(deps.Registerer, cfg.Tenant)
+	deps.Stages = metrics.NewStages(deps.Registerer)
+	return deps
+}
 
 // Options describe how a backend differs where the contract leaves room.
 type Options struct {
@@ -125,7 +134,7 @@ func (h *Harness) Open(t *testing.T, cfg buffer.Config) Backend {
 func (h *Harness) openAgain(t *testing.T, cfg buffer.Config) {
 	t.Helper()
 	h.Reg = prometheus.NewPedanticRegistry()
-	b, err := h.open(cfg, buffer.Deps{Registerer: h.Reg, Clock: h.Clock, Stages: metrics.NewStages(h.Reg)})
+	b, err := h.open(cfg, buffer.Deps{Registerer: h.Reg, Clock: h.Clock})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = b.Close() })
 	h.B, h.cfg = b, b.Config()
