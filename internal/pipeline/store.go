@@ -86,7 +86,9 @@ type tenantMetrics struct {
 // counters. It is the one place a tenant's label is made: the store's
 // registerer wrapped with tenant=<name> (metrics.Tenant), handed to each
 // of the tenant's components, which register plain metrics and never
-// know the label.
+// know the label. Called while the components are built, from one
+// goroutine; a second component of a kind on the same tenant fails to
+// register (an error from its constructor).
 func (s *Store) Metrics(name string) (prometheus.Registerer, *metrics.Stages) {
 	tm, ok := s.tenants[name]
 	if !ok {
