@@ -80,8 +80,8 @@ func adminAudience() setting {
 }
 
 // Secrets returns the value of every secret set (every tenant's client
-// secret and write key, the Redis URL and its passwords, the hash key, the
-// admin static token), for masking: a path or query segment equal to one
+// secret, write key and Log Stream token, the Redis URL and its passwords,
+// the hash key, the admin static token), for masking: a path or query segment equal to one
 // is never written to the audit trail or the log.
 func (c *Config) Secrets() []Secret {
 	var out []Secret
@@ -90,11 +90,21 @@ func (c *Config) Secrets() []Secret {
 			out = append(out, s)
 		}
 	}
+	// A stream token is a whole Authorization header ("Bearer xyz"): its
+	// credential alone is masked too, wherever it shows without the scheme.
+	addStream := func(s Secret) {
+		add(s)
+		if _, cred, ok := strings.Cut(s.Reveal(), " "); ok {
+			add(Secret(strings.TrimSpace(cred)))
+		}
+	}
 	add(c.Auth0.ClientSecret)
 	add(c.Segment.WriteKey)
+	addStream(c.Auth0.StreamToken)
 	for _, t := range c.Tenants {
 		add(t.Auth0.ClientSecret)
 		add(t.WriteKey)
+		addStream(t.Auth0.StreamToken)
 	}
 	add(c.Redis.URL)
 	if opts, _, err := RedisOptions(c.Redis.URL.Reveal()); err == nil {

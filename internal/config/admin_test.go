@@ -68,6 +68,22 @@ func TestSecrets(t *testing.T) {
 	}, Reveal(c.Secrets()...))
 }
 
+// TestSecretsStreamTokens: the Log Stream tokens, the single tenant's and
+// each listed tenant's, are masked whole and by their credential alone.
+func TestSecretsStreamTokens(t *testing.T) {
+	c := Default()
+	c.Auth0.StreamToken = "Bearer stream-token-value-0123456789abcdef"
+	c.Tenants = []Tenant{
+		{Name: "a", Auth0: Auth0{StreamToken: "tenant-a-stream-token-0123456789abcdef"}},
+		{Name: "b", Auth0: Auth0{StreamToken: "Bearer tenant-b-stream-token-0123456789"}},
+	}
+	require.ElementsMatch(t, []string{
+		"Bearer stream-token-value-0123456789abcdef", "stream-token-value-0123456789abcdef",
+		"tenant-a-stream-token-0123456789abcdef",
+		"Bearer tenant-b-stream-token-0123456789", "tenant-b-stream-token-0123456789",
+	}, Reveal(c.Secrets()...))
+}
+
 // TestSecretsSentinelPassword: the Sentinels' password is masked too.
 func TestSecretsSentinelPassword(t *testing.T) {
 	c := Default()
