@@ -19,6 +19,10 @@ const (
 	DefaultMaxBackoff     = time.Minute
 	DefaultRateLimitShare = 0.8
 	DefaultLagAlertRatio  = 0.5
+	// DefaultStreamPollInterval and DefaultStreamHealthyWindow apply only
+	// with a Log Stream (Deps.Stream).
+	DefaultStreamPollInterval  = 5 * time.Minute
+	DefaultStreamHealthyWindow = 2 * time.Minute
 
 	// MaxPageSize is the largest `take` the logs API accepts in checkpoint mode.
 	MaxPageSize = 100
@@ -62,6 +66,13 @@ type Config struct {
 	// only exports it (authpipe_auth0_lag_alert_ratio), next to the
 	// retention, for the Prometheus rule AuthpipeCheckpointLagHigh.
 	LagAlertRatio float64
+	// StreamPollInterval replaces PollInterval after a page that was not
+	// full while the tenant's Log Stream (Deps.Stream) is healthy: it
+	// delivered events within StreamHealthyWindow (defaults 5m and 2m).
+	// Polling stays the proof that the stream missed nothing, at a pace
+	// that spares the rate limit.
+	StreamPollInterval  time.Duration
+	StreamHealthyWindow time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -85,6 +96,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.LagAlertRatio == 0 {
 		c.LagAlertRatio = DefaultLagAlertRatio
+	}
+	if c.StreamPollInterval == 0 {
+		c.StreamPollInterval = max(DefaultStreamPollInterval, c.PollInterval)
+	}
+	if c.StreamHealthyWindow == 0 {
+		c.StreamHealthyWindow = DefaultStreamHealthyWindow
 	}
 	return c
 }
@@ -114,6 +131,8 @@ func (c Config) Validate() error {
 		{"poll interval", c.PollInterval},
 		{"request timeout", c.RequestTimeout},
 		{"max backoff", c.MaxBackoff},
+		{"stream poll interval", c.StreamPollInterval},
+		{"stream healthy window", c.StreamHealthyWindow},
 	} {
 		if d.v < 0 {
 			errs = append(errs, fmt.Errorf("%s %s: must be positive", d.name, d.v))

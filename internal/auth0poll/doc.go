@@ -81,6 +81,23 @@
 // holds the tenant's poller lease and hands it a buffer that fences the
 // checkpoint writes (see cmd/authpipe).
 //
+// With a Log Stream (Deps.Stream: the tenant's logs are also pushed, see
+// package auth0stream) polling stays the proof that nothing was missed.
+// After a poll that found Auth0 caught up, the poller waits
+// Config.StreamPollInterval (default 5m) instead of PollInterval while the
+// stream delivered within Config.StreamHealthyWindow (default 2m); it
+// decides again when that window ends, so a stream that falls silent
+// brings polling back to PollInterval at once, not after the slow wait.
+// authpipe_auth0_poll_interval_seconds shows the interval in force. Before
+// each append the poller asks the buffer which log_ids of the page it
+// holds (Seer) and, once the page is stored, tells the stream the others
+// (Stream.PolledFirst): the logs the stream had not delivered, from which
+// it counts its misses. A page polled again after the buffer lost data is
+// left out up to the loss (its dedupe record went too). The dedupe read
+// never holds the append up: when it fails, the page is only left out of
+// the count. authpipe_auth0_events_first_total counts the polled logs the
+// buffer did not hold, with or without a stream.
+//
 // The management client is go-auth0 with client credentials, its own retries
 // off (this loop owns retries), and a transport that reads the x-ratelimit-*
 // headers of every attempt. Pages are read by auth0log.DecodePage from the

@@ -26,6 +26,8 @@ var outcomes = []auth0log.Outcome{auth0log.Success, auth0log.Failure, auth0log.I
 // pollMetrics are one tenant's poll metrics.
 type pollMetrics struct {
 	polled      prometheus.Counter
+	added       prometheus.Counter
+	interval    prometheus.Gauge
 	byOutcome   map[auth0log.Outcome]prometheus.Counter
 	requests    map[string]prometheus.Counter
 	gaps        prometheus.Counter
@@ -51,6 +53,10 @@ func newPollMetrics(reg prometheus.Registerer, stages *metrics.Stages, cfg Confi
 	m := &pollMetrics{
 		polled: counter("authpipe_auth0_events_polled_total",
 			"Auth0 log events committed to the buffer together with the checkpoint that follows them."),
+		added: counter("authpipe_auth0_events_first_total",
+			"Polled Auth0 log events the buffer did not hold yet: the poller delivered them first (with a Log Stream, those the stream had not pushed)."),
+		interval: gauge("authpipe_auth0_poll_interval_seconds",
+			"Wait between polls that find Auth0 caught up: AUTH0_POLL_INTERVAL, or AUTHPIPE_STREAM_POLL_INTERVAL while the Log Stream is healthy."),
 		gaps: counter("authpipe_auth0_gaps_total",
 			"Times the checkpoint fell behind Auth0's log retention: logs in between were deleted before they were polled."),
 		remaining: gauge("authpipe_auth0_rate_limit_remaining",
@@ -97,6 +103,7 @@ func newPollMetrics(reg prometheus.Registerer, stages *metrics.Stages, cfg Confi
 	for _, o := range outcomes {
 		m.byOutcome[o] = byOutcome.WithLabelValues(string(o))
 	}
+	m.interval.Set(cfg.PollInterval.Seconds())
 	return m, nil
 }
 

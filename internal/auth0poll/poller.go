@@ -71,6 +71,10 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	Clock      clockwork.Clock
 	Stages     *metrics.Stages
+	// Stream, when set, is the tenant's Auth0 Log Stream: the poller slows
+	// to Config.StreamPollInterval while it is healthy and tells it the
+	// logs it found first.
+	Stream Stream
 }
 
 // Poller polls one tenant's Auth0 logs into a Buffer. See the package doc
@@ -86,6 +90,8 @@ type Poller struct {
 	clock    clockwork.Clock
 	m        *pollMetrics
 	rl       *rateLimit
+	stream   Stream // the tenant's Log Stream; nil when it is off
+	seer     Seer   // buf's dedupe read, when it has one
 
 	apiClient   *http.Client // given to go-auth0 for logs requests
 	tokenClient *http.Client // used by oauth2 for token requests
@@ -107,8 +113,18 @@ type Poller struct {
 	paused  bool
 	limited int       // 429s in a row
 	pre     *prefetch // the page after the one being appended, asked for early
-	prog    progress  // catch-up state, for the progress lines
-	gen     uint64    // the buffer's loss generation of the position polled from
+	// idleFrom is the start of a poll that found Auth0 caught up (zero
+	// otherwise): the next poll is due an idle interval after it.
+	idleFrom time.Time
+	interval time.Duration // the idle interval last in force
+	// idleLongest is the longest interval in force during the last idle
+	// wait: a lag up to three of it is that wait, not falling behind.
+	idleLongest time.Duration
+	// repollUntil: logs up to this log_id are polled again after the
+	// buffer lost them, and are not counted as the stream's misses.
+	repollUntil string
+	prog        progress // catch-up state, for the progress lines
+	gen         uint64   // the buffer's loss generation of the position polled from
 }
 
 // New validates cfg, applies its defaults and builds a Poller. It makes no
@@ -127,8 +143,11 @@ func New(cfg Config, buf Buffer, deps Deps) (*Poller, error) {
 	}
 	inject.Defaults(&deps.Logger, &deps.Registerer, &deps.Clock)
 	rec, _ := buf.(Recovering)
+	seer, _ := buf.(Seer)
 	p := &Poller{
 		rec:      rec,
+		stream:   deps.Stream,
+		seer:     seer,
 		cfg:      cfg,
 		base:     base,
 		insecure: insecure,
@@ -222,7 +241,14 @@ func (p *Poller) Run(ctx context.Context) error {
 		return err
 	}
 	for {
+		p.idleFrom = time.Time{}
 		wait := p.step(ctx)
+		if !p.idleFrom.IsZero() {
+			if !p.sleepIdle(ctx, p.idleFrom) {
+				break
+			}
+			continue
+		}
 		if !p.sleep(ctx, wait) {
 			break
 		}
@@ -288,6 +314,8 @@ func (p *Poller) moveTo(cp string, repoll *buffer.Incident) error {
 		cp = auth0log.CheckpointAt(since)
 		p.startProgress(since)
 		if repoll != nil {
+			// Nothing known: whatever Auth0 holds up to now was stored before.
+			p.repollUntil = max(p.repollUntil, repoll.RepollUntil, auth0log.CheckpointAt(p.clock.Now()))
 			p.log.Warn("the buffer lost data and nothing was known delivered: polling Auth0's whole retention window again",
 				"since", since.UTC(), "retention", p.cfg.Retention.String(), "incident", repoll.Number)
 		} else {
@@ -300,6 +328,9 @@ func (p *Poller) moveTo(cp string, repoll *buffer.Incident) error {
 			return fmt.Errorf("auth0poll: stored checkpoint: %w", err)
 		}
 		if repoll != nil {
+			// Pushed logs after the checkpoint went with the dedupe record
+			// too: nothing up to now counts as the stream's miss.
+			p.repollUntil = max(p.repollUntil, repoll.RepollUntil, auth0log.CheckpointAt(p.clock.Now()))
 			p.log.Warn("the buffer lost data: polling Auth0 again from the last point known delivered",
 				"from", cp, "until", repoll.RepollUntil, "incident", repoll.Number)
 		} else {
@@ -400,6 +431,7 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 		if len(logs) >= p.cfg.PageSize && p.bo.attempt == 0 && p.rl.wait(p.clock.Now()) <= 0 {
 			p.startPrefetch(ctx, last)
 		}
+		first := p.unseen(ctx, logs)
 		added, err := p.buf.Append(ctx, logs, last)
 		if err != nil {
 			p.dropPrefetch()
@@ -414,6 +446,10 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 		}
 		p.recovered(ctx, actAppend)
 		p.noteAppended(len(logs), added)
+		p.m.added.Add(float64(added))
+		if len(first) > 0 {
+			p.stream.PolledFirst(first, p.clock.Now())
+		}
 		n := float64(len(logs))
 		p.m.stage.Written.Add(n)
 		p.m.stage.Acked.Add(n)
@@ -441,7 +477,8 @@ func (p *Poller) step(ctx context.Context) time.Duration {
 	}
 	p.setCaughtUp(start)
 	p.reachedHead(start)
-	return p.cfg.PollInterval
+	p.idleFrom = start
+	return p.idleInterval(p.clock.Now())
 }
 
 // fetchFailed classifies a failed logs request and returns the wait before

@@ -526,6 +526,8 @@ func TestMetricsExistAtZero(t *testing.T) {
 		"authpipe_auth0_page_errors_total":              len(pageErrorReasons),
 		"authpipe_auth0_last_success_timestamp_seconds": 1,
 		"authpipe_auth0_paused":                         1,
+		"authpipe_auth0_events_first_total":             1,
+		"authpipe_auth0_poll_interval_seconds":          1,
 	} {
 		got, err := testutil.GatherAndCount(reg, name)
 		require.NoError(t, err)

@@ -40,14 +40,15 @@ func (p *Poller) noteAppended(fetched, added int) {
 }
 
 // checkBehind marks the loop behind once the lag exceeds the larger of
-// minBehindLag and three poll intervals: Auth0 or the buffer failed, the
-// buffer was full, or traffic outran the pacing.
+// minBehindLag and three poll intervals (the slow one while a Log Stream is
+// healthy): Auth0 or the buffer failed, the buffer was full, or traffic
+// outran the pacing.
 func (p *Poller) checkBehind() {
 	if p.prog.behind {
 		return
 	}
 	lag := p.clock.Since(p.position())
-	if p.position().IsZero() || lag <= max(minBehindLag, 3*p.cfg.PollInterval) {
+	if p.position().IsZero() || lag <= max(minBehindLag, 3*p.cfg.PollInterval, 3*p.idleLongest) {
 		return
 	}
 	p.prog = progress{behind: true, since: p.clock.Now()}

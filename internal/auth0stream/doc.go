@@ -79,6 +79,14 @@
 // with the requests that reach no tenant: names from the internet never
 // become label values.
 //
+// The stream against the poller. Watch (one per tenant, fed every Commit)
+// is the poller's view of the stream (auth0poll.Stream): when it last
+// delivered, which sets the poll interval, and the logs the poller stored
+// first, from which it counts authpipe_stream_missed_events_total{tenant}
+// — logs dated after the stream's first delivery in this process that it
+// did not deliver within the grace (default 2m) of their date. See Watch
+// for what is and is not counted.
+//
 // Metrics: authpipe_stream_requests_total{tenant,code,outcome},
 // authpipe_stream_events_total{tenant,outcome} (new, duplicate, full,
 // unavailable: events of a 400 or 413 are not counted, the body did not
