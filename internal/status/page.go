@@ -50,6 +50,16 @@ type tenantView struct {
 	Acked     string
 	Figures   []figureView
 	DataLoss  *dataLossView
+	Sources   *sourcesView
+}
+
+// sourcesView is the share of logs each source stored first.
+type sourcesView struct {
+	Stream                     bool // the Log Streams receiver is on
+	StreamFirst, PollerFirst   string
+	StreamShare, PollerShare   string
+	Missed, LastEvent          string
+	MissedNonZero, SharesKnown bool
 }
 
 type dataLossView struct {
@@ -95,7 +105,7 @@ func newPageView(title string, now time.Time, s Summary, gatherErr error) pageVi
 		v.RateInterval = formatSeconds(s.RateInterval.Seconds(), true)
 	}
 	for _, t := range s.Tenants {
-		v.Tenants = append(v.Tenants, newTenantView(t, v.RatesKnown))
+		v.Tenants = append(v.Tenants, newTenantView(t, v.RatesKnown, now))
 	}
 	for _, r := range s.Rules {
 		v.Rules = append(v.Rules, ruleView{Name: r.Name, Value: formatNumber(r.Value), Breached: r.Breached})
@@ -106,7 +116,26 @@ func newPageView(title string, now time.Time, s Summary, gatherErr error) pageVi
 	return v
 }
 
-func newTenantView(t Tenant, ratesKnown bool) tenantView {
+// newSourcesView shows which source stored each log first: the Log
+// Stream (pushed) and the poller; nil when neither counter exists.
+func newSourcesView(t Tenant, now time.Time) *sourcesView {
+	v := &sourcesView{PollerFirst: formatNumber(t.PolledFirst), LastEvent: "never since start"}
+	if st := t.Stream; st != nil {
+		v.Stream = true
+		v.StreamFirst = formatNumber(st.First)
+		v.Missed, v.MissedNonZero = formatNumber(st.Missed), st.Missed > 0
+		if !st.LastEvent.IsZero() {
+			v.LastEvent = formatSeconds(max(now.Sub(st.LastEvent).Seconds(), 0), true) + " ago"
+		}
+	}
+	if sf, pf, ok := t.FirstShares(); ok {
+		v.SharesKnown = true
+		v.StreamShare, v.PollerShare = fmt.Sprintf("%.1f%%", 100*sf), fmt.Sprintf("%.1f%%", 100*pf)
+	}
+	return v
+}
+
+func newTenantView(t Tenant, ratesKnown bool, now time.Time) tenantView {
 	tv := tenantView{
 		Name:   t.Name,
 		Lag:    formatSeconds(t.CheckpointLagSeconds, false),
@@ -132,6 +161,7 @@ func newTenantView(t Tenant, ratesKnown bool) tenantView {
 		}
 		tv.DataLoss = v
 	}
+	tv.Sources = newSourcesView(t, now)
 	if tv.Name == "" {
 		tv.Name = "(no tenant label)"
 	}
@@ -312,6 +342,16 @@ dl.legend dd { margin-left: 1.25rem; }
 </tbody>
 </table>
 <p class="help">Polled from Auth0 in total: {{.Polled}} · accepted by Segment in total: {{.Acked}}</p>
+{{- with .Sources}}
+<h3>Sources</h3>
+{{- if .Stream}}
+<p>Stored first by the <strong>Log Stream</strong> (pushed): {{.StreamFirst}}{{if .SharesKnown}} ({{.StreamShare}}){{end}} · by the <strong>poller</strong>: {{.PollerFirst}}{{if .SharesKnown}} ({{.PollerShare}}){{end}}.
+Missed by the stream: <span{{if .MissedNonZero}} class="warn"{{end}}>{{.Missed}}</span> · last delivery: {{.LastEvent}}.</p>
+<p class="help">The stream brings logs within seconds; the poller is the proof of completeness and stores whatever the stream did not deliver (counted as missed when it is dated after the stream's first delivery and the stream did not bring it within the grace).</p>
+{{- else}}
+<p>Stored first by the <strong>poller</strong>: {{.PollerFirst}}. The Log Streams receiver is off (AUTHPIPE_STREAM_LISTEN).</p>
+{{- end}}
+{{- end}}
 
 <h3>Checkpoint lag</h3>
 {{- if .HasBar}}

@@ -52,6 +52,10 @@ const (
 	metricDataLossFound  = "authpipe_buffer_data_loss_found"
 	metricRepollFrom     = "authpipe_buffer_data_loss_repoll_from_timestamp_seconds"
 	metricRepollUntil    = "authpipe_buffer_data_loss_repoll_until_timestamp_seconds"
+	metricPolledFirst    = "authpipe_auth0_events_first_total"
+	metricStreamEvents   = "authpipe_stream_events_total"
+	metricStreamLast     = "authpipe_stream_last_event_timestamp_seconds"
+	metricStreamMissed   = "authpipe_stream_missed_events_total"
 )
 
 // stageRank orders the known stages as the pipeline runs them.
@@ -99,6 +103,38 @@ type Tenant struct {
 	// DataLoss is the last of them; nil when there was none
 	// (authpipe_buffer_data_loss_* gauges).
 	DataLoss *DataLoss
+	// PolledFirst is authpipe_auth0_events_first_total: polled logs the
+	// buffer did not hold yet.
+	PolledFirst float64
+	// Stream is the tenant's Auth0 Log Stream; nil when its receiver is
+	// off (no authpipe_stream_* series).
+	Stream *Stream
+}
+
+// Stream is what a tenant's Auth0 Log Stream delivered, against the poller.
+type Stream struct {
+	// First counts the logs the stream stored first
+	// (authpipe_stream_events_total{outcome="new"}), Duplicates those it
+	// delivered that were stored already.
+	First, Duplicates float64
+	// Missed is authpipe_stream_missed_events_total.
+	Missed float64
+	// LastEvent is when the stream last delivered; zero before the first.
+	LastEvent time.Time
+}
+
+// FirstShares returns the shares (0–1) of the logs each source stored
+// first, the stream's and the poller's, and false when neither stored any.
+func (t Tenant) FirstShares() (stream, poller float64, ok bool) {
+	var sf float64
+	if t.Stream != nil {
+		sf = t.Stream.First
+	}
+	total := sf + t.PolledFirst
+	if total <= 0 {
+		return 0, 0, false
+	}
+	return sf / total, t.PolledFirst / total, true
 }
 
 // DataLoss is the last time the tenant's buffer was found to have lost
@@ -284,6 +320,22 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 				if v > 0 {
 					dataLoss(tenant(m)).RepollFrom = unix(v)
 				}
+			case metricPolledFirst:
+				tenant(m).PolledFirst += v
+			case metricStreamEvents:
+				st := stream(tenant(m))
+				switch label(m, "outcome") {
+				case "new":
+					st.First += v
+				case "duplicate":
+					st.Duplicates += v
+				}
+			case metricStreamMissed:
+				stream(tenant(m)).Missed += v
+			case metricStreamLast:
+				if st := stream(tenant(m)); v > 0 && unix(v).After(st.LastEvent) {
+					st.LastEvent = unix(v)
+				}
 			case metricRepollUntil:
 				if v > 0 {
 					dataLoss(tenant(m)).RepollUntil = unix(v)
@@ -309,6 +361,14 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 	}
 	sort.Slice(s.Rules, func(i, j int) bool { return s.Rules[i].Name < s.Rules[j].Name })
 	return s
+}
+
+// stream returns t's Stream, creating it.
+func stream(t *Tenant) *Stream {
+	if t.Stream == nil {
+		t.Stream = &Stream{}
+	}
+	return t.Stream
 }
 
 // dataLoss returns t's DataLoss, creating it.

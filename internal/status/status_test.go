@@ -593,3 +593,49 @@ func TestPageShowsTheLastDataLoss(t *testing.T) {
 	_, page = get(t, srv, http.MethodGet, "/")
 	require.Contains(t, page, "Nothing had to be polled again")
 }
+
+// TestPageShowsBothSources: with the Log Streams receiver on, the page
+// shows what the stream and the poller each stored first, their shares,
+// the stream's misses and its last delivery; without it, the poller's
+// count and that the receiver is off.
+func TestPageShowsBothSources(t *testing.T) {
+	x := newFixture(t, "acme", "beta")
+	x.populate()
+	f := promauto.With(x.reg)
+	first := f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_auth0_events_first_total", Help: "h"}, []string{"tenant"})
+	events := f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_stream_events_total", Help: "h"}, []string{"tenant", "outcome"})
+	last := f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_stream_last_event_timestamp_seconds", Help: "h"}, []string{"tenant"})
+	missed := f.NewCounter(prometheus.CounterOpts{Name: "authpipe_stream_missed_events_total", Help: "h",
+		ConstLabels: prometheus.Labels{"tenant": "acme"}})
+	first.WithLabelValues("acme").Add(50)
+	first.WithLabelValues("beta").Add(7)
+	events.WithLabelValues("acme", "new").Add(950)
+	events.WithLabelValues("acme", "duplicate").Add(12)
+	events.WithLabelValues("acme", "full").Add(3)
+	clock := newClock()
+	last.WithLabelValues("acme").Set(float64(clock.Now().Add(-90*time.Second).UnixNano()) / 1e9)
+	missed.Add(4)
+	srv := httptest.NewServer(NewHandler(x.reg, Options{Retention: retention, Clock: clock.Now}))
+	t.Cleanup(srv.Close)
+
+	_, page := get(t, srv, http.MethodGet, "/")
+	require.Contains(t, page, "Stored first by the <strong>Log Stream</strong> (pushed): 950 (95.0%) · by the <strong>poller</strong>: 50 (5.0%).")
+	require.Contains(t, page, `Missed by the stream: <span class="warn">4</span> · last delivery: 1m 30s ago.`)
+	require.Contains(t, page, "Stored first by the <strong>poller</strong>: 7. The Log Streams receiver is off")
+
+	s, err := Snapshot(x.reg)
+	require.NoError(t, err)
+	for _, tn := range s.Tenants {
+		switch tn.Name {
+		case "acme":
+			require.Equal(t, &Stream{First: 950, Duplicates: 12, Missed: 4, LastEvent: unix(float64(clock.Now().Add(-90*time.Second).UnixNano()) / 1e9)}, tn.Stream)
+			sf, pf, ok := tn.FirstShares()
+			require.True(t, ok)
+			require.InDelta(t, 0.95, sf, 1e-9)
+			require.InDelta(t, 0.05, pf, 1e-9)
+		case "beta":
+			require.Nil(t, tn.Stream)
+			require.Equal(t, 7.0, tn.PolledFirst)
+		}
+	}
+}
