@@ -34,7 +34,9 @@ const simUsage = `Usage: authpipe sim [flags]
 
 Serves the Auth0 and Segment simulators, with background traffic and
 scripted attacks, so that authpipe run works without any account: point
-AUTH0_DOMAIN and SEGMENT_ENDPOINT at them.
+AUTH0_DOMAIN and SEGMENT_ENDPOINT at them. With --stream-url it also
+pushes every log to that URL as an Auth0 custom webhook Log Stream does
+(authpipe's receiver: http://HOST:9465/auth0/logs, AUTHPIPE_STREAM_LISTEN).
 `
 
 func simCommand(args []string, stdout, stderr io.Writer) int {
@@ -51,6 +53,10 @@ func simCommand(args []string, stdout, stderr io.Writer) int {
 	burst := fs.Int("auth0-burst", 50, "Auth0 rate-limit bucket size (0: unlimited)")
 	perMinute := fs.Int("auth0-per-minute", 6000, "Auth0 rate-limit refill per minute")
 	report := fs.Duration("report", 30*time.Second, "print a status line this often (0: never)")
+	streamURL := fs.String("stream-url", "", "push every log to this URL as an Auth0 Log Stream (custom webhook) does; unset: no push")
+	streamToken := fs.String("stream-token", "", "Authorization header of the pushes, verbatim (default $AUTH0_STREAM_TOKEN)")
+	streamFormat := fs.String("stream-format", string(sim.StreamJSONLines), "content format of the pushes: JSONLINES, JSONARRAY or JSONOBJECT")
+	streamDrop := fs.Float64("stream-drop", 0, "share of push deliveries dropped for good, 0 to 1 (the poller must find them)")
 	if wantsHelp(args) {
 		printUsage(stdout, simUsage, fs)
 		return 0
@@ -66,6 +72,8 @@ func simCommand(args []string, stdout, stderr io.Writer) int {
 	orEnv(clientID, "AUTH0_CLIENT_ID")
 	orEnv(clientSecret, "AUTH0_CLIENT_SECRET")
 	orEnv(writeKey, "SEGMENT_WRITE_KEY")
+	pushFlags := *streamDrop != 0 || *streamToken != ""
+	orEnv(streamToken, "AUTH0_STREAM_TOKEN")
 	var problems []string
 	if fs.NArg() > 0 {
 		problems = append(problems, fmt.Sprintf("takes no arguments (got %q)", fs.Args()))
@@ -78,6 +86,17 @@ func simCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	if *retention < time.Minute || *burst < 0 || *perMinute < 0 || *report < 0 {
 		problems = append(problems, "--retention must be at least 1m; --auth0-burst, --auth0-per-minute and --report must not be negative")
+	}
+	var stream *sim.Stream
+	if *streamURL != "" {
+		var err error
+		stream, err = sim.NewStream(sim.StreamOptions{URL: *streamURL, Authorization: *streamToken,
+			Format: sim.StreamFormat(*streamFormat), DropRate: *streamDrop, Seed: *seed})
+		if err != nil {
+			problems = append(problems, "--stream-url, --stream-format or --stream-drop: "+err.Error())
+		}
+	} else if pushFlags {
+		problems = append(problems, "--stream-token and --stream-drop need --stream-url")
 	}
 	if len(problems) > 0 {
 		for _, p := range problems {
@@ -98,6 +117,7 @@ func simCommand(args []string, stdout, stderr io.Writer) int {
 			Retention: *retention, Burst: *burst, PerMinute: *perMinute}),
 		segment: sim.NewSegment(sim.SegmentOptions{WriteKey: *writeKey}),
 		report:  *report,
+		stream:  stream,
 	}
 	if err := s.run(ctx, *auth0Listen, *segmentListen, *clientID); err != nil {
 		fmt.Fprintln(stderr, "authpipe sim:", err)
@@ -112,6 +132,7 @@ type simProcess struct {
 	auth0   *sim.Auth0
 	segment *sim.Segment
 	report  time.Duration
+	stream  *sim.Stream // pushes every log; nil without --stream-url
 
 	generated atomic.Int64
 	mu        sync.Mutex
@@ -123,6 +144,7 @@ type simStats struct {
 	Generated int64            `json:"generated"`
 	Auth0     sim.Auth0Stats   `json:"auth0"`
 	Segment   sim.SegmentStats `json:"segment"`
+	Stream    *sim.StreamStats `json:"stream,omitempty"`
 }
 
 func (s *simProcess) stats() simStats {
@@ -138,7 +160,12 @@ func (s *simProcess) stats() simStats {
 	for code, n := range f.Status {
 		seg.Status[code] += n
 	}
-	return simStats{Generated: s.generated.Load(), Auth0: s.auth0.Stats(), Segment: seg}
+	st := simStats{Generated: s.generated.Load(), Auth0: s.auth0.Stats(), Segment: seg}
+	if s.stream != nil {
+		ss := s.stream.Stats()
+		st.Stream = &ss
+	}
+	return st
 }
 
 // forgetSegment drops the Segment simulator's recorded messages once there
@@ -208,8 +235,21 @@ func (s *simProcess) run(ctx context.Context, auth0Listen, segmentListen, client
 	fmt.Fprintf(s.out, "  traffic  %g events/s from %s; attacks every %s from +%s: brute force (and Auth0 blocking it), credential stuffing, password spray\n",
 		s.world.Rate, s.world.Start.Format(time.RFC3339), attackCycle, attacks[0].offset)
 	fmt.Fprintf(s.out, "  probes   /-/healthy and /-/stats on both; SIGTERM stops it\n")
+	var pushDone chan struct{}
+	if s.stream != nil {
+		fmt.Fprintf(s.out, "  stream   every log pushed as an Auth0 Log Stream does\n")
+		s.stream.Follow(s.auth0)
+		pushDone = make(chan struct{})
+		go func() {
+			defer close(pushDone)
+			_ = s.stream.Run(ctx)
+		}()
+	}
 
 	runErr := s.generate(ctx, failed)
+	if pushDone != nil {
+		<-pushDone
+	}
 
 	shutCtx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -257,6 +297,10 @@ func (s *simProcess) printStats(state string) {
 	fmt.Fprintf(s.out, "authpipe sim %s: generated %d; Auth0 log requests %d (429: %d); Segment accepted %d (duplicates %d, 4xx/5xx answers %d)\n",
 		state, st.Generated, st.Auth0.LogRequests, st.Auth0.Status[http.StatusTooManyRequests],
 		st.Segment.Accepted, st.Segment.Duplicates, errorAnswers(st.Segment.Status))
+	if st.Stream != nil {
+		fmt.Fprintf(s.out, "authpipe sim %s: stream pushed %d logs in %d deliveries (%d requests, %d errored, %d logs dropped for good, %d pending)\n",
+			state, st.Stream.Delivered, st.Stream.Deliveries, st.Stream.Requests, st.Stream.Errored, st.Stream.Dropped, st.Stream.Pending)
+	}
 }
 
 func errorAnswers(status map[int]int) int {

@@ -108,6 +108,10 @@ type StreamOptions struct {
 	DropRate float64
 	// Seed seeds the drop decisions: the same seed drops the same deliveries.
 	Seed uint64
+	// KeepFirst deliveries are never dropped: a stream seen working before
+	// it loses any (authpipe counts as missed only logs dated after the
+	// stream's first delivery).
+	KeepFirst int
 	// Timeout bounds each HTTP request. Default 10s.
 	Timeout time.Duration
 	// Client sends the requests. Default: an http.Client with Timeout.
@@ -152,6 +156,7 @@ type Stream struct {
 	errored      []*delivery // by due time
 	dropped      []string
 	failingSince time.Time // first failure since the last success; zero when none
+	batches      int       // deliveries made from the queue, dropped ones included
 	stats        StreamStats
 	wake         chan struct{} // capacity 1: new logs, or resumed
 }
@@ -305,7 +310,8 @@ func (s *Stream) next() (*delivery, time.Duration) {
 		n := min(len(s.queue), s.opts.BatchSize)
 		logs := slices.Clone(s.queue[:n])
 		s.queue = s.queue[n:]
-		if s.opts.DropRate > 0 && s.rng.Float64() < s.opts.DropRate {
+		s.batches++
+		if s.batches > s.opts.KeepFirst && s.opts.DropRate > 0 && s.rng.Float64() < s.opts.DropRate {
 			for _, l := range logs {
 				s.dropped = append(s.dropped, l.ID)
 			}

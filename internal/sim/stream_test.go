@@ -316,6 +316,20 @@ func TestStreamDrops(t *testing.T) {
 	require.NotEqual(t, positions(dropped, all), positions(other, allOther))
 }
 
+// TestStreamKeepFirst: the first KeepFirst deliveries are never dropped,
+// whatever the drop rate.
+func TestStreamKeepFirst(t *testing.T) {
+	w := newWebhook(t)
+	s, err := sim.NewStream(sim.StreamOptions{URL: w.srv.URL, DropRate: 1, KeepFirst: 2, BatchSize: 10})
+	require.NoError(t, err)
+	a := followed(s)
+	runStream(t, s)
+	ids := addEvents(a, 50)
+	require.Eventually(t, func() bool { return s.Stats().Pending == 0 }, 10*time.Second, 5*time.Millisecond)
+	require.ElementsMatch(t, ids[:20], w.got())
+	require.Equal(t, ids[20:], s.Dropped())
+}
+
 // TestStreamPauses: after PauseAfter of failures the stream pauses and
 // sends nothing, however long; Resume delivers what it holds.
 func TestStreamPauses(t *testing.T) {
