@@ -170,7 +170,7 @@ func runBackfill(ctx context.Context, cfg *config.Config, st *pipeline.Store, te
 			return 1
 		}
 		// Backfill only: the poll loop never runs, so no lease is needed.
-		p, err := st.NewPoller(tc, buf)
+		p, err := st.NewPoller(tc, buf, nil)
 		if err != nil {
 			fmt.Fprintf(stderr, "authpipe backfill: tenant %s: %v\n", tenant.Name, err)
 			return 1

@@ -73,6 +73,7 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 	rate := fs.Float64("rate", 50, "background auth events per second (first run of a data dir)")
 	listen := fs.String("listen", "127.0.0.1:9464", "address of the status page, /metrics and the probes")
 	dataDir := fs.String("data-dir", "", "buffer and demo state (default: a new temporary directory)")
+	streamDrop := fs.Float64("stream-drop", 0.02, "share of the simulated Log Stream's deliveries dropped for good (the poller finds them); 0 to 1")
 	if wantsHelp(args) {
 		printUsage(stdout, demoUsage, fs)
 		return 0
@@ -80,13 +81,13 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() > 0 || *rate <= 0 || *rate > 100000 || *duration < 0 {
-		fmt.Fprintln(stderr, "authpipe demo: flags: --duration D --rate N (0 < N ≤ 100000) --listen ADDR --data-dir DIR")
+	if fs.NArg() > 0 || *rate <= 0 || *rate > 100000 || *duration < 0 || !(*streamDrop >= 0 && *streamDrop <= 1) {
+		fmt.Fprintln(stderr, "authpipe demo: flags: --duration D --rate N (0 < N ≤ 100000) --listen ADDR --data-dir DIR --stream-drop S (0 ≤ S ≤ 1)")
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	d := &demo{out: stdout, duration: *duration, listen: *listen, dir: *dataDir, rate: *rate}
+	d := &demo{out: stdout, duration: *duration, listen: *listen, dir: *dataDir, rate: *rate, streamDrop: *streamDrop}
 	if err := d.run(ctx); err != nil {
 		fmt.Fprintln(stderr, "authpipe demo:", err)
 		return 1
@@ -104,12 +105,14 @@ type demo struct {
 	dir      string
 	rate     float64
 
-	world    world
-	auth0    *sim.Auth0
-	segment  *sim.Segment
-	received *os.File
-	alerts   alertLog
-	ok       bool
+	streamDrop float64
+	stream     *sim.Stream // the simulated Log Stream pushing to the receiver
+	world      world
+	auth0      *sim.Auth0
+	segment    *sim.Segment
+	received   *os.File
+	alerts     alertLog
+	ok         bool
 }
 
 func (d *demo) run(ctx context.Context) error {
@@ -150,10 +153,23 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	defer stopHook()
 
-	cfg, err := d.config(auth0URL, segURL, hookURL, secret, writeKey)
+	streamToken := fmt.Sprintf("Bearer demo-%016x%016x", rand.Uint64(), rand.Uint64())
+	streamAddr, err := freeLoopback()
 	if err != nil {
 		return err
 	}
+	cfg, err := d.config(auth0URL, segURL, hookURL, secret, writeKey, streamAddr, streamToken)
+	if err != nil {
+		return err
+	}
+	// Auth0's Log Stream: every log the simulator stores is pushed to the
+	// receiver, a share of the deliveries dropped for good.
+	d.stream, err = sim.NewStream(sim.StreamOptions{URL: "http://" + streamAddr + "/auth0/logs", Authorization: streamToken,
+		DropRate: d.streamDrop, KeepFirst: 1, Seed: d.world.Seed, ErroredRetry: 2 * time.Second})
+	if err != nil {
+		return err
+	}
+	d.stream.Follow(d.auth0)
 	logf, err := os.OpenFile(filepath.Join(d.dir, demoLogFile), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
 	if err != nil {
 		return err
@@ -175,6 +191,7 @@ func (d *demo) run(ctx context.Context) error {
 	fmt.Fprintf(d.out, "  status page  http://%s/   metrics http://%s/metrics\n", d.listen, d.listen)
 	fmt.Fprintf(d.out, "  data dir     %s (logs in %s)\n", d.dir, demoLogFile)
 	fmt.Fprintf(d.out, "  traffic      %.0f events/s; attacks every %s: brute force (and Auth0 blocking it), credential stuffing, password spray\n", d.world.Rate, attackCycle)
+	fmt.Fprintf(d.out, "  sources      a Log Stream pushes every log to http://%s/auth0/logs (%.0f%% of its deliveries dropped); the poller is the proof\n", streamAddr, 100*d.streamDrop)
 	if d.duration > 0 {
 		fmt.Fprintf(d.out, "  stops after  %s, once every generated event is in Segment (Ctrl-C stops early)\n\n", d.duration)
 	} else {
@@ -185,6 +202,13 @@ func (d *demo) run(ctx context.Context) error {
 	defer stopApp()
 	appDone := make(chan error, 1)
 	go func() { appDone <- app.Run(appCtx, nil) }()
+	pushCtx, stopPush := context.WithCancel(context.Background())
+	defer stopPush()
+	pushDone := make(chan struct{})
+	go func() {
+		defer close(pushDone)
+		_ = d.stream.Run(pushCtx)
+	}()
 
 	genCtx, stopGen := context.WithCancel(ctx)
 	defer stopGen()
@@ -194,6 +218,7 @@ func (d *demo) run(ctx context.Context) error {
 	}
 	began := time.Now()
 	d.generate(genCtx, reg, began)
+	generatedUntil := time.Now() // the attacks expected are those generated
 
 	// Drain: wait until Segment holds every generated event.
 	drainCtx, stopDrain := context.WithTimeout(context.Background(), time.Minute)
@@ -202,6 +227,9 @@ func (d *demo) run(ctx context.Context) error {
 		fmt.Fprintln(d.out, "\ntraffic stopped; waiting until Segment holds every generated event…")
 	}
 	d.waitDelivered(drainCtx, reg, began)
+	d.waitMissed(drainCtx, reg, cfg.Stream.HealthyWindow+cfg.Stream.PollInterval)
+	stopPush()
+	<-pushDone
 
 	stopApp()
 	var runErr error
@@ -210,8 +238,37 @@ func (d *demo) run(ctx context.Context) error {
 	case <-time.After(cfg.ShutdownTimeout + 2*time.Second):
 		runErr = errors.New("authpipe did not stop in time")
 	}
-	d.summary(began)
+	d.summary(began, generatedUntil, reg)
 	return runErr
+}
+
+// freeLoopback returns a loopback address with a free port.
+func freeLoopback() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	addr := ln.Addr().String()
+	return addr, ln.Close()
+}
+
+// waitMissed waits, at most wait, until the stream's missed counter has
+// counted every log the simulated stream dropped: a dropped log counts
+// once the grace after its date has passed.
+func (d *demo) waitMissed(ctx context.Context, reg prometheus.Gatherer, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		s, _ := status.Snapshot(reg)
+		if len(s.Tenants) == 0 || s.Tenants[0].Stream == nil || s.Tenants[0].Stream.Missed >= float64(len(d.stream.Dropped())) {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func (d *demo) loadWorld() error {
@@ -283,7 +340,7 @@ func (d *demo) openSegment(writeKey string) error {
 	return nil
 }
 
-func (d *demo) config(auth0URL, segURL, hookURL, secret, writeKey string) (*config.Config, error) {
+func (d *demo) config(auth0URL, segURL, hookURL, secret, writeKey, streamAddr, streamToken string) (*config.Config, error) {
 	cfg := config.Default()
 	cfg.Tenant = demoTenant
 	cfg.Auth0.Domain = auth0URL
@@ -299,6 +356,12 @@ func (d *demo) config(auth0URL, segURL, hookURL, secret, writeKey string) (*conf
 	cfg.Buffer.Consumer = "demo"
 	cfg.Buffer.ReclaimIdle = 10 * time.Second
 	cfg.AlertWebhookURL = hookURL
+	cfg.Stream.Listen = streamAddr
+	cfg.Auth0.StreamToken = config.Secret(streamToken)
+	// Short enough that the demo shows the poller finding what the stream
+	// dropped, and the miss counted, within its run.
+	cfg.Stream.PollInterval = 5 * time.Second
+	cfg.Stream.HealthyWindow = 10 * time.Second
 	cfg.AlertmanagerURL = os.Getenv("ALERTMANAGER_URL")
 	cfg.RulesPath = filepath.Join(d.dir, demoRulesFile)
 	if err := writeFileSync(cfg.RulesPath, alerts.Thresholds); err != nil {
@@ -417,15 +480,21 @@ func (d *demo) waitDelivered(ctx context.Context, reg prometheus.Gatherer, began
 	}
 }
 
-func (d *demo) summary(began time.Time) {
+func (d *demo) summary(began, generatedUntil time.Time, reg prometheus.Gatherer) {
 	generated := d.auth0.LogIDs()
 	missing := d.missing()
 	st := d.segment.Stats()
 	fired := d.alerts.fired()
-	want := d.world.expectedAlerts(time.Now())
+	want := d.world.expectedAlerts(generatedUntil)
 	fmt.Fprintf(d.out, "\nsummary after %s (data dir %s)\n", time.Since(began).Round(time.Second), d.dir)
 	fmt.Fprintf(d.out, "  events generated   %d (since the data dir was created)\n", len(generated))
 	fmt.Fprintf(d.out, "  in Segment         %d (duplicates absorbed by messageId: %d)\n", len(generated)-len(missing), st.Duplicates)
+	if s, _ := status.Snapshot(reg); len(s.Tenants) > 0 && s.Tenants[0].Stream != nil {
+		t := s.Tenants[0]
+		sf, pf, _ := t.FirstShares()
+		fmt.Fprintf(d.out, "  delivered first    by the Log Stream %.0f (%.1f%%), by the poller %.0f (%.1f%%)\n", t.Stream.First, 100*sf, t.PolledFirst, 100*pf)
+		fmt.Fprintf(d.out, "  stream missed      %.0f (the simulated stream dropped %d; the poller stored them)\n", t.Stream.Missed, len(d.stream.Dropped()))
+	}
 	fmt.Fprintf(d.out, "  alerts fired       %s\n", orNone(fired))
 	d.ok = len(missing) == 0
 	if d.ok {

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/authpipe/authpipe/internal/audit"
+	"github.com/authpipe/authpipe/internal/auth0stream"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/forward"
@@ -42,12 +43,13 @@ type App struct {
 	reg     *prometheus.Registry
 	version string
 
-	rules    RulesSource         // the threshold rules of every tenant
-	store    *Store              // the buffers and the Redis client they share
-	safety   *buffer.SafetyWatch // Redis' persistence and eviction settings; nil with the embedded buffer
-	tenants  []*tenant           // one per configured tenant (config.AllTenants)
-	backfill *backfiller         // the admin API's Backfiller
-	trail    *audit.Trail        // the admin API's audit trail; nil when the API is off
+	rules    RulesSource           // the threshold rules of every tenant
+	store    *Store                // the buffers and the Redis client they share
+	safety   *buffer.SafetyWatch   // Redis' persistence and eviction settings; nil with the embedded buffer
+	tenants  []*tenant             // one per configured tenant (config.AllTenants)
+	backfill *backfiller           // the admin API's Backfiller
+	trail    *audit.Trail          // the admin API's audit trail; nil when the API is off
+	stream   *auth0stream.Receiver // the Log Streams receiver; nil when AUTHPIPE_STREAM_LISTEN is unset
 
 	bufOK    atomic.Bool
 	draining atomic.Bool
@@ -110,6 +112,10 @@ func New(cfg *config.Config, deps Deps) (*App, error) {
 		}
 		a.tenants = append(a.tenants, t)
 	}
+	if err := a.newStream(); err != nil {
+		a.Close()
+		return nil, err
+	}
 	a.backfill = newBackfiller(a.tenants, logger)
 	return a, nil
 }
@@ -142,11 +148,20 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	if err != nil {
 		return err
 	}
+	streamSrv, streamLn, err := a.listenStream()
+	if err != nil {
+		_ = ln.Close()
+		return err
+	}
 	names := make([]string, len(a.tenants))
 	for i, t := range a.tenants {
 		names[i] = t.name
 	}
-	a.logger.Info("authpipe started", "version", a.version, "listen", ln.Addr().String(), "tenants", names)
+	started := []any{"version", a.version, "listen", ln.Addr().String(), "tenants", names}
+	if streamLn != nil {
+		started = append(started, "stream_listen", streamLn.Addr().String())
+	}
+	a.logger.Info("authpipe started", started...)
 
 	sd := newShutdown(a.cfg.ShutdownTimeout, a.logger)
 	defer sd.release()
@@ -168,7 +183,14 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 		actor{name: "signals", run: func(ctx context.Context) error { return forwardSignals(ctx, hup, reloads) }},
 		actor{name: "reload", run: func(ctx context.Context) error { return a.reloadRules(ctx, reloads) }},
 	)
-	sd.stage(&g, a.inputs()...)
+	inputs := a.inputs()
+	if streamSrv != nil {
+		// An input like the pollers: it stops answering (what it did not
+		// answer 200 Auth0 pushes again) before the forwarders drain.
+		inputs = append(inputs, actor{name: "stream receiver", run: serveHTTP(streamSrv, streamLn, sd.deadline),
+			late: "Log Streams receiver did not stop in time; requests not answered 200 are pushed again by Auth0"})
+	}
+	sd.stage(&g, inputs...)
 	var engines, forwarders []actor
 	for _, t := range a.tenants {
 		engines = append(engines, actor{name: "thresholds " + t.name, run: t.rules.Run,
@@ -203,10 +225,9 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 }
 
 // inputs are the actors that write into the buffers, stopped first: each
-// tenant's poller (releasing its lease) and the backfill jobs. The Log
-// Streams receiver (internal/auth0stream) belongs here, one actor per
-// listener (serveHTTP), so that it stops answering before the forwarders
-// drain.
+// tenant's poller (releasing its lease) and the backfill jobs; Run adds
+// the Log Streams receiver's listener (serveHTTP), so that it stops
+// answering before the forwarders drain.
 func (a *App) inputs() []actor {
 	var in []actor
 	for _, t := range a.tenants {

@@ -1,6 +1,7 @@
 // Package pipeline is authpipe's house: it builds every configured
 // tenant's pipeline — buffer, poller under its lease, forwarder, threshold
-// engine — and runs them, with the maintenance loop, the backfill jobs and
+// engine — and, with AUTHPIPE_STREAM_LISTEN, the Auth0 Log Streams
+// receiver on a listener of its own, and runs them, with the maintenance loop, the backfill jobs and
 // the HTTP server, as one run group (github.com/oklog/run). `authpipe run`
 // and `authpipe demo` run it; the other commands open buffers and pollers
 // through Store and NewPoller, the same way.
@@ -18,8 +19,10 @@
 //     SIGTERM) or any component fails, /-/ready answers 503 first; then,
 //     each step starting only when the one before has ended: stop the
 //     reload handlers; stop what writes into the buffers (the pollers,
-//     releasing their leases, and a running backfill; the Log Streams
-//     receiver's listeners belong here too); stop the threshold engines;
+//     releasing their leases, a running backfill, and the Log Streams
+//     receiver, which stops taking requests and finishes the commits in
+//     flight: what it did not answer 200 Auth0 pushes again); stop the
+//     threshold engines;
 //     stop the forwarders, which finish the messages they hold and close
 //     their Segment clients; stop the maintenance loop; stop the HTTP
 //     server. Then the audit trail writes what it kept and the buffers and
@@ -29,6 +32,13 @@
 //     acknowledged stays pending and is delivered after restart (Segment
 //     drops the duplicates by messageId); a page polled and not committed
 //     is fetched again.
+//   - With the Log Streams receiver on, each tenant's poller reads the
+//     tenant's auth0stream.Watch, fed every commit of the receiver: it
+//     polls at AUTHPIPE_STREAM_POLL_INTERVAL while the stream delivered
+//     within AUTHPIPE_STREAM_HEALTHY_WINDOW, and tells the watch the logs
+//     it stored first (authpipe_stream_missed_events_total). Pushed logs
+//     reach the threshold engines through the buffer, like polled ones:
+//     the engine's consumer wakes on the append and checks them at once.
 //   - A component that fails, or returns while it should run, stops the
 //     app in the same order, and Run returns its error.
 //   - Readiness (/-/ready, authpipe_ready) is 1 only while every buffer

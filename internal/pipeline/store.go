@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authpipe/authpipe/internal/auth0poll"
+	"github.com/authpipe/authpipe/internal/auth0stream"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/forward"
@@ -24,6 +25,7 @@ const ForwardGroup = "forward"
 // Buffer is what the pipeline needs of either buffer backend.
 type Buffer interface {
 	auth0poll.Buffer
+	auth0stream.Buffer
 	forward.Buffer
 	Ping(ctx context.Context) error
 	Trim(ctx context.Context) (int64, error)
@@ -148,10 +150,11 @@ func (s *Store) Close() error {
 }
 
 // NewPoller builds the Auth0 poller of the tenant whose view of the
-// configuration is cfg, writing into buf, on the store's registry.
-func (s *Store) NewPoller(cfg *config.Config, buf auth0poll.Buffer) (*auth0poll.Poller, error) {
+// configuration is cfg, writing into buf, on the store's registry; stream
+// is the tenant's Log Stream, nil when there is none.
+func (s *Store) NewPoller(cfg *config.Config, buf auth0poll.Buffer, stream auth0poll.Stream) (*auth0poll.Poller, error) {
 	reg, stages := s.Metrics(cfg.Tenant)
-	p, err := auth0poll.New(PollerConfig(cfg), buf, auth0poll.Deps{Logger: s.logger, Registerer: reg, Stages: stages})
+	p, err := auth0poll.New(PollerConfig(cfg), buf, auth0poll.Deps{Logger: s.logger, Registerer: reg, Stages: stages, Stream: stream})
 	if err != nil {
 		return nil, fmt.Errorf("build poller: %w", err)
 	}
@@ -172,5 +175,8 @@ func PollerConfig(cfg *config.Config) auth0poll.Config {
 		RequestTimeout: cfg.Auth0.RequestTimeout,
 		RateLimitShare: cfg.Auth0.RateLimitShare,
 		LagAlertRatio:  cfg.LagAlertRatio,
+		// Used only with a Log Stream (auth0poll.Deps.Stream).
+		StreamPollInterval:  cfg.Stream.PollInterval,
+		StreamHealthyWindow: cfg.Stream.HealthyWindow,
 	}
 }

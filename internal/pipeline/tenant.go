@@ -12,6 +12,7 @@ import (
 
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/auth0poll"
+	"github.com/authpipe/authpipe/internal/auth0stream"
 	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/config"
 	"github.com/authpipe/authpipe/internal/forward"
@@ -27,6 +28,7 @@ type tenant struct {
 	logger *slog.Logger
 	buf    Buffer
 	poller *auth0poll.Poller
+	watch  *auth0stream.Watch // the tenant's Log Stream against the poller; nil when the receiver is off
 	fwd    *forward.Forwarder
 	rules  *thresholds.Engine
 
@@ -56,7 +58,14 @@ func newTenant(cfg *config.Config, st *Store, rules RulesSource, segment *forwar
 			return nil, err
 		}
 	}
-	if t.poller, err = st.NewPoller(cfg, pollBuf); err != nil {
+	var stream auth0poll.Stream // a nil *Watch must not become a non-nil interface
+	if cfg.Stream.Enabled() {
+		if t.watch, err = auth0stream.NewWatch(cfg.Tenant, auth0stream.WatchConfig{Grace: cfg.Stream.HealthyWindow}, reg, nil); err != nil {
+			return nil, err
+		}
+		stream = t.watch
+	}
+	if t.poller, err = st.NewPoller(cfg, pollBuf, stream); err != nil {
 		return nil, err
 	}
 	t.fwd, err = forward.New(forward.Config{

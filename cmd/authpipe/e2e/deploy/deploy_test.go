@@ -95,7 +95,12 @@ func TestDeployReferencedMetricsAreExportedAndLintClean(t *testing.T) {
 	// The admin API on: the audit trail's metrics (AuthpipeAuditWriteFailing)
 	// exist only with it.
 	h.ExtraEnv = append(h.ExtraEnv, "AUTHPIPE_ADMIN_STATIC_TOKEN="+e2etest.AdminStaticToken,
-		"AUTHPIPE_ADMIN_AUDIT_LOG="+filepath.Join(t.TempDir(), "audit.jsonl"))
+		"AUTHPIPE_ADMIN_AUDIT_LOG="+filepath.Join(t.TempDir(), "audit.jsonl"),
+		// The Log Streams receiver on: its metrics (AuthpipeStreamSilent,
+		// AuthpipeStreamMissingEvents, the dashboard's Log Streams row)
+		// exist only with it.
+		"AUTHPIPE_STREAM_LISTEN="+e2etest.FreeAddr(t),
+		"AUTH0_STREAM_TOKEN=Bearer deploy-test-stream-token-0123456789abcdef")
 	ids := h.AddEvents(300)
 	p := h.Start()
 	h.WaitReady(p, 20*time.Second)
