@@ -19,6 +19,11 @@
 //     against a buffer that only counts, the buffer's Append and
 //     Read+Ack, and the forwarder over a pre-filled buffer.
 //
+// With Redis, the Log Streams receiver (Push): the logs per second it
+// answers 200 for (committed to the buffer), pushed back to back by four
+// pushers in requests of 100, and each pushed log's latency from the start
+// of its push request to the Segment simulator at Options.PushRate.
+//
 // And, on the same Redis in the same run, Redis' own ceiling for the
 // buffer's write pattern: pipelined XADD (100 per round trip, one page) of
 // the same payloads from one connection.
@@ -71,6 +76,9 @@ type Options struct {
 	ExtraEnv     []string      // more environment for the worker (tuning knobs)
 	Timeout      time.Duration // bound on each phase; default 10m
 	ProfileDir   string        // if set, a 20 s CPU profile of each worker's catch-up is written here
+	PushEvents   int           // logs pushed to the Log Streams receiver for its accepted rate (redis only); default 200,000; <0 skips the push runs
+	PushRate     int           // logs per second pushed for the push → Segment latency; default 1,000
+	PushFor      time.Duration // duration of that latency run; default 30s
 	Log          io.Writer     // progress; default discard
 }
 
@@ -89,6 +97,15 @@ func (o Options) withDefaults() (Options, error) {
 	}
 	if o.PollInterval == 0 {
 		o.PollInterval = time.Second
+	}
+	if o.PushEvents == 0 {
+		o.PushEvents = 200_000
+	}
+	if o.PushRate == 0 {
+		o.PushRate = 1000
+	}
+	if o.PushFor == 0 {
+		o.PushFor = 30 * time.Second
 	}
 	if o.StageEvents == 0 {
 		o.StageEvents = min(o.Events, 200_000)
@@ -145,6 +162,8 @@ type Report struct {
 	Ceiling  Ceiling
 	Backends []BackendReport
 	Stages   []StageResult
+	// Push is the Log Streams receiver's figures (Redis); nil when not run.
+	Push *Push
 	// SimPeakRSS is the bench process's own peak RSS (simulators).
 	SimPeakRSS int64
 	Took       time.Duration
@@ -321,6 +340,19 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		logf("%s: steady p50 %s p99 %s", backend, br.Steady.Percentile(0.5), br.Steady.Percentile(0.99))
 		rep.Backends = append(rep.Backends, br)
 		runtime.GC()
+	}
+
+	if needRedis && opts.PushEvents > 0 {
+		waitRedisIdle(ctx, rdb)
+		env := workerEnv{backend: "redis", redisAddr: addrOf(rs), rules: opts.RulesPath, pollInterval: opts.PollInterval,
+			extra: opts.ExtraEnv, tenant: fmt.Sprintf("bench-push-%d", rand.Uint32()%1e6)}
+		logf("redis: push of %d logs to the Log Streams receiver, then %d logs/s for %s", opts.PushEvents, opts.PushRate, opts.PushFor)
+		p, err := runPush(ctx, opts, env)
+		if err != nil {
+			return nil, fmt.Errorf("push: %w", err)
+		}
+		rep.Push = &p
+		logf("redis: push accepted %.0f events/s; p99 push → Segment %s", p.AcceptedRate(), p.Percentile(0.99))
 	}
 
 	if needRedis {

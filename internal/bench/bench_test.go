@@ -31,6 +31,9 @@ func TestSmoke(t *testing.T) {
 		SteadyFor:    2 * time.Second,
 		PollInterval: 200 * time.Millisecond,
 		StageEvents:  1000,
+		PushEvents:   2000,
+		PushRate:     1000,
+		PushFor:      2 * time.Second,
 		Timeout:      time.Minute,
 		Log:          &progress,
 	})
@@ -47,6 +50,12 @@ func TestSmoke(t *testing.T) {
 		require.Len(t, b.Steady.Latencies, b.Steady.Events, b.Backend)
 		require.Positive(t, b.Steady.Percentile(0.99), b.Backend)
 	}
+	require.NotNil(t, rep.Push, "the Log Streams push runs")
+	require.Equal(t, 2000, rep.Push.Events)
+	require.Positive(t, rep.Push.AcceptedRate())
+	require.Zero(t, rep.Push.Missing, "pushed logs the latency run did not deliver")
+	require.Len(t, rep.Push.Latencies, 2000)
+	require.Positive(t, rep.Push.Percentile(0.99))
 	require.Equal(t, 2000, rep.Ceiling.Events)
 	require.Positive(t, rep.Ceiling.Rate())
 	// The simulators' CPU comes from getrusage (microseconds). Redis' CPU
@@ -61,7 +70,7 @@ func TestSmoke(t *testing.T) {
 	for _, want := range []string{
 		"end to end, events/s", "poll + buffer append", "forward, events/s", "latency p50", "latency p99",
 		"worker peak RSS", "CPU s per million events", "Segment requests per 1000 events",
-		"REDIS CEILING", "STAGES ALONE", "TARGETS", "redis", "bolt",
+		"REDIS CEILING", "STAGES ALONE", "LOG STREAMS PUSH", "push → Segment at 1,000 events/s", "TARGETS", "redis", "bolt",
 		"CPU PER EVENT IN THE CATCH-UP", "redis: worker", "bolt: worker", "analytics-go's JSON encoding", "simulators",
 	} {
 		require.Contains(t, printed.String(), want)

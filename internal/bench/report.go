@@ -149,6 +149,14 @@ func (r *Report) Print(w io.Writer) {
 	})
 	tw.Flush()
 
+	if p := r.Push; p != nil {
+		fmt.Fprintf(w, "\nLOG STREAMS PUSH (redis; the receiver, AUTHPIPE_STREAM_LISTEN)\n")
+		fmt.Fprintf(w, "  accepted (answered 200)  %s events/s: %s logs in requests of %d by %d pushers in %s (%d retried)\n",
+			thousands(p.AcceptedRate()), thousands(float64(p.Events)), p.BatchSize, p.Concurrency, p.Elapsed.Round(10*time.Millisecond), p.Retries)
+		fmt.Fprintf(w, "  push → Segment at %s events/s for %s  p50 %s  p99 %s  max %s  (not delivered %d)\n",
+			thousands(float64(p.Rate)), p.For, p.Percentile(0.5).Round(time.Millisecond), p.Percentile(0.99).Round(time.Millisecond),
+			p.Percentile(1).Round(time.Millisecond), p.Missing)
+	}
 	if r.Ceiling.Events > 0 {
 		fmt.Fprintf(w, "\nREDIS CEILING (same run, same payloads): pipelined XADD, %d per round trip, one connection: %s events/s\n",
 			r.Ceiling.Pipeline, thousands(r.Ceiling.Rate()))
