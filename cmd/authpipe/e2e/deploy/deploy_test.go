@@ -284,9 +284,16 @@ func TestDockerfileBuildFlags(t *testing.T) {
 func TestE2EPrometheusScrapesAuthpipe(t *testing.T) {
 	e2etest.NeedTool(t, "prometheus")
 	start := time.Now()
-	s := e2etest.StartSim(t, authpipeBin, "--rate", "20", "--seed", "11")
+	// The sim also pushes every log to authpipe's Log Streams receiver, as
+	// Auth0's custom webhook stream does: the dashboard's Log Streams row
+	// has data.
+	const streamToken = "Bearer deploy-e2e-stream-token-0123456789abcdef"
+	streamAddr := e2etest.FreeAddr(t)
+	s := e2etest.StartSim(t, authpipeBin, "--rate", "20", "--seed", "11",
+		"--stream-url", "http://"+streamAddr+"/auth0/logs", "--stream-token", streamToken)
 	h := e2etest.NewHarness(t, authpipeBin, testredis.Addr(t))
 	h.Auth0URL, h.SegmentURL = s.Auth0URL, s.SegmentURL // authpipe polls the sim process, not the in-process sims
+	h.ExtraEnv = append(h.ExtraEnv, "AUTHPIPE_STREAM_LISTEN="+streamAddr, "AUTH0_STREAM_TOKEN="+streamToken)
 	p := h.Start()
 	prom, nrules := e2etest.StartPrometheusWithShippedRules(t, h.Listen)
 	h.WaitReady(p, 20*time.Second)
@@ -355,6 +362,7 @@ func TestE2EPrometheusScrapesAuthpipe(t *testing.T) {
 	for _, out := range []string{s.Out.String(), prom.Out.String()} {
 		require.NotContains(t, out, e2etest.ClientSecret)
 		require.NotContains(t, out, e2etest.WriteKey)
+		require.NotContains(t, out, strings.TrimPrefix(streamToken, "Bearer "))
 	}
 	h.RequireNoSecretsLogged()
 }
