@@ -2,6 +2,7 @@ package auth0poll
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -140,4 +141,37 @@ func TestStreamToldWhatThePollerFoundFirst(t *testing.T) {
 	require.Equal(t, []string{ids[0], ids[2], ids[4]}, s.told())
 	require.Equal(t, 3.0, testutil.ToFloat64(p.m.added))
 	require.ElementsMatch(t, ids, h.streamIDs())
+}
+
+// TestStreamNotToldWhatALostBufferRepolls: after the buffer lost its data
+// (and its dedupe record with it), the logs polled again are not told to
+// the stream as found first — they were stored before; logs that arrive
+// afterwards are.
+func TestStreamNotToldWhatALostBufferRepolls(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	ctx := context.Background()
+	ids := h.addEvents(50, h.clock.Now().Add(-time.Hour), time.Minute)
+	s := &fakeStream{}
+	p, _ := h.newStreamPoller(s)
+	h.run(p)
+	h.drive("first poll", func() bool { return polled(p) >= float64(len(ids)) })
+	h.idle()
+	require.Equal(t, ids, s.told())
+
+	keys, err := h.rdb.Keys(ctx, "authpipe:{"+h.tenant+"}:*").Result()
+	require.NoError(t, err)
+	require.NoError(t, h.rdb.Del(ctx, keys...).Err())
+	// The next page's append finds the loss; that log, dated before it was
+	// found, is not counted either: nothing up to the loss is.
+	trigger := h.addEvents(1, h.clock.Now().Add(-time.Minute), 0)
+	h.drive("re-poll", func() bool { return len(h.streamIDs()) >= len(ids)+1 })
+	h.idle()
+	require.ElementsMatch(t, append(slices.Clone(ids), trigger...), h.streamIDs())
+	require.Len(t, h.logRecords("the buffer lost data and nothing was known delivered: polling Auth0's whole retention window again"), 1)
+	require.Equal(t, ids, s.told(), "re-polled logs told again")
+
+	more := h.addEvents(3, h.clock.Now().Add(time.Minute), time.Second)
+	h.drive("new logs", func() bool { return len(h.streamIDs()) >= len(ids)+1+len(more) })
+	h.idle()
+	require.Equal(t, append(slices.Clone(ids), more...), s.told())
 }
