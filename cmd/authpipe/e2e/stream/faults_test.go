@@ -3,6 +3,7 @@ package stream
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -107,6 +108,14 @@ func TestE2EStreamRefusalsStoreNothing(t *testing.T) {
 	e2etest.WaitDelivered(t, w.segment, w.env.Tenant, ids, 30*time.Second)
 	w.requireNoStreamSecrets()
 	require.NotContains(t, w.logs.String(), "not-the-token-0123456789abcdef0123", "a refused token reached the logs")
+
+	// The status page shows both sources.
+	resp, err := http.Get("http://" + w.env.Listen + "/")
+	require.NoError(t, err)
+	page, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	require.NoError(t, err)
+	require.Contains(t, string(page), "Stored first by the <strong>Log Stream</strong> (pushed): 3 (100.0%) · by the <strong>poller</strong>: 0 (0.0%).")
 }
 
 // TestE2EStreamBufferFullThenRetried: while Segment fails, the buffer
@@ -262,11 +271,24 @@ const attackRules = `rules:
 // path can have raised it.
 func TestE2EPushedAttackAlertsWithin2s(t *testing.T) {
 	t.Parallel()
+	for _, backend := range []string{"redis", "embedded"} {
+		t.Run(backend, func(t *testing.T) {
+			t.Parallel()
+			testPushedAttackAlerts(t, backend)
+		})
+	}
+}
+
+func testPushedAttackAlerts(t *testing.T, backend string) {
 	am := newFakeAM(t)
 	rules := filepath.Join(t.TempDir(), "rules.yml")
 	require.NoError(t, os.WriteFile(rules, []byte(attackRules), 0o600))
-	w := newWorld(t, testredis.Addr(t), "ALERTMANAGER_URL="+am.srv.URL, "AUTHPIPE_RULES="+rules,
-		"AUTHPIPE_STREAM_POLL_INTERVAL=1m")
+	redisAddr, extra := "", []string{"AUTHPIPE_DATA_DIR=" + t.TempDir()}
+	if backend == "redis" {
+		redisAddr, extra = testredis.Addr(t), nil
+	}
+	w := newWorld(t, redisAddr, append(extra, "ALERTMANAGER_URL="+am.srv.URL, "AUTHPIPE_RULES="+rules,
+		"AUTHPIPE_STREAM_POLL_INTERVAL=1m")...)
 	w.start()
 	w.warmUp(sim.StreamJSONLines)
 	e2etest.WaitFor(t, 10*time.Second, func() bool { return w.metric("authpipe_auth0_poll_interval_seconds") == 60 },
