@@ -49,6 +49,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/forward"
 	"github.com/authpipe/authpipe/internal/sim"
 )
@@ -212,6 +213,27 @@ type CatchUp struct {
 	RedisCPU    time.Duration // redis-server CPU during the run (redis backend)
 	PeakBacklog int           // largest authpipe_buffer_backlog_events sampled (every 250 ms)
 	SimCPU      time.Duration // this process's CPU during the run: the simulators (and the progress polling)
+	// After the catch-up, once trimming has run (the stream holds no
+	// entry, or TrimWait passed): how long that took, what is left, and
+	// what it costs.
+	TrimmedIn     time.Duration // Segment accepted the last event → stream empty
+	StreamLeft    int           // authpipe_buffer_stream_events then
+	DedupeEntries int           // authpipe_buffer_dedupe_entries then
+	RedisBaseline int64         // Redis used_memory before the worker started (redis backend)
+	RedisUsed     int64         // Redis used_memory then (redis backend)
+	FileSize      int64         // the embedded buffer's file size then (bolt backend)
+}
+
+// BytesPerEvent is what the catch-up left behind per delivered event, once
+// trimmed: Redis' used_memory growth, or the embedded buffer's file size.
+func (c CatchUp) BytesPerEvent(backend string) float64 {
+	if c.Events == 0 {
+		return 0
+	}
+	if backend == "bolt" {
+		return float64(c.FileSize) / float64(c.Events)
+	}
+	return float64(c.RedisUsed-c.RedisBaseline) / float64(c.Events)
 }
 
 func (c CatchUp) Rate() float64 { return rate(c.Events, c.Elapsed) }
@@ -320,11 +342,14 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		env.tenant = fmt.Sprintf("bench-%s-catchup-%d", backend, rand.Uint32()%1e6)
 		env.dataDir = filepath.Join(tmp, env.tenant)
 		logf("%s: catch-up of %d events", backend, opts.Events)
-		br.CatchUp, err = runCatchUp(ctx, opts, env, rs)
+		br.CatchUp, err = runCatchUp(ctx, opts, env, rs, rdb)
 		if err != nil {
 			return nil, fmt.Errorf("%s catch-up: %w", backend, err)
 		}
 		logf("%s: catch-up %.0f events/s, peak RSS %d MB", backend, br.CatchUp.Rate(), br.CatchUp.PeakRSS>>20)
+		logf("%s: trimmed in %s; %d entries left, %d log_ids remembered, %.0f bytes per delivered event",
+			backend, br.CatchUp.TrimmedIn.Round(100*time.Millisecond), br.CatchUp.StreamLeft, br.CatchUp.DedupeEntries,
+			br.CatchUp.BytesPerEvent(backend))
 		if backend == "redis" {
 			logCommandStats(ctx, rdb, logf)
 		}
@@ -484,7 +509,11 @@ func (b *batchLog) snapshot() ([]int, time.Time) {
 	return slices.Clone(b.sizes), b.first
 }
 
-func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServer) (CatchUp, error) {
+// trimWait bounds the wait for the trim after a catch-up: authpipe trims
+// every buffer.TrimInterval.
+const trimWait = time.Minute
+
+func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServer, rdb *redis.Client) (CatchUp, error) {
 	res := CatchUp{Events: opts.Events, BatchSize: batchSizeOf(opts.ExtraEnv)}
 	seg, segSrv, batches := newSegment()
 	defer segSrv.Close()
@@ -498,6 +527,13 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 	}
 	if opts.ProfileDir != "" {
 		env.extra = append(slices.Clip(env.extra), "AUTHPIPE_PPROF=true")
+	}
+	if rdb != nil && env.backend == "redis" {
+		n, err := buffer.RedisMemory(ctx, rdb)
+		if err != nil {
+			return res, err
+		}
+		res.RedisBaseline = n
 	}
 	simCPU0 := selfCPU()
 	w, err := startWorker(opts.Authpipe, env)
@@ -564,6 +600,9 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 			res.RedisCPU = st.CPU - redisCPU0
 		}
 	}
+	if err := measureRetained(ctx, &res, w, env, rdb); err != nil {
+		return res, err
+	}
 	sst := seg.Stats()
 	res.Requests, res.Duplicates = sst.Requests, sst.Duplicates
 	var first time.Time
@@ -573,6 +612,56 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 		return res, err
 	}
 	return res, nil
+}
+
+// measureRetained waits until the worker has trimmed its buffer after the
+// catch-up (the stream holds no entry; at most trimWait) and records what
+// the buffer keeps: Redis' used_memory, or the embedded buffer's file size.
+func measureRetained(ctx context.Context, res *CatchUp, w *worker, env workerEnv, rdb *redis.Client) error {
+	done := time.Now()
+	for {
+		n, err := w.metric("authpipe_buffer_stream_events")
+		if err == nil && n == 0 {
+			break
+		}
+		if time.Since(done) > trimWait {
+			break // report what is left
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	res.TrimmedIn = time.Since(done)
+	if n, err := w.metric("authpipe_buffer_stream_events"); err == nil {
+		res.StreamLeft = int(n)
+	}
+	if n, err := w.metric("authpipe_buffer_dedupe_entries"); err == nil {
+		res.DedupeEntries = int(n)
+	}
+	switch env.backend {
+	case "redis":
+		if rdb == nil {
+			return nil
+		}
+		n, err := buffer.RedisMemory(ctx, rdb)
+		if err != nil {
+			return err
+		}
+		res.RedisUsed = n
+	case "bolt":
+		files, err := filepath.Glob(filepath.Join(env.dataDir, "*.db"))
+		if err != nil {
+			return err
+		}
+		for _, f := range files {
+			if fi, err := os.Stat(f); err == nil {
+				res.FileSize += fi.Size()
+			}
+		}
+	}
+	return nil
 }
 
 // batchSizeOf returns SEGMENT_BATCH_SIZE from extra env, else authpipe's

@@ -14,7 +14,10 @@ const (
 	TargetBoltRate  = 20_000      // events/s end to end with the embedded buffer
 	TargetPeakRSS   = 150 << 20   // bytes, whatever the backlog
 	TargetP99Slack  = time.Second // p99 ≤ poll interval + this
-	fullBatchShare  = 0.95        // "full batches": this share of catch-up batches full
+	// TargetRedisBytesPerEvent: Redis memory left per delivered event
+	// once trimmed (issue 16).
+	TargetRedisBytesPerEvent = 100
+	fullBatchShare           = 0.95 // "full batches": this share of catch-up batches full
 )
 
 // Check is one target and whether the run met it.
@@ -49,6 +52,14 @@ func (r *Report) Checks() []Check {
 			What: b.Backend + ": peak RSS", Target: "< 150 MB",
 			Got: mb(peak), OK: peak < TargetPeakRSS,
 		})
+		if b.Backend == "redis" {
+			per := b.CatchUp.BytesPerEvent(b.Backend)
+			out = append(out, Check{
+				What:   "redis: memory per delivered event after the catch-up, trimmed",
+				Target: fmt.Sprintf("≤ %d bytes", TargetRedisBytesPerEvent),
+				Got:    fmt.Sprintf("%.0f bytes", per), OK: per <= TargetRedisBytesPerEvent && b.CatchUp.StreamLeft == 0,
+			})
+		}
 		full, mean := fullShare(b.CatchUp.Batches, b.CatchUp.BatchSize)
 		out = append(out, Check{
 			What:   b.Backend + ": full Segment batches in catch-up",
@@ -134,6 +145,19 @@ func (r *Report) Print(w io.Writer) {
 		share, mean := fullShare(b.CatchUp.Batches, b.CatchUp.BatchSize)
 		return fmt.Sprintf("%.1f%% of %d / %.1f", share*100, len(b.CatchUp.Batches), mean)
 	})
+	row("after the catch-up, once trimmed: trim took", func(b BackendReport) string {
+		return b.CatchUp.TrimmedIn.Round(100 * time.Millisecond).String()
+	})
+	row("  entries left in the stream / log_ids remembered", func(b BackendReport) string {
+		return thousands(float64(b.CatchUp.StreamLeft)) + " / " + thousands(float64(b.CatchUp.DedupeEntries))
+	})
+	row("  Redis used_memory (growth) / buffer file size", func(b BackendReport) string {
+		if b.Backend == "bolt" {
+			return mb(b.CatchUp.FileSize)
+		}
+		return mb(b.CatchUp.RedisUsed) + " (" + mb(b.CatchUp.RedisUsed-b.CatchUp.RedisBaseline) + ")"
+	})
+	row("  bytes per delivered event", func(b BackendReport) string { return fmt.Sprintf("%.0f", b.CatchUp.BytesPerEvent(b.Backend)) })
 	row("", func(BackendReport) string { return "" })
 	row(fmt.Sprintf("STEADY (%s events/s for %s)", thousands(float64(o.Rate)), o.SteadyFor), func(BackendReport) string { return "" })
 	row("latency p50 (available in Auth0 → accepted by Segment)", func(b BackendReport) string {

@@ -5,7 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/metrics"
@@ -100,25 +99,42 @@ func TestAppendAtomic(t *testing.T) {
 		{
 			name: "invalid log id mid-page (checked by the script itself)",
 			run: func(f *fixture) error {
-				args := []any{"", good[3].ID, 4}
+				args := []any{"", good[3].ID, 3600, 3600, 4}
 				for i, l := range good {
 					id := l.ID
 					if i == 2 {
 						id = "123"
 					}
-					args = append(args, id, 1, string(l.Raw), l.Pack())
+					args = append(args, id, string(l.Raw), l.Pack())
 				}
-				return appendScript.Run(f.ctx, f.rdb, []string{f.b.StreamKey(), f.b.Key("seen"), f.b.Key("checkpoint"), f.b.Key("behind"), f.b.Key("head")}, args...).Err()
+				return appendScript.Run(f.ctx, f.rdb, f.appendKeys(good), args...).Err()
 			},
 			wantErr: "log 2: log_id is not valid",
 		},
 		{
 			name: "argument count mismatch (checked by the script)",
 			run: func(f *fixture) error {
-				return appendScript.Run(f.ctx, f.rdb, []string{f.b.StreamKey(), f.b.Key("seen"), f.b.Key("checkpoint"), f.b.Key("behind"), f.b.Key("head")},
-					"", good[0].ID, 2, good[0].ID, 1, string(good[0].Raw)).Err()
+				return appendScript.Run(f.ctx, f.rdb, f.appendKeys(good),
+					"", good[0].ID, 3600, 3600, 2, good[0].ID, string(good[0].Raw), "").Err()
 			},
 			wantErr: "do not match",
+		},
+		{
+			name: "dedupe bucket not declared (checked by the script)",
+			run: func(f *fixture) error {
+				keys := f.appendKeys(good)
+				return appendScript.Run(f.ctx, f.rdb, keys[:len(keys)-1],
+					"", good[0].ID, 3600, 3600, 1, good[0].ID, string(good[0].Raw), "").Err()
+			},
+			wantErr: "log 0: its dedupe bucket key is not declared",
+		},
+		{
+			name: "dedupe bucket of the wrong type",
+			prepare: func(t *testing.T, f *fixture) {
+				require.NoError(t, f.rdb.Set(f.ctx, f.b.bucketKey(base.UTC().Format(hourLayout)), "x", 0).Err())
+			},
+			run:     func(f *fixture) error { _, err := f.b.Append(f.ctx, good, good[3].ID); return err },
+			wantErr: "does not hold a set",
 		},
 	}
 	for _, tt := range tests {
@@ -130,7 +146,7 @@ func TestAppendAtomic(t *testing.T) {
 				f.appendAll(t, earlier)
 			}
 			cpBefore, _ := f.rdb.Get(f.ctx, f.b.Key("checkpoint")).Result()
-			seenBefore, _ := f.rdb.ZCard(f.ctx, f.b.Key("seen")).Result()
+			seenBefore, _ := f.b.dedupeEntries(f.ctx)
 			lenBefore, _ := f.rdb.XLen(f.ctx, f.b.StreamKey()).Result()
 			if tt.prepare != nil {
 				tt.prepare(t, f)
@@ -143,18 +159,17 @@ func TestAppendAtomic(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, lenBefore, n, "stream entries written")
 			if tt.prepare == nil {
-				seen, err := f.rdb.ZCard(f.ctx, f.b.Key("seen")).Result()
+				seen, err := f.b.dedupeEntries(f.ctx)
 				require.NoError(t, err)
 				require.Equal(t, seenBefore, seen, "seen ids written")
 				cp, err := f.b.Checkpoint(f.ctx)
 				require.NoError(t, err)
 				require.Equal(t, cpBefore, cp)
 			}
-			for _, l := range good {
-				_, err := f.rdb.ZScore(f.ctx, f.b.Key("seen"), l.ID).Result()
-				if err == nil || !isWrongType(err) {
-					require.ErrorIs(t, err, redis.Nil, "log %s marked seen", l.ID)
-				}
+			if tt.prepare == nil {
+				seen, err := f.b.Seen(f.ctx, logIDs(good))
+				require.NoError(t, err)
+				require.Equal(t, []bool{false, false, false, false}, seen, "logs marked seen")
 			}
 		})
 	}

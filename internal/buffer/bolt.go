@@ -127,7 +127,7 @@ func OpenBolt(dir string, cfg Config, deps Deps) (*Bolt, error) {
 	return b, nil
 }
 func (b *Bolt) initFile(tx *bbolt.Tx) error {
-	for _, name := range [][]byte{bktMeta, bktStream, bktSeen, bktGroups, bktDLQ, bktReasons, bktBehind} {
+	for _, name := range [][]byte{bktMeta, bktStream, bktSeen, bktDedupe, bktGroups, bktDLQ, bktReasons, bktBehind} {
 		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 			return fmt.Errorf("create bucket %s: %w", name, err)
 		}

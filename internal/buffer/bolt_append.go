@@ -56,7 +56,7 @@ func (b *Bolt) Append(ctx context.Context, logs []auth0log.Log, checkpoint strin
 	var added, moved int
 	err := b.update(ctx, func(tx *bbolt.Tx) error {
 		added, moved = 0, 0
-		meta, stream, seen := tx.Bucket(bktMeta), tx.Bucket(bktStream), tx.Bucket(bktSeen)
+		meta, stream, seen := tx.Bucket(bktMeta), tx.Bucket(bktStream), dedupeOf(tx)
 		stream.FillPercent = 1 // keys only ever grow: pack the pages
 		cur := string(meta.Get(bkeyCheckpoint))
 		if cur != "" && auth0log.ValidateID(cur) != nil {
@@ -73,15 +73,14 @@ func (b *Bolt) Append(ctx context.Context, logs []auth0log.Log, checkpoint strin
 		head := string(meta.Get(bkeyHead))
 		top := head // the highest log_id in the stream: below it is behind (see appendScript)
 		for _, l := range logs {
-			logID := []byte(l.ID)
-			if seen.Get(logID) != nil {
+			if seen.has(l.ID) {
 				continue
 			}
 			last = last.next(now)
 			if err := stream.Put(last.key(), encodeEntry(l.ID, l.Raw, l.Pack())); err != nil {
 				return err
 			}
-			if err := seen.Put(logID, []byte{}); err != nil {
+			if err := seen.add(l.ID); err != nil {
 				return err
 			}
 			if top != "" && l.ID < top {

@@ -25,7 +25,10 @@ import (
 //	         fields | raw (fields: the parsed fields, auth0log.Log.Pack);
 //	         entries written before the fields were stored:
 //	         len(log_id) | log_id | raw
-//	seen     log_id → "" (dedupe; log_ids sort by their embedded time)
+//	dedupe   hour (yyyymmddhh, of the log_id's time) → bucket: packed
+//	         log_id (dedupe.go) → "" (the dedupe record; bolt_dedupe.go)
+//	seen     log_id → "": the dedupe record of files written before the
+//	         hour buckets; read, and trimmed, until it is empty
 //	groups   group → bucket: last (id of the last entry delivered, absent
 //	         until the first), read (entries delivered or trimmed before the
 //	         group existed), pending (size of pel), pel → bucket:
@@ -42,6 +45,7 @@ var (
 	bktMeta    = []byte("meta")
 	bktStream  = []byte("stream")
 	bktSeen    = []byte("seen")
+	bktDedupe  = []byte("dedupe")
 	bktGroups  = []byte("groups")
 	bktDLQ     = []byte("dlq")
 	bktReasons = []byte("reasons")

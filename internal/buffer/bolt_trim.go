@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"go.etcd.io/bbolt"
@@ -11,15 +12,18 @@ import (
 	"github.com/authpipe/authpipe/internal/auth0log"
 )
 
-// Trim removes stream entries older than the retention, but never one still
-// pending in a group or not yet delivered to a group: it removes entries
-// below the smallest of now − Retention, every group's oldest pending id and
-// every group's first undelivered id, each transaction computing the bound
-// and deleting up to trimChunk entries. It also forgets log_ids older than
-// the retention in the dedupe set (Auth0 no longer serves those). It
-// returns how many stream entries it removed.
+// Trim removes every stream entry that every consumer group has
+// acknowledged, but never one still pending in a group or not yet delivered
+// to a group: it removes entries below the smallest of every group's oldest
+// pending id and every group's first undelivered id (while there is no
+// group, below now − Retention), each transaction computing the bound and
+// deleting up to trimChunk entries. It also forgets the dedupe record's hour
+// buckets (and the previous layout's log_ids) older than the retention
+// (Auth0 no longer serves those). It returns how many stream entries it
+// removed. bbolt reuses the pages it frees.
 func (b *Bolt) Trim(ctx context.Context) (int64, error) {
-	cutoff := max(b.clock.Now().Add(-b.cfg.Retention).UnixMilli(), 0)
+	now := b.clock.Now()
+	cutoff := max(now.Add(-b.cfg.Retention).UnixMilli(), 0)
 	// log_ids sort by their embedded time (whole seconds): those before
 	// this one are older than the cutoff.
 	seenBound := []byte(auth0log.CheckpointAt(time.Unix((cutoff+999)/1000, 0)))
@@ -54,6 +58,9 @@ func (b *Bolt) Trim(ctx context.Context) (int64, error) {
 				}
 			}
 			stale = len(keys)
+			if forgotten, err = dedupeOf(tx).dropExpired(now.Add(-b.cfg.Retention)); err != nil {
+				return err
+			}
 			seen := tx.Bucket(bktSeen)
 			keys = collect(seen.Cursor(), func(k []byte) bool { return bytes.Compare(k, seenBound) < 0 })
 			for _, k := range keys {
@@ -61,7 +68,7 @@ func (b *Bolt) Trim(ctx context.Context) (int64, error) {
 					return err
 				}
 			}
-			forgotten = len(keys)
+			forgotten += len(keys)
 			if trimmed == 0 && forgotten == 0 && stale == 0 {
 				return errNoChange
 			}
@@ -80,11 +87,14 @@ func (b *Bolt) Trim(ctx context.Context) (int64, error) {
 	}
 }
 
-// trimBound is the smallest id Trim must keep: the cutoff, every group's
-// first undelivered entry and every group's oldest pending entry.
+// trimBound is the smallest id Trim must keep: every group's first
+// undelivered entry and every group's oldest pending entry; the cutoff
+// when there is no group.
 func (b *Bolt) trimBound(tx *bbolt.Tx, cutoff uint64) (streamID, error) {
-	bound := streamID{ms: cutoff}
+	bound := streamID{ms: math.MaxUint64, seq: math.MaxUint64}
+	groups := 0
 	err := tx.Bucket(bktGroups).ForEachBucket(func(name []byte) error {
+		groups++
 		g, err := openGroup(tx, string(name))
 		if err != nil {
 			return err
@@ -103,6 +113,9 @@ func (b *Bolt) trimBound(tx *bbolt.Tx, cutoff uint64) (streamID, error) {
 		}
 		return nil
 	})
+	if groups == 0 {
+		bound = streamID{ms: cutoff}
+	}
 	return bound, err
 }
 
@@ -164,7 +177,12 @@ func (b *Bolt) gauges(context.Context) (gauges, error) {
 		return gauges{}, err
 	}
 	backlog, pending := s.aggregate()
-	return gauges{backlog: backlog, pending: pending, length: s.length, deadLetters: s.deadLetters}, nil
+	// Counted here, for the gauges only: it walks the record's pages.
+	var dedupe int64
+	if err := b.view(func(tx *bbolt.Tx) error { dedupe = dedupeOf(tx).count(); return nil }); err != nil {
+		return gauges{}, fmt.Errorf("count dedupe record: %w", err)
+	}
+	return gauges{backlog: backlog, pending: pending, length: s.length, deadLetters: s.deadLetters, dedupe: dedupe}, nil
 }
 
 // Stats reports the stream length, the group's backlog (undelivered +

@@ -21,15 +21,21 @@ const (
 	// MinRetention guards against unit mistakes ("144" read as nanoseconds):
 	// the retention also bounds dedupe, so it must cover any re-poll.
 	MinRetention = time.Minute
+	// TrimInterval is how often authpipe run trims each buffer (Trim): how
+	// long acknowledged entries stay in Redis or the embedded file at most,
+	// beyond a slow consumer group.
+	TrimInterval = 10 * time.Second
 )
 
 // Config configures one tenant's buffer.
 type Config struct {
 	// Tenant names the tenant; all its keys are authpipe:{Tenant}:<name>.
 	Tenant string
-	// Retention is how long raw logs stay in the stream and log_ids in the
-	// dedupe set; default 144h, the Auth0 retention. Trim never removes
-	// pending or undelivered entries, whatever their age.
+	// Retention is how long log_ids stay in the dedupe record; default
+	// 144h, the Auth0 retention. Entries leave the stream once every
+	// consumer group acknowledged them; while the stream has no group, they
+	// leave after the retention. Trim never removes pending or undelivered
+	// entries, whatever their age.
 	Retention time.Duration
 	// MaxDeliveries is how often an entry is delivered before Reclaim (or
 	// ReadPending) moves it to the dead-letter stream; default 10.

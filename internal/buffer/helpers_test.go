@@ -102,3 +102,27 @@ func nilIfEmpty(s []string) []string {
 	}
 	return s
 }
+
+// appendKeys are the append script's KEYS for a page of logs.
+func (f *fixture) appendKeys(logs []auth0log.Log) []string {
+	keys := []string{f.b.StreamKey(), f.b.Key("seen"), f.b.Key("checkpoint"), f.b.Key("behind"), f.b.Key("head"), f.b.Key("seen:index")}
+	hours := map[string]bool{}
+	for _, l := range logs {
+		h, err := idHour(l.ID)
+		if err == nil && !hours[h] {
+			hours[h] = true
+			keys = append(keys, f.b.bucketKey(h))
+		}
+	}
+	return keys
+}
+
+// bucketKeys lists the tenant's dedupe bucket keys in Redis.
+func (f *fixture) bucketKeys(t *testing.T) []string {
+	t.Helper()
+	keys, err := f.rdb.Keys(f.ctx, f.b.Key("seen")+":20*").Result()
+	require.NoError(t, err)
+	return keys
+}
+
+func redisZ(score float64, member string) redis.Z { return redis.Z{Score: score, Member: member} }

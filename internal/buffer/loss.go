@@ -33,7 +33,8 @@ const (
 	// LostGroup: a consumer group this process reads with is gone.
 	LostGroup = "consumer_group"
 	// LostDedupe: the dedupe record lacks the log_id of the newest entry
-	// of the stream.
+	// of the stream (of the highest log_id ever buffered, when the stream
+	// holds no entry).
 	LostDedupe = "dedupe_record"
 	// LostFence: the poller lease's fencing-token counter went backwards.
 	LostFence = "fencing_token"
@@ -121,9 +122,13 @@ type survey struct {
 	// acknowledged (every entry before it has been), firstLog its log_id;
 	// "" when there is none.
 	first, firstLog string
-	// newest is the newest entry; dedupeMissing: its log_id, dated within
-	// the retention, is not in the dedupe record.
+	// newest is the newest entry. dedupeRef is the log_id checked against
+	// the dedupe record: the newest entry's, or when the stream holds none
+	// (every entry acknowledged and trimmed), the highest ever added;
+	// dedupeMissing: it is dated within the retention and not in the
+	// record.
 	newest, newestLog string
+	dedupeRef         string
 	dedupeMissing     bool
 	// behindLow is the lowest from-position (auth0log.CheckpointAt of its
 	// second) of entries added out of log_id order (backfill, dead
@@ -157,7 +162,7 @@ type memory struct {
 	firstLog   string
 	newest     string
 	newestLog  string
-	dedupeSeen string // newest entry at which a missing dedupe record was counted
+	dedupeSeen string // log_id (dedupeRef) at which a missing dedupe record was counted
 	// delivered is the watermark: every log up to it (as a from-position)
 	// has been acknowledged by every consumer group. "" when unknown.
 	delivered string
@@ -293,8 +298,12 @@ func observe(snap memory, sv survey, obs []observation) []Finding {
 			found = append(found, Finding{LostGroup, "consumer group " + g + " gone"})
 		}
 	}
-	if sv.dedupeMissing && sv.newest != snap.dedupeSeen {
-		found = append(found, Finding{LostDedupe, "dedupe record lacks log_id " + sv.newestLog + " of the newest stream entry " + sv.newest})
+	if sv.dedupeMissing && sv.dedupeRef != snap.dedupeSeen {
+		what := "of the newest stream entry " + sv.newest
+		if sv.dedupeRef != sv.newestLog {
+			what = "(the highest ever buffered; the stream holds no entry)"
+		}
+		found = append(found, Finding{LostDedupe, "dedupe record lacks log_id " + sv.dedupeRef + " " + what})
 	}
 	fence, fenceFound := int64(0), false
 	if sv.fenceRead && snap.fence > 0 && sv.fence < snap.fence {
@@ -345,7 +354,7 @@ func (w *lossWatch) absorb(snap memory, sv survey) {
 	}
 	m.first, m.firstLog, m.newest, m.newestLog = sv.first, sv.firstLog, sv.newest, sv.newestLog
 	if sv.dedupeMissing {
-		m.dedupeSeen = sv.newest
+		m.dedupeSeen = sv.dedupeRef
 	}
 	m.delivered = w.watermark(sv)
 	if t, err := auth0log.IDTime(m.delivered); err == nil {

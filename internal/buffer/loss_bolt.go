@@ -249,9 +249,15 @@ func (b *Bolt) survey() (survey, int, error) {
 				return fmt.Errorf("entry %s: %w", mustID(k), err)
 			}
 			sv.newest, sv.newestLog = mustID(k).String(), logID
-			sec := secondOf(logID)
-			sv.dedupeMissing = len(logID) == auth0log.IDLength && bytes.Compare(sec, cutoff) >= 0 &&
-				tx.Bucket(bktSeen).Get([]byte(logID)) == nil
+		}
+		// The newest entry's log_id, or when every entry was acknowledged
+		// and trimmed, the highest ever added (see Redis.surveyDedupe).
+		ref := sv.newestLog
+		if ref == "" {
+			ref = string(meta.Get(bkeyHead))
+		}
+		if len(ref) == auth0log.IDLength && bytes.Compare(secondOf(ref), cutoff) >= 0 {
+			sv.dedupeRef, sv.dedupeMissing = ref, !dedupeOf(tx).has(ref)
 		}
 		first, _ := parseID(sv.first)
 		bc := tx.Bucket(bktBehind).Cursor()

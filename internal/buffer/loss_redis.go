@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/authpipe/authpipe/internal/auth0log"
 )
 
 // behindCleanup bounds the acknowledged entries one survey removes from
@@ -26,13 +28,15 @@ const dedupeSlack = time.Hour
 // surveyScript reads, in one step, what loss detection and the delivered
 // watermark need, and drops acknowledged entries from the behind set.
 //
-// KEYS: stream, seen, checkpoint, behind, and the poller lease's fencing
+// KEYS: stream, head, checkpoint, behind, and the poller lease's fencing
 // counter when known.
-// ARGV: the oldest second (YYYYMMDDhhmmss) at which the newest entry's
-// log_id must be in seen; the most behind entries to drop.
+// ARGV: unused; the most behind entries to drop.
 // Returns {checkpoint, stream exists (0/1), {groups}, first unacknowledged
-// id, its log_id, newest id, its log_id, newest log_id missing from seen
-// (0/1), lowest second behind, fencing counter ("" when not asked)}.
+// id, its log_id, newest id, its log_id, head (the highest log_id ever
+// added), lowest second behind, fencing counter ("" when not asked)}.
+// Whether the dedupe record holds the newest log_id is asked after it
+// (Seen): the buckets' keys depend on what it read, and the record only
+// loses log_ids by the retention, which dedupeSlack keeps clear of.
 var surveyScript = redis.NewScript(`#!lua
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
@@ -52,7 +56,7 @@ local function field(f, name)
 end
 local cp = redis.call('GET', KEYS[3]) or ''
 local exists = redis.call('TYPE', KEYS[1])['ok'] == 'stream'
-local groups, first, firstlog, newest, newestlog, missing = {}, '', '', '', '', 0
+local groups, first, firstlog, newest, newestlog = {}, '', '', '', ''
 if exists then
   local cand
   local function consider(id)
@@ -79,13 +83,7 @@ if exists then
   end
   if #e > 0 then first, firstlog = e[1][1], field(e[1][2], 'id') end
   local n = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
-  if #n > 0 then
-    newest, newestlog = n[1][1], field(n[1][2], 'id')
-    local sec = tonumber(newestlog:sub(4, 17))
-    if #newestlog == 56 and sec and sec >= tonumber(ARGV[1]) and not redis.call('ZSCORE', KEYS[2], newestlog) then
-      missing = 1
-    end
-  end
+  if #n > 0 then newest, newestlog = n[1][1], field(n[1][2], 'id') end
 end
 local low = ''
 if redis.call('TYPE', KEYS[4])['ok'] == 'zset' then
@@ -104,17 +102,17 @@ if redis.call('TYPE', KEYS[4])['ok'] == 'zset' then
 end
 local fence = ''
 if #KEYS >= 5 then fence = redis.call('GET', KEYS[5]) or '0' end
-return {cp, exists and 1 or 0, groups, first, firstlog, newest, newestlog, missing, low, fence}
+local head = redis.call('GET', KEYS[2]) or ''
+return {cp, exists and 1 or 0, groups, first, firstlog, newest, newestlog, head, low, fence}
 `)
 
 // survey reads the buffer's state for loss detection (surveyScript).
 func (b *Redis) survey(ctx context.Context, fenceKey string) (survey, error) {
-	keys := []string{b.stream, b.seen, b.checkpoint, b.behind}
+	keys := []string{b.stream, b.head, b.checkpoint, b.behind}
 	if fenceKey != "" {
 		keys = append(keys, fenceKey)
 	}
-	cutoff := b.clock.Now().Add(-b.cfg.Retention + dedupeSlack).UTC().Format("20060102150405")
-	res, err := surveyScript.Run(ctx, b.client, keys, cutoff, behindCleanup).Slice()
+	res, err := surveyScript.Run(ctx, b.client, keys, "", behindCleanup).Slice()
 	if err != nil {
 		return survey{}, fmt.Errorf("survey buffer: %w", err)
 	}
@@ -130,7 +128,9 @@ func (b *Redis) survey(ctx context.Context, fenceKey string) (survey, error) {
 		newest:     str(res[5]),
 		newestLog:  str(res[6]),
 	}
-	sv.dedupeMissing = res[7] == int64(1)
+	if err := b.surveyDedupe(ctx, &sv, str(res[7])); err != nil {
+		return survey{}, err
+	}
 	if low := str(res[8]); low != "" {
 		sv.behindLow = secondFrom(low)
 	}
@@ -146,6 +146,28 @@ func (b *Redis) survey(ctx context.Context, fenceKey string) (survey, error) {
 		sv.fence, sv.fenceRead = n, true
 	}
 	return sv, nil
+}
+
+// surveyDedupe asks whether the dedupe record holds the log_id of the
+// newest stream entry — or, when acknowledged entries have all left the
+// stream, the highest log_id ever added (head) — while it is dated
+// dedupeSlack inside the retention, clear of Trim and EXPIREAT forgetting
+// it.
+func (b *Redis) surveyDedupe(ctx context.Context, sv *survey, head string) error {
+	ref := sv.newestLog
+	if ref == "" {
+		ref = head
+	}
+	t, err := auth0log.IDTime(ref)
+	if err != nil || t.Before(b.clock.Now().Add(-b.cfg.Retention+dedupeSlack)) {
+		return nil
+	}
+	seen, err := b.Seen(ctx, []string{ref})
+	if err != nil {
+		return fmt.Errorf("survey buffer: %w", err)
+	}
+	sv.dedupeRef, sv.dedupeMissing = ref, !seen[0]
+	return nil
 }
 
 // CheckLoss looks for signs that Redis lost data since this process last

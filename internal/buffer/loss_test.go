@@ -275,7 +275,9 @@ func TestLossCheckpointWentBack(t *testing.T) {
 func TestLossDedupeRecord(t *testing.T) {
 	f := newLossFixture(t, testredis.Client(t))
 	f.deliver(t)
-	require.NoError(t, f.rdb.Del(f.ctx, f.b.Key("seen")).Err())
+	buckets := f.bucketKeys(t)
+	require.NotEmpty(t, buckets)
+	require.NoError(t, f.rdb.Del(f.ctx, buckets...).Err())
 	require.NoError(t, f.b.CheckLoss(f.ctx))
 	require.NoError(t, f.b.CheckLoss(f.ctx))
 	require.Equal(t, 1.0, f.incidents())
@@ -288,9 +290,45 @@ func TestLossDedupeRecord(t *testing.T) {
 	g := newLossFixture(t, testredis.Client(t))
 	old := page(g.clock.Now().Add(-DefaultRetention+time.Minute), 0, 3)
 	g.appendAll(t, old)
-	require.NoError(t, g.rdb.ZRem(g.ctx, g.b.Key("seen"), old[2].ID).Err())
+	h, err := idHour(old[2].ID)
+	require.NoError(t, err)
+	packed, err := packID(old[2].ID)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, g.rdb.SRem(g.ctx, g.b.bucketKey(h), packed).Val())
 	require.NoError(t, g.b.CheckLoss(g.ctx))
 	require.Zero(t, g.incidents())
+}
+
+// TestLossDedupeRecordStreamTrimmed: once every entry is acknowledged and
+// trimmed, the stream holds nothing to compare the record with; the
+// highest log_id ever buffered (head) is compared instead, so a record
+// lost (evicted, flushed with the checkpoint kept) is still noticed.
+func TestLossDedupeRecordStreamTrimmed(t *testing.T) {
+	f := newLossFixture(t, testredis.Client(t))
+	f.deliver(t)
+	got, err := f.b.Read(f.ctx, "fwd", "c1", 20, 0)
+	require.NoError(t, err)
+	require.Len(t, got, 10)
+	var pending []string
+	for _, p := range f.pending(t, "fwd") {
+		pending = append(pending, p.ID)
+	}
+	require.Len(t, pending, 15)
+	require.NoError(t, f.b.Ack(f.ctx, "fwd", pending...))
+	n, err := f.b.Trim(f.ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 30, n)
+	require.NoError(t, f.b.CheckLoss(f.ctx))
+	require.Zero(t, f.incidents(), "a trimmed stream is no sign of loss")
+
+	require.NoError(t, f.rdb.Del(f.ctx, f.bucketKeys(t)...).Err())
+	require.NoError(t, f.b.CheckLoss(f.ctx))
+	require.NoError(t, f.b.CheckLoss(f.ctx))
+	require.Equal(t, 1.0, f.incidents())
+	inc, _ := f.b.LastIncident()
+	require.Equal(t, []string{LostDedupe}, inc.Kinds())
+	require.Contains(t, inc.Found[0].Detail, f.all[29].ID)
+	require.True(t, inc.Repoll)
 }
 
 func TestLossFencingCounter(t *testing.T) {

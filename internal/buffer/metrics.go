@@ -103,6 +103,7 @@ func newMetrics(reg prometheus.Registerer, stages *metrics.Stages) *bufferMetric
 // gauges are the figures behind the buffer's gauges, read at scrape time.
 type gauges struct {
 	backlog, pending, length, deadLetters int64
+	dedupe                                int64 // log_ids in the dedupe record
 }
 
 // gaugeSource reads the gauges of one backend.
@@ -123,7 +124,7 @@ type statsCollector struct {
 	log                                   *slog.Logger
 	clock                                 clockwork.Clock
 	backlog, pending, stream, deadLetters *prometheus.Desc
-	up, lastSuccess                       *prometheus.Desc
+	dedupe, up, lastSuccess               *prometheus.Desc
 
 	mu     sync.Mutex // concurrent scrapes
 	last   gauges     // values of the last successful query
@@ -144,11 +145,13 @@ func newStatsCollector(log *slog.Logger, clock clockwork.Clock, source gaugeSour
 			"Entries in the stream (acknowledged ones included, until trimmed).", nil, nil),
 		deadLetters: prometheus.NewDesc("authpipe_dead_letter_events",
 			"Entries in the dead-letter stream.", nil, nil),
+		dedupe: prometheus.NewDesc("authpipe_buffer_dedupe_entries",
+			"log_ids in the dedupe record (kept for the retention, after their entries left the stream).", nil, nil),
 		up: prometheus.NewDesc("authpipe_buffer_up",
 			"1 if the buffer (Redis, or the embedded buffer's file) answered this scrape's statistics query, 0 if it did not.", nil, nil),
 		lastSuccess: prometheus.NewDesc("authpipe_buffer_stats_last_success_timestamp_seconds",
 			"When the buffer last answered the statistics query behind the buffer gauges (0: never). While it does not answer, "+
-				"authpipe_buffer_backlog_events, _pending_events, _stream_events and authpipe_dead_letter_events keep the values read then.", nil, nil),
+				"authpipe_buffer_backlog_events, _pending_events, _stream_events, _dedupe_entries and authpipe_dead_letter_events keep the values read then.", nil, nil),
 	}
 }
 
@@ -157,6 +160,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.pending
 	ch <- c.stream
 	ch <- c.deadLetters
+	ch <- c.dedupe
 	ch <- c.up
 	ch <- c.lastSuccess
 }
@@ -188,6 +192,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(g.pending))
 	ch <- prometheus.MustNewConstMetric(c.stream, prometheus.GaugeValue, float64(g.length))
 	ch <- prometheus.MustNewConstMetric(c.deadLetters, prometheus.GaugeValue, float64(g.deadLetters))
+	ch <- prometheus.MustNewConstMetric(c.dedupe, prometheus.GaugeValue, float64(g.dedupe))
 	ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, boolGauge(up))
 	ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, since)
 }
@@ -220,6 +225,10 @@ func (b *Redis) gauges(ctx context.Context) (gauges, error) {
 	if err != nil {
 		return gauges{}, err
 	}
+	dedupe, err := b.dedupeEntries(ctx)
+	if err != nil {
+		return gauges{}, err
+	}
 	backlog, pending := s.aggregate()
-	return gauges{backlog: backlog, pending: pending, length: s.length, deadLetters: s.deadLetters}, nil
+	return gauges{backlog: backlog, pending: pending, length: s.length, deadLetters: s.deadLetters, dedupe: dedupe}, nil
 }

@@ -27,6 +27,7 @@ const (
 	keyReasons    = "reasons"
 	keyBehind     = "behind"
 	keyHead       = "head"
+	keySeenIndex  = "seen:index" // the hours of the dedupe buckets; a bucket is seen:<yyyymmddhh>
 )
 
 const (
@@ -87,7 +88,9 @@ type Redis struct {
 	fenced prometheus.Counter // appends refused by the fencing token
 	loss   *lossWatch
 
-	stream, checkpoint, seen, dlq, reasons, behind, head string
+	stream, checkpoint, seen, dlq, reasons, behind, head, seenIndex string
+
+	margin time.Duration // dedupeMargin; shorter in tests of expiry
 
 	mu      sync.Mutex
 	cursors map[string]string // group → XAUTOCLAIM cursor
@@ -117,9 +120,11 @@ func NewRedis(client redis.UniversalClient, cfg Config, deps Deps) (*Redis, erro
 		log:     deps.Logger.With("component", "buffer", "tenant", cfg.Tenant),
 		clock:   deps.Clock,
 		cursors: make(map[string]string),
+		margin:  dedupeMargin,
 	}
 	b.stream, b.checkpoint, b.seen = b.Key(keyStream), b.Key(keyCheckpoint), b.Key(keySeen)
 	b.dlq, b.reasons, b.behind, b.head = b.Key(keyDLQ), b.Key(keyReasons), b.Key(keyBehind), b.Key(keyHead)
+	b.seenIndex = b.Key(keySeenIndex)
 	// The gauges first: registering them fails (rather than panics) when
 	// this tenant's buffer metrics exist on the registry already.
 	if err := registerStats(deps.Registerer, b); err != nil {
@@ -187,7 +192,7 @@ func (b *Redis) appendPage(ctx context.Context, logs []auth0log.Log, checkpoint 
 		return 0, fmt.Errorf("append page of %d logs: %w: the poller has not yet taken the re-poll", len(logs), ErrDataLoss)
 	}
 	script, keys := appendScript, []string{b.stream, b.seen, b.checkpoint, b.behind, b.head}
-	args := make([]any, 0, 4+4*len(logs))
+	args := make([]any, 0, 6+3*len(logs))
 	if fence != nil {
 		if err := b.checkFence(*fence); err != nil {
 			return 0, err
@@ -195,21 +200,27 @@ func (b *Redis) appendPage(ctx context.Context, logs []auth0log.Log, checkpoint 
 		script, keys = fencedAppendScript, append(keys, fence.Key)
 		args = append(args, fence.Token)
 	}
-	args = append(args, b.loss.expected(), checkpoint, len(logs))
+	keys = append(keys, b.seenIndex)
+	args = append(args, b.loss.expected(), checkpoint,
+		int64((b.cfg.Retention + b.margin).Seconds()), int64(b.margin.Seconds()), len(logs))
 	ids := make([]string, len(logs))
+	hours := make(map[string]bool, 2)
 	for i, l := range logs {
 		// The log_ids were validated where the events were decoded
 		// (auth0log); the script checks their format again for the
-		// stream's own sake (see appendScript). The embedded time is
-		// the seen set's score.
-		t, err := auth0log.IDTime(l.ID)
+		// stream's own sake (see appendScript).
+		h, err := idHour(l.ID)
 		if err != nil {
 			return 0, fmt.Errorf("append page: log %d: %w", i, err)
 		}
 		if len(l.Raw) == 0 {
 			return 0, fmt.Errorf("append page: log %d (%s): empty raw event", i, l.ID)
 		}
-		args = append(args, l.ID, t.UnixMilli(), []byte(l.Raw), l.Pack())
+		if !hours[h] {
+			hours[h] = true
+			keys = append(keys, b.bucketKey(h))
+		}
+		args = append(args, l.ID, []byte(l.Raw), l.Pack())
 		ids[i] = l.ID
 	}
 	if checkpoint == "" {
@@ -599,18 +610,19 @@ func (b *Redis) DeadLetters(ctx context.Context, count int) ([]DeadLetter, error
 	return b.DeadLettersAfter(ctx, "", count)
 }
 
-// Trim removes stream entries older than the retention, but never one still
-// pending in a group or not yet delivered to a group: it trims by MINID =
-// the smallest of now − Retention, every group's oldest pending id and
-// every group's first undelivered id (just after its last-delivered-id),
-// computed and applied in one script. It also forgets log_ids older than
-// the retention in the dedupe set (Auth0 no longer serves those). It
-// returns how many stream entries it removed.
+// Trim removes from the stream every entry that every consumer group has
+// acknowledged, but never one still pending in a group or not yet
+// delivered to a group: it trims by MINID = the smallest of every group's
+// oldest pending id and every group's first undelivered id (just after its
+// last-delivered-id), computed and applied in one script. While the stream
+// has no group only entries older than the retention go. It also forgets
+// the dedupe buckets (and the previous version's zset entries) whose log_ids
+// are all older than the retention (Auth0 no longer serves those). It
+// returns how many stream entries it removed. authpipe run calls it every
+// TrimInterval.
 func (b *Redis) Trim(ctx context.Context) (int64, error) {
-	cutoff := b.clock.Now().Add(-b.cfg.Retention).UnixMilli()
-	if cutoff < 0 {
-		cutoff = 0
-	}
+	now := b.clock.Now()
+	cutoff := max(now.Add(-b.cfg.Retention).UnixMilli(), 0)
 	res, err := trimScript.Run(ctx, b.client, []string{b.stream, b.seen}, cutoff).Slice()
 	if err != nil {
 		return 0, fmt.Errorf("trim buffer: %w", err)
@@ -622,10 +634,14 @@ func (b *Redis) Trim(ctx context.Context) (int64, error) {
 	removed, _ := res[1].(int64)
 	minID, _ := res[2].(string)
 	b.m.trimmed.Add(float64(trimmed))
+	dropped, err := b.dropBuckets(ctx, now.Add(-b.cfg.Retention))
+	if err != nil {
+		return trimmed, fmt.Errorf("trim buffer: %w", err)
+	}
 	if minID == "" && trimmed == 0 {
-		b.log.Debug("buffer trim skipped the stream", "seen_removed", removed)
+		b.log.Debug("buffer trim skipped the stream", "seen_removed", removed, "buckets_dropped", dropped)
 	} else {
-		b.log.Debug("buffer trimmed", "minid", minID, "trimmed", trimmed, "seen_removed", removed)
+		b.log.Debug("buffer trimmed", "minid", minID, "trimmed", trimmed, "seen_removed", removed, "buckets_dropped", dropped)
 	}
 	return trimmed, nil
 }

@@ -190,7 +190,7 @@ func isRefused(err error) bool {
 	if !errors.As(err, &rerr) {
 		return false
 	}
-	msg := strings.ToUpper(err.Error())
+	msg := strings.ToUpper(rerr.Error()) // the server's own words, however wrapped
 	return strings.HasPrefix(msg, "ERR UNKNOWN COMMAND") || strings.HasPrefix(msg, "NOPERM") ||
 		strings.Contains(msg, "UNKNOWN SUBCOMMAND") || strings.Contains(msg, "NOT ALLOWED")
 }
@@ -209,7 +209,9 @@ func infoField(info, name string) string {
 // buffer losable, authpipe_buffer_redis_config_info names the persistence
 // and eviction policy found ("unknown" where Redis refused to tell), and
 // each unsafe setting is logged at error when it is first found (at info
-// when it is gone). It is safe for concurrent use.
+// when it is gone). It also reports Redis' memory at each scrape
+// (authpipe_buffer_redis_memory_bytes, see memoryCollector). It is safe
+// for concurrent use.
 type SafetyWatch struct {
 	client redis.UniversalClient
 	log    *slog.Logger
@@ -242,6 +244,7 @@ func NewSafetyWatch(client redis.UniversalClient, log *slog.Logger, reg promethe
 	for _, r := range SafetyReasons {
 		w.unsafe.WithLabelValues(r)
 	}
+	reg.MustRegister(newMemoryCollector(client, w.log))
 	return w
 }
 

@@ -4,10 +4,13 @@ import "github.com/redis/go-redis/v9"
 
 // appendScript stores a page of logs and its checkpoint in one step.
 //
-// KEYS: stream, seen, checkpoint, behind, head.
+// KEYS: stream, seen (the previous version's dedupe zset, read until it is
+// gone), checkpoint, behind, head, the dedupe bucket index, then the dedupe
+// bucket of every hour the page's log_ids fall in (seen:<yyyymmddhh>).
 // ARGV: expected checkpoint ("" expects nothing), checkpoint ("" leaves it),
-// n, then n quadruples log_id, score (ms), raw, fields (auth0log's stored
-// form of the parsed fields, "" when there are none).
+// bucket life (seconds a bucket outlives its hour), bucket floor (seconds
+// it lives at least after a write), n, then n triples log_id, raw, fields
+// (auth0log's stored form of the parsed fields, "" when there are none).
 // Returns {added, checkpoint}: checkpoint 1 = moved forward, 0 = unchanged,
 // -1 = refused because it would have moved backwards.
 //
@@ -20,21 +23,30 @@ import "github.com/redis/go-redis/v9"
 // the stream's log_id order, so it is also recorded in behind (stream id →
 // its log_id's second) for the delivered watermark to account for it.
 //
+// Dedupe: a log is new when its packed log_id (dedupe.go) is in neither its
+// hour's bucket nor the previous version's seen zset, and it is the first
+// of its page. New log_ids are added to their buckets; each bucket touched
+// gets EXPIREAT its hour's end + life (and at least Redis' now + floor), and
+// its hour is listed in the index (score: the hour's Unix time) for Trim and
+// the metrics.
+//
 // Everything that could fail is checked before the first write: a Lua script
 // is not rolled back when a command fails halfway. The script checks each
 // log_id's format itself although the events were validated when decoded
 // (auth0log): the stream's invariants rest on it — a log_id is the dedupe
-// key in seen, its 56 digits make string order time order for head, behind
-// and the checkpoint, and behind takes its time from characters 4–17 — and
-// the script is the one step every writer (poller, receiver, backfill, dlq
-// replay, other replicas of other versions) shares. It costs a length, a
-// prefix and a digit match per log.
+// key, its 56 digits make string order time order for head, behind and the
+// checkpoint, behind takes its time from characters 4–17 and the bucket its
+// hour from characters 4–13 — and the script is the one step every writer
+// (poller, receiver, backfill, other replicas of other versions) shares. It
+// also refuses a log whose bucket is not among KEYS (Redis Cluster needs
+// every key declared).
 var appendScript = redis.NewScript("#!lua\nlocal o = 0\n" + appendBody)
 
 // fencedAppendScript is appendScript for the holder of a lease: it writes
 // only while the holder's fencing token is still the lease's current one.
 //
-// KEYS: stream, seen, checkpoint, behind, head, the lease's fencing-token key.
+// KEYS: stream, seen, checkpoint, behind, head, the lease's fencing-token
+// key, then appendScript's index and buckets.
 // ARGV: the holder's token, then appendScript's ARGV.
 // A token that is not the current one (a newer holder acquired the lease)
 // fails with a FENCED error before anything is written; the error ends with
@@ -48,7 +60,8 @@ if fence ~= ARGV[1] then
 end
 ` + appendBody)
 
-// appendBody is the body of both append scripts; ARGV starts at o+1.
+// appendBody is the body of both append scripts; ARGV starts at o+1 and
+// the index key is KEYS[6+o].
 const appendBody = `
 local function isid(s)
   return type(s) == 'string' and #s == 56 and s:sub(1, 3) == '900' and not s:find('%D')
@@ -62,24 +75,62 @@ local function less(a, b) -- equal-length digit strings, locale-free
 end
 local function wrongtype(key, want)
   local t = redis.call('TYPE', key)['ok']
-  return t ~= 'none' and t ~= want
+  return t ~= 'none' and t ~= want, t == want
+end
+-- A log_id's 56 digits as four groups of 14 digits in 6 bytes each
+-- (packID in dedupe.go): exact in Lua's doubles.
+local function pack(id)
+  local out = {}
+  for g = 0, 3 do
+    local v = tonumber(id:sub(g * 14 + 1, g * 14 + 14))
+    local b = {}
+    for k = 6, 1, -1 do
+      b[k] = v % 256
+      v = math.floor(v / 256)
+    end
+    out[#out + 1] = string.char(unpack(b))
+  end
+  return table.concat(out)
+end
+-- Unix time of an hour yyyymmddhh (UTC), by days from the civil date.
+local function hourtime(h)
+  local y, m, d, hh = tonumber(h:sub(1, 4)), tonumber(h:sub(5, 6)), tonumber(h:sub(7, 8)), tonumber(h:sub(9, 10))
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * ((m + 9) % 12) + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return (era * 146097 + doe - 719468) * 86400 + hh * 3600
 end
 if wrongtype(KEYS[1], 'stream') then return redis.error_reply('WRONGTYPE stream key does not hold a stream') end
-if wrongtype(KEYS[2], 'zset') then return redis.error_reply('WRONGTYPE seen key does not hold a sorted set') end
+local bad, legacy = wrongtype(KEYS[2], 'zset')
+if bad then return redis.error_reply('WRONGTYPE seen key does not hold a sorted set') end
 if wrongtype(KEYS[3], 'string') then return redis.error_reply('WRONGTYPE checkpoint key does not hold a string') end
 if wrongtype(KEYS[4], 'zset') then return redis.error_reply('WRONGTYPE behind key does not hold a sorted set') end
 if wrongtype(KEYS[5], 'string') then return redis.error_reply('WRONGTYPE head key does not hold a string') end
+local kidx = 6 + o
+if wrongtype(KEYS[kidx], 'zset') then return redis.error_reply('WRONGTYPE dedupe index key does not hold a sorted set') end
+local declared = {}
+for k = kidx + 1, #KEYS do
+  if wrongtype(KEYS[k], 'set') then return redis.error_reply('WRONGTYPE dedupe bucket ' .. KEYS[k] .. ' does not hold a set') end
+  declared[KEYS[k]] = true
+end
+local prefix = KEYS[2] .. ':'
 
 local exp, cp = ARGV[o + 1], ARGV[o + 2]
 if exp ~= '' and not isid(exp) then return redis.error_reply('ERR expected checkpoint is not a log_id') end
 if cp ~= '' and not isid(cp) then return redis.error_reply('ERR checkpoint is not a log_id') end
-local n = tonumber(ARGV[o + 3])
-if not n or #ARGV ~= o + 3 + 4 * n then return redis.error_reply('ERR page arguments do not match the log count') end
+local life, floor = tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4])
+if not life or not floor then return redis.error_reply('ERR bucket life is not a number') end
+local n = tonumber(ARGV[o + 5])
+local a = o + 6 -- the first log's arguments
+if not n or #ARGV ~= a - 1 + 3 * n then return redis.error_reply('ERR page arguments do not match the log count') end
 for i = 0, n - 1 do
-  local base = o + 4 + 4 * i
-  if not isid(ARGV[base]) then return redis.error_reply('ERR log ' .. i .. ': log_id is not valid') end
-  if not tonumber(ARGV[base + 1]) then return redis.error_reply('ERR log ' .. i .. ': score is not a number') end
-  if #ARGV[base + 2] == 0 then return redis.error_reply('ERR log ' .. i .. ': raw event is empty') end
+  local base = a + 3 * i
+  local id = ARGV[base]
+  if not isid(id) then return redis.error_reply('ERR log ' .. i .. ': log_id is not valid') end
+  if not declared[prefix .. id:sub(4, 13)] then return redis.error_reply('ERR log ' .. i .. ': its dedupe bucket key is not declared') end
+  if #ARGV[base + 1] == 0 then return redis.error_reply('ERR log ' .. i .. ': raw event is empty') end
 end
 local cur = redis.call('GET', KEYS[3])
 if cur and not isid(cur) then return redis.error_reply('ERR stored checkpoint is not a log_id') end
@@ -90,37 +141,75 @@ if exp ~= '' and (not cur or less(cur, exp)) then
 end
 
 -- No command below can fail on its inputs or key types.
--- The new log_ids (not in seen, first of their page), found with one
--- ZMSCORE and recorded with one ZADD per chunk rather than a ZADD per log:
--- a page costs Redis about half the commands. Chunks keep unpack within
--- Lua's stack for any page size.
+-- The first occurrence of each log_id of the page, by bucket; looked up
+-- with one SMISMEMBER per bucket and chunk (and one ZMSCORE per chunk in
+-- the previous version's zset while it exists) rather than a command per
+-- log. Chunks keep unpack within Lua's stack for any page size.
 local chunk = 500
-local new, taken = {}, {}
-for c = 0, n - 1, chunk do
-  local ids = {}
-  for i = c, math.min(c + chunk, n) - 1 do ids[#ids + 1] = ARGV[o + 4 + 4 * i] end
-  local scores = redis.call('ZMSCORE', KEYS[2], unpack(ids))
-  for j = 1, #ids do
-    if not scores[j] and not taken[ids[j]] then
-      taken[ids[j]] = true
-      new[#new + 1] = c + j - 1
+local taken, packed, found = {}, {}, {}
+local buckets, hours = {}, {}
+for i = 0, n - 1 do
+  local id = ARGV[a + 3 * i]
+  if taken[id] then
+    found[i] = true
+  else
+    taken[id] = true
+    packed[i] = pack(id)
+    local h = id:sub(4, 13)
+    if not buckets[h] then
+      buckets[h] = {}
+      hours[#hours + 1] = h
+    end
+    local bk = buckets[h]
+    bk[#bk + 1] = i
+  end
+end
+local function lookup(cmd, key, idx, member)
+  for c = 1, #idx, chunk do
+    local args = {}
+    for j = c, math.min(c + chunk - 1, #idx) do args[#args + 1] = member(idx[j]) end
+    local r = redis.call(cmd, key, unpack(args))
+    for j = 1, #args do
+      if r[j] and r[j] ~= 0 then found[idx[c + j - 1]] = true end
     end
   end
 end
-for c = 1, #new, chunk do
-  local members = {}
-  for j = c, math.min(c + chunk - 1, #new) do
-    local base = o + 4 + 4 * new[j]
-    members[#members + 1] = ARGV[base + 1]
-    members[#members + 1] = ARGV[base]
+for _, h in ipairs(hours) do
+  lookup('SMISMEMBER', prefix .. h, buckets[h], function(i) return packed[i] end)
+end
+if legacy then
+  local rest = {}
+  for i = 0, n - 1 do
+    if packed[i] and not found[i] then rest[#rest + 1] = i end
   end
-  redis.call('ZADD', KEYS[2], unpack(members))
+  lookup('ZMSCORE', KEYS[2], rest, function(i) return ARGV[a + 3 * i] end)
+end
+local new = {}
+for i = 0, n - 1 do
+  if not found[i] then new[#new + 1] = i end
+end
+local now = tonumber(redis.call('TIME')[1])
+for _, h in ipairs(hours) do
+  local members = {}
+  for _, i in ipairs(buckets[h]) do
+    if not found[i] then members[#members + 1] = packed[i] end
+  end
+  if #members > 0 then
+    local key, t = prefix .. h, hourtime(h)
+    for c = 1, #members, chunk do
+      redis.call('SADD', key, unpack(members, c, math.min(c + chunk - 1, #members)))
+    end
+    local at = math.max(t + 3600 + life, now + floor)
+    redis.call('EXPIREAT', key, at)
+    redis.call('ZADD', KEYS[kidx], t, h)
+    if redis.call('EXPIRETIME', KEYS[kidx]) < at then redis.call('EXPIREAT', KEYS[kidx], at) end
+  end
 end
 local behind, top = {}, head
 for _, i in ipairs(new) do
-  local base = o + 4 + 4 * i
+  local base = a + 3 * i
   local id = ARGV[base]
-  local sid = redis.call('XADD', KEYS[1], '*', 'id', id, 'raw', ARGV[base + 2], 'f', ARGV[base + 3])
+  local sid = redis.call('XADD', KEYS[1], '*', 'id', id, 'raw', ARGV[base + 1], 'f', ARGV[base + 2])
   if top and less(id, top) then
     behind[#behind + 1] = id:sub(4, 17)
     behind[#behind + 1] = sid
@@ -188,15 +277,20 @@ redis.call('HDEL', KEYS[3], id)
 return {1, deliveries, reason}
 `)
 
-// trimScript trims the stream by MINID and the dedupe set by score.
+// trimScript removes from the stream every entry that all consumer groups
+// have acknowledged, and forgets log_ids past the retention in the previous
+// version's dedupe zset.
 //
-// KEYS: stream, seen.
-// ARGV: cutoff (ms): entries and log_ids older than it are past retention.
-// The MINID is the smallest of the cutoff, the oldest pending id of every
-// group and the first id every group has not been delivered yet (just after
-// its last-delivered-id). Computing and trimming in one script means no
-// delivery or group change can slip in between. Returns {trimmed, seen
-// removed, minid}.
+// KEYS: stream, seen (the previous version's zset).
+// ARGV: cutoff (ms): log_ids older than it are past retention, and so are
+// entries added before it while the stream has no group.
+// The MINID is the smallest of every group's oldest pending id and every
+// group's first id not delivered yet (just after its last-delivered-id):
+// below it every group has acknowledged every entry (an entry dead-lettered
+// is acknowledged too). Without any group nothing was delivered, and only
+// entries older than the cutoff go. Computing and trimming in one script
+// means no delivery or group change can slip in between. Returns {trimmed,
+// seen removed, minid}.
 var trimScript = redis.NewScript(`#!lua
 local function parse(id)
   local ms, seq = string.match(id, '^(%d+)-(%d+)$')
@@ -204,14 +298,16 @@ local function parse(id)
 end
 local exact = 2 ^ 53
 local cutoff = tonumber(ARGV[1])
-local bms, bseq = cutoff, 0
+local bms, bseq
 local function bound(ms, seq)
-  if ms < bms or (ms == bms and seq < bseq) then bms, bseq = ms, seq end
+  if not bms or ms < bms or (ms == bms and seq < bseq) then bms, bseq = ms, seq end
 end
 local trimmed, minid = 0, ''
 if redis.call('TYPE', KEYS[1])['ok'] == 'stream' then
   local ok = true
-  for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local gs = redis.call('XINFO', 'GROUPS', KEYS[1])
+  if #gs == 0 then bound(cutoff, 0) end
+  for _, g in ipairs(gs) do
     local name, pending, last
     for i = 1, #g, 2 do
       if g[i] == 'name' then name = g[i + 1]

@@ -3,7 +3,10 @@ package buffer
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.etcd.io/bbolt"
 )
 
@@ -20,25 +23,134 @@ func (b *Redis) Seen(ctx context.Context, ids []string) ([]bool, error) {
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	args := make([]any, 0, 2+len(ids))
-	args = append(args, "ZMSCORE", b.seen)
-	for _, id := range ids {
-		args = append(args, id)
+	// One SMISMEMBER per hour bucket and one ZMSCORE of the previous
+	// version's zset, in one pipeline (every key in the tenant's hash
+	// slot). An id that is not an Auth0 log_id was never stored (Append
+	// refuses it).
+	type lookup struct {
+		idx     []int
+		members []any
+		cmd     *redis.BoolSliceCmd
 	}
-	// ZMSCORE answers nil for an absent member; go-redis' ZMScore turns nil
-	// into 0, so the raw reply is read instead.
-	res, err := b.client.Do(ctx, args...).Slice()
+	byHour := map[string]*lookup{}
+	var valid []int
+	var raw []any
+	for i, id := range ids {
+		h, err := idHour(id)
+		if err != nil {
+			continue
+		}
+		packed, err := packID(id)
+		if err != nil {
+			continue
+		}
+		l := byHour[h]
+		if l == nil {
+			l = &lookup{}
+			byHour[h] = l
+		}
+		l.idx, l.members = append(l.idx, i), append(l.members, packed)
+		valid, raw = append(valid, i), append(raw, id)
+	}
+	seen := make([]bool, len(ids))
+	if len(valid) == 0 {
+		return seen, nil
+	}
+	var legacy *redis.Cmd
+	_, err := b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for h, l := range byHour {
+			l.cmd = p.SMIsMember(ctx, b.bucketKey(h), l.members...)
+		}
+		// ZMSCORE answers nil for an absent member; go-redis' ZMScore
+		// turns nil into 0, so the raw reply is read instead.
+		legacy = p.Do(ctx, append([]any{"ZMSCORE", b.seen}, raw...)...)
+		return nil
+	})
 	if err != nil {
 		return nil, fmt.Errorf("read dedupe record of %d logs: %w", len(ids), err)
 	}
-	if len(res) != len(ids) {
-		return nil, fmt.Errorf("read dedupe record: %d answers for %d logs", len(res), len(ids))
+	for _, l := range byHour {
+		got := l.cmd.Val()
+		if len(got) != len(l.idx) {
+			return nil, fmt.Errorf("read dedupe record: %d answers for %d logs", len(got), len(l.idx))
+		}
+		for j, i := range l.idx {
+			seen[i] = got[j]
+		}
 	}
-	seen := make([]bool, len(ids))
-	for i, v := range res {
-		seen[i] = v != nil
+	old, err := legacy.Slice()
+	if err != nil || len(old) != len(valid) {
+		return nil, fmt.Errorf("read dedupe record of %d logs: previous version's %s: %d answers, %v", len(ids), b.seen, len(old), err)
+	}
+	for j, i := range valid {
+		seen[i] = seen[i] || old[j] != nil
 	}
 	return seen, nil
+}
+
+// bucketKey is the Redis key of the dedupe bucket of hour h (yyyymmddhh).
+func (b *Redis) bucketKey(h string) string { return b.seen + ":" + h }
+
+// dropBuckets forgets the dedupe buckets whose every log_id is older than
+// cutoff (Trim): DEL of the buckets and their removal from the index in
+// one transaction. Redis' own EXPIREAT (set by the append script) forgets
+// them too when no authpipe trims. It returns how many buckets it dropped.
+func (b *Redis) dropBuckets(ctx context.Context, cutoff time.Time) (int, error) {
+	hours, err := b.client.ZRangeByScore(ctx, b.seenIndex, &redis.ZRangeBy{
+		Min: "-inf", Max: strconv.FormatInt(cutoff.Add(-time.Hour).Unix(), 10),
+	}).Result()
+	if err != nil {
+		return 0, fmt.Errorf("read dedupe index: %w", err)
+	}
+	var drop []string
+	for _, h := range hours {
+		if bucketExpired(h, cutoff) {
+			drop = append(drop, h)
+		}
+	}
+	if len(drop) == 0 {
+		return 0, nil
+	}
+	_, err = b.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		keys := make([]string, len(drop))
+		members := make([]any, len(drop))
+		for i, h := range drop {
+			keys[i], members[i] = b.bucketKey(h), h
+		}
+		p.Del(ctx, keys...)
+		p.ZRem(ctx, b.seenIndex, members...)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("drop %d dedupe buckets: %w", len(drop), err)
+	}
+	return len(drop), nil
+}
+
+// dedupeEntries counts the log_ids in the dedupe record: every bucket the
+// index lists, and the previous version's zset.
+func (b *Redis) dedupeEntries(ctx context.Context) (int64, error) {
+	hours, err := b.client.ZRange(ctx, b.seenIndex, 0, -1).Result()
+	if err != nil {
+		return 0, fmt.Errorf("read dedupe index: %w", err)
+	}
+	var cards []*redis.IntCmd
+	var legacy *redis.IntCmd
+	_, err = b.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, h := range hours {
+			cards = append(cards, p.SCard(ctx, b.bucketKey(h)))
+		}
+		legacy = p.ZCard(ctx, b.seen)
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("count dedupe record: %w", err)
+	}
+	n := legacy.Val()
+	for _, c := range cards {
+		n += c.Val()
+	}
+	return n, nil
 }
 
 // Seen reports, for each log_id, whether the buffer's dedupe record holds
@@ -49,9 +161,9 @@ func (b *Bolt) Seen(_ context.Context, ids []string) ([]bool, error) {
 	}
 	seen := make([]bool, len(ids))
 	err := b.view(func(tx *bbolt.Tx) error {
-		bkt := tx.Bucket(bktSeen)
+		d := dedupeOf(tx)
 		for i, id := range ids {
-			seen[i] = bkt.Get([]byte(id)) != nil
+			seen[i] = d.has(id)
 		}
 		return nil
 	})

@@ -78,7 +78,7 @@ authpipe_buffer_backlog_events{tenant="down"} %d
 # HELP authpipe_buffer_pending_events Entries delivered but not yet acknowledged, summed over consumer groups.
 # TYPE authpipe_buffer_pending_events gauge
 authpipe_buffer_pending_events{tenant="down"} 1
-# HELP authpipe_buffer_stats_last_success_timestamp_seconds When the buffer last answered the statistics query behind the buffer gauges (0: never). While it does not answer, authpipe_buffer_backlog_events, _pending_events, _stream_events and authpipe_dead_letter_events keep the values read then.
+# HELP authpipe_buffer_stats_last_success_timestamp_seconds When the buffer last answered the statistics query behind the buffer gauges (0: never). While it does not answer, authpipe_buffer_backlog_events, _pending_events, _stream_events, _dedupe_entries and authpipe_dead_letter_events keep the values read then.
 # TYPE authpipe_buffer_stats_last_success_timestamp_seconds gauge
 authpipe_buffer_stats_last_success_timestamp_seconds{tenant="down"} %d
 # HELP authpipe_buffer_stream_events Entries in the stream (acknowledged ones included, until trimmed).

@@ -6,13 +6,16 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/authpipe/authpipe/internal/buffer"
 )
 
 // How often the maintenance loop does each of its jobs.
 const (
 	// probeEvery: readiness, and the look for lost buffer data.
 	probeEvery = 2 * time.Second
-	trimEvery  = time.Minute
+	// trimEvery: acknowledged entries leave the buffer (see buffer.TrimInterval).
+	trimEvery = buffer.TrimInterval
 	// safetyEvery: Redis' settings are checked again, since a fail-over
 	// or a CONFIG SET can change them while authpipe runs.
 	safetyEvery = 5 * time.Minute

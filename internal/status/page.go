@@ -35,6 +35,9 @@ type pageView struct {
 	Tenants                 []tenantView
 	Rules                   []ruleView
 	BreachedRules, AllRules int
+	// RedisMemory and BytesPerEvent: Redis' used_memory and its bytes per
+	// retained event; "" when unknown.
+	RedisMemory, BytesPerEvent string
 }
 
 type tenantView struct {
@@ -104,6 +107,12 @@ func newPageView(title string, now time.Time, s Summary, gatherErr error) pageVi
 	if v.RatesKnown {
 		v.RateInterval = formatSeconds(s.RateInterval.Seconds(), true)
 	}
+	if s.RedisMemoryKnown {
+		v.RedisMemory = fmt.Sprintf("%.1f MB", s.RedisMemoryBytes/(1<<20))
+		if b, ok := s.BytesPerRetainedEvent(); ok {
+			v.BytesPerEvent = fmt.Sprintf("%.0f", b)
+		}
+	}
 	for _, t := range s.Tenants {
 		v.Tenants = append(v.Tenants, newTenantView(t, v.RatesKnown, now))
 	}
@@ -146,6 +155,8 @@ func newTenantView(t Tenant, ratesKnown bool, now time.Time) tenantView {
 			{Label: "pending", Help: "handed to the forwarder, waiting for Segment to confirm", Value: formatNumber(t.Pending)},
 			{Label: "dead letters", Help: "given up on after retries; need a look", Value: formatNumber(t.DeadLetters), Bad: t.DeadLetters > 0},
 			{Label: "gaps", Help: "times polling fell behind Auth0's retention and logs were lost", Value: formatNumber(t.Gaps), Bad: t.Gaps > 0},
+			{Label: "entries buffered", Help: "in the buffer's stream, kept until every consumer has acknowledged them", Value: formatNumber(t.BufferEntries)},
+			{Label: "log_ids remembered", Help: "the dedupe record: every event buffered within the retention", Value: formatNumber(t.Dedupe)},
 		},
 	}
 	tv.Figures = append(tv.Figures, figureView{Label: "buffer data loss",
@@ -378,6 +389,14 @@ See the runbook, AuthpipeBufferDataLoss.</p>
 </section>
 {{- else}}
 <section><h2>Tenants</h2><p class="help">No tenant metrics yet.</p></section>
+{{- end}}
+
+{{- if .RedisMemory}}
+<section>
+<h2>Redis memory</h2>
+<p><strong>{{.RedisMemory}}</strong> used{{if .BytesPerEvent}} · <strong>{{.BytesPerEvent}}</strong> bytes per retained event{{end}}</p>
+<p class="help">Redis' used_memory, divided by the log_ids the dedupe record keeps for the retention (the events retained). Delivered events leave the stream; what stays is the backlog and a compact record of the log_ids. See CONFIGURATION.md, "Sizing Redis".</p>
+</section>
 {{- end}}
 
 <section>

@@ -42,6 +42,9 @@ const (
 	metricBacklog        = "authpipe_buffer_backlog_events"
 	metricPending        = "authpipe_buffer_pending_events"
 	metricDeadLetters    = "authpipe_dead_letter_events"
+	metricBufferEntries  = "authpipe_buffer_stream_events"
+	metricDedupeEntries  = "authpipe_buffer_dedupe_entries"
+	metricRedisMemory    = "authpipe_buffer_redis_memory_bytes"
 	metricThresholdValue = "authpipe_threshold_value"
 	metricThresholdHit   = "authpipe_threshold_breached"
 	metricReloadOK       = "authpipe_rules_last_reload_successful"
@@ -78,6 +81,27 @@ type Summary struct {
 	// RateInterval is the time over which the stages' RatePerSec were
 	// measured; 0 when no rates are known (Snapshot never sets them).
 	RateInterval time.Duration
+	// RedisMemoryBytes is authpipe_buffer_redis_memory_bytes (Redis'
+	// used_memory); RedisMemoryKnown tells whether it is reported (Redis
+	// buffer, INFO allowed).
+	RedisMemoryBytes float64
+	RedisMemoryKnown bool
+}
+
+// BytesPerRetainedEvent is Redis' memory divided by the events it retains
+// for all tenants: the log_ids in the dedupe record (every event buffered
+// within the retention is there, delivered or not). false when either is
+// unknown or zero. It includes Redis' own baseline (about 1 MB) and
+// whatever else the server holds.
+func (s Summary) BytesPerRetainedEvent() (float64, bool) {
+	var events float64
+	for _, t := range s.Tenants {
+		events += t.Dedupe
+	}
+	if !s.RedisMemoryKnown || events <= 0 {
+		return 0, false
+	}
+	return s.RedisMemoryBytes / events, true
 }
 
 // Tenant is one Auth0 tenant's pipeline. A figure whose metric is absent is 0.
@@ -94,6 +118,10 @@ type Tenant struct {
 	// Backlog, Pending and DeadLetters are the buffer's gauges; Gaps is
 	// authpipe_auth0_gaps_total.
 	Backlog, Pending, DeadLetters, Gaps float64
+	// BufferEntries is authpipe_buffer_stream_events (entries still in the
+	// buffer's stream), Dedupe authpipe_buffer_dedupe_entries (log_ids
+	// remembered).
+	BufferEntries, Dedupe float64
 	// Polled is authpipe_auth0_events_polled_total, Acked is
 	// authpipe_forward_events_acked_total.
 	Polled, Acked float64
@@ -294,6 +322,12 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 				tenant(m).Pending += v
 			case metricDeadLetters:
 				tenant(m).DeadLetters += v
+			case metricBufferEntries:
+				tenant(m).BufferEntries += v
+			case metricDedupeEntries:
+				tenant(m).Dedupe += v
+			case metricRedisMemory:
+				s.RedisMemoryKnown, s.RedisMemoryBytes = true, v
 			case metricThresholdValue:
 				rule(m).Value = v
 			case metricThresholdHit:

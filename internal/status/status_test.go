@@ -639,3 +639,35 @@ func TestPageShowsBothSources(t *testing.T) {
 		}
 	}
 }
+
+// TestPageRedisMemory: the page shows Redis' memory and the bytes per
+// retained event (used_memory / log_ids in the dedupe records), and leaves
+// the section out where Redis does not report its memory.
+func TestPageRedisMemory(t *testing.T) {
+	x := newFixture(t, "acme", "beta")
+	x.populate()
+	f := promauto.With(x.reg)
+	dedupe := f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_buffer_dedupe_entries", Help: "h"}, []string{"tenant"})
+	stream := f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_buffer_stream_events", Help: "h"}, []string{"tenant"})
+	dedupe.WithLabelValues("acme").Set(300_000)
+	dedupe.WithLabelValues("beta").Set(100_000)
+	stream.WithLabelValues("acme").Set(1_234)
+	srv := httptest.NewServer(NewHandler(x.reg, Options{Retention: retention, Clock: newClock().Now}))
+	t.Cleanup(srv.Close)
+
+	_, page := get(t, srv, http.MethodGet, "/")
+	require.NotContains(t, page, "Redis memory", "no memory metric: no section")
+	require.Contains(t, page, "log_ids remembered")
+	require.Contains(t, page, "300,000")
+	require.Contains(t, page, "1,234")
+
+	f.NewGauge(prometheus.GaugeOpts{Name: "authpipe_buffer_redis_memory_bytes", Help: "h"}).Set(40 << 20)
+	_, page = get(t, srv, http.MethodGet, "/")
+	require.Contains(t, page, "<strong>40.0 MB</strong> used · <strong>105</strong> bytes per retained event")
+
+	s, err := Snapshot(x.reg)
+	require.NoError(t, err)
+	b, ok := s.BytesPerRetainedEvent()
+	require.True(t, ok)
+	require.InDelta(t, float64(40<<20)/400_000, b, 1e-9)
+}

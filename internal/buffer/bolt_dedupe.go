@@ -1,0 +1,93 @@
+package buffer
+
+import (
+	"bytes"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+// The embedded buffer's dedupe record (see dedupe.go): bucket dedupe holds
+// one bucket per hour (yyyymmddhh) of packed log_ids. Trim deletes a whole
+// hour bucket once its last possible log_id is older than the retention;
+// bbolt puts the freed pages on its freelist and reuses them for later
+// writes, so the file stops growing at what a retention's worth of log_ids
+// and the backlog need. Files written before hold a flat bucket seen
+// (log_id → ""): it is still read, and trimmed by log_id, until it is
+// empty.
+
+// boltDedupe is the dedupe record inside one transaction.
+type boltDedupe struct {
+	hours  *bbolt.Bucket // hour → packed log_id → ""
+	legacy *bbolt.Bucket // log_id → "" (files of the previous version)
+}
+
+func dedupeOf(tx *bbolt.Tx) boltDedupe {
+	return boltDedupe{hours: tx.Bucket(bktDedupe), legacy: tx.Bucket(bktSeen)}
+}
+
+// has reports whether the record holds id.
+func (d boltDedupe) has(id string) bool {
+	h, err := idHour(id)
+	if err != nil {
+		return false // never stored: Append refuses such ids
+	}
+	packed, err := packID(id)
+	if err != nil {
+		return false
+	}
+	if hb := d.hours.Bucket([]byte(h)); hb != nil && hb.Get(packed) != nil {
+		return true
+	}
+	return d.legacy.Get([]byte(id)) != nil
+}
+
+// add records id (a valid log_id: Append checked it).
+func (d boltDedupe) add(id string) error {
+	h, err := idHour(id)
+	if err != nil {
+		return err
+	}
+	packed, err := packID(id)
+	if err != nil {
+		return err
+	}
+	hb, err := d.hours.CreateBucketIfNotExists([]byte(h))
+	if err != nil {
+		return err
+	}
+	hb.FillPercent = 1 // log_ids mostly arrive in order: pack the pages
+	return hb.Put(packed, []byte{})
+}
+
+// dropExpired deletes the hour buckets whose log_ids are all older than
+// cutoff, up to trimChunk log_ids' worth per call (a bucket is dropped
+// whole). It returns how many log_ids it forgot.
+func (d boltDedupe) dropExpired(cutoff time.Time) (int, error) {
+	var drop [][]byte
+	var forgotten int
+	c := d.hours.Cursor()
+	for k, _ := c.First(); k != nil && forgotten < trimChunk; k, _ = c.Next() {
+		if !bucketExpired(string(k), cutoff) {
+			break // hours sort in time order
+		}
+		drop = append(drop, bytes.Clone(k))
+		forgotten += max(d.hours.Bucket(k).Stats().KeyN, 1) // an empty bucket is a change too
+	}
+	for _, k := range drop {
+		if err := d.hours.DeleteBucket(k); err != nil {
+			return 0, err
+		}
+	}
+	return forgotten, nil
+}
+
+// count is the number of log_ids in the record.
+func (d boltDedupe) count() int64 {
+	var n int64
+	_ = d.hours.ForEachBucket(func(k []byte) error {
+		n += int64(d.hours.Bucket(k).Stats().KeyN)
+		return nil
+	})
+	return n + int64(d.legacy.Stats().KeyN)
+}
