@@ -15,22 +15,33 @@
 //     and the checkpoint roll back together, and the next poll fetches the
 //     page again. (Surviving a Redis crash needs appendonly yes; see
 //     FACTS.md for the persistence settings.)
-//   - Dedupe. A log is stored once per log_id: the script adds it to the
-//     stream only if ZADD NX on the `seen` set added its log_id, so a page
-//     polled twice adds nothing the second time. The checkpoint never moves
+//   - Dedupe. A log is stored once per log_id within the retention: the
+//     script adds it to the stream only if its log_id is in neither the
+//     dedupe bucket of its hour nor (after an upgrade, until it expires) the
+//     previous version's `seen` zset, and records it in the bucket in the
+//     same script, so a page polled twice adds nothing the second time, also
+//     after its entries left the stream. The record is exact: log_ids packed
+//     to 24 bytes (dedupe.go), never hashed. A bucket is forgotten whole once
+//     its hour is older than the retention (Trim, by the injected clock; and
+//     Redis' EXPIREAT at the hour's end + retention + 1h, at least 1h after
+//     its last write, should no authpipe trim). The checkpoint never moves
 //     backwards (log_ids compare as fixed-length digit strings).
 //   - At-least-once to consumers. An entry stays pending in a group until the
 //     consumer acknowledges it (Ack). Pending entries that sit idle are
 //     reclaimed (Reclaim) and delivered again; a consumer restarting reads its
 //     own pending entries first (ReadPending). A consumer may see an entry
 //     more than once; entries carry their delivery count.
-//   - Nothing is trimmed while pending or undelivered. Trim removes entries by
-//     MINID no further than the retention, the oldest pending entry of every
-//     group and the first entry any group has not been delivered yet, computed
-//     and applied in one script. (Redis 7.0 trimming deletes pending entries
-//     silently, so this bound is what keeps the contract.) A pending entry
-//     found deleted anyway is counted in authpipe_buffer_lost_total and
-//     logged at error: that counter must stay 0.
+//   - Entries leave once done, never while pending or undelivered. Trim
+//     removes by MINID every entry below the oldest pending entry of every
+//     group and the first entry any group has not been delivered yet:
+//     exactly the entries every group has acknowledged, whatever their age
+//     (a slow group keeps them); computed and applied in one script. While
+//     the stream has no group, only entries older than the retention go.
+//     (Redis 7.0 trimming deletes pending entries silently, so this bound is
+//     what keeps the contract.) A pending entry found deleted anyway is
+//     counted in authpipe_buffer_lost_total and logged at error: that
+//     counter must stay 0. So Redis holds the backlog and the dedupe record,
+//     not the retention's traffic (DESIGN.md, delivery contract 5).
 //   - Fenced appends. With replicas, only the holder of a tenant's poller
 //     lease may move the checkpoint: AppendFenced checks, inside the same
 //     script and before its first write, that the writer's fencing token is
@@ -73,7 +84,8 @@
 //     stored, nothing remembered) is not either. The memory is the
 //     process's: a loss while no authpipe runs is noticed only as far as
 //     what is left shows it (the dedupe record without the newest entry's
-//     log_id).
+//     log_id, or, when every entry was acknowledged and trimmed, without
+//     the highest log_id ever added).
 //   - Dead letters keep their reason. An entry delivered more than
 //     MaxDeliveries times, or given up by its consumer (DeadLetter), moves to
 //     the tenant's dead-letter stream with its log_id, raw event, reason,
@@ -92,7 +104,13 @@
 //	                         f (where the parsed fields lie in raw,
 //	                         auth0log.Log.Pack; "" or absent: decode raw)
 //	authpipe:{t}:checkpoint  the log_id the next poll starts after
-//	authpipe:{t}:seen        zset log_id → its embedded time (ms), for dedupe
+//	authpipe:{t}:seen:<yyyymmddhh>  set of the packed log_ids dated in that
+//	                         hour (UTC): the dedupe record; EXPIREAT as above
+//	authpipe:{t}:seen:index  zset hour → its Unix time: the buckets, for
+//	                         Trim and authpipe_buffer_dedupe_entries
+//	authpipe:{t}:seen        zset log_id → its embedded time (ms): the previous
+//	                         version's dedupe record, read and trimmed, never
+//	                         written, until it is gone
 //	authpipe:{t}:dlq         dead letters; fields id, raw, reason, deliveries,
 //	                         failed_at (Unix ms), stream_id
 //	authpipe:{t}:reasons     hash stream entry id → the consumer's last failure
@@ -139,6 +157,11 @@
 //     restored as a whole (file and record together) is not noticed; the
 //     restored checkpoint still makes the poller fetch everything after it
 //     again. See loss_bolt.go.
+//   - Compacted. Trim deletes entries once every group acknowledged them
+//     (the rule above) and drops whole hour buckets of the dedupe record
+//     (packed log_ids, as on Redis) once older than the retention; bbolt
+//     reuses the freed pages, so the file grows to the largest backlog plus
+//     a retention's worth of log_ids and no further (it never shrinks).
 //   - Same ids and figures. Entry ids are "<ms>-<seq>" from the buffer's
 //     clock, strictly ascending (also when the clock goes back), as Redis
 //     stream ids read. Idle times for Reclaim follow the injected clock.
