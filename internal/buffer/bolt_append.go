@@ -107,6 +107,9 @@ func (b *Bolt) Append(ctx context.Context, logs []auth0log.Log, checkpoint strin
 			if err := addCount(meta, bkeyLength, int64(added)); err != nil {
 				return err
 			}
+			if err := addCount(meta, bkeyDedupe, int64(added)); err != nil {
+				return err
+			}
 		}
 		if checkpoint != "" {
 			switch {

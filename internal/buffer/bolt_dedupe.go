@@ -62,32 +62,34 @@ func (d boltDedupe) add(id string) error {
 
 // dropExpired deletes the hour buckets whose log_ids are all older than
 // cutoff, up to trimChunk log_ids' worth per call (a bucket is dropped
-// whole). It returns how many log_ids it forgot.
-func (d boltDedupe) dropExpired(cutoff time.Time) (int, error) {
+// whole), and takes them off meta's count. It returns how many log_ids it
+// forgot and how many buckets it dropped.
+func (d boltDedupe) dropExpired(meta *bbolt.Bucket, cutoff time.Time) (forgotten, dropped int, err error) {
 	var drop [][]byte
-	var forgotten int
 	c := d.hours.Cursor()
 	for k, _ := c.First(); k != nil && forgotten < trimChunk; k, _ = c.Next() {
 		if !bucketExpired(string(k), cutoff) {
 			break // hours sort in time order
 		}
 		drop = append(drop, bytes.Clone(k))
-		forgotten += max(d.hours.Bucket(k).Stats().KeyN, 1) // an empty bucket is a change too
+		forgotten += d.hours.Bucket(k).Stats().KeyN
 	}
 	for _, k := range drop {
 		if err := d.hours.DeleteBucket(k); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 	}
-	return forgotten, nil
+	return forgotten, len(drop), addCount(meta, bkeyDedupe, -int64(forgotten))
 }
 
-// count is the number of log_ids in the record.
-func (d boltDedupe) count() int64 {
-	var n int64
-	_ = d.hours.ForEachBucket(func(k []byte) error {
-		n += int64(d.hours.Bucket(k).Stats().KeyN)
-		return nil
-	})
-	return n + int64(d.legacy.Stats().KeyN)
+// count is the number of log_ids in the record: the hour buckets' count
+// kept in meta (Append adds, Trim takes off), and, in a file of the
+// previous layout until it is trimmed empty, the flat bucket's keys
+// (counted by walking it).
+func (d boltDedupe) count(meta *bbolt.Bucket) int64 {
+	n := getCount(meta, bkeyDedupe)
+	if k, _ := d.legacy.Cursor().First(); k != nil {
+		n += int64(d.legacy.Stats().KeyN)
+	}
+	return n
 }

@@ -20,7 +20,8 @@ import (
 //	meta     tenant, version, checkpoint; last (id of the newest stream
 //	         entry), dlqlast (id of the newest dead letter); added (entries
 //	         ever added), length (entries in the stream), dlqlen; head (the
-//	         highest log_id ever added)
+//	         highest log_id ever added); dedupe (log_ids in the dedupe
+//	         bucket)
 //	stream   id → 0xff | len(log_id) | log_id | uvarint len(fields) |
 //	         fields | raw (fields: the parsed fields, auth0log.Log.Pack);
 //	         entries written before the fields were stored:
@@ -63,6 +64,7 @@ var (
 	bkeyDLQLen     = []byte("dlqlen")
 	bkeyRead       = []byte("read")
 	bkeyPending    = []byte("pending")
+	bkeyDedupe     = []byte("dedupe")
 )
 
 // boltFileVersion is the layout version stored in meta.

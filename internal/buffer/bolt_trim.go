@@ -58,7 +58,8 @@ func (b *Bolt) Trim(ctx context.Context) (int64, error) {
 				}
 			}
 			stale = len(keys)
-			if forgotten, err = dedupeOf(tx).dropExpired(now.Add(-b.cfg.Retention)); err != nil {
+			var dropped int
+			if forgotten, dropped, err = dedupeOf(tx).dropExpired(tx.Bucket(bktMeta), now.Add(-b.cfg.Retention)); err != nil {
 				return err
 			}
 			seen := tx.Bucket(bktSeen)
@@ -69,7 +70,7 @@ func (b *Bolt) Trim(ctx context.Context) (int64, error) {
 				}
 			}
 			forgotten += len(keys)
-			if trimmed == 0 && forgotten == 0 && stale == 0 {
+			if trimmed == 0 && forgotten == 0 && stale == 0 && dropped == 0 {
 				return errNoChange
 			}
 			return nil
@@ -177,9 +178,8 @@ func (b *Bolt) gauges(context.Context) (gauges, error) {
 		return gauges{}, err
 	}
 	backlog, pending := s.aggregate()
-	// Counted here, for the gauges only: it walks the record's pages.
 	var dedupe int64
-	if err := b.view(func(tx *bbolt.Tx) error { dedupe = dedupeOf(tx).count(); return nil }); err != nil {
+	if err := b.view(func(tx *bbolt.Tx) error { dedupe = dedupeOf(tx).count(tx.Bucket(bktMeta)); return nil }); err != nil {
 		return gauges{}, fmt.Errorf("count dedupe record: %w", err)
 	}
 	return gauges{backlog: backlog, pending: pending, length: s.length, deadLetters: s.deadLetters, dedupe: dedupe}, nil

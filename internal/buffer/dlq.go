@@ -25,7 +25,7 @@ import (
 //     never both replayed and kept, nor lost. The consumer groups deliver the
 //     new entry like any other; the Segment messageId derives from tenant +
 //     log_id, so Segment drops the copy if an earlier delivery had reached it
-//     after all. Dedupe (the seen set) is bypassed on purpose: the log_id is
+//     after all. Dedupe (the dedupe record) is bypassed on purpose: the log_id is
 //     known already.
 //   - ids empty means every dead letter there was when the call started
 //     (those dead-lettered meanwhile stay), worked in batches of dlqBatch per

@@ -79,7 +79,7 @@ func newMetrics(reg prometheus.Registerer, stages *metrics.Stages) *bufferMetric
 		}, []string{"reason"}),
 		trimmed: f.NewCounter(prometheus.CounterOpts{
 			Name: "authpipe_buffer_trimmed_total",
-			Help: "Stream entries removed by retention trimming.",
+			Help: "Stream entries removed by trimming: acknowledged by every consumer group (or, while the stream has no group, older than the retention).",
 		}),
 		lost: f.NewCounter(prometheus.CounterOpts{
 			Name: "authpipe_buffer_lost_total",

@@ -967,7 +967,7 @@ authpipe_buffer_pending_events{tenant="T"} 1
 # HELP authpipe_buffer_stream_events Entries in the stream (acknowledged ones included, until trimmed).
 # TYPE authpipe_buffer_stream_events gauge
 authpipe_buffer_stream_events{tenant="T"} 5
-# HELP authpipe_buffer_trimmed_total Stream entries removed by retention trimming.
+# HELP authpipe_buffer_trimmed_total Stream entries removed by trimming: acknowledged by every consumer group (or, while the stream has no group, older than the retention).
 # TYPE authpipe_buffer_trimmed_total counter
 authpipe_buffer_trimmed_total{tenant="T"} 0
 # HELP authpipe_dead_letter_events Entries in the dead-letter stream.
