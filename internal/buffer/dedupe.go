@@ -20,7 +20,9 @@ import (
 // Packing: a log_id's 56 digits as four groups of 14, each (< 10^14 <
 // 2^47) in 6 bytes big-endian. The Redis append script packs the same way
 // (Lua's doubles hold 14 digits exactly). The first byte of a packed id is
-// below 0x80 (10^14 < 2^47).
+// below 0x80 (10^14 < 2^47). Leaving out the hour (the bucket names it)
+// would save 5 bytes and no memory: Redis allocates a 19- and a 24-byte
+// member alike (jemalloc's 32-byte class, measured).
 const (
 	packedIDLen = 24
 	packGroup   = 14
