@@ -29,6 +29,11 @@ func (r *residentFile) noteRead(db *bbolt.DB, n int) {
 	if r.read.Add(int64(n)) < releaseEvery {
 		return
 	}
+	r.release(db)
+}
+
+// release releases the file's mapped pages now.
+func (r *residentFile) release(db *bbolt.DB) {
 	r.read.Store(0)
 	// Inside a read transaction bbolt holds its mmap lock: the mapping
 	// cannot move while its pages are released.

@@ -78,6 +78,13 @@ func (b *Bolt) Trim(ctx context.Context) (int64, error) {
 		if err != nil {
 			return total, fmt.Errorf("trim buffer: %w", err)
 		}
+		if trimmed > 0 {
+			// Deleting read up to trimChunk entries' pages through the
+			// file's mapping: release them now, as consumers' reads do
+			// (residentFile), or a trim of a large backlog would leave
+			// them all resident.
+			b.resident.release(b.db)
+		}
 		total += int64(trimmed)
 		seenTotal += int64(forgotten)
 		b.m.trimmed.Add(float64(trimmed))
