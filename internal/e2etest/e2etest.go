@@ -28,6 +28,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/testlogs"
+	"github.com/authpipe/authpipe/internal/testredis"
 )
 
 // EnvRequireTools names the variable that turns a missing external tool
@@ -79,13 +80,13 @@ func NeedTool(t *testing.T, name string) string {
 	return p
 }
 
-// FreeAddr returns a loopback address nothing listens on.
+// FreeAddr returns a loopback address nothing listens on, below the
+// kernel's ephemeral ports (testredis.FreePort says why).
 func FreeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := testredis.FreePort()
 	require.NoError(t, err)
-	defer l.Close()
-	return l.Addr().String()
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
 
 // Tail returns the last n bytes of s.
