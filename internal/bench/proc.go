@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/authpipe/authpipe/internal/freeport"
 )
 
 // clockTicks is USER_HZ, the unit of /proc/<pid>/stat CPU times: 100 on
@@ -137,14 +139,7 @@ func (s *redisServer) Stop() {
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return freeport.Pick() }
 
 // selfPeakRSS is this process's VmHWM (the simulators live here).
 func selfPeakRSS() int64 {

@@ -27,8 +27,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/authpipe/authpipe/internal/freeport"
 	"github.com/authpipe/authpipe/internal/testlogs"
-	"github.com/authpipe/authpipe/internal/testredis"
 )
 
 // EnvRequireTools names the variable that turns a missing external tool
@@ -81,10 +81,10 @@ func NeedTool(t *testing.T, name string) string {
 }
 
 // FreeAddr returns a loopback address nothing listens on, below the
-// kernel's ephemeral ports (testredis.FreePort says why).
+// kernel's ephemeral ports (freeport.Pick says why).
 func FreeAddr(t *testing.T) string {
 	t.Helper()
-	port, err := testredis.FreePort()
+	port, err := freeport.Pick()
 	require.NoError(t, err)
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 }
