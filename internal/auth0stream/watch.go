@@ -30,7 +30,8 @@ const DefaultGrace = 2 * time.Minute
 // deliver it within Grace of its date either. A log the poller finds
 // younger than Grace is held until the stream delivers it (not missed) or
 // Grace has passed (missed), counted at the latest when the counter is
-// next read. Logs the poller finds again (a page re-fetched after a crash,
+// next read (a log found out of date order, when the log found before it
+// is). Logs the poller finds again (a page re-fetched after a crash,
 // a lost buffer polled again) are already in the buffer or left out by
 // the poller, so they are never counted twice.
 //
@@ -50,6 +51,7 @@ type Watch struct {
 	delivered map[string]time.Time // log_ids the stream delivered, by when
 	order     []delivery           // delivered, in commit order: forgotten from the front
 	held      map[string]time.Time // log_ids the poller found first, young: counted as missed at this time
+	heldOrder []delivery           // held, in the order found (dates nearly ascending): counted from the front
 	missed    float64
 }
 
@@ -148,6 +150,7 @@ func (w *Watch) PolledFirst(logs []auth0log.Log, at time.Time) {
 			continue
 		}
 		w.held[l.ID] = due
+		w.heldOrder = append(w.heldOrder, delivery{l.ID, due})
 	}
 }
 
@@ -161,14 +164,22 @@ func (w *Watch) Missed() float64 {
 }
 
 // expire counts the held logs whose grace ended by now and forgets the
-// deliveries older than the grace.
+// deliveries older than the grace. Held logs are counted from the front of
+// their queue, not by a walk of the map: while the stream is down every
+// page the poller stores is held, and a walk per page would cost the
+// grace's worth of logs each time. A log found out of date order is
+// counted when the one before it is, a moment late (the poller's pages are
+// in log_id order, which follows the date).
 func (w *Watch) expire(now time.Time) {
-	for id, due := range w.held {
-		if !now.Before(due) {
+	h := 0
+	for h < len(w.heldOrder) && !now.Before(w.heldOrder[h].at) {
+		if d := w.heldOrder[h]; w.held[d.id].Equal(d.at) {
 			w.missed++
-			delete(w.held, id)
+			delete(w.held, d.id)
 		}
+		h++
 	}
+	w.heldOrder = w.heldOrder[h:]
 	n := 0
 	for n < len(w.order) && now.Sub(w.order[n].at) > w.grace {
 		if d := w.order[n]; w.delivered[d.id].Equal(d.at) {
@@ -180,7 +191,8 @@ func (w *Watch) expire(now time.Time) {
 	w.order = w.order[n:]
 }
 
-// delivery is one log_id the stream delivered, and when.
+// delivery is a log_id and a time: when the stream delivered it (order),
+// or when its grace ends (heldOrder).
 type delivery struct {
 	id string
 	at time.Time

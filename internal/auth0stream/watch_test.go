@@ -1,6 +1,7 @@
 package auth0stream_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -116,4 +117,33 @@ func TestWatchRefusesBadSettings(t *testing.T) {
 	n, err := testutil.GatherAndCount(reg, "authpipe_stream_missed_events_total")
 	require.NoError(t, err)
 	require.Equal(t, 1, n)
+}
+
+// TestWatchHeldWhileTheStreamIsDown: with the stream silent after its
+// first delivery, every log the poller stores is held for its grace; the
+// held logs are counted when their grace ends, page after page, except the
+// one the stream delivers late but within its grace.
+func TestWatchHeldWhileTheStreamIsDown(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	w, err := auth0stream.NewWatch("acme", auth0stream.WatchConfig{Grace: time.Minute}, prometheus.NewRegistry(), clock)
+	require.NoError(t, err)
+	start := clock.Now()
+	w.Committed(auth0stream.Commit{Tenant: "acme", At: start, Logs: []auth0log.Log{{ID: "first", Date: start}}})
+
+	// 30 pages of 100, one page a second, each dated as it is found.
+	for p := range 30 {
+		page := make([]auth0log.Log, 100)
+		for i := range page {
+			page[i] = auth0log.Log{ID: fmt.Sprintf("p%02d-%03d", p, i), Date: clock.Now()}
+		}
+		w.PolledFirst(page, clock.Now())
+		clock.Advance(time.Second)
+	}
+	require.Zero(t, w.Missed(), "all within their grace")
+	// The stream comes back and delivers one page-0 log late, within its grace.
+	w.Committed(auth0stream.Commit{Tenant: "acme", At: clock.Now(), Logs: []auth0log.Log{{ID: "p00-007", Date: start}}})
+	clock.Advance(30 * time.Second) // page 0 was found a minute ago: its grace ended, page 1's not yet
+	require.Equal(t, 99.0, w.Missed(), "page 0 but the log delivered late")
+	clock.Advance(30 * time.Second)
+	require.Equal(t, 99.0+29*100, w.Missed(), "every page's grace ended")
 }
