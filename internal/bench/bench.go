@@ -221,7 +221,9 @@ type CatchUp struct {
 	DedupeEntries int           // authpipe_buffer_dedupe_entries then
 	RedisBaseline int64         // Redis used_memory before the worker started (redis backend)
 	RedisUsed     int64         // Redis used_memory then (redis backend)
-	FileSize      int64         // the embedded buffer's file size then (bolt backend)
+	FileSize      int64         // the embedded buffer's file size then, once compacted (bolt backend)
+	FilePeak      int64         // its largest size sampled (every 250 ms) until then
+	Compactions   int           // authpipe_buffer_compactions_total then
 }
 
 // BytesPerEvent is what the catch-up left behind per delivered event, once
@@ -565,6 +567,9 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 			if n, err := w.metric("authpipe_buffer_backlog_events"); err == nil {
 				res.PeakBacklog = max(res.PeakBacklog, int(n))
 			}
+			if env.backend == "bolt" {
+				res.FilePeak = max(res.FilePeak, fileSize(env.dataDir))
+			}
 			if res.PolledIn == 0 {
 				if n, err := w.metric("authpipe_auth0_events_polled_total"); err == nil && int(n) >= opts.Events {
 					res.PolledIn = time.Since(w.started)
@@ -651,17 +656,37 @@ func measureRetained(ctx context.Context, res *CatchUp, w *worker, env workerEnv
 		}
 		res.RedisUsed = n
 	case "bolt":
-		files, err := filepath.Glob(filepath.Join(env.dataDir, "*.db"))
-		if err != nil {
-			return err
-		}
-		for _, f := range files {
-			if fi, err := os.Stat(f); err == nil {
-				res.FileSize += fi.Size()
+		res.FilePeak = max(res.FilePeak, fileSize(env.dataDir))
+		// Trim compacts a file that is mostly free pages right after the
+		// trim that emptied it: wait for that (a smaller file never is).
+		for res.FilePeak >= buffer.CompactMinBytes && time.Since(done) <= trimWait {
+			if n, err := w.metric("authpipe_buffer_compactions_total"); err == nil && n > 0 {
+				break
 			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+		res.FileSize = fileSize(env.dataDir)
+		if n, err := w.metric("authpipe_buffer_compactions_total"); err == nil {
+			res.Compactions = int(n)
 		}
 	}
 	return nil
+}
+
+// fileSize is the size of the buffer files in dir.
+func fileSize(dir string) int64 {
+	files, _ := filepath.Glob(filepath.Join(dir, "*.db"))
+	var n int64
+	for _, f := range files {
+		if fi, err := os.Stat(f); err == nil {
+			n += fi.Size()
+		}
+	}
+	return n
 }
 
 // batchSizeOf returns SEGMENT_BATCH_SIZE from extra env, else authpipe's

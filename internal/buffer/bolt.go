@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jonboulle/clockwork"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 )
@@ -37,12 +38,18 @@ var errClosed = errors.New("buffer closed")
 // and semantics of Redis for everything the poller and the forwarder use;
 // see the package doc for its guarantee. It is safe for concurrent use.
 type Bolt struct {
+	// dbMu guards db: a compaction (bolt_compact.go) replaces it while
+	// holding dbMu; every transaction holds it for reading.
+	dbMu  sync.RWMutex
 	db    *bbolt.DB
 	path  string
 	cfg   Config
 	log   *slog.Logger
 	clock clockwork.Clock
 	m     *bufferMetrics
+
+	compactions prometheus.Counter
+	compactMin  int64 // CompactMinBytes; tests lower it
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -86,18 +93,19 @@ func OpenBolt(dir string, cfg Config, deps Deps) (*Bolt, error) {
 	}
 	_, statErr := os.Stat(path)
 	existed := statErr == nil
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
-		Timeout: BoltLockTimeout,
-		// The freelist is rebuilt on open instead of written on every
-		// commit (etcd's setting); it does not affect durability.
-		NoFreelistSync: true,
-		FreelistType:   bbolt.FreelistMapType,
-	})
+	db, err := bbolt.Open(path, 0o600, boltOptions())
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, inUseError{fmt.Sprintf("open buffer: data dir %s is in use by another authpipe (%s stayed locked for %s)", dir, path, BoltLockTimeout)}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open buffer file %s: %w", path, err)
+	}
+	// A compaction's copy left by a crash before it replaced the file: the
+	// file itself is complete (see compact). Removed under the file's lock,
+	// so never while another process compacts.
+	if err := os.Remove(compactName(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		_ = db.Close()
+		return nil, fmt.Errorf("open buffer: remove leftover compaction copy: %w", err)
 	}
 	b := &Bolt{
 		db:      db,
@@ -109,6 +117,8 @@ func OpenBolt(dir string, cfg Config, deps Deps) (*Bolt, error) {
 		cursors: make(map[string]streamID),
 		notes:   make(map[streamID]string),
 		wake:    make(chan struct{}),
+
+		compactMin: CompactMinBytes,
 	}
 	if err := db.Update(b.initFile); err != nil {
 		_ = db.Close()
@@ -119,6 +129,10 @@ func OpenBolt(dir string, cfg Config, deps Deps) (*Bolt, error) {
 		return nil, err
 	}
 	b.m = newMetrics(deps.Registerer, deps.Stages)
+	if err := b.registerFileMetrics(deps.Registerer); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
 	b.loss = newLossWatch(deps.Registerer, b.log, b.clock)
 	if err := b.openLoss(existed, state); err != nil {
 		_ = db.Close()
@@ -163,6 +177,8 @@ func (b *Bolt) Close() error {
 		if _, ferr := b.check(); ferr != nil {
 			b.log.Warn("record buffer state on close", "err", ferr)
 		}
+		b.dbMu.Lock()
+		defer b.dbMu.Unlock()
 		close(b.closed)
 		if cerr := b.db.Close(); cerr != nil {
 			err = fmt.Errorf("close buffer: %w", cerr)
@@ -203,6 +219,11 @@ func (b *Bolt) update(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
 		notes[k] = v
 	}
 	b.mu.Unlock()
+	b.dbMu.RLock()
+	defer b.dbMu.RUnlock()
+	if b.isClosed() {
+		return errClosed
+	}
 	err := b.db.Update(func(tx *bbolt.Tx) error {
 		reasons := tx.Bucket(bktReasons)
 		for id, reason := range notes {
@@ -234,10 +255,54 @@ func (b *Bolt) update(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
 	return nil
 }
 func (b *Bolt) view(fn func(tx *bbolt.Tx) error) error {
+	b.dbMu.RLock()
+	defer b.dbMu.RUnlock()
 	if b.isClosed() {
 		return errClosed
 	}
 	return b.db.View(fn)
+}
+
+// registerFileMetrics registers the file's size and its compactions.
+func (b *Bolt) registerFileMetrics(reg prometheus.Registerer) error {
+	b.compactions = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "authpipe_buffer_compactions_total",
+		Help: "Compactions of the embedded buffer's file (copied without its free pages once at least a quarter of it was free).",
+	})
+	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "authpipe_buffer_file_bytes",
+		Help: "Size of the embedded buffer's file on disk.",
+	}, func() float64 {
+		fi, err := os.Stat(b.path)
+		if err != nil {
+			return 0
+		}
+		return float64(fi.Size())
+	})
+	for _, c := range []prometheus.Collector{b.compactions, size} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("register buffer metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// noteRead counts n bytes of entries read for residentFile.
+func (b *Bolt) noteRead(n int) {
+	b.dbMu.RLock()
+	defer b.dbMu.RUnlock()
+	if !b.isClosed() {
+		b.resident.noteRead(b.db, n)
+	}
+}
+
+// releasePages releases the file's mapped pages now (residentFile).
+func (b *Bolt) releasePages() {
+	b.dbMu.RLock()
+	defer b.dbMu.RUnlock()
+	if !b.isClosed() {
+		b.resident.release(b.db)
+	}
 }
 
 // Ping checks that the buffer file is open and readable.

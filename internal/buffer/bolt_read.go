@@ -121,7 +121,7 @@ func (b *Bolt) readNew(ctx context.Context, name, consumer string, count int) ([
 	for _, e := range out {
 		n += len(e.Raw)
 	}
-	b.resident.noteRead(b.db, n)
+	b.noteRead(n)
 	return out, nil
 }
 

@@ -343,15 +343,7 @@ func TestBoltTrimInChunks(t *testing.T) {
 		f.appendAll(t, page(at, from, min(2000, n-from)))
 	}
 	require.NoError(t, f.b.EnsureGroup(f.ctx, "fwd"))
-	var all []Entry
-	for {
-		es, err := f.b.Read(f.ctx, "fwd", "c", 2000, -1)
-		require.NoError(t, err)
-		if len(es) == 0 {
-			break
-		}
-		all = append(all, es...)
-	}
+	all := f.readAll(t, "fwd")
 	require.Len(t, all, n)
 	keep := all[n-3:]
 	require.NoError(t, f.b.Ack(f.ctx, "fwd", entryIDs(all[:n-3])...))

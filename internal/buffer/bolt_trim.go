@@ -20,7 +20,9 @@ import (
 // deleting up to trimChunk entries. It also forgets the dedupe record's hour
 // buckets (and the previous layout's log_ids) older than the retention
 // (Auth0 no longer serves those). It returns how many stream entries it
-// removed. bbolt reuses the pages it frees.
+// removed. bbolt reuses the pages it frees; once at least a quarter of a
+// file of CompactMinBytes or more is free pages, Trim compacts it (the disk then
+// follows the backlog down, not only up).
 func (b *Bolt) Trim(ctx context.Context) (int64, error) {
 	now := b.clock.Now()
 	cutoff := max(now.Add(-b.cfg.Retention).UnixMilli(), 0)
@@ -83,14 +85,14 @@ func (b *Bolt) Trim(ctx context.Context) (int64, error) {
 			// file's mapping: release them now, as consumers' reads do
 			// (residentFile), or a trim of a large backlog would leave
 			// them all resident.
-			b.resident.release(b.db)
+			b.releasePages()
 		}
 		total += int64(trimmed)
 		seenTotal += int64(forgotten)
 		b.m.trimmed.Add(float64(trimmed))
 		if trimmed < trimChunk && forgotten < trimChunk && stale < trimChunk {
 			b.log.Debug("buffer trimmed", "minid", bound.String(), "trimmed", total, "seen_removed", seenTotal)
-			return total, nil
+			return total, b.maybeCompact()
 		}
 	}
 }

@@ -161,7 +161,12 @@
 //     (the rule above) and drops whole hour buckets of the dedupe record
 //     (packed log_ids, as on Redis) once older than the retention; bbolt
 //     reuses the freed pages, so the file grows to the largest backlog plus
-//     a retention's worth of log_ids and no further (it never shrinks).
+//     a retention's worth of log_ids and no further. bbolt never shrinks a
+//     file, so Trim then compacts one of CompactMinBytes or more that is a
+//     quarter free: a copy without the free pages, written beside it and
+//     renamed over it while both are locked (a crash leaves one complete
+//     file). The transaction ids the state record compares count on across
+//     compactions.
 //   - Same ids and figures. Entry ids are "<ms>-<seq>" from the buffer's
 //     clock, strictly ascending (also when the clock goes back), as Redis
 //     stream ids read. Idle times for Reclaim follow the injected clock.

@@ -106,10 +106,7 @@ func writeBoltState(path string, st boltState) error {
 	if err := os.Rename(tmp, name); err != nil {
 		return fmt.Errorf("write buffer state: %w", err)
 	}
-	if d, err := os.Open(filepath.Dir(name)); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
-	}
+	_ = syncDir(filepath.Dir(name))
 	return nil
 }
 
@@ -198,7 +195,7 @@ func (b *Bolt) survey() (survey, int, error) {
 	var drop [][]byte
 	cutoff := []byte(b.clock.Now().Add(-b.cfg.Retention + dedupeSlack).UTC().Format("20060102150405"))
 	err := b.view(func(tx *bbolt.Tx) error {
-		txid = tx.ID()
+		txid = txID(tx)
 		meta, stream := tx.Bucket(bktMeta), tx.Bucket(bktStream)
 		sv.checkpoint = string(meta.Get(bkeyCheckpoint))
 		var cand *streamID

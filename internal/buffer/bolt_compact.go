@@ -1,0 +1,162 @@
+package buffer
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.etcd.io/bbolt"
+)
+
+const (
+	// CompactMinBytes is the smallest buffer file Trim compacts: below it,
+	// the disk a file keeps after a drained backlog is not worth a copy.
+	CompactMinBytes = 64 << 20
+	// compactTxBytes bounds one transaction of the copy (bbolt.Compact).
+	compactTxBytes = 64 << 20
+)
+
+// bkeyTxBase (meta) is the last transaction id of the file a compaction
+// copied from: the copy's own ids start again at 1, and the state file
+// beside the buffer compares transaction ids to tell an older copy of the
+// file (see openLoss), so ids count on from it.
+var bkeyTxBase = []byte("txbase")
+
+// txID is the file's last committed transaction as the state file records
+// it: tx.ID() counted on from the compactions before.
+func txID(tx *bbolt.Tx) int {
+	base := 0
+	if v := tx.Bucket(bktMeta).Get(bkeyTxBase); len(v) == 8 {
+		base = int(binary.BigEndian.Uint64(v))
+	}
+	return base + tx.ID()
+}
+
+// compactName is the file a compaction writes before it replaces path.
+func compactName(path string) string { return path + ".compact" }
+
+// compactDue reports the file's size and the bytes its pages in use hold,
+// and whether it should be compacted: bbolt reuses freed pages but never
+// shrinks its file, so after a large backlog is delivered and trimmed the
+// file keeps the backlog's peak size. It is due once it is at least
+// CompactMinBytes and at least a quarter of it is free pages: the file then
+// stays within 4/3 of what it holds, and each compaction shrinks it by a
+// quarter or more, so compactions cannot follow each other without the
+// file having grown in between.
+func (b *Bolt) compactDue() (size, inUse int64, due bool, err error) {
+	b.dbMu.RLock()
+	defer b.dbMu.RUnlock()
+	if b.isClosed() {
+		return 0, 0, false, errClosed
+	}
+	err = b.db.View(func(tx *bbolt.Tx) error {
+		size = tx.Size()
+		return nil
+	})
+	st := b.db.Stats()
+	inUse = size - int64(st.FreePageN+st.PendingPageN)*int64(b.db.Info().PageSize)
+	return size, inUse, err == nil && size >= b.compactMin && inUse <= size/4*3, err
+}
+
+// compact copies the file's buckets into a new file, without the free
+// pages, and puts the copy in its place. Every other use of the file waits
+// meanwhile (dbMu); the copy takes about a second per hundred megabytes in
+// use. The copy is written beside the file, synced, and renamed over it
+// while both are open and locked, so no other process can open either in
+// between and a crash at any point leaves one complete file: the old one
+// (a leftover copy is removed at the next open) or the new one.
+func (b *Bolt) compact() (before, after int64, err error) {
+	b.dbMu.Lock()
+	defer b.dbMu.Unlock()
+	if b.isClosed() {
+		return 0, 0, errClosed
+	}
+	tmp := compactName(b.path)
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, 0, fmt.Errorf("compact buffer file: remove leftover copy: %w", err)
+	}
+	var base int
+	if err := b.db.View(func(tx *bbolt.Tx) error {
+		before, base = tx.Size(), txID(tx)
+		return nil
+	}); err != nil {
+		return 0, 0, fmt.Errorf("compact buffer file: %w", err)
+	}
+	dst, err := bbolt.Open(tmp, 0o600, boltOptions())
+	if err != nil {
+		return 0, 0, fmt.Errorf("compact buffer file: create copy: %w", err)
+	}
+	abandon := func(err error) (int64, int64, error) {
+		_ = dst.Close()
+		_ = os.Remove(tmp)
+		return 0, 0, fmt.Errorf("compact buffer file: %w", err)
+	}
+	if err := bbolt.Compact(dst, b.db, compactTxBytes); err != nil {
+		return abandon(err)
+	}
+	if err := dst.Update(func(tx *bbolt.Tx) error {
+		after = tx.Size()
+		return tx.Bucket(bktMeta).Put(bkeyTxBase, binary.BigEndian.AppendUint64(nil, uint64(base)))
+	}); err != nil {
+		return abandon(err)
+	}
+	if err := os.Rename(tmp, b.path); err != nil {
+		return abandon(err)
+	}
+	// The rename must be on disk before anything is written to the copy:
+	// otherwise a crash could bring back the old file without those writes.
+	if err := syncDir(filepath.Dir(b.path)); err != nil {
+		b.log.Error("sync data dir after compacting the buffer file", "err", err)
+	}
+	old := b.db
+	b.db = dst
+	if err := old.Close(); err != nil {
+		b.log.Warn("close the buffer file replaced by its compacted copy", "err", err)
+	}
+	b.resident.release(dst) // the copy's writes mapped its pages
+	return before, after, nil
+}
+
+// maybeCompact compacts the file when compactDue says so, and reports it.
+func (b *Bolt) maybeCompact() error {
+	_, _, due, err := b.compactDue()
+	if err != nil || !due {
+		return err
+	}
+	start := b.clock.Now()
+	before, after, err := b.compact()
+	if err != nil {
+		return err
+	}
+	b.compactions.Inc()
+	b.log.Info("buffer file compacted", "bytes_before", before, "bytes_after", after,
+		"duration", b.clock.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// syncDir makes the entries of dir (a rename) durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// boltOptions are the options of every buffer file.
+func boltOptions() *bbolt.Options {
+	return &bbolt.Options{
+		Timeout: BoltLockTimeout,
+		// The freelist is rebuilt on open instead of written on every
+		// commit (etcd's setting); it does not affect durability.
+		NoFreelistSync: true,
+		FreelistType:   bbolt.FreelistMapType,
+	}
+}
