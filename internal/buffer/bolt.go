@@ -267,7 +267,7 @@ func (b *Bolt) view(fn func(tx *bbolt.Tx) error) error {
 func (b *Bolt) registerFileMetrics(reg prometheus.Registerer) error {
 	b.compactions = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "authpipe_buffer_compactions_total",
-		Help: "Compactions of the embedded buffer's file (copied without its free pages once at least a quarter of it was free).",
+		Help: "Compactions of the embedded buffer's file (copied without its free pages once at least half of it was free).",
 	})
 	size := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "authpipe_buffer_file_bytes",

@@ -139,6 +139,12 @@ func (b *Bolt) Append(ctx context.Context, logs []auth0log.Log, checkpoint strin
 	}
 	if added > 0 {
 		b.notify()
+		// The append read the pages it changed through the mapping.
+		n := 0
+		for _, l := range logs {
+			n += len(l.Raw)
+		}
+		b.noteRead(n)
 	}
 	return added, nil
 }

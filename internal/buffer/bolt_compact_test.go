@@ -121,7 +121,7 @@ func TestBoltCompactsADrainedFile(t *testing.T) {
 	require.Zero(t, testutil.ToFloat64(g.b.loss.m.total), "the compacted file taken for an older copy")
 	require.NoError(t, g.b.Close())
 	require.NoError(t, testutil.GatherAndCompare(f.reg, strings.NewReader(`
-# HELP authpipe_buffer_compactions_total Compactions of the embedded buffer's file (copied without its free pages once at least a quarter of it was free).
+# HELP authpipe_buffer_compactions_total Compactions of the embedded buffer's file (copied without its free pages once at least half of it was free).
 # TYPE authpipe_buffer_compactions_total counter
 authpipe_buffer_compactions_total{tenant="acme"} 1
 `), "authpipe_buffer_compactions_total"))
@@ -210,4 +210,32 @@ func TestBoltLeftoverCompactionCopy(t *testing.T) {
 	added, err := f.b.Append(f.ctx, logs, logs[2].ID)
 	require.NoError(t, err)
 	require.Zero(t, added)
+}
+
+// TestBoltNoCompactionWhileABacklogDrains: a file that is half free pages is
+// not compacted while its stream still holds more than compactMaxEntries
+// (the copy would copy the backlog), and is once they are delivered.
+func TestBoltNoCompactionWhileABacklogDrains(t *testing.T) {
+	f := newBoltFixture(t, Config{})
+	f.b.compactMin = 1 << 20
+	require.NoError(t, f.b.EnsureGroup(f.ctx, "forward"))
+	at := f.clock.Now().Truncate(time.Second)
+	const n = 3 * compactMaxEntries
+	f.fillBacklog(t, at, 0, n)
+	acked := 0
+	for acked < n-compactMaxEntries-1000 { // reads of 500: stops at 19,000
+		got, err := f.b.Read(f.ctx, "forward", "c", 500, -1)
+		require.NoError(t, err)
+		require.NoError(t, f.b.Ack(f.ctx, "forward", entryIDs(got)...))
+		acked += len(got)
+	}
+	trimmed, err := f.b.Trim(f.ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, acked, trimmed)
+	require.Zero(t, testutil.ToFloat64(f.b.compactions), "%d entries left in the stream", n-acked)
+
+	f.drain(t, "forward")
+	_, err = f.b.Trim(f.ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, testutil.ToFloat64(f.b.compactions))
 }

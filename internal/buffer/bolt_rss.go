@@ -6,9 +6,11 @@ import (
 	"go.etcd.io/bbolt"
 )
 
-// releaseEvery is how many bytes of entries the consumers read between two
-// releases of the file's mapped pages.
-const releaseEvery = 16 << 20
+// releaseEvery is how many bytes of entries are appended and read between
+// two releases of the file's mapped pages. A release costs a minor page
+// fault per page touched again afterwards (well under a millisecond for
+// 4 MiB); 16 MiB left up to 75 MB of the file resident during a catch-up.
+const releaseEvery = 4 << 20
 
 // residentFile bounds how much of the buffer file stays resident in the
 // process. bbolt reads the file through a shared memory map; every page a

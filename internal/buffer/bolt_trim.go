@@ -20,8 +20,8 @@ import (
 // deleting up to trimChunk entries. It also forgets the dedupe record's hour
 // buckets (and the previous layout's log_ids) older than the retention
 // (Auth0 no longer serves those). It returns how many stream entries it
-// removed. bbolt reuses the pages it frees; once at least a quarter of a
-// file of CompactMinBytes or more is free pages, Trim compacts it (the disk then
+// removed. bbolt reuses the pages it frees; once at least half of a file
+// of CompactMinBytes or more is free pages, Trim compacts it (the disk then
 // follows the backlog down, not only up).
 func (b *Bolt) Trim(ctx context.Context) (int64, error) {
 	now := b.clock.Now()

@@ -162,8 +162,8 @@
 //     (packed log_ids, as on Redis) once older than the retention; bbolt
 //     reuses the freed pages, so the file grows to the largest backlog plus
 //     a retention's worth of log_ids and no further. bbolt never shrinks a
-//     file, so Trim then compacts one of CompactMinBytes or more that is a
-//     quarter free: a copy without the free pages, written beside it and
+//     file, so Trim then compacts one of CompactMinBytes or more that is
+//     half free: a copy without the free pages, written beside it and
 //     renamed over it while both are locked (a crash leaves one complete
 //     file). The transaction ids the state record compares count on across
 //     compactions.
