@@ -48,8 +48,9 @@ type Bolt struct {
 	clock clockwork.Clock
 	m     *bufferMetrics
 
-	compactions prometheus.Counter
-	compactMin  int64 // CompactMinBytes; tests lower it
+	compactions    prometheus.Counter
+	compactMin     int64     // CompactMinBytes; tests lower it
+	compactRetryAt time.Time // no compaction before (after a failed one); under mu
 
 	closeOnce sync.Once
 	closed    chan struct{}

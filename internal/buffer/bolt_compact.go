@@ -28,6 +28,8 @@ const (
 	// compactRelease is how often the pages of the file being copied are
 	// released from the process while the copy reads them (residentFile).
 	compactRelease = 50 * time.Millisecond
+	// compactRetry is how long a failed compaction waits to be tried again.
+	compactRetry = 10 * time.Minute
 )
 
 // bkeyTxBase (meta) is the last transaction id of the file a compaction
@@ -152,19 +154,33 @@ func (b *Bolt) compact() (before, after int64, err error) {
 }
 
 // maybeCompact compacts the file when compactDue says so, and reports it.
+// A failed compaction (a full disk, most likely) leaves the file as it was;
+// it is logged, and not tried again for compactRetry: each try writes up to
+// the file's content. It is not Trim's failure: the trim itself is done.
 func (b *Bolt) maybeCompact() error {
+	now := b.clock.Now()
+	b.mu.Lock()
+	retryAt := b.compactRetryAt
+	b.mu.Unlock()
+	if now.Before(retryAt) {
+		return nil
+	}
 	due, err := b.compactDue()
 	if err != nil || !due {
 		return err
 	}
-	start := b.clock.Now()
 	before, after, err := b.compact()
 	if err != nil {
-		return err
+		b.mu.Lock()
+		b.compactRetryAt = now.Add(compactRetry)
+		b.mu.Unlock()
+		b.log.Warn("cannot compact the buffer file; it keeps its size (bbolt reuses its free pages)",
+			"err", err, "retry_in", compactRetry)
+		return nil
 	}
 	b.compactions.Inc()
 	b.log.Info("buffer file compacted", "bytes_before", before, "bytes_after", after,
-		"duration", b.clock.Since(start).Round(time.Millisecond))
+		"duration", b.clock.Since(now).Round(time.Millisecond))
 	return nil
 }
 

@@ -239,3 +239,38 @@ func TestBoltNoCompactionWhileABacklogDrains(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, testutil.ToFloat64(f.b.compactions))
 }
+
+// TestBoltFailedCompaction: a compaction that cannot write its copy leaves
+// the file as it was and working, does not fail the trim, and is not tried
+// again before compactRetry.
+func TestBoltFailedCompaction(t *testing.T) {
+	f := newBoltFixture(t, Config{})
+	f.b.compactMin = 1 << 20
+	require.NoError(t, f.b.EnsureGroup(f.ctx, "forward"))
+	logs := f.fillBacklog(t, f.clock.Now().Truncate(time.Second), 0, 2000)
+	f.drain(t, "forward")
+	peak := f.fileSize(t)
+	// A directory (not empty) where the copy goes: it cannot be removed or
+	// written, as a full or broken disk would refuse the copy.
+	blocker := compactName(f.b.Path())
+	require.NoError(t, os.MkdirAll(filepath.Join(blocker, "x"), 0o700))
+
+	n, err := f.b.Trim(f.ctx)
+	require.NoError(t, err, "the trim itself succeeded")
+	require.EqualValues(t, 2000, n)
+	require.Zero(t, testutil.ToFloat64(f.b.compactions))
+	require.Equal(t, peak, f.fileSize(t))
+	added, err := f.b.Append(f.ctx, logs, "")
+	require.NoError(t, err)
+	require.Zero(t, added, "the file still deduplicates")
+
+	require.NoError(t, os.RemoveAll(blocker))
+	_, err = f.b.Trim(f.ctx)
+	require.NoError(t, err)
+	require.Zero(t, testutil.ToFloat64(f.b.compactions), "tried again before compactRetry")
+	f.clock.Advance(compactRetry)
+	_, err = f.b.Trim(f.ctx)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, testutil.ToFloat64(f.b.compactions))
+	require.Less(t, f.fileSize(t), peak)
+}
