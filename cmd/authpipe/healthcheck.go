@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"flag"
 	"fmt"
@@ -72,9 +73,7 @@ func healthcheckCommand(args []string, stdout, stderr io.Writer) int {
 // (AUTHPIPE_LISTEN; empty means the default :9464). A wildcard or empty host
 // is reached on loopback.
 func healthURL(listen string) (string, error) {
-	if listen == "" {
-		listen = ":9464"
-	}
+	listen = cmp.Or(listen, ":9464")
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return "", fmt.Errorf("AUTHPIPE_LISTEN %q: %w", listen, err)

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -102,18 +103,10 @@ func (c Config) Validate() error {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Leeway == 0 {
-		c.Leeway = DefaultLeeway
-	}
-	if c.JWKSMinRefresh == 0 {
-		c.JWKSMinRefresh = DefaultJWKSMinRefresh
-	}
-	if c.JWKSMaxAge == 0 {
-		c.JWKSMaxAge = DefaultJWKSMaxAge
-	}
-	if c.Group == "" {
-		c.Group = DefaultGroup
-	}
+	c.Leeway = cmp.Or(c.Leeway, DefaultLeeway)
+	c.JWKSMinRefresh = cmp.Or(c.JWKSMinRefresh, DefaultJWKSMinRefresh)
+	c.JWKSMaxAge = cmp.Or(c.JWKSMaxAge, DefaultJWKSMaxAge)
+	c.Group = cmp.Or(c.Group, DefaultGroup)
 	return c
 }
 

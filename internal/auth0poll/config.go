@@ -1,6 +1,7 @@
 package auth0poll
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net/url"
@@ -76,33 +77,15 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Retention == 0 {
-		c.Retention = DefaultRetention
-	}
-	if c.PollInterval == 0 {
-		c.PollInterval = DefaultPollInterval
-	}
-	if c.PageSize == 0 {
-		c.PageSize = DefaultPageSize
-	}
-	if c.RequestTimeout == 0 {
-		c.RequestTimeout = DefaultRequestTimeout
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = DefaultMaxBackoff
-	}
-	if c.RateLimitShare == 0 {
-		c.RateLimitShare = DefaultRateLimitShare
-	}
-	if c.LagAlertRatio == 0 {
-		c.LagAlertRatio = DefaultLagAlertRatio
-	}
-	if c.StreamPollInterval == 0 {
-		c.StreamPollInterval = max(DefaultStreamPollInterval, c.PollInterval)
-	}
-	if c.StreamHealthyWindow == 0 {
-		c.StreamHealthyWindow = DefaultStreamHealthyWindow
-	}
+	c.Retention = cmp.Or(c.Retention, DefaultRetention)
+	c.PollInterval = cmp.Or(c.PollInterval, DefaultPollInterval)
+	c.PageSize = cmp.Or(c.PageSize, DefaultPageSize)
+	c.RequestTimeout = cmp.Or(c.RequestTimeout, DefaultRequestTimeout)
+	c.MaxBackoff = cmp.Or(c.MaxBackoff, DefaultMaxBackoff)
+	c.RateLimitShare = cmp.Or(c.RateLimitShare, DefaultRateLimitShare)
+	c.LagAlertRatio = cmp.Or(c.LagAlertRatio, DefaultLagAlertRatio)
+	c.StreamPollInterval = cmp.Or(c.StreamPollInterval, max(DefaultStreamPollInterval, c.PollInterval))
+	c.StreamHealthyWindow = cmp.Or(c.StreamHealthyWindow, DefaultStreamHealthyWindow)
 	return c
 }
 

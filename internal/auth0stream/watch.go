@@ -1,6 +1,7 @@
 package auth0stream
 
 import (
+	"cmp"
 	"fmt"
 	"sync"
 	"time"
@@ -75,9 +76,7 @@ func NewWatch(tenant string, cfg WatchConfig, reg prometheus.Registerer, clock c
 	if cfg.Grace < 0 {
 		return nil, fmt.Errorf("stream watch: grace %s: want more than 0 (0 for the default %s)", cfg.Grace, DefaultGrace)
 	}
-	if cfg.Grace == 0 {
-		cfg.Grace = DefaultGrace
-	}
+	cfg.Grace = cmp.Or(cfg.Grace, DefaultGrace)
 	inject.Defaults(nil, &reg, &clock)
 	w := &Watch{
 		tenant:    tenant,

@@ -33,6 +33,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -87,30 +88,14 @@ func (o Options) withDefaults() (Options, error) {
 	if o.Authpipe == "" {
 		return o, errors.New("bench: the authpipe binary is required")
 	}
-	if o.Events == 0 {
-		o.Events = 1_000_000
-	}
-	if o.Rate == 0 {
-		o.Rate = 5000
-	}
-	if o.SteadyFor == 0 {
-		o.SteadyFor = 30 * time.Second
-	}
-	if o.PollInterval == 0 {
-		o.PollInterval = time.Second
-	}
-	if o.PushEvents == 0 {
-		o.PushEvents = 200_000
-	}
-	if o.PushRate == 0 {
-		o.PushRate = 1000
-	}
-	if o.PushFor == 0 {
-		o.PushFor = 30 * time.Second
-	}
-	if o.StageEvents == 0 {
-		o.StageEvents = min(o.Events, 200_000)
-	}
+	o.Events = cmp.Or(o.Events, 1_000_000)
+	o.Rate = cmp.Or(o.Rate, 5000)
+	o.SteadyFor = cmp.Or(o.SteadyFor, 30*time.Second)
+	o.PollInterval = cmp.Or(o.PollInterval, time.Second)
+	o.PushEvents = cmp.Or(o.PushEvents, 200_000)
+	o.PushRate = cmp.Or(o.PushRate, 1000)
+	o.PushFor = cmp.Or(o.PushFor, 30*time.Second)
+	o.StageEvents = cmp.Or(o.StageEvents, min(o.Events, 200_000))
 	if len(o.Backends) == 0 {
 		o.Backends = []string{"redis", "bolt"}
 	}
@@ -119,9 +104,7 @@ func (o Options) withDefaults() (Options, error) {
 			return o, fmt.Errorf("bench: unknown backend %q (want redis or bolt)", b)
 		}
 	}
-	if o.Timeout == 0 {
-		o.Timeout = 10 * time.Minute
-	}
+	o.Timeout = cmp.Or(o.Timeout, 10*time.Minute)
 	if o.Log == nil {
 		o.Log = io.Discard
 	}

@@ -44,6 +44,7 @@
 package lease
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -136,10 +137,7 @@ func (c Config) Validate() error {
 	if c.RenewEvery < 0 {
 		errs = append(errs, fmt.Errorf("lease renew interval %s: want more than 0", c.RenewEvery))
 	}
-	ttl := c.TTL
-	if ttl == 0 {
-		ttl = DefaultTTL
-	}
+	ttl := cmp.Or(c.TTL, DefaultTTL)
 	if c.RenewEvery >= ttl {
 		errs = append(errs, fmt.Errorf("lease renew interval %s: want less than the ttl %s", c.RenewEvery, ttl))
 	}
@@ -150,12 +148,8 @@ func (c Config) Validate() error {
 }
 
 func (c Config) withDefaults() Config {
-	if c.TTL == 0 {
-		c.TTL = DefaultTTL
-	}
-	if c.RenewEvery == 0 {
-		c.RenewEvery = c.TTL / 3
-	}
+	c.TTL = cmp.Or(c.TTL, DefaultTTL)
+	c.RenewEvery = cmp.Or(c.RenewEvery, c.TTL/3)
 	if c.Owner == "" {
 		c.Owner = DefaultOwner()
 	}

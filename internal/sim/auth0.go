@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -143,12 +144,8 @@ func NewAuth0(opts Auth0Options) *Auth0 {
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
 	}
-	if opts.Tenant == "" {
-		opts.Tenant = DefaultTenant
-	}
-	if opts.Hostname == "" {
-		opts.Hostname = opts.Tenant + ".us.auth0.com"
-	}
+	opts.Tenant = cmp.Or(opts.Tenant, DefaultTenant)
+	opts.Hostname = cmp.Or(opts.Hostname, opts.Tenant+".us.auth0.com")
 	if opts.Scopes == nil {
 		opts.Scopes = DefaultScopes
 	}
@@ -840,16 +837,12 @@ type statusWriter struct {
 }
 
 func (s *statusWriter) WriteHeader(code int) {
-	if s.status == 0 {
-		s.status = code
-	}
+	s.status = cmp.Or(s.status, code)
 	s.ResponseWriter.WriteHeader(code)
 }
 
 func (s *statusWriter) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
-	}
+	s.status = cmp.Or(s.status, http.StatusOK)
 	return s.ResponseWriter.Write(b)
 }
 

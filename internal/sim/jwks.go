@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"crypto"
 	"crypto/hmac"
 	"crypto/rand"
@@ -74,12 +75,8 @@ func NewJWKS(opts JWKSOptions) *JWKS {
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
 	}
-	if opts.TTL == 0 {
-		opts.TTL = time.Hour
-	}
-	if opts.Bits == 0 {
-		opts.Bits = 2048
-	}
+	opts.TTL = cmp.Or(opts.TTL, time.Hour)
+	opts.Bits = cmp.Or(opts.Bits, 2048)
 	j := &JWKS{opts: opts}
 	j.cur = j.newKey()
 	j.keys = []*jwksKey{j.cur}

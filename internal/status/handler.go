@@ -2,6 +2,7 @@ package status
 
 import (
 	"bytes"
+	"cmp"
 	"net/http"
 	"sync"
 	"time"
@@ -36,9 +37,7 @@ type Options struct {
 // NewHandler returns the status page: GET and HEAD of / render the page
 // from g; other paths are 404, other methods 405.
 func NewHandler(g prometheus.Gatherer, opts Options) http.Handler {
-	if opts.Title == "" {
-		opts.Title = "authpipe"
-	}
+	opts.Title = cmp.Or(opts.Title, "authpipe")
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}

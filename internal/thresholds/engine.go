@@ -1,6 +1,7 @@
 package thresholds
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -205,48 +206,22 @@ func (c Config) withDefaults() Config {
 	if c.Redis == nil && c.Buffer != nil {
 		c.Redis = c.Buffer.Client()
 	}
-	if c.LeaseTTL == 0 {
-		c.LeaseTTL = DefaultLeaseTTL
-	}
+	c.LeaseTTL = cmp.Or(c.LeaseTTL, DefaultLeaseTTL)
 	if c.Consumer == "" {
 		c.Consumer = lease.DefaultOwner()
 	}
-	if c.Group == "" {
-		c.Group = DefaultGroup
-	}
-	if c.ReloadInterval == 0 {
-		c.ReloadInterval = DefaultReloadInterval
-	}
-	if c.ResendInterval == 0 {
-		c.ResendInterval = DefaultResendInterval
-	}
-	if c.ResolveHold == 0 {
-		c.ResolveHold = DefaultResolveHold
-	}
-	if c.MaxGroups == 0 {
-		c.MaxGroups = DefaultMaxGroups
-	}
-	if c.MaxAlertsPerRule == 0 {
-		c.MaxAlertsPerRule = DefaultMaxAlerts
-	}
-	if c.TopOffenders == 0 {
-		c.TopOffenders = DefaultTopOffenders
-	}
-	if c.ReadCount == 0 {
-		c.ReadCount = DefaultReadCount
-	}
-	if c.ReadBlock == 0 {
-		c.ReadBlock = DefaultReadBlock
-	}
-	if c.ReclaimIdle == 0 {
-		c.ReclaimIdle = DefaultReclaimIdle
-	}
-	if c.SendRetries == 0 {
-		c.SendRetries = DefaultSendRetries
-	}
-	if c.SendBackoff == 0 {
-		c.SendBackoff = DefaultSendBackoff
-	}
+	c.Group = cmp.Or(c.Group, DefaultGroup)
+	c.ReloadInterval = cmp.Or(c.ReloadInterval, DefaultReloadInterval)
+	c.ResendInterval = cmp.Or(c.ResendInterval, DefaultResendInterval)
+	c.ResolveHold = cmp.Or(c.ResolveHold, DefaultResolveHold)
+	c.MaxGroups = cmp.Or(c.MaxGroups, DefaultMaxGroups)
+	c.MaxAlertsPerRule = cmp.Or(c.MaxAlertsPerRule, DefaultMaxAlerts)
+	c.TopOffenders = cmp.Or(c.TopOffenders, DefaultTopOffenders)
+	c.ReadCount = cmp.Or(c.ReadCount, DefaultReadCount)
+	c.ReadBlock = cmp.Or(c.ReadBlock, DefaultReadBlock)
+	c.ReclaimIdle = cmp.Or(c.ReclaimIdle, DefaultReclaimIdle)
+	c.SendRetries = cmp.Or(c.SendRetries, DefaultSendRetries)
+	c.SendBackoff = cmp.Or(c.SendBackoff, DefaultSendBackoff)
 	return c
 }
 
