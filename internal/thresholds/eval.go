@@ -1,13 +1,13 @@
 package thresholds
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
 	"maps"
 	"math"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -194,11 +194,11 @@ func (ev *evaluator) evalRealtime(ctx context.Context, rs *rules.Set, touched ma
 }
 
 func gaugeValue(ev *evaluator, rule string) float64 {
-	var v float64
-	if g, err := ev.m.value.GetMetricWithLabelValues(rule); err == nil {
-		v = readGauge(g)
+	g, err := ev.m.value.GetMetricWithLabelValues(rule)
+	if err != nil {
+		return 0
 	}
-	return v
+	return readGauge(g)
 }
 
 // CheckResult is the outcome of one scheduled check of a rule.
@@ -247,10 +247,7 @@ func (ev *evaluator) check(ctx context.Context, r *rules.Rule, now time.Time) (C
 		}
 		byGroup[gv.Group] = gv
 	}
-	values := make([]store.GroupValue, 0, len(byGroup))
-	for _, gv := range byGroup {
-		values = append(values, gv)
-	}
+	values := slices.Collect(maps.Values(byGroup))
 	sortValues(values)
 	var breaching []store.GroupValue
 	for _, gv := range values {
@@ -384,13 +381,7 @@ func (ev *evaluator) activeFor(ctx context.Context, rule string) ([]store.Active
 	if err != nil {
 		return nil, err
 	}
-	var out []store.ActiveAlert
-	for _, a := range all {
-		if a.Rule == rule {
-			out = append(out, a)
-		}
-	}
-	return out, nil
+	return slices.DeleteFunc(all, func(a store.ActiveAlert) bool { return a.Rule != rule }), nil
 }
 
 // render builds an alert's labels and annotations for group gv.
@@ -399,9 +390,7 @@ func (ev *evaluator) render(r *rules.Rule, gv store.GroupValue, all []store.Grou
 	if ev.tenant != "" {
 		labels["tenant"] = ev.tenant
 	}
-	for k, v := range r.Labels {
-		labels[k] = v
-	}
+	maps.Copy(labels, r.Labels)
 	if r.GroupBy != "" {
 		labels[r.GroupBy] = gv.Group
 	}
@@ -446,11 +435,8 @@ func topOffenders(r *rules.Rule, own store.GroupValue, values []store.GroupValue
 
 // sortValues orders by value, highest first, then by group.
 func sortValues(v []store.GroupValue) {
-	sort.Slice(v, func(i, j int) bool {
-		if v[i].Value != v[j].Value {
-			return v[i].Value > v[j].Value
-		}
-		return v[i].Group < v[j].Group
+	slices.SortFunc(v, func(a, b store.GroupValue) int {
+		return cmp.Or(cmp.Compare(b.Value, a.Value), strings.Compare(a.Group, b.Group))
 	})
 }
 
