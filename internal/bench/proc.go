@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -10,78 +8,39 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/procfs"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/authpipe/authpipe/internal/freeport"
 )
 
-// clockTicks is USER_HZ, the unit of /proc/<pid>/stat CPU times: 100 on
-// every Linux architecture Go supports.
-const clockTicks = 100
-
 // procStats is what /proc says about one process.
 type procStats struct {
-	HWM     int64 // peak resident set (VmHWM), bytes
-	RSS     int64 // resident set now (VmRSS), bytes
-	Anon    int64 // anonymous resident memory (RssAnon), bytes
-	File    int64 // file-backed resident memory (RssFile: mmapped files), bytes
-	CPU     time.Duration
-	Threads int
+	HWM  int64 // peak resident set (VmHWM), bytes
+	Anon int64 // anonymous resident memory (RssAnon), bytes
+	File int64 // file-backed resident memory (RssFile: mmapped files), bytes
+	CPU  time.Duration
 }
 
 // readProc reads /proc/<pid>/status and /proc/<pid>/stat.
 func readProc(pid int) (procStats, error) {
-	var s procStats
-	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	p, err := procfs.NewProc(pid)
 	if err != nil {
-		return s, err
+		return procStats{}, err
 	}
-	sc := bufio.NewScanner(bytes.NewReader(status))
-	for sc.Scan() {
-		key, val, ok := strings.Cut(sc.Text(), ":")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(val)
-		if len(f) == 0 {
-			continue
-		}
-		n, _ := strconv.ParseInt(f[0], 10, 64)
-		switch key {
-		case "VmHWM":
-			s.HWM = n << 10
-		case "VmRSS":
-			s.RSS = n << 10
-		case "RssAnon":
-			s.Anon = n << 10
-		case "RssFile":
-			s.File = n << 10
-		case "Threads":
-			s.Threads = int(n)
-		}
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	status, err := p.NewStatus()
 	if err != nil {
-		return s, err
+		return procStats{}, err
 	}
-	// The command name (field 2) may hold spaces: fields count from its ')'.
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 {
-		return s, fmt.Errorf("parse /proc/%d/stat", pid)
+	stat, err := p.Stat()
+	if err != nil {
+		return procStats{}, err
 	}
-	f := strings.Fields(string(stat[i+1:]))
-	// f[0] is field 3 (state); utime and stime are fields 14 and 15.
-	if len(f) < 13 {
-		return s, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	s.CPU = time.Duration(ut+st) * time.Second / clockTicks
-	return s, nil
+	return procStats{HWM: int64(status.VmHWM), Anon: int64(status.RssAnon), File: int64(status.RssFile),
+		CPU: time.Duration(stat.CPUTime() * float64(time.Second)).Round(time.Millisecond)}, nil
 }
 
 // redisServer is a private redis-server with production persistence
