@@ -120,9 +120,6 @@ func New(cfg *config.Config, deps Deps) (*App, error) {
 	return a, nil
 }
 
-// Registry is the app's registry (the demo's live view reads it).
-func (a *App) Registry() *prometheus.Registry { return a.reg }
-
 // Close closes the audit trail, every tenant's buffer and the Redis client.
 // Run calls it when every component has stopped; call it only for an app
 // that is not run. Later calls do nothing.

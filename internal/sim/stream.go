@@ -229,14 +229,6 @@ func (s *Stream) Follow(a *Auth0) {
 	a.Subscribe(func(logs []RawLog) { s.Offer(logs...) })
 }
 
-// Resume restarts a paused stream; what it holds is delivered again.
-func (s *Stream) Resume() {
-	s.mu.Lock()
-	s.stats.Paused, s.failingSince = false, time.Time{}
-	s.mu.Unlock()
-	s.signal()
-}
-
 func (s *Stream) signal() {
 	select {
 	case s.wake <- struct{}{}:
