@@ -23,10 +23,10 @@ func TestProgress(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
 	f := promauto.With(reg)
 	stages := metrics.NewStages(metrics.Tenant(reg, "acme")) // as package pipeline does
-	polled := f.NewCounterVec(prometheus.CounterOpts{Name: metricPolled, Help: "h"}, []string{"tenant"})
-	acked := f.NewCounterVec(prometheus.CounterOpts{Name: metricForwardAcked, Help: "h"}, []string{"tenant"})
-	backlog := f.NewGaugeVec(prometheus.GaugeOpts{Name: metricBacklog, Help: "h"}, []string{"tenant"})
-	lag := f.NewGaugeVec(prometheus.GaugeOpts{Name: metricCheckpointLag, Help: "h"}, []string{"tenant"})
+	polled := f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_auth0_events_polled_total", Help: "h"}, []string{"tenant"})
+	acked := f.NewCounterVec(prometheus.CounterOpts{Name: "authpipe_forward_events_acked_total", Help: "h"}, []string{"tenant"})
+	backlog := f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_buffer_backlog_events", Help: "h"}, []string{"tenant"})
+	lag := f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_auth0_checkpoint_lag_seconds", Help: "h"}, []string{"tenant"})
 	fwd, buf := stages.For(metrics.StageForward), stages.For(metrics.StageBuffer)
 	for _, tenant := range []string{"acme", "idle"} {
 		polled.WithLabelValues(tenant)
@@ -92,7 +92,7 @@ func TestProgress(t *testing.T) {
 // ticker.
 func TestProgressRun(t *testing.T) {
 	reg := prometheus.NewPedanticRegistry()
-	polled := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: metricPolled, Help: "h"}, []string{"tenant"})
+	polled := promauto.With(reg).NewCounterVec(prometheus.CounterOpts{Name: "authpipe_auth0_events_polled_total", Help: "h"}, []string{"tenant"})
 	polled.WithLabelValues("acme").Add(5)
 	var logs testlogs.Buffer
 	clock := clockwork.NewFakeClock()

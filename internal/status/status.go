@@ -29,38 +29,6 @@ import (
 	"github.com/authpipe/authpipe/internal/metrics"
 )
 
-// Names of the metrics the page reads.
-const (
-	metricStageReceived  = "authpipe_stage_events_received_total"
-	metricStageWritten   = "authpipe_stage_events_written_total"
-	metricStageAcked     = "authpipe_stage_events_acked_total"
-	metricStageFailed    = "authpipe_stage_events_failed_total"
-	metricPolled         = "authpipe_auth0_events_polled_total"
-	metricForwardAcked   = "authpipe_forward_events_acked_total"
-	metricCheckpointLag  = "authpipe_auth0_checkpoint_lag_seconds"
-	metricGaps           = "authpipe_auth0_gaps_total"
-	metricBacklog        = "authpipe_buffer_backlog_events"
-	metricPending        = "authpipe_buffer_pending_events"
-	metricDeadLetters    = "authpipe_dead_letter_events"
-	metricBufferEntries  = "authpipe_buffer_stream_events"
-	metricDedupeEntries  = "authpipe_buffer_dedupe_entries"
-	metricRedisMemory    = "authpipe_buffer_redis_memory_bytes"
-	metricThresholdValue = "authpipe_threshold_value"
-	metricThresholdHit   = "authpipe_threshold_breached"
-	metricReloadOK       = "authpipe_rules_last_reload_successful"
-	metricReady          = "authpipe_ready"
-	metricBuildInfo      = "authpipe_build_info"
-	metricDataLoss       = "authpipe_buffer_data_loss_total"
-	metricDataLossAt     = "authpipe_buffer_data_loss_last_timestamp_seconds"
-	metricDataLossFound  = "authpipe_buffer_data_loss_found"
-	metricRepollFrom     = "authpipe_buffer_data_loss_repoll_from_timestamp_seconds"
-	metricRepollUntil    = "authpipe_buffer_data_loss_repoll_until_timestamp_seconds"
-	metricPolledFirst    = "authpipe_auth0_events_first_total"
-	metricStreamEvents   = "authpipe_stream_events_total"
-	metricStreamLast     = "authpipe_stream_last_event_timestamp_seconds"
-	metricStreamMissed   = "authpipe_stream_missed_events_total"
-)
-
 // stageRank orders the known stages as the pipeline runs them.
 var stageRank = map[string]int{metrics.StagePoll: 0, metrics.StageBuffer: 1, metrics.StageForward: 2}
 
@@ -299,64 +267,64 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 				continue
 			}
 			switch mf.GetName() {
-			case metricStageReceived:
+			case "authpipe_stage_events_received_total":
 				stage(m).Received += v
-			case metricStageWritten:
+			case "authpipe_stage_events_written_total":
 				stage(m).Written += v
-			case metricStageAcked:
+			case "authpipe_stage_events_acked_total":
 				stage(m).Acked += v
-			case metricStageFailed:
+			case "authpipe_stage_events_failed_total":
 				stage(m).Failed += v
-			case metricPolled:
+			case "authpipe_auth0_events_polled_total":
 				tenant(m).Polled += v
-			case metricForwardAcked:
+			case "authpipe_forward_events_acked_total":
 				tenant(m).Acked += v
-			case metricCheckpointLag:
+			case "authpipe_auth0_checkpoint_lag_seconds":
 				t := tenant(m)
 				t.CheckpointLagSeconds = max(t.CheckpointLagSeconds, v)
-			case metricGaps:
+			case "authpipe_auth0_gaps_total":
 				tenant(m).Gaps += v
-			case metricBacklog:
+			case "authpipe_buffer_backlog_events":
 				tenant(m).Backlog += v
-			case metricPending:
+			case "authpipe_buffer_pending_events":
 				tenant(m).Pending += v
-			case metricDeadLetters:
+			case "authpipe_dead_letter_events":
 				tenant(m).DeadLetters += v
-			case metricBufferEntries:
+			case "authpipe_buffer_stream_events":
 				tenant(m).BufferEntries += v
-			case metricDedupeEntries:
+			case "authpipe_buffer_dedupe_entries":
 				tenant(m).Dedupe += v
-			case metricRedisMemory:
+			case "authpipe_buffer_redis_memory_bytes":
 				s.RedisMemoryKnown, s.RedisMemoryBytes = true, v
-			case metricThresholdValue:
+			case "authpipe_threshold_value":
 				rule(m).Value = v
-			case metricThresholdHit:
+			case "authpipe_threshold_breached":
 				r := rule(m)
 				r.Breached = r.Breached || v == 1
-			case metricReloadOK:
+			case "authpipe_rules_last_reload_successful":
 				s.ReloadKnown, s.ReloadOK = true, v == 1
-			case metricReady:
+			case "authpipe_ready":
 				s.ReadyKnown, s.Ready = true, v == 1
-			case metricBuildInfo:
+			case "authpipe_build_info":
 				s.Version, s.Revision, s.GoVersion = label(m, "version"), label(m, "revision"), label(m, "goversion")
-			case metricDataLoss:
+			case "authpipe_buffer_data_loss_total":
 				tenant(m).DataLosses += v
-			case metricDataLossAt:
+			case "authpipe_buffer_data_loss_last_timestamp_seconds":
 				if d := dataLoss(tenant(m)); v > 0 && unix(v).After(d.At) {
 					d.At = unix(v)
 				}
-			case metricDataLossFound:
+			case "authpipe_buffer_data_loss_found":
 				if v == 1 {
 					d := dataLoss(tenant(m))
 					d.Found = append(d.Found, label(m, "what"))
 				}
-			case metricRepollFrom:
+			case "authpipe_buffer_data_loss_repoll_from_timestamp_seconds":
 				if v > 0 {
 					dataLoss(tenant(m)).RepollFrom = unix(v)
 				}
-			case metricPolledFirst:
+			case "authpipe_auth0_events_first_total":
 				tenant(m).PolledFirst += v
-			case metricStreamEvents:
+			case "authpipe_stream_events_total":
 				st := stream(tenant(m))
 				switch label(m, "outcome") {
 				case "new":
@@ -364,13 +332,13 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 				case "duplicate":
 					st.Duplicates += v
 				}
-			case metricStreamMissed:
+			case "authpipe_stream_missed_events_total":
 				stream(tenant(m)).Missed += v
-			case metricStreamLast:
+			case "authpipe_stream_last_event_timestamp_seconds":
 				if st := stream(tenant(m)); v > 0 && unix(v).After(st.LastEvent) {
 					st.LastEvent = unix(v)
 				}
-			case metricRepollUntil:
+			case "authpipe_buffer_data_loss_repoll_until_timestamp_seconds":
 				if v > 0 {
 					dataLoss(tenant(m)).RepollUntil = unix(v)
 				}
