@@ -12,12 +12,13 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"math/big"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	jose "github.com/go-jose/go-jose/v4"
 	"github.com/jonboulle/clockwork"
 )
 
@@ -171,23 +172,9 @@ func (j *JWKS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	j.stats.Requests++
-	type jwk struct {
-		Kty string `json:"kty"`
-		Use string `json:"use"`
-		Alg string `json:"alg"`
-		Kid string `json:"kid"`
-		N   string `json:"n"`
-		E   string `json:"e"`
-	}
-	set := struct {
-		Keys []jwk `json:"keys"`
-	}{Keys: []jwk{}}
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{}}
 	for _, k := range j.keys {
-		pub := k.priv.PublicKey
-		set.Keys = append(set.Keys, jwk{
-			Kty: "RSA", Use: "sig", Alg: "RS256", Kid: k.kid,
-			N: b64(pub.N.Bytes()), E: b64(big.NewInt(int64(pub.E)).Bytes()),
-		})
+		set.Keys = append(set.Keys, jose.JSONWebKey{Key: &k.priv.PublicKey, KeyID: k.kid, Algorithm: "RS256", Use: "sig"})
 	}
 	j.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
@@ -313,13 +300,11 @@ func (j *JWKS) Tampered(claims Claims) string {
 }
 
 func with(claims, extra Claims) Claims {
-	out := Claims{}
-	for k, v := range claims {
-		out[k] = v
+	out := maps.Clone(claims)
+	if out == nil {
+		out = Claims{}
 	}
-	for k, v := range extra {
-		out[k] = v
-	}
+	maps.Copy(out, extra)
 	return out
 }
 
