@@ -106,7 +106,7 @@ func dlqCommand(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "authpipe dlq list: --limit must be from 1 to 10000")
 			return 2
 		}
-		if *after != "" && !validDLQIDArg(*after) {
+		if *after != "" && !admin.ValidDLQID(*after) {
 			fmt.Fprintf(stderr, "authpipe dlq list: --after %q is not a dead-letter id (want <ms>-<seq>, as list prints)\n", *after)
 			return 2
 		}
@@ -120,7 +120,7 @@ func dlqCommand(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		for _, id := range ids {
-			if !validDLQIDArg(id) {
+			if !admin.ValidDLQID(id) {
 				fmt.Fprintf(stderr, "authpipe dlq %s: %q is not a dead-letter id (want <ms>-<seq>, as list prints)\n", sub, id)
 				return 2
 			}
@@ -195,14 +195,6 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
-}
-
-func validDLQIDArg(s string) bool {
-	ms, seq, ok := strings.Cut(s, "-")
-	isDigits := func(v string) bool {
-		return v != "" && len(v) <= 20 && strings.Trim(v, "0123456789") == ""
-	}
-	return ok && isDigits(ms) && isDigits(seq)
 }
 
 func pickTenant(cfg *config.Config, name string) (config.Tenant, bool) {

@@ -358,7 +358,7 @@ func (a *API) serveDLQList(c *call) (int, any) {
 		withRaw = b
 	}
 	after := q.Get("after")
-	if after != "" && !validDLQID(after) {
+	if after != "" && !ValidDLQID(after) {
 		return badRequest("after: want a dead-letter id <ms>-<seq>, as listed")
 	}
 	c.entry.Tenants = []string{t.Name}
@@ -415,7 +415,7 @@ func (a *API) changeDLQ(c *call, replay bool) (int, any) {
 		return badRequest("at most 10000 ids per request")
 	}
 	for _, id := range req.IDs {
-		if !validDLQID(id) {
+		if !ValidDLQID(id) {
 			return badRequest("ids: want dead-letter ids <ms>-<seq>, as listed")
 		}
 	}
@@ -429,56 +429,31 @@ func (a *API) changeDLQ(c *call, replay bool) (int, any) {
 	c.entry.Records, c.entry.Missing = Records(found), missing
 	n := 0
 	c.entry.Affected = &n
-	resp := DLQChangeResponse{Tenant: t.Name}
+	resp := DLQChangeResponse{Tenant: t.Name, Dropped: &n}
+	action, change := "drop dead letters", t.Buffer.DropDeadLetters
+	if replay {
+		resp = DLQChangeResponse{Tenant: t.Name, Replayed: &n}
+		action, change = "replay dead letters", t.Buffer.ReplayDeadLetters
+	}
 	if len(found) == 0 {
-		// Nothing to change: one entry, stored before the answer.
-		if replay {
-			resp.Replayed = &n
-		} else {
-			resp.Dropped = &n
-		}
-		return http.StatusOK, resp
+		return http.StatusOK, resp // nothing to change: one entry, stored before the answer
 	}
 	if err := c.before(); err != nil {
 		return c.unavailable()
 	}
-	if replay {
-		n, err = t.Buffer.ReplayDeadLetters(c.r.Context(), IDs(found))
-	} else {
-		n, err = t.Buffer.DropDeadLetters(c.r.Context(), IDs(found))
-	}
-	if err != nil {
-		action := "drop dead letters"
-		if replay {
-			action = "replay dead letters"
-		}
+	if n, err = change(c.r.Context(), IDs(found)); err != nil {
 		return a.fail(c, action, err)
-	}
-	if replay {
-		resp.Replayed = &n
-	} else {
-		resp.Dropped = &n
 	}
 	return http.StatusOK, resp
 }
 
-// validDLQID accepts "<ms>-<seq>".
-func validDLQID(s string) bool {
+// ValidDLQID reports whether s is a dead-letter id, "<ms>-<seq>".
+func ValidDLQID(s string) bool {
 	ms, seq, ok := strings.Cut(s, "-")
-	return ok && digits(ms) && digits(seq) && len(ms) <= 20 && len(seq) <= 20
+	return ok && digits(ms) && digits(seq)
 }
 
-func digits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
+func digits(s string) bool { return s != "" && len(s) <= 20 && strings.Trim(s, "0123456789") == "" }
 
 // BackfillRequest is the body of POST /api/v1/backfill.
 type BackfillRequest struct {
