@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -307,15 +309,11 @@ func writeFileSync(path string, b []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(b); err != nil {
-		f.Close()
-		return err
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return errors.Join(err, f.Close())
 }
 
 // openSegment starts the Segment simulator with what earlier runs of this
@@ -518,20 +516,11 @@ func (d *demo) summary(began, generatedUntil time.Time, reg prometheus.Gatherer)
 		fmt.Fprintf(d.out, "  NOT DELIVERED      %d events, e.g. log_id %s\n", len(missing), missing[0])
 	}
 	for _, name := range want {
-		if !contains(fired, name) {
+		if !slices.Contains(fired, name) {
 			d.ok = false
 			fmt.Fprintf(d.out, "  MISSING ALERT      %s: its attack ran but it did not fire\n", name)
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // alertLog receives the threshold engine's webhook notifications.
@@ -604,10 +593,5 @@ func (l *alertLog) firedAll(names []string) bool {
 func (l *alertLog) fired() []string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var out []string
-	for name := range l.names {
-		out = append(out, name)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(l.names))
 }

@@ -151,15 +151,7 @@ func (s *simProcess) stats() simStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seg := s.segment.Stats()
-	f := s.forgotten
-	seg.Requests += f.Requests
-	seg.Batches += f.Batches
-	seg.Accepted += f.Accepted
-	seg.Duplicates += f.Duplicates
-	seg.Dropped += f.Dropped
-	for code, n := range f.Status {
-		seg.Status[code] += n
-	}
+	addSegmentStats(&seg, s.forgotten)
 	st := simStats{Generated: s.generated.Load(), Auth0: s.auth0.Stats(), Segment: seg}
 	if s.stream != nil {
 		ss := s.stream.Stats()
@@ -176,20 +168,23 @@ func (s *simProcess) forgetSegment() {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := s.segment.Stats()
-	f := &s.forgotten
-	f.Requests += st.Requests
-	f.Batches += st.Batches
-	f.Accepted += st.Accepted
-	f.Duplicates += st.Duplicates
-	f.Dropped += st.Dropped
-	if f.Status == nil {
-		f.Status = map[int]int{}
-	}
-	for code, n := range st.Status {
-		f.Status[code] += n
-	}
+	addSegmentStats(&s.forgotten, s.segment.Stats())
 	s.segment.Reset()
+}
+
+// addSegmentStats adds the counts of src to dst.
+func addSegmentStats(dst *sim.SegmentStats, src sim.SegmentStats) {
+	dst.Requests += src.Requests
+	dst.Batches += src.Batches
+	dst.Accepted += src.Accepted
+	dst.Duplicates += src.Duplicates
+	dst.Dropped += src.Dropped
+	if dst.Status == nil {
+		dst.Status = map[int]int{}
+	}
+	for code, n := range src.Status {
+		dst.Status[code] += n
+	}
 }
 
 // handler serves h plus the sim's own /-/healthy and /-/stats.
