@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -338,10 +339,7 @@ func (a *Auth0) Stats() Auth0Stats {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	s := a.stats
-	s.Status = make(map[int]int, len(a.stats.Status))
-	for k, v := range a.stats.Status {
-		s.Status[k] = v
-	}
+	s.Status = maps.Clone(a.stats.Status)
 	return s
 }
 

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net/http"
 	"strconv"
@@ -107,11 +108,7 @@ func NewSegment(opts SegmentOptions) *Segment {
 func (s *Segment) MessageIDs() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := make(map[string]int, len(s.ids))
-	for k, v := range s.ids {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(s.ids)
 }
 
 // Messages returns the accepted messages in arrival order, the first copy of
@@ -204,10 +201,7 @@ func (s *Segment) Stats() SegmentStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := s.stats
-	st.Status = make(map[int]int, len(s.stats.Status))
-	for k, v := range s.stats.Status {
-		st.Status[k] = v
-	}
+	st.Status = maps.Clone(s.stats.Status)
 	return st
 }
 
