@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -140,24 +141,14 @@ type ruleEngines []*thresholds.Engine
 
 func (r ruleEngines) Rules() *rules.Set { return r[0].Rules() }
 
-func (r ruleEngines) Leader() bool {
-	for _, e := range r {
-		if e.Leader() {
-			return true
-		}
-	}
-	return false
-}
+func (r ruleEngines) Leader() bool { return slices.ContainsFunc(r, (*thresholds.Engine).Leader) }
 
 func (r ruleEngines) Reload() error {
-	var errs []error
+	var first error
 	for _, e := range r {
-		if err := e.Reload(); err != nil {
-			errs = append(errs, err)
+		if err := e.Reload(); err != nil && first == nil {
+			first = err // the same files: the first error says it
 		}
 	}
-	if len(errs) > 0 {
-		return errs[0] // the same files: the first error says it
-	}
-	return nil
+	return first
 }

@@ -2,6 +2,7 @@ package thresholds
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -165,10 +166,7 @@ func runTestFile(path string) (int, int, []string, error) {
 	var fails []string
 	failed := 0
 	for i, tc := range tf.Tests {
-		name := tc.Name
-		if name == "" {
-			name = "#" + strconv.Itoa(i+1)
-		}
+		name := cmp.Or(tc.Name, "#"+strconv.Itoa(i+1))
 		problems := runTestCase(rs, start, tc)
 		if len(problems) > 0 {
 			failed++
@@ -203,10 +201,7 @@ func runTestCase(rs *rules.Set, start time.Time, tc testCase) []string {
 			problems = append(problems, fmt.Sprintf("events[%d].type: required", i))
 			continue
 		}
-		n := te.Repeat
-		if n == 0 {
-			n = 1
-		}
+		n := cmp.Or(te.Repeat, 1)
 		if n < 0 || n > 100000 {
 			problems = append(problems, fmt.Sprintf("events[%d].repeat: %d out of range (1 to 100000)", i, n))
 			continue
@@ -222,7 +217,6 @@ func runTestCase(rs *rules.Set, start time.Time, tc testCase) []string {
 	type evalPoint struct {
 		at time.Duration
 		te testEval
-		i  int
 	}
 	var evals []evalPoint
 	for i, te := range tc.Alerts {
@@ -235,7 +229,7 @@ func runTestCase(rs *rules.Set, start time.Time, tc testCase) []string {
 			problems = append(problems, fmt.Sprintf("alert_rule_test[%d].alertname: no rule %q in the rule files", i, te.Alertname))
 			continue
 		}
-		evals = append(evals, evalPoint{at, te, i})
+		evals = append(evals, evalPoint{at, te})
 	}
 	if len(evals) == 0 && len(problems) == 0 {
 		problems = append(problems, "alert_rule_test: no evaluations")
@@ -266,7 +260,7 @@ func runTestCase(rs *rules.Set, start time.Time, tc testCase) []string {
 			}
 		}
 		active, _ := ev.activeFor(ctx, ep.te.Alertname)
-		problems = append(problems, compareAlerts(ep.i, ep.te, active)...)
+		problems = append(problems, compareAlerts(ep.te, active)...)
 	}
 	return problems
 }
@@ -286,7 +280,7 @@ func testDuration(s string, zeroOK bool) (time.Duration, error) {
 }
 
 // compareAlerts matches the active alerts with the expected ones.
-func compareAlerts(i int, te testEval, active []store.ActiveAlert) []string {
+func compareAlerts(te testEval, active []store.ActiveAlert) []string {
 	where := fmt.Sprintf("eval_time %s, alertname %s", te.EvalTime, te.Alertname)
 	got := make([]map[string]string, len(active))
 	for k, a := range active {
@@ -323,7 +317,6 @@ func compareAlerts(i int, te testEval, active []store.ActiveAlert) []string {
 			problems = append(problems, fmt.Sprintf("%s: unexpected alert %s (value %s)", where, formatLabels(got[k]), formatValue(active[k].Value)))
 		}
 	}
-	_ = i
 	return problems
 }
 
