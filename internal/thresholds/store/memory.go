@@ -1,10 +1,10 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"maps"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -162,11 +162,8 @@ func ascending(z map[string]float64) []scored {
 	for m, sc := range z {
 		out = append(out, scored{m, sc})
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].score != out[j].score {
-			return out[i].score < out[j].score
-		}
-		return out[i].member < out[j].member
+	slices.SortFunc(out, func(a, b scored) int {
+		return cmp.Or(cmp.Compare(a.score, b.score), strings.Compare(a.member, b.member))
 	})
 	return out
 }
@@ -174,9 +171,7 @@ func ascending(z map[string]float64) []scored {
 // descending is the order of ZREVRANGE.
 func descending(z map[string]float64) []scored {
 	out := ascending(z)
-	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-		out[i], out[j] = out[j], out[i]
-	}
+	slices.Reverse(out)
 	return out
 }
 
@@ -245,7 +240,9 @@ func (s *Memory) Count(_ context.Context, entries []Entry, maxGroups int) (Count
 		for _, o := range e.Ops {
 			if s.clock != nil {
 				exp := now.Add(o.ttl)
-				keep = later(keep, exp)
+				if exp.After(keep) {
+					keep = exp
+				}
 				s.touch(o.c, exp)
 				s.touch(o.d, exp)
 				s.touch(o.x, exp)
@@ -449,11 +446,4 @@ func (s *Memory) DropAlert(_ context.Context, rule, group string, startsAt time.
 		return true, nil
 	}
 	return false, nil
-}
-
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }
