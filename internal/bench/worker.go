@@ -14,6 +14,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // worker is one `authpipe run` subprocess.
@@ -183,46 +186,24 @@ func (w *worker) waitReady(ctx context.Context, timeout time.Duration) error {
 	}
 }
 
-// metric returns the sum of the samples of a metric family whose labels
-// contain every given "k=\"v\"" pair.
-func (w *worker) metric(name string, labels ...string) (float64, error) {
+// metric returns the sum of the samples of a metric family on /metrics.
+func (w *worker) metric(name string) (float64, error) {
 	resp, err := w.http.Get("http://" + w.listen + "/metrics")
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	var sum float64
-	for sc.Scan() {
-		line := sc.Text()
-		if !strings.HasPrefix(line, name) {
-			continue
-		}
-		rest := line[len(name):]
-		if rest == "" || (rest[0] != '{' && rest[0] != ' ') {
-			continue
-		}
-		ok := true
-		for _, l := range labels {
-			if !strings.Contains(rest, l) {
-				ok = false
-				break
-			}
-		}
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest[strings.LastIndexByte(rest, '}')+1:])
-		if len(f) == 0 {
-			continue
-		}
-		v, err := strconv.ParseFloat(f[0], 64)
-		if err == nil {
-			sum += v
-		}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, err
 	}
-	return sum, sc.Err()
+	var sum float64
+	for _, m := range families[name].GetMetric() {
+		// A sample is a counter, a gauge or untyped: the others read 0.
+		sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + m.GetUntyped().GetValue()
+	}
+	return sum, nil
 }
 
 // profile writes a CPU profile of the worker, from after until after+d, to
