@@ -490,16 +490,9 @@ func (s *Redis) DropAlert(ctx context.Context, rule, group string, startsAt time
 	return n == 1, nil
 }
 
-func toInt(v any) int64 {
-	switch x := v.(type) {
-	case int64:
-		return x
-	case string:
-		f, _ := strconv.ParseFloat(x, 64)
-		return int64(f)
-	}
-	return 0
-}
+// toInt reads a count from a script reply: an integer, or a number as a
+// string (Lua numbers that went through tostring).
+func toInt(v any) int64 { return int64(toFloat(v)) }
 
 func toFloat(v any) float64 {
 	switch x := v.(type) {
