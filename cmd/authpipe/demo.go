@@ -47,19 +47,11 @@ import (
 const (
 	demoClientID  = "demo-client"
 	demoTenant    = "demo"
-	attackCycle   = 3 * time.Minute
 	worldFile     = "demo-world.json"
 	receivedFile  = "demo-segment-received.txt"
 	demoLogFile   = "authpipe.log"
 	demoRulesFile = "thresholds.yml"
 )
-
-// world is what makes a demo's traffic reproducible across restarts.
-type world struct {
-	Seed  uint64    `json:"seed"`
-	Start time.Time `json:"start"`
-	Rate  float64   `json:"rate"`
-}
 
 const demoUsage = `Usage: authpipe demo [flags]
 
@@ -109,7 +101,7 @@ type demo struct {
 
 	streamDrop float64
 	stream     *sim.Stream // the simulated Log Stream pushing to the receiver
-	world      world
+	world      sim.World
 	auth0      *sim.Auth0
 	segment    *sim.Segment
 	received   *os.File
@@ -192,7 +184,7 @@ func (d *demo) run(ctx context.Context) error {
 	fmt.Fprintf(d.out, "  buffer       %s; threshold rules: the shipped alerts/thresholds.yml\n", buffer)
 	fmt.Fprintf(d.out, "  status page  http://%s/   metrics http://%s/metrics\n", d.listen, d.listen)
 	fmt.Fprintf(d.out, "  data dir     %s (logs in %s)\n", d.dir, demoLogFile)
-	fmt.Fprintf(d.out, "  traffic      %.0f events/s; attacks every %s: brute force (and Auth0 blocking it), credential stuffing, password spray\n", d.world.Rate, attackCycle)
+	fmt.Fprintf(d.out, "  traffic      %.0f events/s; attacks every %s: brute force (and Auth0 blocking it), credential stuffing, password spray\n", d.world.Rate, sim.AttackCycle)
 	fmt.Fprintf(d.out, "  sources      a Log Stream pushes every log to http://%s/auth0/logs (%.0f%% of its deliveries dropped); the poller is the proof\n", streamAddr, 100*d.streamDrop)
 	if d.duration > 0 {
 		fmt.Fprintf(d.out, "  stops after  %s, once every generated event is in Segment (Ctrl-C stops early)\n\n", d.duration)
@@ -299,7 +291,7 @@ func (d *demo) loadWorld() error {
 	if !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	d.world = world{Seed: rand.Uint64(), Start: time.Now().UTC().Truncate(time.Second), Rate: d.rate}
+	d.world = sim.World{Seed: rand.Uint64(), Start: time.Now().UTC().Truncate(time.Second), Rate: d.rate}
 	b, _ = json.Marshal(d.world)
 	return writeFileSync(p, b)
 }
@@ -406,7 +398,7 @@ func (d *demo) generate(ctx context.Context, reg prometheus.Gatherer, began time
 	var prev status.Summary
 	for {
 		now := time.Now()
-		if batch := d.world.eventsBetween(cursor, now); len(batch) > 0 {
+		if batch := d.world.EventsBetween(cursor, now); len(batch) > 0 {
 			d.auth0.Add(batch...)
 		}
 		cursor = now
@@ -469,7 +461,7 @@ func (d *demo) waitDelivered(ctx context.Context, reg prometheus.Gatherer, began
 	defer tick.Stop()
 	lastView := time.Now()
 	var prev status.Summary
-	want := d.world.expectedAlerts(time.Now())
+	want := d.world.ExpectedAlerts(time.Now())
 	var deliveredAt time.Time
 	for {
 		if deliveredAt.IsZero() && len(d.missing()) == 0 {
@@ -497,7 +489,7 @@ func (d *demo) summary(began, generatedUntil time.Time, reg prometheus.Gatherer)
 	missing := d.missing()
 	st := d.segment.Stats()
 	fired := d.alerts.fired()
-	want := d.world.expectedAlerts(generatedUntil)
+	want := d.world.ExpectedAlerts(generatedUntil)
 	fmt.Fprintf(d.out, "\nsummary after %s (data dir %s)\n", time.Since(began).Round(time.Second), d.dir)
 	fmt.Fprintf(d.out, "  events generated   %d (since the data dir was created)\n", len(generated))
 	fmt.Fprintf(d.out, "  in Segment         %d (duplicates absorbed by messageId: %d)\n", len(generated)-len(missing), st.Duplicates)

@@ -22,7 +22,7 @@ import (
 
 // `authpipe sim` serves the Auth0 and Segment simulators as a standalone
 // process, with the demo's generated traffic (steady sign-ons and the
-// scripted attacks of world.go), so that `authpipe run` — in the compose
+// scripted attacks of sim.World), so that `authpipe run` — in the compose
 // demo profile, or by hand — works without any account.
 
 // simSegmentKeep bounds the messages the Segment simulator keeps: past it
@@ -47,7 +47,7 @@ func simCommand(args []string, stdout, stderr io.Writer) int {
 	clientID := fs.String("client-id", "", "Auth0 client id to accept (default $AUTH0_CLIENT_ID)")
 	clientSecret := fs.String("client-secret", "", "Auth0 client secret to accept (default $AUTH0_CLIENT_SECRET)")
 	writeKey := fs.String("write-key", "", "Segment write key to accept (default $SEGMENT_WRITE_KEY)")
-	rate := fs.Float64("rate", 20, "background auth events per second; attacks come on top, every "+attackCycle.String())
+	rate := fs.Float64("rate", 20, "background auth events per second; attacks come on top, every "+sim.AttackCycle.String())
 	seed := fs.Uint64("seed", 0, "traffic seed (0: random)")
 	retention := fs.Duration("retention", sim.DefaultRetention, "how long the Auth0 simulator keeps logs (memory grows with rate × retention)")
 	burst := fs.Int("auth0-burst", 50, "Auth0 rate-limit bucket size (0: unlimited)")
@@ -112,7 +112,7 @@ func simCommand(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	s := &simProcess{
 		out:   stdout,
-		world: world{Seed: *seed, Start: time.Now().UTC().Truncate(time.Second), Rate: *rate},
+		world: sim.World{Seed: *seed, Start: time.Now().UTC().Truncate(time.Second), Rate: *rate},
 		auth0: sim.NewAuth0(sim.Auth0Options{ClientID: *clientID, ClientSecret: *clientSecret,
 			Retention: *retention, Burst: *burst, PerMinute: *perMinute}),
 		segment: sim.NewSegment(sim.SegmentOptions{WriteKey: *writeKey}),
@@ -128,7 +128,7 @@ func simCommand(args []string, stdout, stderr io.Writer) int {
 
 type simProcess struct {
 	out     io.Writer
-	world   world
+	world   sim.World
 	auth0   *sim.Auth0
 	segment *sim.Segment
 	report  time.Duration
@@ -228,7 +228,7 @@ func (s *simProcess) run(ctx context.Context, auth0Listen, segmentListen, client
 	fmt.Fprintf(s.out, "  Auth0    http://%s   (AUTH0_DOMAIN; client id %s)\n", aln.Addr(), clientID)
 	fmt.Fprintf(s.out, "  Segment  http://%s   (SEGMENT_ENDPOINT)\n", sln.Addr())
 	fmt.Fprintf(s.out, "  traffic  %g events/s from %s; attacks every %s from +%s: brute force (and Auth0 blocking it), credential stuffing, password spray\n",
-		s.world.Rate, s.world.Start.Format(time.RFC3339), attackCycle, attacks[0].offset)
+		s.world.Rate, s.world.Start.Format(time.RFC3339), sim.AttackCycle, sim.Attacks()[0].Offset)
 	fmt.Fprintf(s.out, "  probes   /-/healthy and /-/stats on both; SIGTERM stops it\n")
 	var pushDone chan struct{}
 	if s.stream != nil {
@@ -269,7 +269,7 @@ func (s *simProcess) generate(ctx context.Context, failed <-chan error) error {
 	cursor := s.world.Start
 	for {
 		now := time.Now()
-		if batch := s.world.eventsBetween(cursor, now); len(batch) > 0 {
+		if batch := s.world.EventsBetween(cursor, now); len(batch) > 0 {
 			s.auth0.Add(batch...)
 			s.generated.Add(int64(len(batch)))
 		}

@@ -5,7 +5,8 @@
 // an Auth0 custom webhook Log Stream (NewStream), which pushes the Auth0
 // simulator's logs to a URL. Tests of every package, the benchmarks and
 // `authpipe demo` run against them through the real clients (go-auth0,
-// analytics-go) over real HTTP.
+// analytics-go) over real HTTP. World is the traffic `authpipe demo` and
+// `authpipe sim` generate: background sign-ons and scripted attacks.
 //
 // Guarantee: what the simulators do on the wire matches what
 // reference/FACTS.md records of the real services, so code that works here

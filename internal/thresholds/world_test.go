@@ -1,4 +1,4 @@
-package main
+package thresholds
 
 import (
 	"context"
@@ -12,21 +12,18 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/sim"
-	"github.com/authpipe/authpipe/internal/thresholds"
 	"github.com/authpipe/authpipe/internal/thresholds/notify"
 	"github.com/authpipe/authpipe/internal/thresholds/rules"
 )
-
-const repoRoot = "../.."
 
 // replayWorld runs the events gen returns for [from, to), a minute at a
 // time, through the shipped threshold rules in event time, each rule
 // checked every 30 s, and returns the alerts raised.
 func replayWorld(t *testing.T, gen func(from, to time.Time) []sim.Event, from, to time.Time) []notify.Alert {
 	t.Helper()
-	rs, err := rules.Load(repoRoot + "/alerts/thresholds.yml")
+	rs, err := rules.Load("../../alerts/thresholds.yml")
 	require.NoError(t, err)
-	rp, err := thresholds.NewReplay(rs, "demo", 30*time.Second) // the shipped rules check every 30s or 1m
+	rp, err := NewReplay(rs, "demo", 30*time.Second) // the shipped rules check every 30s or 1m
 	require.NoError(t, err)
 	for at := from; at.Before(to); at = at.Add(time.Minute) {
 		// A fresh simulator per minute: it only encodes the events as
@@ -61,14 +58,14 @@ func describe(alerts []notify.Alert) string {
 // (sim.UsersFor), so each user, and each IP, fails as often as here: the
 // second part checks that the world applies it, without replaying it.
 func TestBackgroundTrafficStaysUnderShippedRules(t *testing.T) {
-	w := world{Seed: 42, Start: time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC), Rate: 50}
-	fired := replayWorld(t, w.backgroundBetween, w.Start, w.Start.Add(35*time.Minute))
+	w := sim.World{Seed: 42, Start: time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC), Rate: 50}
+	fired := replayWorld(t, w.BackgroundBetween, w.Start, w.Start.Add(35*time.Minute))
 	require.Empty(t, fired, "background traffic alone fired:\n%s", describe(fired))
 
 	for _, rate := range []float64{50, 400} {
-		w := world{Seed: 42, Start: time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC), Rate: rate}
+		w := sim.World{Seed: 42, Start: time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC), Rate: rate}
 		users, ips := map[string]bool{}, map[string]bool{}
-		evs := w.backgroundBetween(w.Start, w.Start.Add(5*time.Minute))
+		evs := w.BackgroundBetween(w.Start, w.Start.Add(5*time.Minute))
 		for _, ev := range evs {
 			if ev.UserName != "" {
 				users[strings.TrimSuffix(strings.TrimSuffix(ev.UserName, "@example.com"), "@exmaple.com")] = true
@@ -92,24 +89,24 @@ func TestBackgroundTrafficStaysUnderShippedRules(t *testing.T) {
 // often enough for FailedLoginsPerIP: that is one attack seen by two
 // rules), never about the background's users.
 func TestAttacksAreWhatFires(t *testing.T) {
-	w := world{Seed: 7, Start: time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC), Rate: 50}
-	fired := replayWorld(t, w.eventsBetween, w.Start, w.Start.Add(2*attackCycle))
+	w := sim.World{Seed: 7, Start: time.Date(2025, 3, 1, 9, 0, 0, 0, time.UTC), Rate: 50}
+	fired := replayWorld(t, w.EventsBetween, w.Start, w.Start.Add(2*sim.AttackCycle))
 	groupLabel := map[string]string{ // rule → the label its group goes under
 		"FailedLoginsPerIP": "ip", "AttackProtectionTriggered": "ip", "CredentialStuffing": "ip", "PasswordSpraying": "user_name",
 	}
 	sources := map[string]bool{} // every IP and user name the attacks use
 	want := map[string]bool{}    // rule and group each attack must fire
 	for cycle := range 2 {
-		for _, a := range attacks {
-			for _, ev := range a.events(cycle) {
+		for _, a := range sim.Attacks() {
+			for _, ev := range a.Events(cycle) {
 				sources[ev.IP], sources[ev.UserName] = true, true
 			}
-			ev := a.events(cycle)[0]
+			ev := a.Events(cycle)[0]
 			g := ev.IP
-			if groupLabel[a.rule] == "user_name" {
+			if groupLabel[a.Rule] == "user_name" {
 				g = ev.UserName
 			}
-			want[a.rule+" "+g] = true
+			want[a.Rule+" "+g] = true
 		}
 	}
 	got := map[string]bool{}
