@@ -226,10 +226,8 @@ func New(client redis.UniversalClient, cfg Config, deps Deps) (*Lease, error) {
 // FenceKey returns the key of the fencing counter of the lease key name: in
 // the same hash slot as name.
 func FenceKey(name string) string {
-	if i := strings.IndexByte(name, '{'); i >= 0 {
-		if j := strings.IndexByte(name[i+1:], '}'); j > 0 {
-			return name + ":fence"
-		}
+	if i := strings.IndexByte(name, '{'); i >= 0 && strings.IndexByte(name[i+1:], '}') > 0 {
+		return name + ":fence"
 	}
 	return "{" + name + "}:fence"
 }
@@ -278,15 +276,12 @@ return 0
 // holds it afterwards; if it already held it, Acquire renews it.
 func (l *Lease) Acquire(ctx context.Context) (bool, error) {
 	l.mu.Lock()
-	already := l.held
+	already, floor := l.held, l.highest
 	l.mu.Unlock()
 	if already {
 		return l.Renew(ctx)
 	}
 	start := l.clock.Now()
-	l.mu.Lock()
-	floor := l.highest
-	l.mu.Unlock()
 	res, err := acquireScript.Run(ctx, l.client, []string{l.key, l.fence},
 		l.cfg.Owner, l.cfg.TTL.Milliseconds(), floor).Int64Slice()
 	if errors.Is(err, redis.Nil) {
