@@ -96,10 +96,7 @@ func load(getenv func(string) (string, bool), readFile func(string) ([]byte, err
 
 // lookup returns the value of an environment variable, "" when unset.
 func lookup(getenv func(string) (string, bool), name string) string {
-	v, ok := getenv(name)
-	if !ok {
-		return ""
-	}
+	v, _ := getenv(name) // "" when unset
 	return v
 }
 
@@ -137,25 +134,12 @@ func (l *loader) apply(s setting, v, where string) string {
 // env applies the environment over the file's values.
 func (l *loader) env(getenv func(string) (string, bool), readFile func(string) ([]byte, error)) {
 	for _, s := range l.all {
-		v := clean(s, lookup(getenv, s.env))
-		where := s.env
+		v, where := clean(s, lookup(getenv, s.env)), s.env
 		if s.secret {
-			fileVar := s.env + "_FILE"
-			if path := strings.TrimSpace(lookup(getenv, fileVar)); path != "" {
-				if v != "" {
-					l.reportEnv(s, fmt.Sprintf("%s and %s are both set; set only one", s.env, fileVar))
-					continue
-				}
-				data, err := readFile(path)
-				if err != nil {
-					l.reportEnv(s, fileVar+": "+oneLine(err.Error()))
-					continue
-				}
-				if v = clean(s, string(data)); v == "" {
-					l.reportEnv(s, fmt.Sprintf("%s: %s is empty", fileVar, path))
-					continue
-				}
-				where = s.env + " (read from " + fileVar + ")"
+			var problem string
+			if v, where, problem = l.secretFromEnv(getenv, readFile, s.env); problem != "" {
+				l.reportEnv(s, problem)
+				continue
 			}
 		}
 		if v == "" {

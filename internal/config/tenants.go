@@ -326,7 +326,8 @@ func (l *loader) buildTenants(getenv func(string) (string, bool), readFile func(
 	l.cfg.Tenants = out
 }
 
-// secretFromEnv reads one secret variable or its _FILE form.
+// secretFromEnv reads one secret variable or its _FILE form (a top-level
+// setting's, or a tenant's: TenantEnv).
 func (l *loader) secretFromEnv(getenv func(string) (string, bool), readFile func(string) ([]byte, error), name string) (v, where, problem string) {
 	s := setting{secret: true}
 	v = clean(s, lookup(getenv, name))
