@@ -1,11 +1,13 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -108,11 +110,7 @@ func ResolveDeadLetters(ctx context.Context, b DeadLetterLister, ids []string, a
 		}
 		after = page[len(page)-1].ID
 	}
-	for id := range want {
-		missing = append(missing, id)
-	}
-	slices.SortFunc(missing, compareIDs)
-	return found, missing, nil
+	return found, slices.SortedFunc(maps.Keys(want), compareIDs), nil
 }
 
 // IDs are the ids of dead letters.
@@ -139,22 +137,7 @@ func splitID(id string) (ms, seq uint64, ok bool) {
 func compareIDs(a, b string) int {
 	am, as, _ := splitID(a)
 	bm, bs, _ := splitID(b)
-	switch {
-	case am != bm:
-		return cmpU(am, bm)
-	default:
-		return cmpU(as, bs)
-	}
-}
-
-func cmpU(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
+	return cmp.Or(cmp.Compare(am, bm), cmp.Compare(as, bs))
 }
 
 // predecessor is the id just before id ("" for the first possible).
