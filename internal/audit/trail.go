@@ -109,15 +109,6 @@ func NewTrail(sinks []Sink, deps Deps) (*Trail, error) {
 	return t, nil
 }
 
-// Sinks names the trail's sinks.
-func (t *Trail) Sinks() []string {
-	out := make([]string, len(t.sinks))
-	for i, s := range t.sinks {
-		out[i] = s.sink.Name()
-	}
-	return out
-}
-
 // Record writes entries (the parts of one request's entry) to every sink,
 // each after what it kept from earlier failures. It returns nil when at
 // least one sink stored them all; a sink that did not keeps the rest for

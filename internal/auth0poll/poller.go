@@ -214,16 +214,6 @@ func (p *Poller) newAPI(ctx context.Context) (*management.Management, error) {
 // decoded, at least once.
 func (p *Poller) Ready() bool { return p.ready.Load() }
 
-// LastSuccess returns when Auth0 last answered a logs request with a page
-// that decoded (by the injected clock); zero if never.
-func (p *Poller) LastSuccess() time.Time {
-	n := p.lastSuccess.Load()
-	if n == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, n)
-}
-
 // Run polls until ctx is cancelled, then returns nil. Errors of Auth0 or
 // the buffer never end it: they are retried. It returns an error only when
 // it cannot start safely (a stored checkpoint that is not a log_id) or when

@@ -133,7 +133,7 @@
 // tokens for an API minted as Auth0 signs them (RS256, kid in the header;
 // iss, aud, sub, azp, iat, exp, jti, scope), plus the tokens an API must
 // refuse: expired, not yet valid, wrong audience or issuer, unknown kid,
-// alg none, HS256 keyed with the public key, tampered. Rotate, PendingKey
-// and Publish script key rotation. Simplified: no x5c, no /oauth/token for
+// alg none, HS256 keyed with the public key, tampered. PendingKey and
+// Publish script key rotation. Simplified: no x5c, no /oauth/token for
 // these tokens (tests mint them directly).
 package sim

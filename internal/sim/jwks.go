@@ -46,7 +46,7 @@ type JWKSOptions struct {
 // signed with the current key, plus the broken and hostile tokens an API
 // must refuse. Faithful: Auth0's JWKS format and its access tokens' claims
 // (iss, sub, aud, iat, exp, scope, azp, jti where added). Simplified: no
-// x5c/x5t, no key rotation schedule (Rotate is explicit), tokens are not
+// x5c/x5t, no key rotation schedule (PendingKey and Publish rotate), tokens are not
 // issued over /oauth/token.
 type JWKS struct {
 	opts  JWKSOptions
@@ -91,16 +91,6 @@ func (j *JWKS) newKey() *jwksKey {
 	}
 	j.seq++
 	return &jwksKey{kid: fmt.Sprintf("sim-key-%d-%x", j.seq, priv.N.Bytes()[:4]), priv: priv}
-}
-
-// Rotate adds a new key to the set and signs with it from now on; the old
-// keys stay served. It returns the new kid.
-func (j *JWKS) Rotate() string {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.cur = j.newKey()
-	j.keys = append(j.keys, j.cur)
-	return j.cur.kid
 }
 
 // PendingKey creates a key that signs from now on but is served only after

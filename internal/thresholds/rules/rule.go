@@ -144,14 +144,6 @@ func (r *Rule) Kind() Kind {
 // Bucket returns the event-time bucket size of the rule's window.
 func (r *Rule) Bucket() time.Duration { return r.bucket }
 
-// Schedule describes the rule's schedule ("every 30s" or "cron */1 * * * *").
-func (r *Rule) Schedule() string {
-	if r.Cron != "" {
-		return "cron " + r.Cron
-	}
-	return "every " + r.Every.String()
-}
-
 // Realtime reports whether the rule is also evaluated as events are counted:
 // count and distinct rules are; ratio rules only on schedule.
 func (r *Rule) Realtime() bool { return r.Kind() != KindRatio }
@@ -268,14 +260,6 @@ type Set struct {
 	Files  []string
 	byName map[string]*Rule
 	types  map[string]bool // every type a rule counts; nil: not known, any may be
-}
-
-// CountsType reports whether a rule of the set counts events of type typ.
-func (s *Set) CountsType(typ string) bool {
-	if s == nil {
-		return false
-	}
-	return s.types == nil || s.types[typ]
 }
 
 // Get returns the rule called name.
