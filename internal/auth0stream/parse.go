@@ -23,9 +23,6 @@ const (
 	JSONObject Format = "JSONOBJECT"
 )
 
-// Formats lists the content formats.
-var Formats = []Format{JSONLines, JSONArray, JSONObject}
-
 // BadRequestError is a request body that cannot be stored: it names the
 // first bad record (Record ≥ 0, counted from 0 in the body's order, with
 // its log_id when that was readable) or the body as a whole (Record −1).
