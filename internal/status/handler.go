@@ -41,9 +41,7 @@ func NewHandler(g prometheus.Gatherer, opts Options) http.Handler {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
-	if opts.Retention < 0 {
-		opts.Retention = 0
-	}
+	opts.Retention = max(opts.Retention, 0)
 	return &handler{g: g, opts: opts}
 }
 
