@@ -86,15 +86,10 @@ func newMemoryEvaluator(rs *rules.Set, tenant string, st stateStore, clock clock
 // being re-sent: four re-send intervals, as Prometheus does.
 func (ev *evaluator) firingFor() time.Duration { return 4 * ev.resend }
 
-// countEvents counts a batch: valid events for the rules they match, invalid
-// ones (ids only) just acknowledged. Then the real-time path evaluates the
+// countBatch counts a batch: valid events for the rules they match, invalid
+// ones (ids only) just acknowledged. Then, with realtime (off while the
+// embedded engine rebuilds its counts), the real-time path evaluates the
 // count rules for the groups the batch touched.
-func (ev *evaluator) countEvents(ctx context.Context, events []store.Event, invalid []string) error {
-	return ev.countBatch(ctx, events, invalid, ev.realtime)
-}
-
-// countBatch is countEvents with the real-time path on or off for this
-// batch (off while the embedded engine rebuilds its counts).
 func (ev *evaluator) countBatch(ctx context.Context, events []store.Event, invalid []string, realtime bool) error {
 	rs := ev.rules.Load()
 	now := ev.clock.Now()

@@ -2,11 +2,14 @@ package thresholds
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"testing"
 
 	"github.com/stretchr/testify/require"
 	"gopkg.in/yaml.v3"
+
+	"github.com/authpipe/authpipe/internal/thresholds/store"
 )
 
 func readTestFile(t *testing.T, path string) testFile {
@@ -26,4 +29,9 @@ func writeRules(t testing.TB, dir, name, content string) string {
 	p := dir + "/" + name
 	require.NoError(t, os.WriteFile(p, []byte(content), 0o600))
 	return p
+}
+
+// countEvents is countBatch with the evaluator's own real-time setting.
+func (ev *evaluator) countEvents(ctx context.Context, events []store.Event, invalid []string) error {
+	return ev.countBatch(ctx, events, invalid, ev.realtime)
 }

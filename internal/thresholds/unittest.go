@@ -248,7 +248,7 @@ func runTestCase(rs *rules.Set, start time.Time, tc testCase) []string {
 	for _, ep := range evals {
 		for next < len(events) && events[next].at <= ep.at {
 			clock.Advance(start.Add(events[next].at).Sub(clock.Now()))
-			if err := ev.countEvents(ctx, []store.Event{events[next].e}, nil); err != nil {
+			if err := ev.countBatch(ctx, []store.Event{events[next].e}, nil, ev.realtime); err != nil {
 				return []string{err.Error()}
 			}
 			next++
