@@ -58,25 +58,14 @@ func cli(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
+	commands := map[string]func(args []string, stdout, stderr io.Writer) int{
+		"run": runCommand, "demo": demoCommand, "sim": simCommand, "healthcheck": healthcheckCommand,
+		"backfill": backfillCommand, "dlq": dlqCommand, "audit": auditCommand, "rules": rulesCommand, "check": checkCommand,
+	}
+	if command, ok := commands[args[0]]; ok {
+		return command(args[1:], stdout, stderr)
+	}
 	switch args[0] {
-	case "run":
-		return runCommand(args[1:], stdout, stderr)
-	case "demo":
-		return demoCommand(args[1:], stdout, stderr)
-	case "sim":
-		return simCommand(args[1:], stdout, stderr)
-	case "healthcheck":
-		return healthcheckCommand(args[1:], stdout, stderr)
-	case "backfill":
-		return backfillCommand(args[1:], stdout, stderr)
-	case "dlq":
-		return dlqCommand(args[1:], stdout, stderr)
-	case "audit":
-		return auditCommand(args[1:], stdout, stderr)
-	case "rules":
-		return rulesCommand(args[1:], stdout, stderr)
-	case "check":
-		return checkCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		if wantsHelp(args[1:]) {
 			fmt.Fprint(stdout, "Usage: authpipe version\n\nPrints the version, the revision it was built from and the Go version.\n")
