@@ -166,10 +166,7 @@ func Parse(file string, data []byte) ([]*Rule, error) {
 		seen[r.Name] = r
 		rules = append(rules, r)
 	}
-	if len(p.errs) > 0 {
-		return rules, p.errs
-	}
-	return rules, nil
+	return rules, p.result()
 }
 
 type parser struct {
