@@ -35,9 +35,10 @@ type pageView struct {
 	Tenants                 []tenantView
 	Rules                   []ruleView
 	BreachedRules, AllRules int
-	// RedisMemory and BytesPerEvent: Redis' used_memory and its bytes per
-	// retained event; "" when unknown.
-	RedisMemory, BytesPerEvent string
+	// RedisMemory (or BufferFiles, the embedded buffer's files) and
+	// BytesPerEvent: Redis' used_memory and its bytes per retained event;
+	// "" when unknown.
+	RedisMemory, BufferFiles, BytesPerEvent string
 }
 
 type tenantView struct {
@@ -107,11 +108,14 @@ func newPageView(title string, now time.Time, s Summary, gatherErr error) pageVi
 	if v.RatesKnown {
 		v.RateInterval = formatSeconds(s.RateInterval.Seconds(), true)
 	}
-	if s.RedisMemoryKnown {
+	switch {
+	case s.RedisMemoryKnown:
 		v.RedisMemory = fmt.Sprintf("%.1f MB", s.RedisMemoryBytes/(1<<20))
-		if b, ok := s.BytesPerRetainedEvent(); ok {
-			v.BytesPerEvent = fmt.Sprintf("%.0f", b)
-		}
+	case s.FileKnown:
+		v.BufferFiles = fmt.Sprintf("%.1f MB", s.FileBytes/(1<<20))
+	}
+	if b, ok := s.BytesPerRetainedEvent(); ok {
+		v.BytesPerEvent = fmt.Sprintf("%.0f", b)
 	}
 	for _, t := range s.Tenants {
 		v.Tenants = append(v.Tenants, newTenantView(t, v.RatesKnown, now))
@@ -396,6 +400,12 @@ See the runbook, AuthpipeBufferDataLoss.</p>
 <h2>Redis memory</h2>
 <p><strong>{{.RedisMemory}}</strong> used{{if .BytesPerEvent}} · <strong>{{.BytesPerEvent}}</strong> bytes per retained event{{end}}</p>
 <p class="help">Redis' used_memory, divided by the log_ids the dedupe record keeps for the retention (the events retained). Delivered events leave the stream; what stays is the backlog and a compact record of the log_ids. See CONFIGURATION.md, "Sizing Redis".</p>
+</section>
+{{- else if .BufferFiles}}
+<section>
+<h2>Buffer files</h2>
+<p><strong>{{.BufferFiles}}</strong> on disk{{if .BytesPerEvent}} · <strong>{{.BytesPerEvent}}</strong> bytes per retained event{{end}}</p>
+<p class="help">The embedded buffer's files, divided by the log_ids the dedupe record keeps for the retention (the events retained). Delivered events leave the file, and the file is compacted once the backlog has drained. See CONFIGURATION.md, "Sizing Redis".</p>
 </section>
 {{- end}}
 

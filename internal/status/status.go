@@ -54,22 +54,31 @@ type Summary struct {
 	// buffer, INFO allowed).
 	RedisMemoryBytes float64
 	RedisMemoryKnown bool
+	// FileBytes is authpipe_buffer_file_bytes summed over the tenants (the
+	// embedded buffer's files); FileKnown tells whether it is reported.
+	FileBytes float64
+	FileKnown bool
 }
 
-// BytesPerRetainedEvent is Redis' memory divided by the events it retains
-// for all tenants: the log_ids in the dedupe record (every event buffered
-// within the retention is there, delivered or not). false when either is
-// unknown or zero. It includes Redis' own baseline (about 1 MB) and
-// whatever else the server holds.
+// BytesPerRetainedEvent is Redis' memory (or, with the embedded buffer,
+// its files' size) divided by the events it retains for all tenants: the
+// log_ids in the dedupe record (every event buffered within the retention
+// is there, delivered or not). false when either is unknown or zero. Redis'
+// figure includes its own baseline (about 1 MB) and whatever else the
+// server holds.
 func (s Summary) BytesPerRetainedEvent() (float64, bool) {
 	var events float64
 	for _, t := range s.Tenants {
 		events += t.Dedupe
 	}
-	if !s.RedisMemoryKnown || events <= 0 {
+	bytes, known := s.RedisMemoryBytes, s.RedisMemoryKnown
+	if !known {
+		bytes, known = s.FileBytes, s.FileKnown
+	}
+	if !known || events <= 0 {
 		return 0, false
 	}
-	return s.RedisMemoryBytes / events, true
+	return bytes / events, true
 }
 
 // Tenant is one Auth0 tenant's pipeline. A figure whose metric is absent is 0.
@@ -296,6 +305,8 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 				tenant(m).Dedupe += v
 			case "authpipe_buffer_redis_memory_bytes":
 				s.RedisMemoryKnown, s.RedisMemoryBytes = true, v
+			case "authpipe_buffer_file_bytes":
+				s.FileKnown, s.FileBytes = true, s.FileBytes+v
 			case "authpipe_threshold_value":
 				rule(m).Value = v
 			case "authpipe_threshold_breached":

@@ -671,3 +671,23 @@ func TestPageRedisMemory(t *testing.T) {
 	require.True(t, ok)
 	require.InDelta(t, float64(40<<20)/400_000, b, 1e-9)
 }
+
+// TestPageBufferFiles: with the embedded buffer, the page shows its files'
+// size (summed over the tenants) and the bytes per retained event.
+func TestPageBufferFiles(t *testing.T) {
+	x := newFixture(t, "acme", "beta")
+	x.populate()
+	f := promauto.With(x.reg)
+	dedupe := f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_buffer_dedupe_entries", Help: "h"}, []string{"tenant"})
+	files := f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_buffer_file_bytes", Help: "h"}, []string{"tenant"})
+	dedupe.WithLabelValues("acme").Set(300_000)
+	dedupe.WithLabelValues("beta").Set(100_000)
+	files.WithLabelValues("acme").Set(16 << 20)
+	files.WithLabelValues("beta").Set(4 << 20)
+	srv := httptest.NewServer(NewHandler(x.reg, Options{Retention: retention, Clock: newClock().Now}))
+	t.Cleanup(srv.Close)
+
+	_, page := get(t, srv, http.MethodGet, "/")
+	require.NotContains(t, page, "Redis memory")
+	require.Contains(t, page, "<strong>20.0 MB</strong> on disk · <strong>52</strong> bytes per retained event")
+}
