@@ -63,15 +63,17 @@ func (b *Bolt) compactDue() (bool, error) {
 	if b.isClosed() {
 		return false, errClosed
 	}
-	var size, entries int64
+	var size, entries, inUse int64
 	if err := b.db.View(func(tx *bbolt.Tx) error {
 		size, entries = tx.Size(), getCount(tx.Bucket(bktMeta), bkeyLength)
+		// Info reads the mapping, which a commit may move: only a read
+		// transaction holds it in place.
+		st := b.db.Stats()
+		inUse = size - int64(st.FreePageN+st.PendingPageN)*int64(b.db.Info().PageSize)
 		return nil
 	}); err != nil {
 		return false, err
 	}
-	st := b.db.Stats()
-	inUse := size - int64(st.FreePageN+st.PendingPageN)*int64(b.db.Info().PageSize)
 	return entries <= compactMaxEntries && size >= b.compactMin && inUse <= size/2, nil
 }
 
