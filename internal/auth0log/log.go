@@ -317,14 +317,53 @@ func truncate(s string) string {
 // UTF-8 as U+FFFD, of a member given twice the last. The map is the
 // caller's own.
 func (l Log) Object() (map[string]any, error) {
+	m := map[string]any{}
+	err := l.Members(func(mb Member) bool {
+		m[mb.Key] = mb.Value()
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Member is one member of an event's JSON object.
+type Member struct {
+	Key string // the member's name, unescaped, invalid UTF-8 as U+FFFD
+	v   gjson.Result
+}
+
+// Value is the member's value as Object decodes it.
+func (m Member) Value() any { return value(m.v) }
+
+// Text is the member's value when it is a JSON string, as Object decodes
+// it; false for any other value.
+func (m Member) Text() (string, bool) {
+	if m.v.Type != gjson.String {
+		return "", false
+	}
+	s, _ := validUTF8(m.v.Str)
+	return s, true
+}
+
+// Members calls fn for each member of the event, in order, until fn
+// returns false: what Object decodes, one member at a time, for a caller
+// that builds its own value from them (a member given twice comes twice;
+// Object keeps the last). Its errors are Object's.
+func (l Log) Members(fn func(Member) bool) error {
 	if !ValidJSON(l.Raw) {
-		return nil, errors.New("decode event: not valid JSON")
+		return errors.New("decode event: not valid JSON")
 	}
 	v := gjson.Parse(string(l.Raw))
 	if !v.IsObject() {
-		return nil, errors.New("event is not a JSON object")
+		return errors.New("event is not a JSON object")
 	}
-	return object(v), nil
+	v.ForEach(func(k, e gjson.Result) bool {
+		key, _ := validUTF8(k.Str)
+		return fn(Member{Key: key, v: e})
+	})
+	return nil
 }
 
 func object(v gjson.Result) map[string]any {

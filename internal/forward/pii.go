@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash"
+	"maps"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -249,31 +250,56 @@ func holdsIPv6(run string) bool {
 	return false
 }
 
-// hash is hashWith(s.key, value) with a pooled HMAC: same result, without
-// keying a new HMAC per value.
+// hash is hashWith(s.key, value), without keying a new HMAC per value.
 func (s scrubber) hash(value string) string {
-	mac := s.macs.Get().(hash.Hash)
-	mac.Reset()
-	mac.Write([]byte(normalizePII(value)))
-	var sum [sha256.Size]byte
-	var out [32]byte
-	hex.Encode(out[:], mac.Sum(sum[:0])[:16])
-	s.macs.Put(mac)
-	return hashPrefix + string(out[:])
+	return s.macs.hexSum(hashPrefix, normalizePII(value))
 }
 
 // scrubber applies a PIIPolicy to the fields of one message.
 type scrubber struct {
 	key    []byte // piiKey(hashKey)
 	policy PIIPolicy
-	macs   *sync.Pool // of HMAC-SHA256 keyed with key, reset before use
+	macs   macPool // keyed with key
 }
 
 func newScrubber(hashKey []byte, policy PIIPolicy) scrubber {
 	key := piiKey(hashKey)
-	return scrubber{key: key, policy: policy.withDefaults(), macs: &sync.Pool{
-		New: func() any { return hmac.New(sha256.New, key) },
-	}}
+	return scrubber{key: key, policy: policy.withDefaults(), macs: newMACPool(key)}
+}
+
+// macPool holds HMAC-SHA256 instances keyed with one key, with room for
+// their input and sum: hashing a value neither keys an HMAC nor allocates
+// anything but the result.
+type macPool struct{ p *sync.Pool }
+
+type keyedMAC struct {
+	mac hash.Hash
+	in  []byte
+	sum [sha256.Size]byte
+}
+
+func newMACPool(key []byte) macPool {
+	return macPool{&sync.Pool{New: func() any { return &keyedMAC{mac: hmac.New(sha256.New, key)} }}}
+}
+
+// hexSum is prefix + the first 32 hex digits of the HMAC of parts joined
+// by NUL bytes. prefix is at most 8 bytes.
+func (p macPool) hexSum(prefix string, parts ...string) string {
+	k := p.p.Get().(*keyedMAC)
+	k.mac.Reset()
+	k.in = k.in[:0]
+	for i, s := range parts {
+		if i > 0 {
+			k.in = append(k.in, 0)
+		}
+		k.in = append(k.in, s...)
+	}
+	k.mac.Write(k.in)
+	var out [40]byte
+	n := copy(out[:8], prefix)
+	hex.Encode(out[n:n+32], k.mac.Sum(k.sum[:0])[:16])
+	p.p.Put(k)
+	return string(out[:n+32])
 }
 
 // field kinds with a policy of their own, by normalised key.
@@ -346,50 +372,38 @@ func (s scrubber) action(kind fieldKind, v any) PIIAction {
 	return PIIKeep
 }
 
-// object scrubs the fields of a JSON object, in place when no key changes
-// and into a new map otherwise; m and the values in it must not be used
-// afterwards. Keys that change are visited in sorted order, so that two
-// keys that scrub to the same text resolve deterministically (the first
-// wins).
+// object scrubs the fields of a JSON object, in place; m and the values in
+// it must not be used afterwards. The maps are the forwarder's own, freshly
+// decoded, and a copy per object cost a fifth of the scrubbing.
 func (s scrubber) object(m map[string]any) map[string]any {
-	// The order matters only when keys collide after scrubbing. When no
-	// key changes (the rule for event field names), none can: skip the
-	// sort.
-	same := true
-	for k := range m {
+	renamed := false
+	for k, v := range m {
 		if nk, keep := s.text(k); !keep || nk != k {
-			same = false
-			break
+			renamed = true
+		}
+		if v, ok := s.fieldValue(kindOf(k), v); ok {
+			m[k] = v
+		} else {
+			delete(m, k)
 		}
 	}
-	if same {
-		// In place: the maps are the forwarder's own, freshly decoded, and
-		// a copy per object cost a fifth of the scrubbing.
-		for k, v := range m {
-			if v, ok := s.fieldValue(kindOf(k), v); ok {
-				m[k] = v
-			} else {
-				delete(m, k)
-			}
-		}
-		return m
+	if renamed {
+		return s.rekey(m)
 	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	return m
+}
+
+// rekey applies the policy to the keys of an object whose values are
+// scrubbed already, into a new map. Keys are visited in sorted order, so
+// that two keys that scrub to the same text resolve deterministically (the
+// first wins). Only a key that holds an address changes, so object and Map
+// call it only when one does (never, for Auth0's own field names).
+func (s scrubber) rekey(m map[string]any) map[string]any {
 	out := make(map[string]any, len(m))
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(m)) {
 		nk, keepKey := s.text(k)
-		if !keepKey {
-			continue
-		}
-		if _, taken := out[nk]; taken {
-			continue
-		}
-		if v, ok := s.fieldValue(kindOf(k), m[k]); ok {
-			out[nk] = v
+		if _, taken := out[nk]; keepKey && !taken {
+			out[nk] = m[k]
 		}
 	}
 	return out
@@ -399,6 +413,16 @@ func (s scrubber) object(m map[string]any) map[string]any {
 func (s scrubber) fieldValue(kind fieldKind, v any) (any, bool) {
 	if kind == freeField {
 		return s.value(v)
+	}
+	if str, ok := v.(string); ok && kind == userNameField && isEmail(str) {
+		// normalizePII of an e-mail address, without matching it again.
+		switch stricter(s.policy.UserName, s.policy.Email) {
+		case PIIDrop:
+			return nil, false
+		case PIIHash:
+			return s.macs.hexSum(hashPrefix, strings.ToLower(str)), true
+		}
+		return v, true
 	}
 	switch s.action(kind, v) {
 	case PIIDrop:
