@@ -2,10 +2,12 @@ package status
 
 import (
 	"errors"
+	"fmt"
 	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"regexp"
 	"strings"
 	"sync"
@@ -18,6 +20,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/authpipe/authpipe/internal/auth0log"
+	"github.com/authpipe/authpipe/internal/buffer"
 	"github.com/authpipe/authpipe/internal/metrics"
 )
 
@@ -673,21 +677,36 @@ func TestPageRedisMemory(t *testing.T) {
 }
 
 // TestPageBufferFiles: with the embedded buffer, the page shows its files'
-// size (summed over the tenants) and the bytes per retained event.
+// size (summed over the tenants) and the bytes per retained event, read
+// from the metrics real buffers register, with their tenant labels.
 func TestPageBufferFiles(t *testing.T) {
-	x := newFixture(t, "acme", "beta")
-	x.populate()
-	f := promauto.With(x.reg)
-	dedupe := f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_buffer_dedupe_entries", Help: "h"}, []string{"tenant"})
-	files := f.NewGaugeVec(prometheus.GaugeOpts{Name: "authpipe_buffer_file_bytes", Help: "h"}, []string{"tenant"})
-	dedupe.WithLabelValues("acme").Set(300_000)
-	dedupe.WithLabelValues("beta").Set(100_000)
-	files.WithLabelValues("acme").Set(16 << 20)
-	files.WithLabelValues("beta").Set(4 << 20)
-	srv := httptest.NewServer(NewHandler(x.reg, Options{Retention: retention, Clock: newClock().Now}))
+	reg := prometheus.NewPedanticRegistry()
+	dir := t.TempDir()
+	at := time.Now().UTC().Truncate(time.Second)
+	var size, events float64
+	for i, tenant := range []string{"acme", "beta"} {
+		treg := metrics.Tenant(reg, tenant)
+		b, err := buffer.OpenBolt(dir, buffer.Config{Tenant: tenant}, buffer.Deps{Registerer: treg, Stages: metrics.NewStages(treg)})
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = b.Close() })
+		var logs []auth0log.Log
+		for seq := range 50 * (i + 1) {
+			l, err := auth0log.Decode(fmt.Appendf(nil, `{"log_id":"900%s%039d","date":%q,"type":"s"}`,
+				at.Format("20060102150405"), seq, at.Format(time.RFC3339)))
+			require.NoError(t, err)
+			logs = append(logs, l)
+		}
+		_, err = b.Append(t.Context(), logs, logs[len(logs)-1].ID)
+		require.NoError(t, err)
+		fi, err := os.Stat(b.Path())
+		require.NoError(t, err)
+		size += float64(fi.Size())
+		events += float64(len(logs))
+	}
+	srv := httptest.NewServer(NewHandler(reg, Options{Retention: retention, Clock: newClock().Now}))
 	t.Cleanup(srv.Close)
 
 	_, page := get(t, srv, http.MethodGet, "/")
 	require.NotContains(t, page, "Redis memory")
-	require.Contains(t, page, "<strong>20.0 MB</strong> on disk · <strong>52</strong> bytes per retained event")
+	require.Contains(t, page, fmt.Sprintf("<strong>%.1f MB</strong> on disk · <strong>%.0f</strong> bytes per retained event", size/(1<<20), size/events))
 }
