@@ -1,13 +1,17 @@
 package buffer
 
 import (
+	"bufio"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 	"go.etcd.io/bbolt"
@@ -273,4 +277,55 @@ func TestBoltFailedCompaction(t *testing.T) {
 	require.NoError(t, err)
 	require.EqualValues(t, 1, testutil.ToFloat64(f.b.compactions))
 	require.Less(t, f.fileSize(t), peak)
+}
+
+// TestBoltKilledDuringCompaction: a process killed (SIGKILL) at any point of
+// a compaction leaves a file that opens, holds every entry, and is not taken
+// for an older copy. The child process is this test binary, compacting the
+// file again and again until it is killed.
+func TestBoltKilledDuringCompaction(t *testing.T) {
+	if dir := os.Getenv("AUTHPIPE_TEST_COMPACT_CHILD"); dir != "" {
+		f := &boltFixture{dir: dir, clock: clockwork.NewFakeClockAt(time.Now()), ctx: t.Context()}
+		f.open(t, Config{})
+		fmt.Println("compacting")
+		for start := time.Now(); time.Since(start) < time.Minute; { // until killed; a minute if the parent is gone
+			if _, _, err := f.b.compact(); err != nil {
+				t.Fatalf("compact: %v", err)
+			}
+		}
+		return
+	}
+	f := newBoltFixture(t, Config{})
+	logs := f.fillBacklog(t, f.clock.Now().Truncate(time.Second), 0, 4000)
+	require.NoError(t, f.b.Close())
+	const rounds = 8
+	leftovers, replaced := 0, 0
+	for round := range rounds {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestBoltKilledDuringCompaction$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "AUTHPIPE_TEST_COMPACT_CHILD="+f.dir)
+		out, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		line, err := bufio.NewReader(out).ReadString('\n')
+		require.NoError(t, err, "child: %s", line)
+		require.Equal(t, "compacting\n", line)
+		time.Sleep(time.Duration(round*150) * time.Millisecond)
+		require.NoError(t, cmd.Process.Kill())
+		_ = cmd.Wait()
+		if _, err := os.Stat(compactName(filepath.Join(f.dir, boltFileName("acme")))); err == nil {
+			leftovers++
+		}
+
+		f.open(t, Config{})
+		if txBase(t, f) > 0 {
+			replaced++ // a compacted copy had taken the file's place
+		}
+		require.NoError(t, f.b.EnsureGroup(f.ctx, fmt.Sprint("check", round)))
+		require.Equal(t, logIDs(logs), entryLogIDs(f.readAll(t, fmt.Sprint("check", round))), "round %d", round)
+		require.Zero(t, testutil.ToFloat64(f.b.loss.m.total), "round %d: the file taken for lost or older", round)
+		require.NoError(t, f.b.Close())
+	}
+	t.Logf("of %d kills, %d left a copy half written, %d came after a copy had replaced the file", rounds, leftovers, replaced)
+	require.NotZero(t, replaced, "no kill came after a compaction: the test did not cover a compacted file")
 }
