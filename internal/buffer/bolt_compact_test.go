@@ -310,7 +310,18 @@ func TestBoltKilledDuringCompaction(t *testing.T) {
 		line, err := bufio.NewReader(out).ReadString('\n')
 		require.NoError(t, err, "child: %s", line)
 		require.Equal(t, "compacting\n", line)
-		time.Sleep(time.Duration(round*150) * time.Millisecond)
+		if round < rounds-1 {
+			time.Sleep(time.Duration(round*150) * time.Millisecond)
+		} else {
+			// The last kill comes right after a copy took the file's place.
+			path := filepath.Join(f.dir, boltFileName("acme"))
+			before, err := os.Stat(path)
+			require.NoError(t, err)
+			require.Eventually(t, func() bool {
+				now, err := os.Stat(path)
+				return err == nil && !os.SameFile(before, now)
+			}, time.Minute, time.Millisecond)
+		}
 		require.NoError(t, cmd.Process.Kill())
 		_ = cmd.Wait()
 		if _, err := os.Stat(compactName(filepath.Join(f.dir, boltFileName("acme")))); err == nil {
