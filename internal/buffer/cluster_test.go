@@ -7,7 +7,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/authpipe/authpipe/internal/buffer"
-	"github.com/authpipe/authpipe/internal/buffer/buffertest"
 	"github.com/authpipe/authpipe/internal/lease"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
@@ -17,8 +16,8 @@ import (
 // tenant stays on the node of the tenant's hash tag.
 func TestConformanceCluster(t *testing.T) {
 	rdb := testredis.StartCluster(t).Client(t)
-	buffertest.Run(t, func(t *testing.T) buffertest.Opener { return redisOpenerOn(t, rdb) },
-		buffertest.Options{WallClockIdle: true})
+	Run(t, func(t *testing.T) Opener { return redisOpenerOn(t, rdb) },
+		Options{WallClockIdle: true})
 }
 
 // TestClusterTenantsSpreadOverNodes: tenants land on different nodes, and
@@ -42,7 +41,7 @@ func TestClusterTenantsSpreadOverNodes(t *testing.T) {
 		ok, err := l.Acquire(ctx)
 		require.NoError(t, err)
 		require.True(t, ok)
-		logs := buffertest.Page(time.Now().Add(time.Duration(i)*time.Minute), 0, 5)
+		logs := Page(time.Now().Add(time.Duration(i)*time.Minute), 0, 5)
 		added, err := b.AppendFenced(ctx, logs, logs[4].ID, buffer.Fence{Key: lease.FenceKey(b.Key("lease:poller")), Token: l.Token()})
 		require.NoError(t, err)
 		require.Equal(t, 5, added)

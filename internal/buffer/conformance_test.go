@@ -20,17 +20,16 @@ import (
 	"github.com/authpipe/authpipe/internal/auth0log"
 	"github.com/authpipe/authpipe/internal/auth0poll"
 	"github.com/authpipe/authpipe/internal/buffer"
-	"github.com/authpipe/authpipe/internal/buffer/buffertest"
 	"github.com/authpipe/authpipe/internal/forward"
 	"github.com/authpipe/authpipe/internal/testredis"
 )
 
 // Both backends serve the poller and the forwarder.
 var (
-	_ auth0poll.Buffer   = (*buffer.Bolt)(nil)
-	_ forward.Buffer     = (*buffer.Bolt)(nil)
-	_ buffertest.Backend = (*buffer.Bolt)(nil)
-	_ buffertest.Backend = redisBackend{}
+	_ auth0poll.Buffer = (*buffer.Bolt)(nil)
+	_ forward.Buffer   = (*buffer.Bolt)(nil)
+	_ Backend          = (*buffer.Bolt)(nil)
+	_ Backend          = redisBackend{}
 )
 
 // redisBackend gives the Redis backend the Close the suite expects: the
@@ -48,18 +47,18 @@ func redisClient(t *testing.T) *redis.Client {
 }
 
 // redisOpener opens buffers of one fresh tenant on the shared test server.
-func redisOpener(t *testing.T) buffertest.Opener {
+func redisOpener(t *testing.T) Opener {
 	return redisOpenerOn(t, redisClient(t))
 }
 
 // redisOpenerOn opens buffers of one fresh tenant through rdb.
-func redisOpenerOn(t *testing.T, rdb redis.UniversalClient) buffertest.Opener {
+func redisOpenerOn(t *testing.T, rdb redis.UniversalClient) Opener {
 	tenant := testredis.Name(t)
-	return func(cfg buffer.Config, deps buffer.Deps) (buffertest.Backend, error) {
+	return func(cfg buffer.Config, deps buffer.Deps) (Backend, error) {
 		if cfg.Tenant == "" {
 			cfg.Tenant = tenant
 		}
-		b, err := buffer.NewRedis(rdb, cfg, buffertest.TenantDeps(cfg, deps))
+		b, err := buffer.NewRedis(rdb, cfg, TenantDeps(cfg, deps))
 		if err != nil {
 			return nil, err
 		}
@@ -68,13 +67,13 @@ func redisOpenerOn(t *testing.T, rdb redis.UniversalClient) buffertest.Opener {
 }
 
 // boltOpener opens buffers in one fresh data dir.
-func boltOpener(t *testing.T) buffertest.Opener {
+func boltOpener(t *testing.T) Opener {
 	dir := t.TempDir()
-	return func(cfg buffer.Config, deps buffer.Deps) (buffertest.Backend, error) {
+	return func(cfg buffer.Config, deps buffer.Deps) (Backend, error) {
 		if cfg.Tenant == "" {
 			cfg.Tenant = "acme"
 		}
-		b, err := buffer.OpenBolt(dir, cfg, buffertest.TenantDeps(cfg, deps))
+		b, err := buffer.OpenBolt(dir, cfg, TenantDeps(cfg, deps))
 		if err != nil {
 			return nil, err
 		}
@@ -85,11 +84,11 @@ func boltOpener(t *testing.T) buffertest.Opener {
 func TestConformance(t *testing.T) {
 	t.Run("redis", func(t *testing.T) {
 		t.Parallel()
-		buffertest.Run(t, redisOpener, buffertest.Options{WallClockIdle: true})
+		Run(t, redisOpener, Options{WallClockIdle: true})
 	})
 	t.Run("bolt", func(t *testing.T) {
 		t.Parallel()
-		buffertest.Run(t, boltOpener, buffertest.Options{})
+		Run(t, boltOpener, Options{})
 	})
 }
 
@@ -108,8 +107,8 @@ const (
 // killPage is page i of the child's log stream: killPageSize logs of about
 // 1 KB each, so that one page spans several database pages.
 func killPage(i int) []auth0log.Log {
-	at := buffertest.Base.Add(time.Duration(i) * time.Second)
-	logs := buffertest.Page(at, 0, killPageSize)
+	at := Base.Add(time.Duration(i) * time.Second)
+	logs := Page(at, 0, killPageSize)
 	for j := range logs {
 		raw, _ := json.Marshal(map[string]any{
 			"log_id": logs[j].ID, "date": at.Format(time.RFC3339), "type": "s",
@@ -120,10 +119,10 @@ func killPage(i int) []auth0log.Log {
 	return logs
 }
 
-func openKillTarget(t *testing.T, kind, target string) buffertest.Backend {
+func openKillTarget(t *testing.T, kind, target string) Backend {
 	t.Helper()
 	var (
-		b   buffertest.Backend
+		b   Backend
 		err error
 	)
 	switch kind {
@@ -294,7 +293,7 @@ func TestKilledMidWrite(t *testing.T) {
 			require.NoError(t, err)
 
 			// Whole pages, in order, each once; the checkpoint follows the last.
-			stored := buffertest.ReadAll(t, b, "audit", "a")
+			stored := ReadAll(t, b, "audit", "a")
 			require.NotEmpty(t, stored)
 			require.Zero(t, len(stored)%killPageSize, "partial page: %d entries", len(stored))
 			pages := len(stored) / killPageSize
@@ -310,8 +309,8 @@ func TestKilledMidWrite(t *testing.T) {
 
 			// Consumer state: acknowledged entries never come back; every
 			// other entry is pending (with the same consumer) or undelivered.
-			pending := buffertest.ReadAllPending(t, b, "fwd", "c", 100)
-			undelivered := buffertest.ReadAll(t, b, "fwd", "c")
+			pending := ReadAllPending(t, b, "fwd", "c", 100)
+			undelivered := ReadAll(t, b, "fwd", "c")
 			back := map[string]bool{}
 			for _, e := range append(append([]buffer.Entry{}, pending...), undelivered...) {
 				require.False(t, back[e.ID], "entry %s delivered twice after reopen", e.ID)
@@ -342,8 +341,8 @@ func TestKilledMidWrite(t *testing.T) {
 			cp, err = b.Checkpoint(ctx)
 			require.NoError(t, err)
 			require.Equal(t, next[len(next)-1].ID, cp)
-			more := buffertest.ReadAll(t, b, "audit", "a")
-			require.Equal(t, buffertest.LogIDs(next), buffertest.EntryLogIDs(more))
+			more := ReadAll(t, b, "audit", "a")
+			require.Equal(t, LogIDs(next), EntryLogIDs(more))
 		})
 	}
 }

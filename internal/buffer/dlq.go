@@ -17,7 +17,8 @@ import (
 )
 
 // Dead-letter operations: list with a cursor, replay into the stream, drop.
-// Both backends keep the same contract (checked by buffertest):
+// Both backends keep the same contract (checked by the conformance suite,
+// conformance_suite_test.go):
 //
 //   - Replay re-appends a dead letter's raw event to the tenant's stream as
 //     a new entry, with its log_id, and deletes it from the dead letters in

@@ -1,7 +1,7 @@
 // Package buffer is authpipe's durable buffer between the Auth0 poller and
 // the consumers of a tenant's log events (the Segment forwarder, the
 // threshold checks). Two backends keep the same contract, checked by one
-// conformance suite (package buffertest) run against both: Redis (one
+// conformance suite (conformance_suite_test.go) run against both: Redis (one
 // stream per tenant, consumer groups for the consumers; see Keys below) and
 // Bolt, an embedded single-node backend (see Embedded backend below).
 //

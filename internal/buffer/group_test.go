@@ -12,7 +12,7 @@ import (
 )
 
 // Reading, acknowledging, touching, reclaiming and dead-lettering are
-// checked on both backends by the conformance suite (buffertest); what
+// checked on both backends by the conformance suite (conformance_suite_test.go); what
 // follows is Redis's own: the scripts' atomicity, the reasons hash, lost
 // entries.
 

@@ -17,7 +17,7 @@ import (
 )
 
 // Trimming, Stats, Full and the metrics' exact output are checked on both
-// backends by the conformance suite (buffertest); what follows is Redis's own.
+// backends by the conformance suite (conformance_suite_test.go); what follows is Redis's own.
 
 // TestStatsLagUnknown: Redis 7.0 cannot tell a group's lag after a deletion
 // in its undelivered range: the backlog falls back to the stream length.

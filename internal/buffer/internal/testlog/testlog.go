@@ -1,6 +1,7 @@
 // Package testlog makes the Auth0 logs the buffer's tests append. It is
-// shared by the package's own tests and the conformance suite (buffertest),
-// which cannot import each other, and must not import package buffer.
+// shared by the package's own tests (package buffer) and the conformance
+// suite (conformance_suite_test.go, package buffer_test), and must not
+// import package buffer.
 package testlog
 
 import (

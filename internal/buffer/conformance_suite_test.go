@@ -1,12 +1,13 @@
-// Package buffertest is the conformance suite of the buffer contract (the
-// delivery contract of DESIGN.md as far as the buffer owns it). Every buffer
-// backend runs it: Run(t, opener, options) checks append atomicity with the
-// checkpoint, dedupe, consumer reads and acknowledgements, redelivery of
+package buffer_test
+
+// The conformance suite of the buffer contract (the delivery contract of
+// DESIGN.md as far as the buffer owns it). Every buffer backend runs it:
+// Run(t, opener, options) checks append atomicity with the checkpoint, dedupe, consumer reads and acknowledgements, redelivery of
 // pending entries after a reopen, Touch versus the delivery count, reclaim,
 // dead letters with their reason (listed page by page, replayed into the
 // stream, dropped), trimming that never removes a pending or
 // undelivered entry, and Stats/Full, all through the backend's methods only.
-package buffertest
+// It lives in the external test package, so it sees what a caller sees.
 
 import (
 	"context"

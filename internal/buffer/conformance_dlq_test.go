@@ -1,4 +1,4 @@
-package buffertest
+package buffer_test
 
 import (
 	"fmt"
