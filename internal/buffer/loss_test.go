@@ -553,3 +553,52 @@ func TestLossWatermarkWithLogsPushedAhead(t *testing.T) {
 	require.Equal(t, polled[4].ID, f.delivered(), "all acknowledged: the checkpoint")
 	require.Zero(t, behind())
 }
+
+// TestAppendBehindFollowsLogIDOrder: the append script tells a log below
+// the stream's head (behind) by comparing log_ids as 56-digit numbers in
+// groups of 14 digits; a difference in any group decides, the first group
+// first, whatever the later groups hold.
+func TestAppendBehindFollowsLogIDOrder(t *testing.T) {
+	f := newLossFixture(t, testredis.Client(t))
+	ctx := f.ctx
+	at := time.Now().UTC().Truncate(time.Second)
+	// 900, 14 digits of time, 39 of seq: group 1 is 900 and the time to
+	// the ten minutes, group 2 the rest of the time and seq's first 11
+	// digits, groups 3 and 4 seq's last 28.
+	id := func(at time.Time, seq string) string {
+		return "900" + at.Format("20060102150405") + strings.Repeat("0", 39-len(seq)) + seq
+	}
+	one := strings.Repeat("0", 14)
+	nines := strings.Repeat("9", 14)
+	steps := []struct {
+		name   string
+		id     string
+		behind bool
+	}{
+		{"first", id(at, "1"+one), false},                      // group 3: 1, group 4: 0
+		{"group 3 lower, group 4 higher", id(at, nines), true}, // group 3: 0
+		{"group 4 higher", id(at, "1"+one[1:]+"1"), false},     // the head moves
+		{"group 2 higher", id(at, "1"+one+one), false},         // seq 10^28
+		{"group 2 lower, groups 3 and 4 higher", id(at, nines+nines), true},
+		{"group 1 lower (an hour earlier)", id(at.Add(-time.Hour), strings.Repeat("9", 39)), true},
+		{"the head again", id(at, "1"+one+one), false}, // dedupe: not added
+		{"group 1 higher", id(at.Add(time.Hour), "1"), false},
+	}
+	want := int64(0)
+	for _, s := range steps {
+		raw := `{"log_id":"` + s.id + `","date":"` + at.Format(time.RFC3339) + `","type":"s"}`
+		l, err := auth0log.Decode([]byte(raw))
+		require.NoError(t, err, s.name)
+		_, err = f.b.Append(ctx, []auth0log.Log{l}, "")
+		require.NoError(t, err, s.name)
+		if s.behind {
+			want++
+		}
+		n, err := f.rdb.ZCard(ctx, f.b.Key("behind")).Result()
+		require.NoError(t, err)
+		require.Equal(t, want, n, s.name)
+	}
+	head, err := f.rdb.Get(ctx, f.b.Key("head")).Result()
+	require.NoError(t, err)
+	require.Equal(t, steps[len(steps)-1].id, head)
+}

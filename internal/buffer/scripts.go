@@ -66,10 +66,14 @@ const appendBody = `
 local function isid(s)
   return type(s) == 'string' and #s == 56 and s:sub(1, 3) == '900' and not s:find('%D')
 end
-local function less(a, b) -- equal-length digit strings, locale-free
-  for i = 1, #a do
-    local x, y = a:byte(i), b:byte(i)
-    if x ~= y then return x < y end
+-- a < b for log_ids (equal-length digit strings), locale-free: Lua's < on
+-- strings is strcoll. By groups of 14 digits, exact in Lua's doubles; a
+-- loop over single bytes cost some 4 µs per log (every log is compared
+-- with head).
+local function less(a, b)
+  for i = 1, #a, 14 do
+    local x, y = a:sub(i, i + 13), b:sub(i, i + 13)
+    if x ~= y then return tonumber(x) < tonumber(y) end
   end
   return false
 end
