@@ -1,5 +1,7 @@
 package rules
 
+import "slices"
+
 // Schedule describes the rule's schedule ("every 30s" or "cron */1 * * * *").
 func (r *Rule) Schedule() string {
 	if r.Cron != "" {
@@ -13,5 +15,5 @@ func (s *Set) CountsType(typ string) bool {
 	if s == nil {
 		return false
 	}
-	return s.types == nil || s.types[typ]
+	return slices.ContainsFunc(s.Rules, func(r *Rule) bool { return r.InTypes(typ) || r.InRatioOf(typ) })
 }

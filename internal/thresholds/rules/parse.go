@@ -101,15 +101,6 @@ func load(files []string, read func(string) ([]byte, error)) (*Set, error) {
 	if len(errs) > 0 {
 		return nil, errs
 	}
-	set.types = map[string]bool{}
-	for _, r := range set.Rules {
-		for t := range r.types {
-			set.types[t] = true
-		}
-		for t := range r.of {
-			set.types[t] = true
-		}
-	}
 	return set, nil
 }
 

@@ -259,7 +259,6 @@ type Set struct {
 	Rules  []*Rule
 	Files  []string
 	byName map[string]*Rule
-	types  map[string]bool // every type a rule counts; nil: not known, any may be
 }
 
 // Get returns the rule called name.
