@@ -54,7 +54,7 @@
 //     groups of the buffer (the threshold checks') still read it.
 //   - PIIPolicy (per kind: user_name, e-mail addresses, IP addresses, user
 //     agent; keep, hash or drop; by default user_id is kept as the userId and
-//     the rest hashed with HashPII) is applied by Map to every field of the
+//     the rest hashed with a keyed HMAC) is applied by Map to every field of the
 //     message, so no address leaves in clear unless the policy keeps it. The
 //     buffer and the dead-letter stream keep events as Auth0 logged them.
 package forward

@@ -1,7 +1,6 @@
 package forward
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -22,7 +21,7 @@ const MaxMessageBytes = 32000
 // than 100 characters.
 const MaxMessageIDLength = 99
 
-// anonPrefix marks anonymousIds derived by AnonymousID.
+// anonPrefix marks anonymousIds derived from the attempted identity.
 const anonPrefix = "anon-"
 
 // InvalidError reports a log that cannot become a valid Segment message. Its
@@ -67,19 +66,6 @@ func MessageID(tenant, logID string) string {
 	return hex.EncodeToString(all[:])
 }
 
-// AnonymousID is the anonymousId of an event without user_id:
-// "anon-" + the first 32 hex digits of HMAC-SHA256(hashKey,
-// tenant NUL kind NUL value).
-func AnonymousID(hashKey []byte, tenant, kind, value string) string {
-	mac := hmac.New(sha256.New, hashKey)
-	mac.Write([]byte(tenant))
-	mac.Write([]byte{0})
-	mac.Write([]byte(kind))
-	mac.Write([]byte{0})
-	mac.Write([]byte(value))
-	return anonPrefix + hex.EncodeToString(mac.Sum(nil))[:32]
-}
-
 // anonymousKinds are the fields that identify who attempted an event without
 // user_id, best first.
 var anonymousKinds = []string{"user_name", "ip", "client_id"}
@@ -92,7 +78,8 @@ var anonymousKinds = []string{"user_name", "ip", "client_id"}
 //     code itself for types the table does not know).
 //   - userId: user_id when it is a non-empty string, unchanged by the PII
 //     policy (Segment's deletion requests work by userId). Otherwise
-//     anonymousId = AnonymousID(hashKey, tenant, kind, value) for the first
+//     anonymousId = "anon-" + the first 32 hex digits of HMAC-SHA256(hashKey,
+//     tenant NUL kind NUL value) for the kind and value of the first
 //     non-empty of user_name, ip, client_id, else log_id. Failed logins of
 //     unknown users (fu) have no user_id; keying on the attempted identity
 //     keeps every attempt against the same user name (or from the same IP,
@@ -186,7 +173,7 @@ func (m mapper) mapLog(l auth0log.Log) (analytics.Track, bool, error) {
 				break
 			}
 		}
-		t.AnonymousId = m.anon.hexSum(anonPrefix, tenant, kind, value) // AnonymousID
+		t.AnonymousId = m.anon.hexSum(anonPrefix, tenant, kind, value)
 	}
 
 	var ctx analytics.Context

@@ -22,7 +22,7 @@ type PIIAction string
 // PII actions. The zero value means PIIHash.
 const (
 	PIIKeep PIIAction = "keep" // sent as Auth0 logged it
-	PIIHash PIIAction = "hash" // replaced by HashPII of the value
+	PIIHash PIIAction = "hash" // replaced by a keyed hash of the value (scrubber.hash)
 	PIIDrop PIIAction = "drop" // removed
 )
 
@@ -102,36 +102,18 @@ func stricter(a, b PIIAction) PIIAction {
 	return a
 }
 
-// hashPrefix marks values hashed by HashPII.
+// hashPrefix marks hashed personal data.
 const hashPrefix = "h:"
 
 // piiKeyLabel derives the PII hashing key from the hash key, so that PII
 // hashes and anonymousIds never share an HMAC input space.
 const piiKeyLabel = "authpipe pii key v1"
 
-// piiKey derives the key of HashPII from the configured hash key.
+// piiKey derives the key of PII hashes from the configured hash key.
 func piiKey(hashKey []byte) []byte {
 	mac := hmac.New(sha256.New, hashKey)
 	mac.Write([]byte(piiKeyLabel))
 	return mac.Sum(nil)
-}
-
-// HashPII is the value that replaces a piece of personal data under the
-// hash policy: "h:" + the first 32 hex digits of HMAC-SHA256(k, value),
-// where k = HMAC-SHA256(hashKey, "authpipe pii key v1"). The value is
-// normalised first: an e-mail address is lower-cased, an IP address is
-// written in its canonical form (an IPv4-mapped IPv6 address as IPv4). So
-// the same person maps to the same value in every field, every event and
-// every tenant of a deployment, and nobody without the key can map a guessed
-// address to it.
-func HashPII(hashKey []byte, value string) string {
-	return hashWith(piiKey(hashKey), value)
-}
-
-func hashWith(key []byte, value string) string {
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(normalizePII(value)))
-	return hashPrefix + hex.EncodeToString(mac.Sum(nil))[:32]
 }
 
 // normalizePII gives one spelling per person for e-mail and IP addresses.
@@ -250,21 +232,26 @@ func holdsIPv6(run string) bool {
 	return false
 }
 
-// hash is hashWith(s.key, value), without keying a new HMAC per value.
+// hash is the value that replaces a piece of personal data under the hash
+// policy: "h:" + the first 32 hex digits of HMAC-SHA256(k, value), where
+// k = HMAC-SHA256(hashKey, "authpipe pii key v1"). The value is normalised
+// first: an e-mail address is lower-cased, an IP address is written in its
+// canonical form (an IPv4-mapped IPv6 address as IPv4). So the same person
+// maps to the same value in every field, every event and every tenant of a
+// deployment, and nobody without the key can map a guessed address to it.
+// The pool spares keying a new HMAC per value.
 func (s scrubber) hash(value string) string {
 	return s.macs.hexSum(hashPrefix, normalizePII(value))
 }
 
 // scrubber applies a PIIPolicy to the fields of one message.
 type scrubber struct {
-	key    []byte // piiKey(hashKey)
 	policy PIIPolicy
-	macs   macPool // keyed with key
+	macs   macPool // keyed with piiKey(hashKey)
 }
 
 func newScrubber(hashKey []byte, policy PIIPolicy) scrubber {
-	key := piiKey(hashKey)
-	return scrubber{key: key, policy: policy.withDefaults(), macs: newMACPool(key)}
+	return scrubber{policy: policy.withDefaults(), macs: newMACPool(piiKey(hashKey))}
 }
 
 // macPool holds HMAC-SHA256 instances keyed with one key, with room for

@@ -1,6 +1,9 @@
 package forward
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"strings"
 	"testing"
@@ -345,4 +348,29 @@ func jsonStrings(v any, fn func(string)) {
 			jsonStrings(e, fn)
 		}
 	}
+}
+
+// HashPII is the value that replaces a piece of personal data under the
+// hash policy, computed the plain way (see scrubber.hash).
+func HashPII(hashKey []byte, value string) string {
+	return hashWith(piiKey(hashKey), value)
+}
+
+func hashWith(key []byte, value string) string {
+	mac := hmac.New(sha256.New, key)
+	mac.Write([]byte(normalizePII(value)))
+	return hashPrefix + hex.EncodeToString(mac.Sum(nil))[:32]
+}
+
+// AnonymousID is the anonymousId of an event without user_id, computed the
+// plain way: "anon-" + the first 32 hex digits of HMAC-SHA256(hashKey,
+// tenant NUL kind NUL value).
+func AnonymousID(hashKey []byte, tenant, kind, value string) string {
+	mac := hmac.New(sha256.New, hashKey)
+	mac.Write([]byte(tenant))
+	mac.Write([]byte{0})
+	mac.Write([]byte(kind))
+	mac.Write([]byte{0})
+	mac.Write([]byte(value))
+	return anonPrefix + hex.EncodeToString(mac.Sum(nil))[:32]
 }
