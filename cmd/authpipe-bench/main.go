@@ -62,31 +62,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		opts.Log = stderr
 	}
 
-	if cpuprof != "" {
-		f, err := os.Create(cpuprof)
+	for _, p := range []struct {
+		path  string
+		start func(io.Writer) error
+		stop  func()
+	}{{cpuprof, pprof.StartCPUProfile, pprof.StopCPUProfile}, {tracef, trace.Start, trace.Stop}} {
+		if p.path == "" {
+			continue
+		}
+		f, err := os.Create(p.path)
+		if err == nil {
+			defer f.Close()
+			err = p.start(f)
+		}
 		if err != nil {
 			fmt.Fprintln(stderr, "authpipe-bench:", err)
 			return 1
 		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			fmt.Fprintln(stderr, "authpipe-bench:", err)
-			return 1
-		}
-		defer pprof.StopCPUProfile()
-	}
-	if tracef != "" {
-		f, err := os.Create(tracef)
-		if err != nil {
-			fmt.Fprintln(stderr, "authpipe-bench:", err)
-			return 1
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			fmt.Fprintln(stderr, "authpipe-bench:", err)
-			return 1
-		}
-		defer trace.Stop()
+		defer p.stop()
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -525,12 +525,7 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		if w.exited() == nil {
-			_ = w.cmd.Process.Kill()
-			<-w.done
-		}
-	}()
+	defer w.kill()
 	if opts.ProfileDir != "" {
 		go w.profile(filepath.Join(opts.ProfileDir, env.backend+"-catchup.pprof"), time.Second, 20*time.Second, opts.Log)
 	}
@@ -596,10 +591,7 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 	var first time.Time
 	res.Batches, first = batches.snapshot()
 	res.FirstIn = first.Sub(w.started)
-	if err := w.stop(); err != nil {
-		return res, err
-	}
-	return res, nil
+	return res, w.stop()
 }
 
 // measureRetained waits until the worker has trimmed its buffer after the
@@ -704,12 +696,7 @@ func runSteady(ctx context.Context, opts Options, env workerEnv) (Steady, error)
 	if err != nil {
 		return res, err
 	}
-	defer func() {
-		if w.exited() == nil {
-			_ = w.cmd.Process.Kill()
-			<-w.done
-		}
-	}()
+	defer w.kill()
 	if err := w.waitReady(ctx, time.Minute); err != nil {
 		return res, err
 	}
@@ -770,10 +757,7 @@ func runSteady(ctx context.Context, opts Options, env workerEnv) (Steady, error)
 		res.Latencies = append(res.Latencies, at.Sub(added[i]))
 	}
 	slices.Sort(res.Latencies)
-	if err := w.stop(); err != nil {
-		return res, err
-	}
-	return res, nil
+	return res, w.stop()
 }
 
 // machine describes this host from /proc.

@@ -48,7 +48,6 @@ func readProc(pid int) (procStats, error) {
 type redisServer struct {
 	Addr string
 	cmd  *exec.Cmd
-	dir  string
 }
 
 func startRedis(ctx context.Context, bin, dir string) (*redisServer, error) {
@@ -62,7 +61,7 @@ func startRedis(ctx context.Context, bin, dir string) (*redisServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &redisServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), dir: dir}
+	s := &redisServer{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
 	s.cmd = exec.Command(bin,
 		"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
 		"--dir", dir, "--appendonly", "yes", "--appendfsync", "everysec",

@@ -76,9 +76,8 @@ func startPushWorker(ctx context.Context, opts Options, env workerEnv) (*worker,
 		"AUTHPIPE_STREAM_POLL_INTERVAL=1h")
 	w, err := startWorker(opts.Authpipe, env)
 	cleanup := func() {
-		if w != nil && w.exited() == nil {
-			_ = w.cmd.Process.Kill()
-			<-w.done
+		if w != nil {
+			w.kill()
 		}
 		auth0Srv.Close()
 		segSrv.Close()

@@ -22,7 +22,6 @@ import (
 // worker is one `authpipe run` subprocess.
 type worker struct {
 	backend string
-	tenant  string
 	listen  string
 	cmd     *exec.Cmd
 	started time.Time
@@ -82,7 +81,6 @@ func startWorker(bin string, e workerEnv) (*worker, error) {
 	}
 	w := &worker{
 		backend: e.backend,
-		tenant:  e.tenant,
 		listen:  "127.0.0.1:" + strconv.Itoa(port),
 		done:    make(chan struct{}),
 		http:    &http.Client{Timeout: 5 * time.Second},
@@ -139,14 +137,21 @@ func (w *worker) exited() error {
 	}
 }
 
+// kill ends a worker that still runs, without the ordered shutdown.
+func (w *worker) kill() {
+	if w.exited() == nil {
+		_ = w.cmd.Process.Kill()
+		<-w.done
+	}
+}
+
 // stop sends SIGTERM and waits for the ordered shutdown.
 func (w *worker) stop() error {
 	_ = w.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-w.done:
 	case <-time.After(30 * time.Second):
-		_ = w.cmd.Process.Kill()
-		<-w.done
+		w.kill()
 		return fmt.Errorf("authpipe (%s) did not stop within 30s of SIGTERM", w.backend)
 	}
 	var ee *exec.ExitError
