@@ -38,11 +38,7 @@ func newCLIAudit(cfg *config.Config, rdb redis.UniversalClient, logger *slog.Log
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	for _, t := range cfg.AllTenants() {
-		names = append(names, t.Name)
-	}
-	mask := audit.NewMasker(config.Reveal(cfg.Secrets()...), names)
+	mask := audit.NewMasker(config.Reveal(cfg.Secrets()...), tenantNames(cfg))
 	flags := map[string][]string{}
 	if fs != nil {
 		fs.Visit(func(f *flag.Flag) { flags[f.Name] = []string{f.Value.String()} })

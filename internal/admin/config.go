@@ -64,8 +64,6 @@ type Config struct {
 	Group string
 	// Retention is Auth0's log retention, reported with the checkpoint lag.
 	Retention time.Duration
-	// Version is the build reported by status.
-	Version string
 }
 
 // JWT reports whether JWT mode is on.

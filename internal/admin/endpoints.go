@@ -174,7 +174,7 @@ type RuleView struct {
 	Value     float64           `json:"value"`
 }
 
-func (a *API) rules() (RulesResponse, map[string]status.Rule, error) {
+func (a *API) rules() (RulesResponse, error) {
 	resp := RulesResponse{Files: []string{}, Rules: []RuleView{}}
 	state := map[string]status.Rule{}
 	snap, err := status.Snapshot(a.src.Metrics)
@@ -185,12 +185,12 @@ func (a *API) rules() (RulesResponse, map[string]status.Rule, error) {
 		state[r.Name] = r
 	}
 	if a.src.Rules == nil {
-		return resp, state, err
+		return resp, err
 	}
 	resp.Enabled, resp.Leader, resp.ReloadOK = true, a.src.Rules.Leader(), !snap.ReloadKnown || snap.ReloadOK
 	rs := a.src.Rules.Rules()
 	if rs == nil {
-		return resp, state, err
+		return resp, err
 	}
 	resp.Files = append(resp.Files, rs.Files...)
 	for _, r := range rs.Rules {
@@ -207,11 +207,11 @@ func (a *API) rules() (RulesResponse, map[string]status.Rule, error) {
 		}
 		resp.Rules = append(resp.Rules, v)
 	}
-	return resp, state, err
+	return resp, err
 }
 
 func (a *API) serveRules(c *call) (int, any) {
-	resp, _, _ := a.rules()
+	resp, _ := a.rules()
 	for _, r := range resp.Rules {
 		c.entry.Rules = append(c.entry.Rules, r.Name)
 	}
@@ -227,7 +227,7 @@ type BreachesResponse struct {
 }
 
 func (a *API) serveBreaches(c *call) (int, any) {
-	all, _, _ := a.rules()
+	all, _ := a.rules()
 	resp := BreachesResponse{Enabled: all.Enabled, Leader: all.Leader, Breaches: []RuleView{}}
 	for _, r := range all.Rules {
 		if r.Breached {

@@ -215,29 +215,25 @@ func (p *parser) strList(n *yaml.Node, rule, field string) ([]string, bool) {
 	return out, ok
 }
 
-func (p *parser) strMap(n *yaml.Node, rule, field string) (map[string]string, map[string]int, bool) {
+func (p *parser) strMap(n *yaml.Node, rule, field string) (map[string]string, map[string]int) {
 	if yamlx.IsNull(n) {
-		return map[string]string{}, map[string]int{}, true
+		return map[string]string{}, map[string]int{}
 	}
 	if n.Kind != yaml.MappingNode {
 		p.errf(n.Line, rule, field, "want a mapping of strings")
-		return nil, nil, false
+		return nil, nil
 	}
-	out, lines, ok := map[string]string{}, map[string]int{}, true
+	out, lines := map[string]string{}, map[string]int{}
 	p.mapping(n, rule, field+".", func(key string, k, v *yaml.Node) {
 		if !labelNamePattern.MatchString(key) {
 			p.errf(k.Line, rule, field+"."+key, "invalid name (want [a-zA-Z_][a-zA-Z0-9_]*)")
-			ok = false
 			return
 		}
-		s, good := p.str(v, rule, field+"."+key)
-		if !good {
-			ok = false
-			return
+		if s, ok := p.str(v, rule, field+"."+key); ok {
+			out[key], lines[key] = s, v.Line
 		}
-		out[key], lines[key] = s, v.Line
 	})
-	return out, lines, ok
+	return out, lines
 }
 
 func (p *parser) duration(n *yaml.Node, rule, field string) (time.Duration, bool) {
@@ -253,40 +249,38 @@ func (p *parser) duration(n *yaml.Node, rule, field string) (time.Duration, bool
 	return time.Duration(d), true
 }
 
-func (p *parser) types(n *yaml.Node, rule, field string) ([]string, bool) {
+func (p *parser) types(n *yaml.Node, rule, field string) []string {
 	list, ok := p.strList(n, rule, field)
 	if !ok {
-		return nil, false
+		return nil
 	}
 	if len(list) == 0 {
 		p.errf(n.Line, rule, field, "empty (want at least one Auth0 log type code)")
-		return nil, false
+		return nil
 	}
 	seen := map[string]bool{}
 	for i, code := range list {
 		line := yamlx.Resolve(n.Content[i]).Line
 		if _, known := auth0log.LookupType(code); !known {
 			p.errf(line, rule, field, "unknown Auth0 log type %q", code)
-			ok = false
 		} else if seen[code] {
 			p.errf(line, rule, field, "type %q listed twice", code)
-			ok = false
 		}
 		seen[code] = true
 	}
-	return list, ok
+	return list
 }
 
-func (p *parser) field(n *yaml.Node, rule, field string) (string, bool) {
+func (p *parser) field(n *yaml.Node, rule, field string) string {
 	s, ok := p.str(n, rule, field)
 	if !ok {
-		return "", false
+		return ""
 	}
 	if FieldIndex(s) < 0 {
 		p.errf(n.Line, rule, field, "unknown value %q (want ip, user_id, user_name, client_id or connection)", s)
-		return "", false
+		return ""
 	}
-	return s, true
+	return s
 }
 
 // rule decodes and validates one rule mapping; ok is false when the rule
@@ -325,14 +319,14 @@ func (p *parser) rule(i int, n *yaml.Node) (*Rule, bool) {
 				p.errf(v.Line, id, key, "reserved name %q: names starting with %q are authpipe's own health alerts", s, ReservedNamePrefix)
 			}
 		case "types":
-			r.Types, _ = p.types(v, id, key)
+			r.Types = p.types(v, id, key)
 		case "group_by":
 			if !yamlx.IsNull(v) {
-				r.GroupBy, _ = p.field(v, id, key)
+				r.GroupBy = p.field(v, id, key)
 			}
 		case "distinct":
 			if !yamlx.IsNull(v) {
-				r.Distinct, _ = p.field(v, id, key)
+				r.Distinct = p.field(v, id, key)
 			}
 		case "ratio":
 			ratioSeen = true
@@ -346,7 +340,7 @@ func (p *parser) rule(i int, n *yaml.Node) (*Rule, bool) {
 				switch rk {
 				case "of":
 					ofSeen = true
-					ratio.Of, _ = p.types(vv, id, "ratio.of")
+					ratio.Of = p.types(vv, id, "ratio.of")
 				default:
 					p.errf(kk.Line, id, "ratio."+rk, `unknown field (want "of")`)
 				}
@@ -405,9 +399,9 @@ func (p *parser) rule(i int, n *yaml.Node) (*Rule, bool) {
 			}
 			r.Severity = s
 		case "labels":
-			r.Labels, labelLines, _ = p.strMap(v, id, key)
+			r.Labels, labelLines = p.strMap(v, id, key)
 		case "annotations":
-			r.Annotations, annotationLines, _ = p.strMap(v, id, key)
+			r.Annotations, annotationLines = p.strMap(v, id, key)
 		default:
 			p.errf(k.Line, id, key, "unknown field")
 		}
