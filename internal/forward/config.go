@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -74,45 +75,22 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Endpoint == "" {
-		c.Endpoint = analytics.DefaultEndpoint
-	}
-	c.Endpoint = strings.TrimRight(c.Endpoint, "/")
-	if c.BatchSize == 0 {
-		c.BatchSize = DefaultBatchSize
-	}
-	if c.FlushInterval == 0 {
-		c.FlushInterval = DefaultFlushInterval
-	}
-	if c.MaxInFlight == 0 {
-		c.MaxInFlight = DefaultMaxInFlight
-	}
-	if c.Group == "" {
-		c.Group = DefaultGroup
-	}
+	c.Endpoint = strings.TrimRight(cmp.Or(c.Endpoint, analytics.DefaultEndpoint), "/")
+	c.BatchSize = cmp.Or(c.BatchSize, DefaultBatchSize)
+	c.FlushInterval = cmp.Or(c.FlushInterval, DefaultFlushInterval)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, DefaultMaxInFlight)
+	c.Group = cmp.Or(c.Group, DefaultGroup)
 	if c.Consumer == "" {
 		if h, err := os.Hostname(); err == nil && h != "" {
 			c.Consumer = h
 		}
 	}
-	if c.ReadCount == 0 {
-		c.ReadCount = DefaultReadCount
-	}
-	if c.ReclaimIdle == 0 {
-		c.ReclaimIdle = DefaultReclaimIdle
-	}
-	if c.MinBackoff == 0 {
-		c.MinBackoff = DefaultMinBackoff
-	}
-	if c.MaxBackoff == 0 {
-		c.MaxBackoff = DefaultMaxBackoff
-	}
-	if c.DrainTimeout == 0 {
-		c.DrainTimeout = DefaultDrainTimeout
-	}
-	if c.IsolationInFlight == 0 {
-		c.IsolationInFlight = DefaultIsolationInFlight
-	}
+	c.ReadCount = cmp.Or(c.ReadCount, DefaultReadCount)
+	c.ReclaimIdle = cmp.Or(c.ReclaimIdle, DefaultReclaimIdle)
+	c.MinBackoff = cmp.Or(c.MinBackoff, DefaultMinBackoff)
+	c.MaxBackoff = cmp.Or(c.MaxBackoff, DefaultMaxBackoff)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, DefaultDrainTimeout)
+	c.IsolationInFlight = cmp.Or(c.IsolationInFlight, DefaultIsolationInFlight)
 	c.PII = c.PII.withDefaults()
 	return c
 }

@@ -1,6 +1,7 @@
 package forward
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
@@ -60,9 +61,7 @@ type PIIPolicy struct {
 
 func (p PIIPolicy) withDefaults() PIIPolicy {
 	for _, a := range []*PIIAction{&p.UserName, &p.Email, &p.IP, &p.UserAgent} {
-		if *a == "" {
-			*a = PIIHash
-		}
+		*a = cmp.Or(*a, PIIHash)
 	}
 	return p
 }
@@ -429,13 +428,8 @@ func (s scrubber) hashAll(v any) any {
 	case json.Number:
 		return s.hash(x.String())
 	case map[string]any:
-		keys := make([]string, 0, len(x))
-		for k := range x {
-			keys = append(keys, k)
-		}
-		slices.Sort(keys)
 		out := make(map[string]any, len(x))
-		for _, k := range keys {
+		for _, k := range slices.Sorted(maps.Keys(x)) {
 			nk, keepKey := s.text(k) // keys are scanned like any key
 			if _, taken := out[nk]; keepKey && !taken {
 				out[nk] = s.hashAll(x[k])
