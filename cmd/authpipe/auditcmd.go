@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -42,22 +41,10 @@ tail reads the file when there is one.
 
 // auditCommand runs `authpipe audit`.
 func auditCommand(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, auditUsage)
-		return 2
+	sub, fs, code := subcommand("audit", auditUsage, []string{"verify", "tail"}, args, stdout, stderr)
+	if fs == nil {
+		return code
 	}
-	if wantsHelp(args) {
-		fmt.Fprint(stdout, auditUsage)
-		return 0
-	}
-	sub := args[0]
-	if sub != "verify" && sub != "tail" {
-		fmt.Fprintf(stderr, "authpipe audit: unknown command %q\n\n%s", sub, auditUsage)
-		return 2
-	}
-	fs := flag.NewFlagSet("authpipe audit "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, auditUsage) }
 	file := fs.String("file", "", "an audit log file")
 	useRedis := fs.Bool("redis", false, "the Redis audit stream (REDIS_URL)")
 	n := fs.Int("n", 20, "entries to print (tail)")

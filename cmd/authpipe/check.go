@@ -77,12 +77,8 @@ func checkCommand(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("timeout", 10*time.Second, "give up on each check after this long")
 	fs.Usage = func() { printUsage(stderr, checkUsage, fs) }
-	if wantsHelp(args) {
-		printUsage(stdout, checkUsage, fs)
-		return 0
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, checkUsage, args, stdout); done {
+		return code
 	}
 	if fs.NArg() > 0 || *timeout <= 0 {
 		fs.Usage()

@@ -68,12 +68,8 @@ func demoCommand(args []string, stdout, stderr io.Writer) int {
 	listen := fs.String("listen", "127.0.0.1:9464", "address of the status page, /metrics and the probes")
 	dataDir := fs.String("data-dir", "", "buffer and demo state (default: a new temporary directory)")
 	streamDrop := fs.Float64("stream-drop", 0.02, "share of the simulated Log Stream's deliveries dropped for good (the poller finds them); 0 to 1")
-	if wantsHelp(args) {
-		printUsage(stdout, demoUsage, fs)
-		return 0
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, demoUsage, args, stdout); done {
+		return code
 	}
 	if fs.NArg() > 0 || *rate <= 0 || *rate > 100000 || *duration < 0 || !(*streamDrop >= 0 && *streamDrop <= 1) {
 		fmt.Fprintln(stderr, "authpipe demo: flags: --duration D --rate N (0 < N ≤ 100000) --listen ADDR --data-dir DIR --stream-drop S (0 ≤ S ≤ 1)")

@@ -64,22 +64,10 @@ var (
 
 // dlqCommand runs `authpipe dlq`.
 func dlqCommand(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, dlqUsage)
-		return 2
+	sub, fs, code := subcommand("dlq", dlqUsage, []string{"list", "replay", "drop"}, args, stdout, stderr)
+	if fs == nil {
+		return code
 	}
-	if wantsHelp(args) {
-		fmt.Fprint(stdout, dlqUsage)
-		return 0
-	}
-	sub := args[0]
-	if sub != "list" && sub != "replay" && sub != "drop" {
-		fmt.Fprintf(stderr, "authpipe dlq: unknown command %q\n\n%s", sub, dlqUsage)
-		return 2
-	}
-	fs := flag.NewFlagSet("authpipe dlq "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, dlqUsage) }
 	tenantArg := fs.String("tenant", "", "the tenant (needed with several)")
 	var limit *int
 	var after *string

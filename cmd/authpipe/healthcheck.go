@@ -28,12 +28,8 @@ func healthcheckCommand(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	timeout := fs.Duration("timeout", 3*time.Second, "give up after this long")
 	fs.Usage = func() { printUsage(stderr, healthcheckUsage, fs) }
-	if wantsHelp(args) {
-		printUsage(stdout, healthcheckUsage, fs)
-		return 0
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, healthcheckUsage, args, stdout); done {
+		return code
 	}
 	if fs.NArg() > 1 || *timeout <= 0 {
 		fs.Usage()

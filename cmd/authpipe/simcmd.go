@@ -57,12 +57,8 @@ func simCommand(args []string, stdout, stderr io.Writer) int {
 	streamToken := fs.String("stream-token", "", "Authorization header of the pushes, verbatim (default $AUTH0_STREAM_TOKEN)")
 	streamFormat := fs.String("stream-format", string(sim.StreamJSONLines), "content format of the pushes: JSONLINES, JSONARRAY or JSONOBJECT")
 	streamDrop := fs.Float64("stream-drop", 0, "share of push deliveries dropped for good, 0 to 1 (the poller must find them)")
-	if wantsHelp(args) {
-		printUsage(stdout, simUsage, fs)
-		return 0
-	}
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, done := parseFlags(fs, simUsage, args, stdout); done {
+		return code
 	}
 	orEnv := func(v *string, env string) {
 		if *v == "" {

@@ -105,9 +105,7 @@ func (o Options) withDefaults() (Options, error) {
 		}
 	}
 	o.Timeout = cmp.Or(o.Timeout, 10*time.Minute)
-	if o.Log == nil {
-		o.Log = io.Discard
-	}
+	o.Log = cmp.Or(o.Log, io.Discard)
 	if o.RulesPath == "" {
 		root, err := moduleRoot()
 		if err != nil {
@@ -575,9 +573,7 @@ func runCatchUp(ctx context.Context, opts Options, env workerEnv, rs *redisServe
 	res.SimCPU = selfCPU() - simCPU0
 	res.PeakAnon = max(res.PeakAnon, st.Anon)
 	res.PeakFile = max(res.PeakFile, st.File)
-	if res.PolledIn == 0 {
-		res.PolledIn = res.Elapsed // the poll finished between two scrapes
-	}
+	res.PolledIn = cmp.Or(res.PolledIn, res.Elapsed) // 0: the poll finished between two scrapes
 	if rs != nil && env.backend == "redis" {
 		if st, err := readProc(rs.Pid()); err == nil {
 			res.RedisCPU = st.CPU - redisCPU0

@@ -64,13 +64,6 @@ func (s *shutdown) deadline() context.Context {
 	return s.ctx
 }
 
-// deadlineAt is the shutdown deadline; it blocks until begin.
-func (s *shutdown) deadlineAt() time.Time {
-	<-s.begun
-	d, _ := s.ctx.Deadline()
-	return d
-}
-
 // release frees the deadline's timer once the group has returned.
 func (s *shutdown) release() {
 	s.begin()
@@ -142,7 +135,8 @@ func (s *shutdown) stage(g *run.Group, actors ...actor) {
 			return fmt.Errorf("%s: %w", a.name, err)
 		}, func(error) {
 			stop()
-			wait := time.NewTimer(max(time.Until(s.deadlineAt()), lateGrace))
+			deadline, _ := s.deadline().Deadline() // waits for begin
+			wait := time.NewTimer(max(time.Until(deadline), lateGrace))
 			defer wait.Stop()
 			select {
 			case <-done:
