@@ -226,21 +226,16 @@ func writeKeyProblem(key string) string {
 	case strings.Contains(key, ":"):
 		return `contains ":" (it is the user of HTTP Basic auth)`
 	}
-	for _, r := range key {
-		if r < 0x21 || r > 0x7e {
-			return "contains characters other than printable ASCII"
-		}
+	if strings.ContainsFunc(key, func(r rune) bool { return r < 0x21 || r > 0x7e }) {
+		return "contains characters other than printable ASCII"
 	}
 	return ""
 }
 
 func isAlnum(s string) bool {
-	for _, r := range s {
-		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9') {
-			return false
-		}
-	}
-	return true
+	return !strings.ContainsFunc(s, func(r rune) bool {
+		return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9')
+	})
 }
 
 // checkBuffer checks Redis (reachability, persistence, eviction) or the

@@ -570,12 +570,7 @@ func (l *alertLog) firing() []string {
 func (l *alertLog) firedAll(names []string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	for _, n := range names {
-		if !l.names[n] {
-			return false
-		}
-	}
-	return true
+	return !slices.ContainsFunc(names, func(n string) bool { return !l.names[n] })
 }
 
 func (l *alertLog) fired() []string {

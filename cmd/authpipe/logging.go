@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"log/slog"
+	"slices"
 )
 
 // appComponent is the component of the lines main itself logs.
@@ -39,10 +40,5 @@ func (h componentHandler) Handle(ctx context.Context, r slog.Record) error {
 }
 
 func hasComponent(as ...slog.Attr) bool {
-	for _, a := range as {
-		if a.Key == "component" {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(as, func(a slog.Attr) bool { return a.Key == "component" })
 }

@@ -139,10 +139,7 @@ func tailLink(fh *os.File) (link, error) {
 	if err != nil {
 		return link{}, err
 	}
-	var head struct {
-		Seq  uint64  `json:"seq"`
-		Prev *string `json:"prev"`
-	}
+	var head chainHead
 	if err := json.Unmarshal(line, &head); err != nil || head.Seq == 0 || head.Prev == nil {
 		return link{}, errors.New("the last line is not an audit entry; check the file with authpipe audit verify")
 	}

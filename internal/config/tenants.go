@@ -97,13 +97,9 @@ func (l *loader) tenantList(path string, k, v *yaml.Node) {
 		label := fmt.Sprintf("tenants[%d]", i)
 		item = yamlx.Resolve(item)
 		if item == nil || item.Kind != yaml.MappingNode {
-			line := k.Line
+			line, found := k.Line, "nothing"
 			if item != nil {
-				line = item.Line
-			}
-			found := "nothing"
-			if item != nil {
-				found = yamlx.KindName(item)
+				line, found = item.Line, yamlx.KindName(item)
 			}
 			l.problems = append(l.problems, fmt.Sprintf("%s:%d: %s must be a mapping with name, auth0 and segment, found %s", path, line, label, found))
 			l.badTenants = true

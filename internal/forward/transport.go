@@ -2,6 +2,7 @@ package forward
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -197,10 +198,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxDrain)) // never logged: may echo messages
 	_ = resp.Body.Close()
-	se := &StatusError{Code: resp.StatusCode, Status: resp.Status}
-	if se.Status == "" {
-		se.Status = strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
-	}
+	se := &StatusError{Code: resp.StatusCode,
+		Status: cmp.Or(resp.Status, strconv.Itoa(resp.StatusCode)+" "+http.StatusText(resp.StatusCode))}
 	code := resp.StatusCode
 	switch {
 	case code == http.StatusTooManyRequests:
