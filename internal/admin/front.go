@@ -130,8 +130,7 @@ func (f *Front) refuse(w http.ResponseWriter, r *http.Request, status int, reaso
 	e.Outcome, e.Reason, e.Status = OutcomeDenied, reason, &status
 	e.LatencySeconds = a.clock.Since(start).Seconds()
 	if err := a.trail.Record(r.Context(), *e); err != nil {
-		ref := refusal(*e)
-		a.trail.Defer(r.Context(), ref)
+		a.trail.Defer(r.Context(), refusal(*e))
 		a.requests.WithLabelValues(OpUnknown, OutcomeRefused).Inc()
 		answerUnavailable(w)
 		return

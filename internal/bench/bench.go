@@ -387,7 +387,8 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 			return nil, err
 		}
 	}
-	rep.SimPeakRSS = selfPeakRSS()
+	self, _ := readProc(os.Getpid()) // the simulators live in this process
+	rep.SimPeakRSS = self.HWM
 	rep.Took = time.Since(began)
 	return rep, nil
 }

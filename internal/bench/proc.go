@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -98,12 +97,6 @@ func (s *redisServer) Stop() {
 }
 
 func freePort() (int, error) { return freeport.Pick() }
-
-// selfPeakRSS is this process's VmHWM (the simulators live here).
-func selfPeakRSS() int64 {
-	s, _ := readProc(os.Getpid())
-	return s.HWM
-}
 
 // selfCPU is this process's CPU time so far (user + system, every thread).
 func selfCPU() time.Duration {

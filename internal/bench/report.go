@@ -91,7 +91,7 @@ func (r *Report) Print(w io.Writer) {
 	o := r.Options
 	m := r.Machine
 	fmt.Fprintf(w, "authpipe end-to-end benchmark\n")
-	fmt.Fprintf(w, "machine: %d CPUs (%s), %s RAM, %s", m.CPUs, m.CPUModel, gib(m.MemTotal), m.GoVersion)
+	fmt.Fprintf(w, "machine: %d CPUs (%s), %s RAM, %s", m.CPUs, m.CPUModel, fmt.Sprintf("%.1f GiB", float64(m.MemTotal)/(1<<30)), m.GoVersion)
 	if m.Redis != "" {
 		fmt.Fprintf(w, ", redis-server %s", m.Redis)
 	}
@@ -116,6 +116,7 @@ func (r *Report) Print(w io.Writer) {
 		}
 		return fmt.Sprintf("%.1f", d.Seconds()*1e6/float64(n))
 	}
+	perK := func(n, events int) string { return fmt.Sprintf("%.2f", float64(n)*1000/float64(max(events, 1))) }
 	row("", func(b BackendReport) string { return b.Backend })
 	row("CATCH-UP (all events waiting at start)", func(BackendReport) string { return "" })
 	row("end to end, events/s", func(b BackendReport) string { return thousands(b.CatchUp.Rate()) })
@@ -139,9 +140,7 @@ func (r *Report) Print(w io.Writer) {
 		}
 		return perM(b.CatchUp.RedisCPU, b.CatchUp.Events)
 	})
-	row("Segment requests per 1000 events", func(b BackendReport) string {
-		return fmt.Sprintf("%.2f", float64(b.CatchUp.Requests)*1000/float64(max(b.CatchUp.Events, 1)))
-	})
+	row("Segment requests per 1000 events", func(b BackendReport) string { return perK(b.CatchUp.Requests, b.CatchUp.Events) })
 	row("Segment batches full / mean size", func(b BackendReport) string {
 		share, mean := fullShare(b.CatchUp.Batches, b.CatchUp.BatchSize)
 		return fmt.Sprintf("%.1f%% of %d / %.1f", share*100, len(b.CatchUp.Batches), mean)
@@ -169,9 +168,7 @@ func (r *Report) Print(w io.Writer) {
 	row("events not delivered", func(b BackendReport) string { return fmt.Sprint(b.Steady.Missing) })
 	row("worker peak RSS (VmHWM)", func(b BackendReport) string { return mb(b.Steady.PeakRSS) })
 	row("worker CPU s per million events", func(b BackendReport) string { return perM(b.Steady.CPU, b.Steady.Events) })
-	row("Segment requests per 1000 events", func(b BackendReport) string {
-		return fmt.Sprintf("%.2f", float64(b.Steady.Requests)*1000/float64(max(b.Steady.Events, 1)))
-	})
+	row("Segment requests per 1000 events", func(b BackendReport) string { return perK(b.Steady.Requests, b.Steady.Events) })
 	tw.Flush()
 
 	if p := r.Push; p != nil {
@@ -256,8 +253,6 @@ func (r *Report) printBudget(w io.Writer) {
 }
 
 func mb(b int64) string { return fmt.Sprintf("%.0f MB", float64(b)/(1<<20)) }
-
-func gib(b int64) string { return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30)) }
 
 // thousands formats a rate with thousands separators.
 func thousands(f float64) string {
