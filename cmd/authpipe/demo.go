@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -309,19 +308,11 @@ func writeFileSync(path string, b []byte) error {
 // before the simulator answers 200.
 func (d *demo) openSegment(writeKey string) error {
 	p := filepath.Join(d.dir, receivedFile)
-	var earlier []string
-	if f, err := os.Open(p); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			if line := strings.TrimSpace(sc.Text()); line != "" {
-				earlier = append(earlier, line)
-			}
-		}
-		f.Close()
-		if err := sc.Err(); err != nil {
-			return fmt.Errorf("read %s: %w", p, err)
-		}
+	b, err := os.ReadFile(p)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", p, err)
 	}
+	earlier := strings.Fields(string(b)) // one messageId a line
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
 	if err != nil {
 		return err

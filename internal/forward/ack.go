@@ -3,6 +3,7 @@ package forward
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/authpipe/authpipe/internal/buffer"
@@ -22,7 +23,7 @@ func (f *Forwarder) ack(bg context.Context, items []*item) {
 		}
 	}
 	f.mu.Unlock()
-	for chunk := range chunks(ids, touchChunk) {
+	for chunk := range slices.Chunk(ids, touchChunk) {
 		ctx, cancel := context.WithTimeout(bg, redisTimeout)
 		err := f.buf.Ack(ctx, f.cfg.Group, chunk...)
 		cancel()
@@ -45,7 +46,7 @@ func (f *Forwarder) ack(bg context.Context, items []*item) {
 // redelivered.
 func (f *Forwarder) ackFiltered(bg context.Context, byReason map[string][]string) {
 	for _, reason := range filterReasons {
-		for chunk := range chunks(byReason[reason], touchChunk) {
+		for chunk := range slices.Chunk(byReason[reason], touchChunk) {
 			ctx, cancel := context.WithTimeout(bg, redisTimeout)
 			err := f.buf.Ack(ctx, f.cfg.Group, chunk...)
 			cancel()
@@ -122,7 +123,7 @@ func (f *Forwarder) touchStale(bg context.Context, stale time.Duration) {
 // touch resets the idle time of entries; it reports whether all succeeded.
 func (f *Forwarder) touch(bg context.Context, ids []string) bool {
 	ok := true
-	for chunk := range chunks(ids, touchChunk) {
+	for chunk := range slices.Chunk(ids, touchChunk) {
 		ctx, cancel := context.WithTimeout(bg, redisTimeout)
 		err := f.buf.Touch(ctx, f.cfg.Group, f.cfg.Consumer, chunk...)
 		cancel()
@@ -143,17 +144,4 @@ func entryIDs(entries []buffer.Entry) []string {
 		ids[i] = e.ID
 	}
 	return ids
-}
-
-// chunks yields ids in slices of at most n.
-func chunks(ids []string, n int) func(func([]string) bool) {
-	return func(yield func([]string) bool) {
-		for len(ids) > 0 {
-			k := min(n, len(ids))
-			if !yield(ids[:k]) {
-				return
-			}
-			ids = ids[k:]
-		}
-	}
 }
