@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/authpipe/authpipe/alerts"
 	"github.com/authpipe/authpipe/internal/config"
+	"github.com/authpipe/authpipe/internal/freeport"
 	"github.com/authpipe/authpipe/internal/pipeline"
 	"github.com/authpipe/authpipe/internal/sim"
 	"github.com/authpipe/authpipe/internal/status"
@@ -143,10 +145,11 @@ func (d *demo) run(ctx context.Context) error {
 	defer stopHook()
 
 	streamToken := fmt.Sprintf("Bearer demo-%016x%016x", rand.Uint64(), rand.Uint64())
-	streamAddr, err := freeLoopback()
+	port, err := freeport.Pick() // the receiver listens on it once the app runs
 	if err != nil {
 		return err
 	}
+	streamAddr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	cfg, err := d.config(auth0URL, segURL, hookURL, secret, writeKey, streamAddr, streamToken)
 	if err != nil {
 		return err
@@ -243,16 +246,6 @@ func waitListening(addr string, timeout time.Duration) {
 			return
 		}
 	}
-}
-
-// freeLoopback returns a loopback address with a free port.
-func freeLoopback() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	addr := ln.Addr().String()
-	return addr, ln.Close()
 }
 
 // waitMissed waits, at most wait, until the stream's missed counter has

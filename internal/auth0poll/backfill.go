@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/auth0/go-auth0/management"
@@ -107,11 +108,8 @@ func (p *Poller) Backfill(ctx context.Context, since, until time.Time, progress 
 		rep.OK(ctx, "page")
 
 		inWindow := logs
-		for i, l := range logs {
-			if l.ID >= stop {
-				inWindow = logs[:i]
-				break
-			}
+		if i := slices.IndexFunc(logs, func(l auth0log.Log) bool { return l.ID >= stop }); i >= 0 {
+			inWindow = logs[:i]
 		}
 		if len(inWindow) > 0 {
 			added, err := p.buf.Append(ctx, inWindow, "")

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -79,10 +80,7 @@ func load(getenv func(string) (string, bool), readFile func(string) ([]byte, err
 			continue
 		}
 		if msg := s.validate(l.cfg); msg != "" {
-			where, ok := l.origin[s.env]
-			if !ok {
-				where = s.env
-			}
+			where := cmp.Or(l.origin[s.env], s.env) // a file location, else the env name
 			l.problems = append(l.problems, s.describe(msg, where))
 		}
 	}

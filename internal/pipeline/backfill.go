@@ -102,20 +102,12 @@ func (b *backfiller) run(ctx context.Context, id string, since time.Time, done c
 		"events", base.Events, "added", base.Added, "duplicates", base.Events-base.Added, "took", finished.Sub(*b.status.StartedAt).Round(time.Millisecond).String())
 }
 
-// Progress reports the current or last backfill.
+// Progress reports the current or last backfill. The times it points to
+// are never written once set: the copy may share them.
 func (b *backfiller) Progress() admin.BackfillStatus {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	s := b.status
-	if s.StartedAt != nil {
-		t := *s.StartedAt
-		s.StartedAt = &t
-	}
-	if s.FinishedAt != nil {
-		t := *s.FinishedAt
-		s.FinishedAt = &t
-	}
-	return s
+	return b.status
 }
 
 // Run waits until ctx ends, then refuses new backfills, cancels a running
