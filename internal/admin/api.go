@@ -320,9 +320,8 @@ func (a *API) refuse(w http.ResponseWriter, c *call) {
 	ref := refusal(*c.entry)
 	a.trail.Defer(c.r.Context(), ref)
 	*c.entry = ref
-	for _, h := range []string{"WWW-Authenticate", "Allow"} {
-		w.Header().Del(h)
-	}
+	w.Header().Del("WWW-Authenticate")
+	w.Header().Del("Allow")
 	answerUnavailable(w)
 }
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -79,8 +78,10 @@ func newTenant(cfg *config.Config, st *Store, rules RulesSource, segment *forwar
 		Consumer:      cfg.Buffer.Consumer,
 		ReclaimIdle:   cfg.Buffer.ReclaimIdle,
 		HashKey:       cfg.AnonymousIDKey(),
-		DrainTimeout:  drainTimeout(cfg.ShutdownTimeout),
-		Filter:        forward.Filter{Include: cfg.Forward.IncludeTypes, Exclude: cfg.Forward.ExcludeTypes},
+		// Part of the shutdown budget is left for the steps after the
+		// drain (Segment clients, acks, the HTTP server, Redis).
+		DrainTimeout: cfg.ShutdownTimeout * 2 / 3,
+		Filter:       forward.Filter{Include: cfg.Forward.IncludeTypes, Exclude: cfg.Forward.ExcludeTypes},
 		PII: forward.PIIPolicy{
 			UserName: forward.PIIAction(cfg.PII.UserName), Email: forward.PIIAction(cfg.PII.Email),
 			IP: forward.PIIAction(cfg.PII.IP), UserAgent: forward.PIIAction(cfg.PII.UserAgent),
@@ -106,13 +107,6 @@ func newLeaderGauge(reg prometheus.Registerer) (prometheus.Gauge, error) {
 		return nil, fmt.Errorf("register poller leader gauge: %w", err)
 	}
 	return g, nil
-}
-
-// drainTimeout leaves part of the shutdown budget for the steps after the
-// forwarder's drain (closing Segment clients, flushing acks, stopping the
-// HTTP server, closing Redis).
-func drainTimeout(shutdown time.Duration) time.Duration {
-	return shutdown * 2 / 3
 }
 
 // newEngine builds the threshold engine over the buffer's own consumer

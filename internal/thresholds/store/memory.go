@@ -304,13 +304,11 @@ func (s *Memory) Eval(_ context.Context, q Query) (Result, error) {
 	case rules.KindCount:
 		u := s.union(keysOf(kindKeyCount))
 		if q.MaxCand > 0 {
-			n := 0
-			for _, c := range descending(u) {
-				if c.score < q.Threshold || n == q.MaxCand {
+			for i, c := range descending(u) {
+				if c.score < q.Threshold || i == q.MaxCand {
 					break
 				}
 				res.Values = append(res.Values, GroupValue{Group: c.member, Value: c.score})
-				n++
 			}
 		}
 		if q.Top > 0 {
@@ -335,13 +333,11 @@ func (s *Memory) Eval(_ context.Context, q Query) (Result, error) {
 		}
 		if q.MaxCand > 0 || q.Top > 0 {
 			u := s.union(keysOf(kindKeyCount))
-			n := 0
-			for _, c := range descending(u) {
-				if q.MaxCand == 0 || c.score < q.Threshold || n == q.MaxCand {
+			for i, c := range descending(u) {
+				if q.MaxCand == 0 || c.score < q.Threshold || i == q.MaxCand {
 					break
 				}
 				add(c.member)
-				n++
 			}
 			for i, c := range descending(u) {
 				if i == q.Top {
@@ -386,13 +382,11 @@ func (s *Memory) Eval(_ context.Context, q Query) (Result, error) {
 			res.Values = append(res.Values, gv)
 		}
 		if q.MaxCand > 0 {
-			n := 0
-			for _, c := range descending(den) {
-				if c.score < r.MinDenominator() || n == q.MaxCand {
+			for i, c := range descending(den) {
+				if c.score < r.MinDenominator() || i == q.MaxCand {
 					break
 				}
 				add(c.member)
-				n++
 			}
 		}
 		for _, g := range q.Groups {
