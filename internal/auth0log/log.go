@@ -311,33 +311,19 @@ func truncate(s string) string {
 	return s
 }
 
-// Object decodes the whole event as encoding/json decodes it into a
-// map[string]any with UseNumber: objects as map[string]any, arrays as
-// []any, numbers as json.Number (exact), strings unescaped with invalid
-// UTF-8 as U+FFFD, of a member given twice the last. The map is the
-// caller's own.
-func (l Log) Object() (map[string]any, error) {
-	m := map[string]any{}
-	err := l.Members(func(mb Member) bool {
-		m[mb.Key] = mb.Value()
-		return true
-	})
-	if err != nil {
-		return nil, err
-	}
-	return m, nil
-}
-
 // Member is one member of an event's JSON object.
 type Member struct {
 	Key string // the member's name, unescaped, invalid UTF-8 as U+FFFD
 	v   gjson.Result
 }
 
-// Value is the member's value as Object decodes it.
+// Value is the member's value as encoding/json decodes it into an any
+// with UseNumber: objects as map[string]any (of a member given twice, the
+// last), arrays as []any, numbers as json.Number (exact), strings
+// unescaped with invalid UTF-8 as U+FFFD.
 func (m Member) Value() any { return value(m.v) }
 
-// Text is the member's value when it is a JSON string, as Object decodes
+// Text is the member's value when it is a JSON string, as Value decodes
 // it; false for any other value.
 func (m Member) Text() (string, bool) {
 	if m.v.Type != gjson.String {
@@ -348,9 +334,9 @@ func (m Member) Text() (string, bool) {
 }
 
 // Members calls fn for each member of the event, in order, until fn
-// returns false: what Object decodes, one member at a time, for a caller
-// that builds its own value from them (a member given twice comes twice;
-// Object keeps the last). Its errors are Object's.
+// returns false, for a caller that builds its own value from them (a
+// member given twice comes twice). It fails when Raw is not one valid JSON
+// object.
 func (l Log) Members(fn func(Member) bool) error {
 	if !ValidJSON(l.Raw) {
 		return errors.New("decode event: not valid JSON")

@@ -117,7 +117,7 @@ func TestTypeTable(t *testing.T) {
 		require.Equal(t, want.name, info.Name, code)
 		require.Equal(t, want.outcome, info.Outcome, code)
 	}
-	for _, info := range Types() {
+	for _, info := range typeTable {
 		require.NotEmpty(t, info.Name, info.Code)
 		require.Contains(t, []Outcome{Success, Failure, Info}, info.Outcome, info.Code)
 	}
@@ -270,6 +270,20 @@ func TestDecodePage(t *testing.T) {
 	require.Equal(t, 2, ee.Events)
 	_, err = DecodePage([]byte(`{"logs":[]}`))
 	require.ErrorContains(t, err, "decode log page: a JSON object, not an array")
+}
+
+// Object decodes the whole event from its Members, as a caller that
+// builds a map of them would: of a member given twice, the last.
+func (l Log) Object() (map[string]any, error) {
+	m := map[string]any{}
+	err := l.Members(func(mb Member) bool {
+		m[mb.Key] = mb.Value()
+		return true
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
 }
 
 // FuzzObject: Object decodes exactly what encoding/json with UseNumber

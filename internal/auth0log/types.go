@@ -73,12 +73,3 @@ func LookupType(code string) (TypeInfo, bool) {
 	}
 	return TypeInfo{Code: code, Outcome: Info, Group: "unknown", Name: code}, false
 }
-
-// Types returns every known type code.
-func Types() []TypeInfo {
-	out := make([]TypeInfo, 0, len(typeTable))
-	for _, t := range typeTable {
-		out = append(out, t)
-	}
-	return out
-}

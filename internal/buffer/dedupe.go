@@ -2,7 +2,6 @@ package buffer
 
 import (
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
 
@@ -56,26 +55,6 @@ func packID(id string) ([]byte, error) {
 		}
 	}
 	return out, nil
-}
-
-// unpackID is packID's inverse; it refuses anything packID cannot have
-// written.
-func unpackID(p []byte) (string, error) {
-	if len(p) != packedIDLen {
-		return "", fmt.Errorf("packed log_id of %d bytes, want %d", len(p), packedIDLen)
-	}
-	out := make([]byte, 0, auth0log.IDLength)
-	for g := 0; g < packedIDLen; g += packBytes {
-		var v uint64
-		for _, c := range p[g : g+packBytes] {
-			v = v<<8 | uint64(c)
-		}
-		if v >= 1e14 {
-			return "", fmt.Errorf("packed log_id group %d out of range", g/packBytes)
-		}
-		out = fmt.Appendf(out, "%014d", v)
-	}
-	return string(out), nil
 }
 
 // idHour is the dedupe bucket of a log_id: the hour embedded in it,

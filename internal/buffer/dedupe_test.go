@@ -1,6 +1,7 @@
 package buffer
 
 import (
+	"fmt"
 	"log/slog"
 	"strings"
 	"testing"
@@ -262,4 +263,24 @@ authpipe_buffer_dedupe_entries{tenant="`+f.b.cfg.Tenant+`"} 6
 		require.Zero(t, n)
 	}
 	require.Equal(t, 1, strings.Count(logs.String(), "Redis refuses INFO memory"), logs.String())
+}
+
+// unpackID is packID's inverse; it refuses anything packID cannot have
+// written.
+func unpackID(p []byte) (string, error) {
+	if len(p) != packedIDLen {
+		return "", fmt.Errorf("packed log_id of %d bytes, want %d", len(p), packedIDLen)
+	}
+	out := make([]byte, 0, auth0log.IDLength)
+	for g := 0; g < packedIDLen; g += packBytes {
+		var v uint64
+		for _, c := range p[g : g+packBytes] {
+			v = v<<8 | uint64(c)
+		}
+		if v >= 1e14 {
+			return "", fmt.Errorf("packed log_id group %d out of range", g/packBytes)
+		}
+		out = fmt.Appendf(out, "%014d", v)
+	}
+	return string(out), nil
 }

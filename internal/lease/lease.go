@@ -232,12 +232,6 @@ func FenceKey(name string) string {
 	return "{" + name + "}:fence"
 }
 
-// Owner returns this holder's id.
-func (l *Lease) Owner() string { return l.cfg.Owner }
-
-// TTL returns the lease period.
-func (l *Lease) TTL() time.Duration { return l.cfg.TTL }
-
 // acquireScript: SET NX PX, and on success INCR the fence and store
 // "token:owner" as the value. A fence below the floor (the highest token
 // the caller has held: Redis lost the counter) is raised to it first.
@@ -375,14 +369,6 @@ func (l *Lease) Token() int64 {
 	return l.token
 }
 
-// IsLeader implements gocron.Elector: nil while this process holds the lease.
-func (l *Lease) IsLeader(context.Context) error {
-	if l.Held() {
-		return nil
-	}
-	return ErrNotHeld
-}
-
 // Elector is the adapter that gocron's WithDistributedElector takes: only the
 // holder of the lease runs jobs. gocron asks before every run, so a replica
 // that lost the lease runs no job after Held turned false.
@@ -394,7 +380,12 @@ var _ gocron.Elector = Elector{}
 func (l *Lease) Elector() Elector { return Elector{lease: l} }
 
 // IsLeader returns nil while the lease is held, else ErrNotHeld.
-func (e Elector) IsLeader(ctx context.Context) error { return e.lease.IsLeader(ctx) }
+func (e Elector) IsLeader(context.Context) error {
+	if e.lease.Held() {
+		return nil
+	}
+	return ErrNotHeld
+}
 
 // Wait blocks until this process holds the lease (the keeper, Run, must be
 // running) and returns a context that is cancelled as soon as the lease is

@@ -148,7 +148,7 @@ func TestHeldEndsWithinTTLOnTheClock(t *testing.T) {
 	require.True(t, ok)
 	clock.Advance(9 * time.Second)
 	require.True(t, a.Held())
-	require.NoError(t, a.IsLeader(ctx))
+	require.NoError(t, a.Elector().IsLeader(ctx))
 	clock.Advance(time.Second)
 	require.False(t, a.Held(), "no renewal for a whole TTL: not held, whatever Redis says")
 	require.ErrorIs(t, a.Elector().IsLeader(ctx), ErrNotHeld)

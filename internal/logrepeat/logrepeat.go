@@ -115,23 +115,6 @@ func (s *Summarizer) OK(ctx context.Context, key string) {
 	}
 }
 
-// OKAll reports success of every failing action (the component reached the
-// service they all depend on), logging each one's recovered line.
-func (s *Summarizer) OKAll(ctx context.Context) {
-	if s.failing.Load() == 0 {
-		return
-	}
-	s.mu.Lock()
-	keys := make([]string, 0, len(s.eps))
-	for k := range s.eps {
-		keys = append(keys, k)
-	}
-	s.mu.Unlock()
-	for _, k := range keys {
-		s.OK(ctx, k)
-	}
-}
-
 // Clear ends the action key's episode without logging, for a caller that
 // logs a recovery line of its own; ok is false when it was not failing.
 func (s *Summarizer) Clear(key string) (Episode, bool) {

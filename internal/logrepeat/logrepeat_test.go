@@ -175,3 +175,20 @@ func TestSummarizerConcurrent(t *testing.T) {
 	require.Equal(t, float64(800), got[len(got)-1]["failures"], "every failure is in the episode")
 	require.LessOrEqual(t, total, 799, "summaries count only repeats")
 }
+
+// OKAll reports success of every failing action (the component reached the
+// service they all depend on), logging each one's recovered line.
+func (s *Summarizer) OKAll(ctx context.Context) {
+	if s.failing.Load() == 0 {
+		return
+	}
+	s.mu.Lock()
+	keys := make([]string, 0, len(s.eps))
+	for k := range s.eps {
+		keys = append(keys, k)
+	}
+	s.mu.Unlock()
+	for _, k := range keys {
+		s.OK(ctx, k)
+	}
+}
