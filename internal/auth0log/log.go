@@ -24,6 +24,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -161,14 +162,7 @@ func (l *Log) setFields(vals [numFields]string) {
 	l.ClientID, l.Connection = vals[fClientID], vals[fConnection]
 }
 
-func fieldOf(name string) int {
-	for i, n := range fieldNames {
-		if name == n {
-			return i
-		}
-	}
-	return -1
-}
+func fieldOf(name string) int { return slices.Index(fieldNames[:], name) }
 
 func kindOf(v gjson.Result) string {
 	switch v.Type {
@@ -278,10 +272,8 @@ func ValidateID(id string) error {
 			return fmt.Errorf("log_id %q: not all digits", truncate(id))
 		}
 	}
-	if _, err := IDTime(id); err != nil {
-		return err
-	}
-	return nil
+	_, err := IDTime(id)
+	return err
 }
 
 // IDTime returns the UTC time embedded in a log_id (second precision). It is

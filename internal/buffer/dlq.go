@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"time"
 
@@ -65,19 +66,6 @@ func checkDLQIDs(ids []string) error {
 		}
 	}
 	return nil
-}
-
-// chunks splits ids into batches of at most n.
-func chunks(ids []string, n int) [][]string {
-	var out [][]string
-	for len(ids) > n {
-		out = append(out, ids[:n])
-		ids = ids[n:]
-	}
-	if len(ids) > 0 {
-		out = append(out, ids)
-	}
-	return out
 }
 
 // ---- Redis ----
@@ -198,7 +186,7 @@ func (b *Redis) moveDeadLetters(ctx context.Context, op string, ids []string, ba
 			return 0, err
 		}
 		total := 0
-		for _, chunk := range chunks(ids, batch) {
+		for chunk := range slices.Chunk(ids, batch) {
 			args := make([]any, 0, 2+len(chunk))
 			args = append(args, op, "ids")
 			for _, id := range chunk {
@@ -320,7 +308,7 @@ func (b *Bolt) moveDeadLetters(ctx context.Context, replay bool, ids []string, b
 			return 0, err
 		}
 		total := 0
-		for _, chunk := range chunks(ids, batch) {
+		for chunk := range slices.Chunk(ids, batch) {
 			keys := make([][]byte, len(chunk))
 			for i, id := range chunk {
 				sid, _ := parseID(id)

@@ -82,11 +82,8 @@ type Incident struct {
 func (i Incident) Kinds() []string {
 	var out []string
 	for _, k := range LostKinds {
-		for _, f := range i.Found {
-			if f.What == k {
-				out = append(out, k)
-				break
-			}
+		if slices.ContainsFunc(i.Found, func(f Finding) bool { return f.What == k }) {
+			out = append(out, k)
 		}
 	}
 	return out
@@ -323,12 +320,7 @@ func observe(snap memory, sv survey, obs []observation) []Finding {
 // needsRepoll: anything but consumer groups and the fencing counter lost
 // means events may be gone from the buffer.
 func needsRepoll(found []Finding) bool {
-	for _, f := range found {
-		if f.What != LostGroup && f.What != LostFence {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(found, func(f Finding) bool { return f.What != LostGroup && f.What != LostFence })
 }
 
 // absorb makes sv (taken after snap) the memory: what the store holds now.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -40,11 +41,8 @@ func Reason(kind, detail string) string {
 // reasonKind classifies a DeadLetter reason by its leading kind.
 func reasonKind(reason string) string {
 	head, _, _ := strings.Cut(reason, ":")
-	head = strings.TrimSpace(head)
-	for _, k := range reasonKinds {
-		if head == k {
-			return k
-		}
+	if head = strings.TrimSpace(head); slices.Contains(reasonKinds, head) {
+		return head
 	}
 	return ReasonOther
 }

@@ -136,12 +136,8 @@ var _ http.Handler = (*Auth0)(nil)
 
 // NewAuth0 returns an Auth0 simulator with no events.
 func NewAuth0(opts Auth0Options) *Auth0 {
-	if opts.Retention <= 0 {
-		opts.Retention = DefaultRetention
-	}
-	if opts.TokenTTL <= 0 {
-		opts.TokenTTL = DefaultTokenTTL
-	}
+	orDefault(&opts.Retention, DefaultRetention)
+	orDefault(&opts.TokenTTL, DefaultTokenTTL)
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
 	}
@@ -234,16 +230,16 @@ func (a *Auth0) store(b []byte) []byte {
 	return a.arena[n : n+len(b) : n+len(b)]
 }
 
-func formatLogID(t time.Time, seq uint64) string {
-	var b [logIDLength]byte
-	copy(b[:], "900")
-	copy(b[3:], t.Format("20060102150405"))
-	s := strconv.FormatUint(seq, 10)
-	for i := 17; i < logIDLength-len(s); i++ {
-		b[i] = '0'
+// orDefault sets *v to def unless it is positive.
+func orDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
 	}
-	copy(b[logIDLength-len(s):], s)
-	return string(b[:])
+}
+
+func formatLogID(t time.Time, seq uint64) string {
+	s := strconv.FormatUint(seq, 10)
+	return "900" + t.Format("20060102150405") + strings.Repeat("0", logIDLength-17-len(s)) + s
 }
 
 // LogIDs returns the log_ids of every retained log, ascending.
@@ -340,7 +336,7 @@ func (a *Auth0) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sw := &statusWriter{ResponseWriter: w}
 	defer func() {
 		a.mu.Lock()
-		a.stats.Status[sw.code()]++
+		a.stats.Status[cmp.Or(sw.status, http.StatusOK)]++
 		a.mu.Unlock()
 	}()
 	switch {
@@ -784,14 +780,7 @@ func (a *Auth0) searchLocked(id string, strict bool) int {
 	})
 }
 
-func isDigits(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
-}
+func isDigits(s string) bool { return strings.Trim(s, "0123456789") == "" }
 
 // ---- responses ----
 
@@ -831,11 +820,4 @@ func (s *statusWriter) WriteHeader(code int) {
 func (s *statusWriter) Write(b []byte) (int, error) {
 	s.status = cmp.Or(s.status, http.StatusOK)
 	return s.ResponseWriter.Write(b)
-}
-
-func (s *statusWriter) code() int {
-	if s.status == 0 {
-		return http.StatusOK
-	}
-	return s.status
 }

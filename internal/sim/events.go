@@ -214,12 +214,7 @@ func idChars(x uint64, n int) string {
 }
 
 func isMobile(ua string) bool {
-	for _, m := range []string{"Mobile", "Android", "iPhone", "iPad", "iOS"} {
-		if strings.Contains(ua, m) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc([]string{"Mobile", "Android", "iPhone", "iPad", "iOS"}, func(m string) bool { return strings.Contains(ua, m) })
 }
 
 // ---- realistic traffic ----

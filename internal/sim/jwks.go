@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -106,12 +107,9 @@ func (j *JWKS) PendingKey() string {
 func (j *JWKS) Publish() {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	for _, k := range j.keys {
-		if k == j.cur {
-			return
-		}
+	if !slices.Contains(j.keys, j.cur) {
+		j.keys = append(j.keys, j.cur)
 	}
-	j.keys = append(j.keys, j.cur)
 }
 
 // KID returns the kid of the current signing key.

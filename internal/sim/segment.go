@@ -10,6 +10,7 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -378,12 +379,7 @@ func (s *Segment) handle(r *http.Request, raw []byte, err error) (int, segmentRe
 // valid reports whether Segment would keep a message: a known type, an
 // event name for track, and a userId or anonymousId.
 func valid(h messageHead) bool {
-	switch h.Type {
-	case "track", "identify", "page", "screen", "group", "alias":
-	default:
-		return false
-	}
-	if h.Type == "track" && h.Event == "" {
+	if !slices.Contains([]string{"track", "identify", "page", "screen", "group", "alias"}, h.Type) || h.Type == "track" && h.Event == "" {
 		return false
 	}
 	return present(h.UserID) || present(h.AnonymousID)

@@ -2,6 +2,7 @@ package sim
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -171,27 +172,13 @@ func NewStream(opts StreamOptions) (*Stream, error) {
 	case opts.Format != "" && !slices.Contains(StreamFormats, opts.Format):
 		return nil, fmt.Errorf("sim stream: format %q: want one of %v", opts.Format, StreamFormats)
 	}
-	if opts.Format == "" {
-		opts.Format = StreamJSONLines
-	}
-	if opts.BatchSize <= 0 {
-		opts.BatchSize = DefaultStreamBatchSize
-	}
-	if opts.Tries <= 0 {
-		opts.Tries = DefaultStreamTries
-	}
-	if opts.RetryDelay <= 0 {
-		opts.RetryDelay = DefaultStreamRetryDelay
-	}
-	if opts.ErroredRetry <= 0 {
-		opts.ErroredRetry = DefaultStreamErroredRetry
-	}
-	if opts.PauseAfter <= 0 {
-		opts.PauseAfter = DefaultStreamPauseAfter
-	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = DefaultStreamTimeout
-	}
+	opts.Format = cmp.Or(opts.Format, StreamJSONLines)
+	orDefault(&opts.BatchSize, DefaultStreamBatchSize)
+	orDefault(&opts.Tries, DefaultStreamTries)
+	orDefault(&opts.RetryDelay, DefaultStreamRetryDelay)
+	orDefault(&opts.ErroredRetry, DefaultStreamErroredRetry)
+	orDefault(&opts.PauseAfter, DefaultStreamPauseAfter)
+	orDefault(&opts.Timeout, DefaultStreamTimeout)
 	if opts.Clock == nil {
 		opts.Clock = clockwork.NewRealClock()
 	}
