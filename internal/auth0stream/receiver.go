@@ -58,7 +58,6 @@ type Receiver struct {
 	cfg      Config
 	tenants  map[string]*tenant
 	only     *tenant // the tenant of PathPrefix alone; nil with several
-	log      *slog.Logger
 	clock    clockwork.Clock
 	onCommit func(Commit)
 	rep      *logrepeat.Summarizer
@@ -84,14 +83,12 @@ func New(tenants []Tenant, cfg Config, deps Deps) (*Receiver, error) {
 	if err != nil {
 		return nil, err
 	}
-	log := deps.Logger.With("component", "stream")
 	r := &Receiver{
 		cfg:      cfg,
 		tenants:  make(map[string]*tenant, len(tenants)),
-		log:      log,
 		clock:    deps.Clock,
 		onCommit: deps.OnCommit,
-		rep:      logrepeat.New(log, deps.Clock, 0),
+		rep:      logrepeat.New(deps.Logger.With("component", "stream"), deps.Clock, 0),
 		unrouted: unrouted,
 		slots:    make(chan struct{}, cfg.MaxInFlight),
 	}

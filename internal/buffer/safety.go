@@ -221,7 +221,6 @@ type SafetyWatch struct {
 	mu       sync.Mutex
 	reported map[string]bool // reasons logged as present
 	checked  bool
-	last     Safety
 }
 
 // NewSafetyWatch registers the metrics on reg (series at 0) and checks
@@ -258,7 +257,7 @@ func (w *SafetyWatch) Check(ctx context.Context) (Safety, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	first := !w.checked
-	w.checked, w.last = true, s
+	w.checked = true
 	present := map[string]bool{}
 	for _, p := range s.Problems {
 		present[p.Reason] = true

@@ -120,12 +120,7 @@ func (h *handler) withRates(cur Summary, now time.Time, advance bool) Summary {
 
 // copyRates gives cur the rates measured for from.
 func copyRates(cur *Summary, from Summary) {
-	rates := make(map[stageKey]float64)
-	for _, t := range from.Tenants {
-		for _, st := range t.Stages {
-			rates[stageKey{t.Name, st.Name}] = st.RatePerSec
-		}
-	}
+	rates := byStage(from, func(st Stage) float64 { return st.RatePerSec })
 	for i := range cur.Tenants {
 		t := &cur.Tenants[i]
 		for j := range t.Stages {

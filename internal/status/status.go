@@ -203,17 +203,12 @@ func (s *Summary) SetRates(prev Summary, elapsed time.Duration) {
 	if elapsed <= 0 {
 		return
 	}
-	before := ackedByStage(prev)
-	secs := elapsed.Seconds()
+	before := byStage(prev, func(st Stage) float64 { return st.Acked })
 	for i := range s.Tenants {
 		t := &s.Tenants[i]
 		for j := range t.Stages {
 			st := &t.Stages[j]
-			delta := st.Acked - before[stageKey{t.Name, st.Name}]
-			if delta < 0 {
-				delta = st.Acked
-			}
-			st.RatePerSec = delta / secs
+			st.RatePerSec = delta(st.Acked, before[stageKey{t.Name, st.Name}]) / elapsed.Seconds()
 		}
 	}
 	s.RateInterval = elapsed
@@ -221,11 +216,12 @@ func (s *Summary) SetRates(prev Summary, elapsed time.Duration) {
 
 type stageKey struct{ tenant, stage string }
 
-func ackedByStage(s Summary) map[stageKey]float64 {
+// byStage maps each tenant's stage in s to f of it.
+func byStage(s Summary, f func(Stage) float64) map[stageKey]float64 {
 	m := make(map[stageKey]float64)
 	for _, t := range s.Tenants {
 		for _, st := range t.Stages {
-			m[stageKey{t.Name, st.Name}] = st.Acked
+			m[stageKey{t.Name, st.Name}] = f(st)
 		}
 	}
 	return m
