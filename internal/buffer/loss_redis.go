@@ -247,26 +247,19 @@ func (b *Redis) restorePoint(ctx context.Context, snap memory, sv survey) (strin
 	if !sv.stream || !snap.surveyed {
 		return "0", nil
 	}
-	holds := func(id, logID string) (bool, error) {
-		if id == "" {
-			return false, nil
-		}
-		msgs, err := b.client.XRange(ctx, b.stream, id, id).Result()
-		if err != nil {
-			return false, fmt.Errorf("read entry %s: %w", id, err)
-		}
-		return len(msgs) == 1 && str(msgs[0].Values["id"]) == logID, nil
-	}
+	id, logID, at := snap.newest, snap.newestLog, snap.newest
 	if snap.first != "" {
-		ok, err := holds(snap.first, snap.firstLog)
-		if err != nil || ok {
-			return predID(snap.first), err
-		}
+		id, logID, at = snap.first, snap.firstLog, predID(snap.first)
+	}
+	if id == "" {
 		return "0", nil
 	}
-	ok, err := holds(snap.newest, snap.newestLog)
-	if err != nil || ok {
-		return snap.newest, err
+	msgs, err := b.client.XRange(ctx, b.stream, id, id).Result()
+	if err != nil {
+		return "", fmt.Errorf("read entry %s: %w", id, err)
+	}
+	if len(msgs) == 1 && str(msgs[0].Values["id"]) == logID {
+		return at, nil // the stream still holds it
 	}
 	return "0", nil
 }
@@ -322,8 +315,6 @@ func (b *Redis) regroup(ctx context.Context, group string, err error) bool {
 	if !isNoGroup(err) || !b.loss.knowsGroup(group) {
 		return false
 	}
-	if _, _, cerr := b.check(ctx); cerr != nil {
-		return false
-	}
-	return true
+	_, _, err = b.check(ctx)
+	return err == nil
 }
