@@ -213,10 +213,6 @@ func registerGauges(reg prometheus.Registerer, tenant string, log *slog.Logger, 
 	return nil
 }
 
-func registerStats(reg prometheus.Registerer, b *Redis) error {
-	return registerGauges(reg, b.cfg.Tenant, b.log, b.clock, b.gauges)
-}
-
 // gauges reads the Redis backend's gauges in one transaction.
 func (b *Redis) gauges(ctx context.Context) (gauges, error) {
 	s, err := b.snapshot(ctx)

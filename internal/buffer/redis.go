@@ -127,7 +127,7 @@ func NewRedis(client redis.UniversalClient, cfg Config, deps Deps) (*Redis, erro
 	b.seenIndex = b.Key(keySeenIndex)
 	// The gauges first: registering them fails (rather than panics) when
 	// this tenant's buffer metrics exist on the registry already.
-	if err := registerStats(deps.Registerer, b); err != nil {
+	if err := registerGauges(deps.Registerer, cfg.Tenant, b.log, b.clock, b.gauges); err != nil {
 		return nil, err
 	}
 	b.m = newMetrics(deps.Registerer, deps.Stages)
@@ -322,29 +322,37 @@ func (b *Redis) Read(ctx context.Context, group, consumer string, count int, blo
 	} else if block < time.Millisecond {
 		block = time.Millisecond
 	}
-	args := &redis.XReadGroupArgs{
+	msgs, err := b.readGroup(ctx, &redis.XReadGroupArgs{
 		Group: group, Consumer: consumer, Streams: []string{b.stream, ">"},
 		Count: int64(count), Block: block,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read group %s: %w", group, err)
 	}
+	var out []Entry
+	for _, msg := range msgs {
+		e := toEntry(msg)
+		e.Deliveries = 1
+		out = append(out, e)
+	}
+	return out, nil
+}
+
+// readGroup runs XREADGROUP, again after regroup recreated a lost group.
+// Nothing to read is no messages and no error.
+func (b *Redis) readGroup(ctx context.Context, args *redis.XReadGroupArgs) ([]redis.XMessage, error) {
 	res, err := b.client.XReadGroup(ctx, args).Result()
-	if b.regroup(ctx, group, err) {
+	if b.regroup(ctx, args.Group, err) {
 		res, err = b.client.XReadGroup(ctx, args).Result()
 	}
 	if errors.Is(err, redis.Nil) {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("read group %s: %w", group, err)
-	}
-	var out []Entry
+	var msgs []redis.XMessage
 	for _, s := range res {
-		for _, msg := range s.Messages {
-			e := toEntry(msg)
-			e.Deliveries = 1
-			out = append(out, e)
-		}
+		msgs = append(msgs, s.Messages...)
 	}
-	return out, nil
+	return msgs, err
 }
 
 // ReadPending delivers again up to count entries of consumer's own pending
@@ -365,23 +373,12 @@ func (b *Redis) ReadPending(ctx context.Context, group, consumer, after string, 
 	// Keep reading while a whole page was dead-lettered or lost, so that an
 	// empty result always means the end of the list.
 	for {
-		args := &redis.XReadGroupArgs{
+		msgs, err := b.readGroup(ctx, &redis.XReadGroupArgs{
 			Group: group, Consumer: consumer, Streams: []string{b.stream, after},
 			Count: int64(count), Block: -1,
-		}
-		res, err := b.client.XReadGroup(ctx, args).Result()
-		if b.regroup(ctx, group, err) {
-			res, err = b.client.XReadGroup(ctx, args).Result()
-		}
-		if errors.Is(err, redis.Nil) {
-			return nil, nil
-		}
+		})
 		if err != nil {
 			return nil, fmt.Errorf("read pending of group %s: %w", group, err)
-		}
-		var msgs []redis.XMessage
-		for _, s := range res {
-			msgs = append(msgs, s.Messages...)
 		}
 		if len(msgs) == 0 {
 			return nil, nil

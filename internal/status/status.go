@@ -317,22 +317,22 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 			case "authpipe_buffer_data_loss_total":
 				tenant(m).DataLosses += v
 			case "authpipe_buffer_data_loss_last_timestamp_seconds":
-				if d := dataLoss(tenant(m)); v > 0 && unix(v).After(d.At) {
+				if d := ensure(&tenant(m).DataLoss); v > 0 && unix(v).After(d.At) {
 					d.At = unix(v)
 				}
 			case "authpipe_buffer_data_loss_found":
 				if v == 1 {
-					d := dataLoss(tenant(m))
+					d := ensure(&tenant(m).DataLoss)
 					d.Found = append(d.Found, label(m, "what"))
 				}
 			case "authpipe_buffer_data_loss_repoll_from_timestamp_seconds":
 				if v > 0 {
-					dataLoss(tenant(m)).RepollFrom = unix(v)
+					ensure(&tenant(m).DataLoss).RepollFrom = unix(v)
 				}
 			case "authpipe_auth0_events_first_total":
 				tenant(m).PolledFirst += v
 			case "authpipe_stream_events_total":
-				st := stream(tenant(m))
+				st := ensure(&tenant(m).Stream)
 				switch label(m, "outcome") {
 				case "new":
 					st.First += v
@@ -340,14 +340,14 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 					st.Duplicates += v
 				}
 			case "authpipe_stream_missed_events_total":
-				stream(tenant(m)).Missed += v
+				ensure(&tenant(m).Stream).Missed += v
 			case "authpipe_stream_last_event_timestamp_seconds":
-				if st := stream(tenant(m)); v > 0 && unix(v).After(st.LastEvent) {
+				if st := ensure(&tenant(m).Stream); v > 0 && unix(v).After(st.LastEvent) {
 					st.LastEvent = unix(v)
 				}
 			case "authpipe_buffer_data_loss_repoll_until_timestamp_seconds":
 				if v > 0 {
-					dataLoss(tenant(m)).RepollUntil = unix(v)
+					ensure(&tenant(m).DataLoss).RepollUntil = unix(v)
 				}
 			}
 		}
@@ -372,20 +372,12 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 	return s
 }
 
-// stream returns t's Stream, creating it.
-func stream(t *Tenant) *Stream {
-	if t.Stream == nil {
-		t.Stream = &Stream{}
+// ensure returns *p, creating it: a tenant's Stream or DataLoss.
+func ensure[T any](p **T) *T {
+	if *p == nil {
+		*p = new(T)
 	}
-	return t.Stream
-}
-
-// dataLoss returns t's DataLoss, creating it.
-func dataLoss(t *Tenant) *DataLoss {
-	if t.DataLoss == nil {
-		t.DataLoss = &DataLoss{}
-	}
-	return t.DataLoss
+	return *p
 }
 
 func unix(secs float64) time.Time {
