@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -215,10 +216,7 @@ func (b *Bolt) update(ctx context.Context, fn func(tx *bbolt.Tx) error) error {
 		return errClosed
 	}
 	b.mu.Lock()
-	notes := make(map[streamID]string, len(b.notes))
-	for k, v := range b.notes {
-		notes[k] = v
-	}
+	notes := maps.Clone(b.notes)
 	b.mu.Unlock()
 	b.dbMu.RLock()
 	defer b.dbMu.RUnlock()

@@ -39,39 +39,26 @@ func (b *Bolt) Trim(ctx context.Context) (int64, error) {
 			if bound, err = b.trimBound(tx, uint64(cutoff)); err != nil {
 				return err
 			}
-			stream := tx.Bucket(bktStream)
-			keys := collect(stream.Cursor(), func(k []byte) bool { return mustID(k).less(bound) })
-			for _, k := range keys {
-				if err := stream.Delete(k); err != nil {
-					return err
-				}
+			below := func(k []byte) bool { return mustID(k).less(bound) }
+			if trimmed, err = deleteFront(tx.Bucket(bktStream), below); err != nil {
+				return err
 			}
-			trimmed = len(keys)
 			if err := addCount(tx.Bucket(bktMeta), bkeyLength, -int64(trimmed)); err != nil {
 				return err
 			}
 			// Reasons noted for entries below the bound are stale (noted
 			// after the entry was acknowledged): no group holds them.
-			reasons := tx.Bucket(bktReasons)
-			keys = collect(reasons.Cursor(), func(k []byte) bool { return mustID(k).less(bound) })
-			for _, k := range keys {
-				if err := reasons.Delete(k); err != nil {
-					return err
-				}
+			if stale, err = deleteFront(tx.Bucket(bktReasons), below); err != nil {
+				return err
 			}
-			stale = len(keys)
-			var dropped int
+			var dropped, legacy int
 			if forgotten, dropped, err = dedupeOf(tx).dropExpired(tx.Bucket(bktMeta), now.Add(-b.cfg.Retention)); err != nil {
 				return err
 			}
-			seen := tx.Bucket(bktSeen)
-			keys = collect(seen.Cursor(), func(k []byte) bool { return bytes.Compare(k, seenBound) < 0 })
-			for _, k := range keys {
-				if err := seen.Delete(k); err != nil {
-					return err
-				}
+			if legacy, err = deleteFront(tx.Bucket(bktSeen), func(k []byte) bool { return bytes.Compare(k, seenBound) < 0 }); err != nil {
+				return err
 			}
-			forgotten += len(keys)
+			forgotten += legacy
 			if trimmed == 0 && forgotten == 0 && stale == 0 && dropped == 0 {
 				return errNoChange
 			}
@@ -129,14 +116,21 @@ func (b *Bolt) trimBound(tx *bbolt.Tx, cutoff uint64) (streamID, error) {
 	return bound, err
 }
 
-// collect copies up to trimChunk keys from the start of c while below
-// accepts them (keys are sorted: it stops at the first it rejects).
-func collect(c *bbolt.Cursor, below func(k []byte) bool) [][]byte {
+// deleteFront deletes up to trimChunk keys from the start of bk while
+// below accepts them (keys are sorted: it stops at the first it rejects)
+// and returns how many it deleted.
+func deleteFront(bk *bbolt.Bucket, below func(k []byte) bool) (int, error) {
 	var keys [][]byte
+	c := bk.Cursor()
 	for k, _ := c.First(); k != nil && len(keys) < trimChunk && below(k); k, _ = c.Next() {
 		keys = append(keys, bytes.Clone(k))
 	}
-	return keys
+	for _, k := range keys {
+		if err := bk.Delete(k); err != nil {
+			return 0, err
+		}
+	}
+	return len(keys), nil
 }
 
 // boltSnapshot is one consistent read of the counters behind Stats, Full
