@@ -43,7 +43,7 @@ func (b *Bolt) Ack(ctx context.Context, name string, ids ...string) error {
 			}
 		}
 		if acked > 0 {
-			if err := addCount(g.b, bkeyPending, -acked); err != nil {
+			if err := addCount(g.b, -acked, bkeyPending); err != nil {
 				return err
 			}
 		} else if !changed {
@@ -118,9 +118,7 @@ func (b *Bolt) Touch(ctx context.Context, name, consumer string, ids ...string) 
 // …" and not returned. Pending entries found deleted from the stream are
 // counted in authpipe_buffer_lost_total and logged at error.
 func (b *Bolt) Reclaim(ctx context.Context, name, consumer string, minIdle time.Duration, count int) ([]Entry, error) {
-	if count <= 0 {
-		count = defaultCount
-	}
+	count = pageSize(count)
 	b.mu.Lock()
 	start, hasStart := b.cursors[name]
 	b.mu.Unlock()

@@ -101,13 +101,7 @@ func (b *Bolt) Append(ctx context.Context, logs []auth0log.Log, checkpoint strin
 			if err := meta.Put(bkeyLast, last.key()); err != nil {
 				return err
 			}
-			if err := addCount(meta, bkeyAdded, int64(added)); err != nil {
-				return err
-			}
-			if err := addCount(meta, bkeyLength, int64(added)); err != nil {
-				return err
-			}
-			if err := addCount(meta, bkeyDedupe, int64(added)); err != nil {
+			if err := addCount(meta, int64(added), bkeyAdded, bkeyLength, bkeyDedupe); err != nil {
 				return err
 			}
 		}

@@ -28,13 +28,9 @@ func dedupeOf(tx *bbolt.Tx) boltDedupe {
 
 // has reports whether the record holds id.
 func (d boltDedupe) has(id string) bool {
-	h, err := idHour(id)
+	h, packed, err := dedupeKey(id)
 	if err != nil {
 		return false // never stored: Append refuses such ids
-	}
-	packed, err := packID(id)
-	if err != nil {
-		return false
 	}
 	if hb := d.hours.Bucket([]byte(h)); hb != nil && hb.Get(packed) != nil {
 		return true
@@ -44,11 +40,7 @@ func (d boltDedupe) has(id string) bool {
 
 // add records id (a valid log_id: Append checked it).
 func (d boltDedupe) add(id string) error {
-	h, err := idHour(id)
-	if err != nil {
-		return err
-	}
-	packed, err := packID(id)
+	h, packed, err := dedupeKey(id)
 	if err != nil {
 		return err
 	}
@@ -79,7 +71,7 @@ func (d boltDedupe) dropExpired(meta *bbolt.Bucket, cutoff time.Time) (forgotten
 			return 0, 0, err
 		}
 	}
-	return forgotten, len(drop), addCount(meta, bkeyDedupe, -int64(forgotten))
+	return forgotten, len(drop), addCount(meta, -int64(forgotten), bkeyDedupe)
 }
 
 // count is the number of log_ids in the record: the hour buckets' count

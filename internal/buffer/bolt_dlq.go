@@ -88,13 +88,13 @@ func (b *Bolt) deadLetterTx(tx *bbolt.Tx, g group, k []byte, rec pelRecord, e En
 	if err := meta.Put(bkeyDLQLast, dlID); err != nil {
 		return deadLettered{}, err
 	}
-	if err := addCount(meta, bkeyDLQLen, 1); err != nil {
+	if err := addCount(meta, 1, bkeyDLQLen); err != nil {
 		return deadLettered{}, err
 	}
 	if err := g.pel.Delete(k); err != nil {
 		return deadLettered{}, err
 	}
-	if err := addCount(g.b, bkeyPending, -1); err != nil {
+	if err := addCount(g.b, -1, bkeyPending); err != nil {
 		return deadLettered{}, err
 	}
 	if err := tx.Bucket(bktReasons).Delete(k); err != nil {

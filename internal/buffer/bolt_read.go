@@ -31,7 +31,7 @@ func (b *Bolt) EnsureGroup(ctx context.Context, name string) error {
 		// Entries trimmed before the group existed count as read: the
 		// group's undelivered entries are exactly those in the stream.
 		meta := tx.Bucket(bktMeta)
-		return addCount(g, bkeyRead, getCount(meta, bkeyAdded)-getCount(meta, bkeyLength))
+		return addCount(g, getCount(meta, bkeyAdded)-getCount(meta, bkeyLength), bkeyRead)
 	})
 	if err != nil {
 		return fmt.Errorf("create group %s: %w", name, err)
@@ -46,9 +46,7 @@ func (b *Bolt) EnsureGroup(ctx context.Context, name string) error {
 // error; ctx ends the wait with its error, Close with an error. Entries stay
 // pending until acknowledged.
 func (b *Bolt) Read(ctx context.Context, group, consumer string, count int, block time.Duration) ([]Entry, error) {
-	if count <= 0 {
-		count = defaultCount
-	}
+	count = pageSize(count)
 	var timer *time.Timer
 	for {
 		wake := b.wakeup() // before reading: an append after the read wakes us
@@ -109,10 +107,7 @@ func (b *Bolt) readNew(ctx context.Context, name, consumer string, count int) ([
 		if err := g.b.Put(bkeyLast, keys[len(keys)-1]); err != nil {
 			return err
 		}
-		if err := addCount(g.b, bkeyRead, int64(len(keys))); err != nil {
-			return err
-		}
-		return addCount(g.b, bkeyPending, int64(len(keys)))
+		return addCount(g.b, int64(len(keys)), bkeyRead, bkeyPending)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read group %s: %w", name, err)
@@ -181,7 +176,7 @@ func (b *Bolt) redeliver(tx *bbolt.Tx, g group, consumer string, cands []pending
 			if err := g.pel.Delete(c.key); err != nil {
 				return nil, err
 			}
-			if err := addCount(g.b, bkeyPending, -1); err != nil {
+			if err := addCount(g.b, -1, bkeyPending); err != nil {
 				return nil, err
 			}
 			o.lost = append(o.lost, id.String())
@@ -219,9 +214,7 @@ func (b *Bolt) redeliver(tx *bbolt.Tx, g group, consumer string, cands []pending
 // stream are counted as lost, logged at error and dropped from the pending
 // list.
 func (b *Bolt) ReadPending(ctx context.Context, name, consumer, after string, count int) ([]Entry, error) {
-	if count <= 0 {
-		count = defaultCount
-	}
+	count = pageSize(count)
 	if after == "" {
 		after = "0"
 	}

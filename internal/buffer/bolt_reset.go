@@ -62,7 +62,7 @@ func (b *Bolt) ResetGroup(ctx context.Context, name string, from time.Time) erro
 			ahead++
 		}
 		meta := tx.Bucket(bktMeta)
-		if err := addCount(g, bkeyRead, getCount(meta, bkeyAdded)-ahead); err != nil {
+		if err := addCount(g, getCount(meta, bkeyAdded)-ahead, bkeyRead); err != nil {
 			return err
 		}
 		if start == (streamID{}) {

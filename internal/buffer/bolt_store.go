@@ -235,13 +235,18 @@ func getCount(b *bbolt.Bucket, key []byte) int64 {
 	return int64(binary.BigEndian.Uint64(v))
 }
 
-func addCount(b *bbolt.Bucket, key []byte, delta int64) error {
+// addCount adds delta to each of the counters keys.
+func addCount(b *bbolt.Bucket, delta int64, keys ...[]byte) error {
 	if delta == 0 {
 		return nil
 	}
-	v := make([]byte, 8)
-	binary.BigEndian.PutUint64(v, uint64(max(getCount(b, key)+delta, 0)))
-	return b.Put(key, v)
+	for _, key := range keys {
+		v := binary.BigEndian.AppendUint64(nil, uint64(max(getCount(b, key)+delta, 0)))
+		if err := b.Put(key, v); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // group is one consumer group's bucket and pending list.

@@ -43,7 +43,7 @@ func (b *Bolt) Trim(ctx context.Context) (int64, error) {
 			if trimmed, err = deleteFront(tx.Bucket(bktStream), below); err != nil {
 				return err
 			}
-			if err := addCount(tx.Bucket(bktMeta), bkeyLength, -int64(trimmed)); err != nil {
+			if err := addCount(tx.Bucket(bktMeta), -int64(trimmed), bkeyLength); err != nil {
 				return err
 			}
 			// Reasons noted for entries below the bound are stale (noted

@@ -69,6 +69,15 @@ func idHour(id string) (string, error) {
 
 const hourLayout = "2006010215"
 
+// dedupeKey is where the dedupe record holds a log_id: its hour bucket
+// (idHour) and its packed form (packID).
+func dedupeKey(id string) (hour string, packed []byte, err error) {
+	if hour, err = idHour(id); err == nil {
+		packed, err = packID(id)
+	}
+	return hour, packed, err
+}
+
 // bucketExpired reports whether every log_id of the bucket of hour h is
 // older than cutoff (now − retention): the bucket can be forgotten.
 func bucketExpired(h string, cutoff time.Time) bool {

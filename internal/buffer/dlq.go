@@ -128,9 +128,7 @@ return {done, last}
 // the first), oldest first. Pass the last id listed to page on; an empty
 // result is the end.
 func (b *Redis) DeadLettersAfter(ctx context.Context, after string, count int) ([]DeadLetter, error) {
-	if count <= 0 {
-		count = defaultCount
-	}
+	count = pageSize(count)
 	start := "-"
 	if after != "" {
 		if err := checkDLQIDs([]string{after}); err != nil {
@@ -239,9 +237,7 @@ func runMove(ctx context.Context, client redis.UniversalClient, keys []string, a
 // the first), oldest first. Pass the last id listed to page on; an empty
 // result is the end.
 func (b *Bolt) DeadLettersAfter(_ context.Context, after string, count int) ([]DeadLetter, error) {
-	if count <= 0 {
-		count = defaultCount
-	}
+	count = pageSize(count)
 	var from []byte
 	if after != "" {
 		if err := checkDLQIDs([]string{after}); err != nil {
@@ -411,7 +407,7 @@ func (b *Bolt) moveTx(ctx context.Context, replay bool, pick func(*bbolt.Cursor)
 		if done == 0 {
 			return errNoChange
 		}
-		if err := addCount(meta, bkeyDLQLen, -int64(done)); err != nil {
+		if err := addCount(meta, -int64(done), bkeyDLQLen); err != nil {
 			return err
 		}
 		if !replay {
@@ -420,10 +416,7 @@ func (b *Bolt) moveTx(ctx context.Context, replay bool, pick func(*bbolt.Cursor)
 		if err := meta.Put(bkeyLast, last.key()); err != nil {
 			return err
 		}
-		if err := addCount(meta, bkeyAdded, int64(done)); err != nil {
-			return err
-		}
-		return addCount(meta, bkeyLength, int64(done))
+		return addCount(meta, int64(done), bkeyAdded, bkeyLength)
 	})
 	return done, err
 }

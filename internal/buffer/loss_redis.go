@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -270,10 +269,7 @@ func predID(id string) string {
 	if err != nil || (s.ms == 0 && s.seq == 0) {
 		return "0"
 	}
-	if s.seq == 0 {
-		return strconv.FormatUint(s.ms-1, 10) + "-" + strconv.FormatUint(math.MaxUint64, 10)
-	}
-	return strconv.FormatUint(s.ms, 10) + "-" + strconv.FormatUint(s.seq-1, 10)
+	return s.pred().String()
 }
 
 // Resume tells the poller where to continue: the stored checkpoint; after

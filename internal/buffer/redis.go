@@ -314,9 +314,7 @@ func (b *Redis) EnsureGroup(ctx context.Context, group string) error {
 // never sends BLOCK 0 (wait forever). A timeout returns no entries and no
 // error. Entries stay pending until acknowledged.
 func (b *Redis) Read(ctx context.Context, group, consumer string, count int, block time.Duration) ([]Entry, error) {
-	if count <= 0 {
-		count = defaultCount
-	}
+	count = pageSize(count)
 	if block <= 0 {
 		block = -1 // go-redis sends no BLOCK argument for a negative Block
 	} else if block < time.Millisecond {
@@ -364,9 +362,7 @@ func (b *Redis) readGroup(ctx context.Context, args *redis.XReadGroupArgs) ([]re
 // stream are counted as lost, logged at error and acknowledged (there is
 // nothing left to deliver).
 func (b *Redis) ReadPending(ctx context.Context, group, consumer, after string, count int) ([]Entry, error) {
-	if count <= 0 {
-		count = defaultCount
-	}
+	count = pageSize(count)
 	if after == "" {
 		after = "0"
 	}
@@ -461,9 +457,7 @@ func (b *Redis) Touch(ctx context.Context, group, consumer string, ids ...string
 // deleted from the stream are counted in authpipe_buffer_lost_total and
 // logged at error.
 func (b *Redis) Reclaim(ctx context.Context, group, consumer string, minIdle time.Duration, count int) ([]Entry, error) {
-	if count <= 0 {
-		count = defaultCount
-	}
+	count = pageSize(count)
 	b.mu.Lock()
 	start := b.cursors[group]
 	b.mu.Unlock()
@@ -772,6 +766,14 @@ func (b *Redis) forgetRoom() {
 	b.mu.Lock()
 	b.roomAt = time.Time{}
 	b.mu.Unlock()
+}
+
+// pageSize is count, or defaultCount when count is not positive.
+func pageSize(count int) int {
+	if count <= 0 {
+		return defaultCount
+	}
+	return count
 }
 
 func toEntry(msg redis.XMessage) Entry {

@@ -36,11 +36,7 @@ func (b *Redis) Seen(ctx context.Context, ids []string) ([]bool, error) {
 	var valid []int
 	var raw []any
 	for i, id := range ids {
-		h, err := idHour(id)
-		if err != nil {
-			continue
-		}
-		packed, err := packID(id)
+		h, packed, err := dedupeKey(id)
 		if err != nil {
 			continue
 		}
