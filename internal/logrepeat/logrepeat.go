@@ -23,6 +23,7 @@ package logrepeat
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -86,7 +87,7 @@ func (s *Summarizer) Fail(ctx context.Context, key string, level slog.Level, msg
 		s.eps[key] = &episode{msg: msg, since: now, lastLine: now, total: 1}
 		s.failing.Store(int32(len(s.eps)))
 		s.mu.Unlock()
-		s.log.Log(ctx, level, msg, with(attrs, "err", err)...)
+		s.log.Log(ctx, level, msg, slices.Concat(attrs, []any{"err", err})...)
 		return
 	}
 	ep.total++
@@ -99,7 +100,7 @@ func (s *Summarizer) Fail(ctx context.Context, key string, level slog.Level, msg
 	ep.unlogged, ep.lastLine, ep.msg = 0, now, msg
 	s.mu.Unlock()
 	s.log.Log(ctx, level, msg+": still failing",
-		with(attrs, "err", err, "failures", n, "failing_for", roundDuration(now.Sub(since)))...)
+		slices.Concat(attrs, []any{"err", err, "failures", n, "failing_for", roundDuration(now.Sub(since))})...)
 }
 
 // OK reports a successful attempt at the action key: if it was failing,
@@ -147,13 +148,6 @@ func (s *Summarizer) clear(key string) (string, Episode, bool) {
 	delete(s.eps, key)
 	s.failing.Store(int32(len(s.eps)))
 	return ep.msg, Episode{Failures: ep.total, Duration: now.Sub(ep.since)}, true
-}
-
-// with returns attrs followed by more, in a new slice: the caller's
-// variadic slice is never appended to.
-func with(attrs []any, more ...any) []any {
-	out := make([]any, 0, len(attrs)+len(more))
-	return append(append(out, attrs...), more...)
 }
 
 // roundDuration renders d for a log line: to the millisecond below a
