@@ -238,31 +238,15 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 
 	tenant := func(m *dto.Metric) *Tenant {
 		name := label(m, "tenant")
-		t, ok := tenants[name]
-		if !ok {
-			t = &Tenant{Name: name}
-			tenants[name] = t
-		}
-		return t
+		return upsert(tenants, name, func() *Tenant { return &Tenant{Name: name} })
 	}
 	stage := func(m *dto.Metric) *Stage {
-		t := tenant(m)
-		k := stageKey{t.Name, label(m, "stage")}
-		st, ok := stages[k]
-		if !ok {
-			st = &Stage{Name: k.stage}
-			stages[k] = st
-		}
-		return st
+		k := stageKey{tenant(m).Name, label(m, "stage")}
+		return upsert(stages, k, func() *Stage { return &Stage{Name: k.stage} })
 	}
 	rule := func(m *dto.Metric) *Rule {
 		name := label(m, "rule")
-		r, ok := rules[name]
-		if !ok {
-			r = &Rule{Name: name}
-			rules[name] = r
-		}
-		return r
+		return upsert(rules, name, func() *Rule { return &Rule{Name: name} })
 	}
 
 	for _, mf := range mfs {
@@ -370,6 +354,16 @@ func summarize(mfs []*dto.MetricFamily) Summary {
 	}
 	sort.Slice(s.Rules, func(i, j int) bool { return s.Rules[i].Name < s.Rules[j].Name })
 	return s
+}
+
+// upsert returns m[k], adding mk() under k first when it is absent.
+func upsert[K comparable, V any](m map[K]*V, k K, mk func() *V) *V {
+	v, ok := m[k]
+	if !ok {
+		v = mk()
+		m[k] = v
+	}
+	return v
 }
 
 // ensure returns *p, creating it: a tenant's Stream or DataLoss.
