@@ -397,11 +397,7 @@ func (a *Auth0) serveToken(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	now := time.Now()
 	if len(a.tokens) > 1024 {
-		for t, it := range a.tokens {
-			if now.After(it.exp) {
-				delete(a.tokens, t)
-			}
-		}
+		maps.DeleteFunc(a.tokens, func(_ string, it issuedToken) bool { return now.After(it.exp) })
 	}
 	scopes := slices.Clone(a.scopes)
 	a.tokens[token] = issuedToken{exp: now.Add(a.tokenTTL), scopes: scopes}

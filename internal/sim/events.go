@@ -101,14 +101,10 @@ func (a *Auth0) encode(b []byte, ev Event, id string, date time.Time) []byte {
 	}
 	str("tenant_name", a.tenant)
 
-	keys := make([]string, 0, len(ev.Extra))
-	for k := range ev.Extra {
-		if k != "log_id" {
-			keys = append(keys, k)
+	for _, k := range slices.Sorted(maps.Keys(ev.Extra)) {
+		if k == "log_id" {
+			continue // the simulator's own
 		}
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
 		b = append(b, ',')
 		b = appendString(b, k)
 		b = append(b, ':')
