@@ -236,11 +236,7 @@ func DecodePage(body []byte) ([]Log, error) {
 	if !page.IsArray() {
 		return nil, fmt.Errorf("decode log page: a JSON %s, not an array", kindOf(page))
 	}
-	var elems []gjson.Result
-	page.ForEach(func(_, v gjson.Result) bool {
-		elems = append(elems, v)
-		return true
-	})
+	elems := page.Array()
 	logs := make([]Log, 0, len(elems))
 	after := ""
 	for i, v := range elems {
