@@ -78,15 +78,13 @@ func (b *Bolt) readNew(ctx context.Context, name, consumer string, count int) ([
 		if err != nil {
 			return err
 		}
-		c := tx.Bucket(bktStream).Cursor()
-		var k, v []byte
+		var from []byte // nil: Seek starts at the first key
 		if last, ok := g.lastDelivered(); ok {
-			k, v = c.Seek(last.succ().key())
-		} else {
-			k, v = c.First()
+			from = last.succ().key()
 		}
 		var keys [][]byte
-		for ; k != nil && len(out) < count; k, v = c.Next() {
+		c := tx.Bucket(bktStream).Cursor()
+		for k, v := c.Seek(from); k != nil && len(out) < count; k, v = c.Next() {
 			logID, raw, fields, err := decodeEntry(v)
 			if err != nil {
 				return fmt.Errorf("entry %s: %w", mustID(k), err)
@@ -234,18 +232,14 @@ func (b *Bolt) ReadPending(ctx context.Context, name, consumer, after string, co
 		}
 		from := start.succ().key()
 		if after == "0" || after == "0-0" {
-			from = nil
+			from = nil // Seek starts at the first key
 		}
 		// Keep going while a whole page was dead-lettered or lost, so that
 		// an empty result always means the end of the list.
 		for {
 			var cands []pendingCandidate
 			c := g.pel.Cursor()
-			k, v := c.First()
-			if from != nil {
-				k, v = c.Seek(from)
-			}
-			for ; k != nil && len(cands) < count; k, v = c.Next() {
+			for k, v := c.Seek(from); k != nil && len(cands) < count; k, v = c.Next() {
 				rec, err := decodePEL(v)
 				if err != nil {
 					return fmt.Errorf("pending entry %s: %w", mustID(k), err)

@@ -238,7 +238,7 @@ func runMove(ctx context.Context, client redis.UniversalClient, keys []string, a
 // result is the end.
 func (b *Bolt) DeadLettersAfter(_ context.Context, after string, count int) ([]DeadLetter, error) {
 	count = pageSize(count)
-	var from []byte
+	var from []byte // nil: Seek starts at the first key
 	if after != "" {
 		if err := checkDLQIDs([]string{after}); err != nil {
 			return nil, fmt.Errorf("list dead letters: %w", err)
@@ -249,11 +249,7 @@ func (b *Bolt) DeadLettersAfter(_ context.Context, after string, count int) ([]D
 	var out []DeadLetter
 	err := b.view(func(tx *bbolt.Tx) error {
 		c := tx.Bucket(bktDLQ).Cursor()
-		k, v := c.First()
-		if from != nil {
-			k, v = c.Seek(from)
-		}
-		for ; k != nil && len(out) < count; k, v = c.Next() {
+		for k, v := c.Seek(from); k != nil && len(out) < count; k, v = c.Next() {
 			d, err := decodeDeadLetter(k, v)
 			if err != nil {
 				return err
