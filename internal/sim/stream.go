@@ -54,33 +54,28 @@ func StreamBody(format StreamFormat, logs []RawLog) []byte {
 	for _, l := range logs {
 		n += len(l.JSON) + len(l.ID) + 24
 	}
-	b := make([]byte, 0, n)
+	head, sep, tail, term := "", ",", "", ""
 	switch format {
+	case StreamJSONLines:
+		sep, term = "", "\n"
 	case StreamJSONArray:
-		b = append(b, '[')
+		head, tail = "[", "]"
 	case StreamJSONObject:
-		b = append(b, `{"logs":[`...)
+		head, tail = `{"logs":[`, "]}"
 	}
+	b := append(make([]byte, 0, n), head...)
 	for i, l := range logs {
-		if i > 0 && format != StreamJSONLines {
-			b = append(b, ',')
+		if i > 0 {
+			b = append(b, sep...)
 		}
 		b = append(b, `{"log_id":`...)
 		b = appendString(b, l.ID)
 		b = append(b, `,"data":`...)
 		b = append(b, l.JSON...)
 		b = append(b, '}')
-		if format == StreamJSONLines {
-			b = append(b, '\n')
-		}
+		b = append(b, term...)
 	}
-	switch format {
-	case StreamJSONArray:
-		b = append(b, ']')
-	case StreamJSONObject:
-		b = append(b, "]}"...)
-	}
-	return b
+	return append(b, tail...)
 }
 
 // StreamOptions configures a Stream. Zero fields get the defaults.
