@@ -240,6 +240,11 @@ func (s *Stream) Dropped() []string {
 // ends; a delivery cut short is kept and tried again by the next Run.
 func (s *Stream) Run(ctx context.Context) error {
 	for {
+		if ctx.Err() != nil {
+			// A delivery cut short by the end is kept due now: without
+			// this check it would be tried again at once, for ever.
+			return nil
+		}
 		d, wait := s.next()
 		if d != nil {
 			s.deliver(ctx, d)

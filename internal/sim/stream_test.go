@@ -456,3 +456,34 @@ func TestStreamDroppedLogsArePolled(t *testing.T) {
 		require.False(t, delivered[id])
 	}
 }
+
+// TestStreamStopsWithDeliveriesPending: Run returns as soon as its context
+// ends, even with deliveries in flight and more waiting: the one cut short
+// is kept, not retried in a loop (authpipe sim must stop on SIGTERM).
+func TestStreamStopsWithDeliveriesPending(t *testing.T) {
+	release, arrived := make(chan struct{}), make(chan struct{}, 100)
+	hook := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		select { // a webhook that answers only when the test ends
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(hook.Close)
+	t.Cleanup(func() { close(release) })
+	s, err := sim.NewStream(sim.StreamOptions{URL: hook.URL, BatchSize: 2})
+	require.NoError(t, err)
+	addEvents(followed(s), 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	<-arrived // the first delivery is in flight
+	cancel()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5 s of its context's end")
+	}
+	require.Equal(t, 10, s.Stats().Pending, "nothing delivered, nothing dropped")
+}
